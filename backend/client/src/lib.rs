@@ -1,0 +1,1 @@
+//! Async client for the netgpu wire protocol.

@@ -1,0 +1,1 @@
+//! netgpu shared types: the wire protocol and the device ABI.

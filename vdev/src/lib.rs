@@ -1,0 +1,1 @@
+//! netgpu vdev library.
