@@ -1,1 +1,10 @@
-//! netgpu shared types: the wire protocol and the device ABI.
+//! netgpu shared types.
+//!
+//! - [`wire`]: the wire protocol between `netgpu-vdev` and `netgpu-backend` (frames, handshake,
+//!   operations, CUDA result codes).
+//! - [`abi`]: the device ABI between a guest driver and `netgpu-vdev` (BAR0 registers, rings,
+//!   command descriptors). The guest kernel module's C header is checked against these types.
+
+pub mod abi;
+pub mod cuda;
+pub mod wire;

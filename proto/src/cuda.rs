@@ -1,0 +1,1 @@
+//! CUDA driver API result codes and attribute numbers shared by every side.

@@ -1,0 +1,1 @@
+//! Wire protocol between netgpu-vdev and netgpu-backend (see docs/wire-protocol.md).
