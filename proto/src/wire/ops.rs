@@ -1,0 +1,390 @@
+//! Operations: the control section of request and reply frames.
+//!
+//! Every request names the CUDA driver API call it serves. Objects (contexts, modules,
+//! functions, streams, events) are session-local [`Handle`]s; device memory is addressed by
+//! device pointers (`u64`) that are only valid in the session that allocated them. Handle 0
+//! is never a valid object; as a stream it means the context's null stream.
+//!
+//! The data section carries: the source bytes of `MemcpyHtoD`, the PTX image of
+//! `ModuleLoad`, the packed parameter buffer of `LaunchKernel` (the layout of the driver API's
+//! `CU_LAUNCH_PARAM_BUFFER_POINTER`), and the bytes of a `MemcpyDtoH` reply. Every other
+//! operation has an empty data section, and a frame that breaks this rule is refused.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A session-local object handle; 0 is "none" (or the null stream).
+pub type Handle = u64;
+/// A device pointer in the session's address space.
+pub type DevPtr = u64;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// First request of every connection.
+    Hello {
+        version_min: u16,
+        version_max: u16,
+        token: String,
+        /// Free text naming the client (e.g. "netgpu-vdev vm1"), for the backend's logs.
+        client: String,
+    },
+    /// Does nothing; measures the round trip.
+    Null,
+    DeviceQuery,
+    CtxCreate {
+        flags: u32,
+    },
+    CtxDestroy {
+        ctx: Handle,
+    },
+    CtxSynchronize {
+        ctx: Handle,
+    },
+    MemAlloc {
+        ctx: Handle,
+        size: u64,
+    },
+    MemFree {
+        ptr: DevPtr,
+    },
+    MemGetInfo,
+    /// Data section: the bytes to copy to `dst`.
+    MemcpyHtoD {
+        ctx: Handle,
+        dst: DevPtr,
+        stream: Handle,
+    },
+    /// Reply data section: `len` bytes read from `src`.
+    MemcpyDtoH {
+        ctx: Handle,
+        src: DevPtr,
+        len: u64,
+        stream: Handle,
+    },
+    MemcpyDtoD {
+        ctx: Handle,
+        dst: DevPtr,
+        src: DevPtr,
+        len: u64,
+        stream: Handle,
+    },
+    /// Sets `count` elements of `elem_size` (1, 2 or 4) bytes at `dst` to the low bytes of `value`.
+    Memset {
+        ctx: Handle,
+        dst: DevPtr,
+        value: u32,
+        elem_size: u8,
+        count: u64,
+        stream: Handle,
+    },
+    /// Data section: the PTX image (text, optionally NUL-terminated).
+    ModuleLoad {
+        ctx: Handle,
+    },
+    ModuleUnload {
+        module: Handle,
+    },
+    ModuleGetFunction {
+        module: Handle,
+        name: String,
+    },
+    ModuleGetGlobal {
+        module: Handle,
+        name: String,
+    },
+    /// Data section: the packed kernel parameter buffer.
+    LaunchKernel {
+        func: Handle,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem_bytes: u32,
+        stream: Handle,
+    },
+    StreamCreate {
+        ctx: Handle,
+        flags: u32,
+    },
+    StreamDestroy {
+        stream: Handle,
+    },
+    StreamSynchronize {
+        stream: Handle,
+    },
+    /// Replies `SUCCESS` when all work on the stream is done, `NOT_READY` otherwise.
+    StreamQuery {
+        stream: Handle,
+    },
+    EventCreate {
+        ctx: Handle,
+        flags: u32,
+    },
+    EventRecord {
+        event: Handle,
+        stream: Handle,
+    },
+    EventSynchronize {
+        event: Handle,
+    },
+    EventQuery {
+        event: Handle,
+    },
+    EventElapsedTime {
+        start: Handle,
+        end: Handle,
+    },
+    EventDestroy {
+        event: Handle,
+    },
+}
+
+impl Request {
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "Hello",
+            Request::Null => "Null",
+            Request::DeviceQuery => "DeviceQuery",
+            Request::CtxCreate { .. } => "CtxCreate",
+            Request::CtxDestroy { .. } => "CtxDestroy",
+            Request::CtxSynchronize { .. } => "CtxSynchronize",
+            Request::MemAlloc { .. } => "MemAlloc",
+            Request::MemFree { .. } => "MemFree",
+            Request::MemGetInfo => "MemGetInfo",
+            Request::MemcpyHtoD { .. } => "MemcpyHtoD",
+            Request::MemcpyDtoH { .. } => "MemcpyDtoH",
+            Request::MemcpyDtoD { .. } => "MemcpyDtoD",
+            Request::Memset { .. } => "Memset",
+            Request::ModuleLoad { .. } => "ModuleLoad",
+            Request::ModuleUnload { .. } => "ModuleUnload",
+            Request::ModuleGetFunction { .. } => "ModuleGetFunction",
+            Request::ModuleGetGlobal { .. } => "ModuleGetGlobal",
+            Request::LaunchKernel { .. } => "LaunchKernel",
+            Request::StreamCreate { .. } => "StreamCreate",
+            Request::StreamDestroy { .. } => "StreamDestroy",
+            Request::StreamSynchronize { .. } => "StreamSynchronize",
+            Request::StreamQuery { .. } => "StreamQuery",
+            Request::EventCreate { .. } => "EventCreate",
+            Request::EventRecord { .. } => "EventRecord",
+            Request::EventSynchronize { .. } => "EventSynchronize",
+            Request::EventQuery { .. } => "EventQuery",
+            Request::EventElapsedTime { .. } => "EventElapsedTime",
+            Request::EventDestroy { .. } => "EventDestroy",
+        }
+    }
+
+    /// Whether the request may carry a data section (it may still be empty: a zero-byte
+    /// copy, a kernel without parameters).
+    pub fn accepts_data(&self) -> bool {
+        matches!(
+            self,
+            Request::MemcpyHtoD { .. } | Request::ModuleLoad { .. } | Request::LaunchKernel { .. }
+        )
+    }
+
+    /// Whether the request may be sent with `FLAG_NO_REPLY` (stream-ordered work whose only
+    /// result is success or failure).
+    pub fn may_skip_reply(&self) -> bool {
+        matches!(
+            self,
+            Request::MemcpyHtoD { .. }
+                | Request::MemcpyDtoD { .. }
+                | Request::Memset { .. }
+                | Request::LaunchKernel { .. }
+                | Request::EventRecord { .. }
+                | Request::StreamDestroy { .. }
+                | Request::EventDestroy { .. }
+                | Request::MemFree { .. }
+        )
+    }
+
+    /// Whether the request synchronises with earlier stream-ordered work: such a request
+    /// reports a failure of earlier `NO_REPLY` work instead of its own result.
+    pub fn is_synchronising(&self) -> bool {
+        matches!(
+            self,
+            Request::CtxSynchronize { .. }
+                | Request::StreamSynchronize { .. }
+                | Request::StreamQuery { .. }
+                | Request::EventSynchronize { .. }
+                | Request::EventQuery { .. }
+                | Request::MemcpyDtoH { .. }
+        )
+    }
+}
+
+/// Everything a guest's `cuDeviceGet*` calls can ask about the remote GPU.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub total_mem: u64,
+    pub cc_major: u32,
+    pub cc_minor: u32,
+    pub multiprocessors: u32,
+    pub uuid: [u8; 16],
+    /// CUDA driver version the backend runs (e.g. 12080), or 0 for the CPU executor.
+    pub driver_version: u32,
+    /// "cuda" or "cpu".
+    pub executor: String,
+    /// `(CUdevice_attribute, value)` pairs; see [`crate::cuda::attr`].
+    pub attributes: Vec<(u32, i32)>,
+}
+
+impl DeviceInfo {
+    pub fn attribute(&self, attr: u32) -> Option<i32> {
+        self.attributes
+            .iter()
+            .find(|(a, _)| *a == attr)
+            .map(|(_, v)| *v)
+    }
+}
+
+/// One kernel parameter as the driver API lays it out in the parameter buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamInfo {
+    pub offset: u32,
+    pub size: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    pub handle: Handle,
+    pub params: Vec<ParamInfo>,
+    /// Total size of the packed parameter buffer.
+    pub param_buffer_size: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Welcome {
+        version: u16,
+        session_id: u64,
+        /// Largest data section the backend accepts in one frame.
+        max_data_len: u32,
+        server: String,
+    },
+    /// Success with nothing to return (also the reply of a `MemcpyDtoH`, whose bytes are in
+    /// the data section).
+    Done,
+    Handle(Handle),
+    DevPtr(DevPtr),
+    MemInfo {
+        free: u64,
+        total: u64,
+    },
+    Device(DeviceInfo),
+    Function(FunctionInfo),
+    Global {
+        ptr: DevPtr,
+        size: u64,
+    },
+    ElapsedMs(f32),
+    /// The reason for an error reply or a goodbye, for logs.
+    Error(String),
+}
+
+#[derive(Debug, Error)]
+pub enum CodecError {
+    #[error("cannot encode control section")]
+    Encode(#[source] postcard::Error),
+    #[error("malformed control section")]
+    Decode(#[source] postcard::Error),
+    #[error("{0} trailing bytes after the control section")]
+    Trailing(usize),
+}
+
+/// Encodes a control section.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    postcard::to_stdvec(value).map_err(CodecError::Encode)
+}
+
+/// Appends an encoded control section to `out` (reusing its allocation).
+pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let v = postcard::to_extend(value, std::mem::take(out)).map_err(CodecError::Encode)?;
+    *out = v;
+    Ok(())
+}
+
+/// Decodes a control section; the whole section must be consumed.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
+    let (v, rest) = postcard::take_from_bytes(bytes).map_err(CodecError::Decode)?;
+    if !rest.is_empty() {
+        return Err(CodecError::Trailing(rest.len()));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = [
+            Request::Hello {
+                version_min: 1,
+                version_max: 1,
+                token: "t".into(),
+                client: "c".into(),
+            },
+            Request::LaunchKernel {
+                func: 7,
+                grid: [1, 2, 3],
+                block: [32, 1, 1],
+                shared_mem_bytes: 256,
+                stream: 0,
+            },
+            Request::Memset {
+                ctx: 1,
+                dst: u64::MAX,
+                value: 0xdead_beef,
+                elem_size: 4,
+                count: 12,
+                stream: 3,
+            },
+        ];
+        for r in reqs {
+            let b = encode(&r).unwrap();
+            assert_eq!(decode::<Request>(&b).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn unknown_opcode_truncation_and_trailing_bytes_are_errors() {
+        assert!(matches!(
+            decode::<Request>(&[200]),
+            Err(CodecError::Decode(_))
+        ));
+        let b = encode(&Request::MemAlloc {
+            ctx: 1,
+            size: 1 << 40,
+        })
+        .unwrap();
+        assert!(decode::<Request>(&b[..b.len() - 1]).is_err());
+        let mut b = encode(&Request::Null).unwrap();
+        b.push(0);
+        assert!(matches!(
+            decode::<Request>(&b),
+            Err(CodecError::Trailing(1))
+        ));
+    }
+
+    #[test]
+    fn only_data_carrying_requests_accept_data() {
+        assert!(Request::ModuleLoad { ctx: 1 }.accepts_data());
+        assert!(!Request::Null.accepts_data());
+        assert!(!Request::MemcpyDtoH {
+            ctx: 1,
+            src: 0,
+            len: 1,
+            stream: 0
+        }
+        .may_skip_reply());
+        assert!(Request::MemcpyDtoH {
+            ctx: 1,
+            src: 0,
+            len: 1,
+            stream: 0
+        }
+        .is_synchronising());
+    }
+}
