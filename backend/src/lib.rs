@@ -1,1 +1,11 @@
-//! netgpu backend library.
+//! netgpu-backend: the daemon on the GPU host.
+//!
+//! - [`config`]: the TOML configuration.
+//! - [`executor`]: where work runs (CUDA GPU or the PTX CPU interpreter), one engine per session.
+//! - [`session`]: one client connection: handshake, frame loop, dispatch to the engine.
+//! - [`server`]: the listener, session registry and graceful shutdown.
+
+pub mod config;
+pub mod executor;
+pub mod server;
+pub mod session;
