@@ -279,7 +279,7 @@ fn frame_loop(
             refuse(conn, &h, &mut deferred, CuResult::INVALID_VALUE)?;
             continue;
         }
-        if req.is_synchronising() {
+        if req.is_synchronising(h.no_reply()) {
             if let Some(e) = deferred.take() {
                 conn.skip_data(h.data_len)?;
                 conn.write_reply(h.request_id, e, None, &[])?;

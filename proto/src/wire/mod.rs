@@ -24,4 +24,4 @@ pub const MIN_PROTOCOL_VERSION: u16 = 1;
 /// Largest control section a peer may send (the data section has its own, negotiated limit).
 pub const MAX_CTRL_LEN: u32 = 64 * 1024;
 /// Default largest data section of one frame; larger copies are split by the client.
-pub const DEFAULT_MAX_DATA_LEN: u32 = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_DATA_LEN: u32 = 64 * 1024 * 1024;

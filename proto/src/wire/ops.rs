@@ -198,8 +198,18 @@ impl Request {
     }
 
     /// Whether the request synchronises with earlier stream-ordered work: such a request
-    /// reports a failure of earlier `NO_REPLY` work instead of its own result.
-    pub fn is_synchronising(&self) -> bool {
+    /// reports a failure of earlier `NO_REPLY` work instead of its own result. Copies and
+    /// memsets sent with a reply are the synchronous driver calls (`cuMemcpyHtoD`, ...), which
+    /// synchronise too.
+    pub fn is_synchronising(&self, no_reply: bool) -> bool {
+        if !no_reply
+            && matches!(
+                self,
+                Request::MemcpyHtoD { .. } | Request::MemcpyDtoD { .. } | Request::Memset { .. }
+            )
+        {
+            return true;
+        }
         matches!(
             self,
             Request::CtxSynchronize { .. }

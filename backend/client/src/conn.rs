@@ -1,0 +1,780 @@
+//! The connection: handshake, request writer, reply reader task, and the operations.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netgpu_proto::cuda::CuResult;
+use netgpu_proto::wire::frame::{FrameHeader, FrameKind, FLAG_NO_REPLY};
+use netgpu_proto::wire::ops::{self, DevPtr, DeviceInfo, FunctionInfo, Handle, Reply, Request};
+use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use crate::error::{ClientError, Result};
+
+const IO_BUFFER: usize = 256 * 1024;
+/// Largest reply data the client accepts (its own limit, independent of the backend's).
+const MAX_REPLY_DATA: u32 = 1 << 30;
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Free text naming this client in the backend's logs.
+    pub name: String,
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            name: format!("netgpu-client {}", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Response {
+    status: CuResult,
+    reply: Option<Reply>,
+    data: Vec<u8>,
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Response>>>;
+
+struct Writer {
+    io: BufWriter<OwnedWriteHalf>,
+    next_id: u64,
+    ctrl: Vec<u8>,
+}
+
+struct Inner {
+    writer: tokio::sync::Mutex<Writer>,
+    pending: Arc<Pending>,
+    dead: Arc<Mutex<Option<String>>>,
+    closed: Arc<AtomicBool>,
+    max_data: u32,
+    session_id: u64,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// One backend session. Clones share the session.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects, authenticates with `token` and opens a session.
+    pub async fn connect(addr: &str, token: &str) -> Result<Client> {
+        Self::connect_with(addr, token, ClientOptions::default()).await
+    }
+
+    pub async fn connect_with(addr: &str, token: &str, opts: ClientOptions) -> Result<Client> {
+        let connect_err = |reason: String| ClientError::Connect {
+            addr: addr.to_string(),
+            reason,
+        };
+        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect_err("timed out".into()))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (r, w) = stream.into_split();
+        let mut reader = BufReader::with_capacity(IO_BUFFER, r);
+        let mut writer = Writer {
+            io: BufWriter::with_capacity(IO_BUFFER, w),
+            next_id: 1,
+            ctrl: Vec::new(),
+        };
+        let hello = Request::Hello {
+            version_min: MIN_PROTOCOL_VERSION,
+            version_max: PROTOCOL_VERSION,
+            token: token.to_string(),
+            client: opts.name.clone(),
+        };
+        write_frame(&mut writer, &hello, &[], 0)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        writer
+            .io
+            .flush()
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let handshake = tokio::time::timeout(opts.connect_timeout, read_frame(&mut reader))
+            .await
+            .map_err(|_| connect_err("no answer to the handshake".into()))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let (h, resp) = handshake;
+        match (h.kind, resp.reply) {
+            (
+                FrameKind::Reply,
+                Some(Reply::Welcome {
+                    version,
+                    session_id,
+                    max_data_len,
+                    server,
+                }),
+            ) if resp.status.is_success() => {
+                debug!(version, session_id, %server, "session open");
+                let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
+                let dead = Arc::new(Mutex::new(None));
+                let closed = Arc::new(AtomicBool::new(false));
+                let reader = tokio::spawn(reader_task(
+                    reader,
+                    pending.clone(),
+                    dead.clone(),
+                    closed.clone(),
+                ));
+                Ok(Client {
+                    inner: Arc::new(Inner {
+                        writer: tokio::sync::Mutex::new(writer),
+                        pending,
+                        dead,
+                        closed,
+                        max_data: max_data_len.max(4096),
+                        session_id,
+                        reader,
+                    }),
+                })
+            }
+            (_, Some(Reply::Error(reason))) => Err(ClientError::Refused {
+                status: h.status,
+                reason,
+            }),
+            (_, other) => Err(ClientError::Refused {
+                status: h.status,
+                reason: format!("unexpected handshake reply {other:?}"),
+            }),
+        }
+    }
+
+    /// The backend's id for this session (for logs).
+    pub fn session_id(&self) -> u64 {
+        self.inner.session_id
+    }
+
+    /// Largest data section the backend accepts in one frame.
+    pub fn max_data(&self) -> u32 {
+        self.inner.max_data
+    }
+
+    /// Whether the connection is known to be gone.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    fn dead_error(&self) -> ClientError {
+        let why = self
+            .inner
+            .dead
+            .lock()
+            .ok()
+            .and_then(|d| d.clone())
+            .unwrap_or_else(|| "connection closed".into());
+        ClientError::Disconnected(why)
+    }
+
+    /// Sends one request. With `want_reply` the returned receiver yields its reply.
+    async fn send(
+        &self,
+        req: &Request,
+        data: &[u8],
+        want_reply: bool,
+    ) -> Result<Option<oneshot::Receiver<Response>>> {
+        if self.is_closed() {
+            return Err(self.dead_error());
+        }
+        let mut w = self.inner.writer.lock().await;
+        let id = w.next_id;
+        w.next_id += 1;
+        let rx = if want_reply {
+            let (tx, rx) = oneshot::channel();
+            if let Ok(mut p) = self.inner.pending.lock() {
+                p.insert(id, tx);
+            }
+            // The reader marks the connection closed before it drops every waiter: a waiter
+            // inserted after that would never wake, so look again.
+            if self.is_closed() {
+                if let Ok(mut p) = self.inner.pending.lock() {
+                    p.remove(&id);
+                }
+                return Err(self.dead_error());
+            }
+            Some(rx)
+        } else {
+            None
+        };
+        let flags = if want_reply { 0 } else { FLAG_NO_REPLY };
+        let res = async {
+            write_frame_id(&mut w, id, req, data, flags).await?;
+            if want_reply {
+                w.io.flush()
+                    .await
+                    .map_err(|e| ClientError::Disconnected(e.to_string()))?;
+            }
+            Ok::<_, ClientError>(())
+        }
+        .await;
+        if let Err(e) = res {
+            if let Ok(mut p) = self.inner.pending.lock() {
+                p.remove(&id);
+            }
+            return Err(match e {
+                ClientError::Disconnected(_) => self.dead_error(),
+                other => other,
+            });
+        }
+        Ok(rx)
+    }
+
+    async fn wait(&self, rx: oneshot::Receiver<Response>) -> Result<Response> {
+        let resp = rx.await.map_err(|_| self.dead_error())?;
+        if !resp.status.is_success() {
+            return Err(ClientError::Cuda(resp.status));
+        }
+        Ok(resp)
+    }
+
+    async fn call(&self, req: &Request, data: &[u8]) -> Result<Response> {
+        let rx = self
+            .send(req, data, true)
+            .await?
+            .ok_or_else(|| ClientError::Protocol("no reply channel".into()))?;
+        self.wait(rx).await
+    }
+
+    async fn call_reply(&self, req: &Request, data: &[u8]) -> Result<Reply> {
+        self.call(req, data)
+            .await?
+            .reply
+            .ok_or_else(|| ClientError::Protocol("reply without a body".into()))
+    }
+
+    /// Sends buffered stream-ordered work to the backend now.
+    pub async fn flush(&self) -> Result<()> {
+        let mut w = self.inner.writer.lock().await;
+        w.io.flush()
+            .await
+            .map_err(|e| ClientError::Disconnected(e.to_string()))
+    }
+
+    /// A request that does nothing: one round trip.
+    pub async fn null(&self) -> Result<()> {
+        self.call(&Request::Null, &[]).await.map(|_| ())
+    }
+
+    pub async fn device_query(&self) -> Result<DeviceInfo> {
+        match self.call_reply(&Request::DeviceQuery, &[]).await? {
+            Reply::Device(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn ctx_create(&self, flags: u32) -> Result<Handle> {
+        handle(self.call_reply(&Request::CtxCreate { flags }, &[]).await?)
+    }
+
+    pub async fn ctx_destroy(&self, ctx: Handle) -> Result<()> {
+        self.call(&Request::CtxDestroy { ctx }, &[])
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn ctx_synchronize(&self, ctx: Handle) -> Result<()> {
+        self.call(&Request::CtxSynchronize { ctx }, &[])
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn mem_alloc(&self, ctx: Handle, size: u64) -> Result<DevPtr> {
+        match self
+            .call_reply(&Request::MemAlloc { ctx, size }, &[])
+            .await?
+        {
+            Reply::DevPtr(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn mem_free(&self, ptr: DevPtr) -> Result<()> {
+        self.call(&Request::MemFree { ptr }, &[]).await.map(|_| ())
+    }
+
+    /// `(free, total)` bytes of this session's device memory.
+    pub async fn mem_get_info(&self) -> Result<(u64, u64)> {
+        match self.call_reply(&Request::MemGetInfo, &[]).await? {
+            Reply::MemInfo { free, total } => Ok((free, total)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Host-to-device copy; returns when the data is in device memory. Reports earlier
+    /// stream-ordered failures, as `cuMemcpyHtoD` does.
+    pub async fn memcpy_htod(
+        &self,
+        ctx: Handle,
+        dst: DevPtr,
+        src: &[u8],
+        stream: Handle,
+    ) -> Result<()> {
+        let chunks = self.chunks(src.len());
+        let last = chunks.len() - 1;
+        for (i, (off, len)) in chunks.into_iter().enumerate() {
+            let req = Request::MemcpyHtoD {
+                ctx,
+                dst: dst.wrapping_add(off as u64),
+                stream,
+            };
+            let rx = self.send(&req, &src[off..off + len], i == last).await?;
+            if let Some(rx) = rx {
+                self.wait(rx).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stream-ordered host-to-device copy: `src` is sent now, the call does not wait.
+    pub async fn memcpy_htod_async(
+        &self,
+        ctx: Handle,
+        dst: DevPtr,
+        src: &[u8],
+        stream: Handle,
+    ) -> Result<()> {
+        for (off, len) in self.chunks(src.len()) {
+            let req = Request::MemcpyHtoD {
+                ctx,
+                dst: dst.wrapping_add(off as u64),
+                stream,
+            };
+            self.send(&req, &src[off..off + len], false).await?;
+        }
+        Ok(())
+    }
+
+    /// Device-to-host copy of `len` bytes; stream-ordered after earlier work on `stream`.
+    pub async fn memcpy_dtoh(
+        &self,
+        ctx: Handle,
+        src: DevPtr,
+        len: u64,
+        stream: Handle,
+    ) -> Result<Vec<u8>> {
+        let len = usize::try_from(len).map_err(|_| ClientError::Cuda(CuResult::INVALID_VALUE))?;
+        let chunks = self.chunks(len);
+        if chunks.len() == 1 {
+            let req = Request::MemcpyDtoH {
+                ctx,
+                src,
+                len: len as u64,
+                stream,
+            };
+            let resp = self.call(&req, &[]).await?;
+            return check_len(resp.data, len);
+        }
+        // Pipelined: every chunk request goes out before the first reply is awaited.
+        let mut rxs = Vec::with_capacity(chunks.len());
+        for (off, clen) in &chunks {
+            let req = Request::MemcpyDtoH {
+                ctx,
+                src: src.wrapping_add(*off as u64),
+                len: *clen as u64,
+                stream,
+            };
+            rxs.push(self.send(&req, &[], true).await?);
+        }
+        let mut out = Vec::with_capacity(len);
+        for (rx, (_, clen)) in rxs.into_iter().zip(chunks) {
+            let rx = rx.ok_or_else(|| ClientError::Protocol("no reply channel".into()))?;
+            let data = check_len(self.wait(rx).await?.data, clen)?;
+            out.extend_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    pub async fn memcpy_dtod(
+        &self,
+        ctx: Handle,
+        dst: DevPtr,
+        src: DevPtr,
+        len: u64,
+        stream: Handle,
+    ) -> Result<()> {
+        self.call(
+            &Request::MemcpyDtoD {
+                ctx,
+                dst,
+                src,
+                len,
+                stream,
+            },
+            &[],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn memcpy_dtod_async(
+        &self,
+        ctx: Handle,
+        dst: DevPtr,
+        src: DevPtr,
+        len: u64,
+        stream: Handle,
+    ) -> Result<()> {
+        self.send(
+            &Request::MemcpyDtoD {
+                ctx,
+                dst,
+                src,
+                len,
+                stream,
+            },
+            &[],
+            false,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `cuMemsetD8/D16/D32`: `elem_size` is 1, 2 or 4.
+    pub async fn memset(
+        &self,
+        ctx: Handle,
+        dst: DevPtr,
+        value: u32,
+        elem_size: u8,
+        count: u64,
+        stream: Handle,
+    ) -> Result<()> {
+        let req = Request::Memset {
+            ctx,
+            dst,
+            value,
+            elem_size,
+            count,
+            stream,
+        };
+        self.call(&req, &[]).await.map(|_| ())
+    }
+
+    pub async fn memset_async(
+        &self,
+        ctx: Handle,
+        dst: DevPtr,
+        value: u32,
+        elem_size: u8,
+        count: u64,
+        stream: Handle,
+    ) -> Result<()> {
+        let req = Request::Memset {
+            ctx,
+            dst,
+            value,
+            elem_size,
+            count,
+            stream,
+        };
+        self.send(&req, &[], false).await.map(|_| ())
+    }
+
+    /// Loads a PTX module image.
+    pub async fn module_load(&self, ctx: Handle, image: &[u8]) -> Result<Handle> {
+        if image.len() > self.inner.max_data as usize {
+            return Err(ClientError::Cuda(CuResult::INVALID_IMAGE));
+        }
+        handle(self.call_reply(&Request::ModuleLoad { ctx }, image).await?)
+    }
+
+    pub async fn module_unload(&self, module: Handle) -> Result<()> {
+        self.call(&Request::ModuleUnload { module }, &[])
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn module_get_function(&self, module: Handle, name: &str) -> Result<FunctionInfo> {
+        match self
+            .call_reply(
+                &Request::ModuleGetFunction {
+                    module,
+                    name: name.to_string(),
+                },
+                &[],
+            )
+            .await?
+        {
+            Reply::Function(f) => Ok(f),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `(device pointer, size)` of a module global.
+    pub async fn module_get_global(&self, module: Handle, name: &str) -> Result<(DevPtr, u64)> {
+        match self
+            .call_reply(
+                &Request::ModuleGetGlobal {
+                    module,
+                    name: name.to_string(),
+                },
+                &[],
+            )
+            .await?
+        {
+            Reply::Global { ptr, size } => Ok((ptr, size)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stream-ordered kernel launch; `params` is the packed parameter buffer (see
+    /// [`FunctionInfo::params`] for the layout). Does not wait.
+    pub async fn launch_kernel(
+        &self,
+        func: Handle,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem_bytes: u32,
+        stream: Handle,
+        params: &[u8],
+    ) -> Result<()> {
+        let req = Request::LaunchKernel {
+            func,
+            grid,
+            block,
+            shared_mem_bytes,
+            stream,
+        };
+        self.send(&req, params, false).await.map(|_| ())
+    }
+
+    pub async fn stream_create(&self, ctx: Handle, flags: u32) -> Result<Handle> {
+        handle(
+            self.call_reply(&Request::StreamCreate { ctx, flags }, &[])
+                .await?,
+        )
+    }
+
+    pub async fn stream_destroy(&self, stream: Handle) -> Result<()> {
+        self.call(&Request::StreamDestroy { stream }, &[])
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn stream_synchronize(&self, stream: Handle) -> Result<()> {
+        self.call(&Request::StreamSynchronize { stream }, &[])
+            .await
+            .map(|_| ())
+    }
+
+    /// `Ok(true)` when all work on the stream is done (`cuStreamQuery`'s `NOT_READY` is `Ok(false)`).
+    pub async fn stream_query(&self, stream: Handle) -> Result<bool> {
+        ready(self.call(&Request::StreamQuery { stream }, &[]).await)
+    }
+
+    pub async fn event_create(&self, ctx: Handle, flags: u32) -> Result<Handle> {
+        handle(
+            self.call_reply(&Request::EventCreate { ctx, flags }, &[])
+                .await?,
+        )
+    }
+
+    /// Stream-ordered; does not wait.
+    pub async fn event_record(&self, event: Handle, stream: Handle) -> Result<()> {
+        self.send(&Request::EventRecord { event, stream }, &[], false)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn event_synchronize(&self, event: Handle) -> Result<()> {
+        self.call(&Request::EventSynchronize { event }, &[])
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn event_query(&self, event: Handle) -> Result<bool> {
+        ready(self.call(&Request::EventQuery { event }, &[]).await)
+    }
+
+    pub async fn event_elapsed_time(&self, start: Handle, end: Handle) -> Result<f32> {
+        match self
+            .call_reply(&Request::EventElapsedTime { start, end }, &[])
+            .await?
+        {
+            Reply::ElapsedMs(ms) => Ok(ms),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn event_destroy(&self, event: Handle) -> Result<()> {
+        self.call(&Request::EventDestroy { event }, &[])
+            .await
+            .map(|_| ())
+    }
+
+    /// Sends a raw request (for tests and tools): returns the status and reply.
+    pub async fn raw_call(
+        &self,
+        req: &Request,
+        data: &[u8],
+        no_reply: bool,
+    ) -> Result<Option<(CuResult, Option<Reply>, Vec<u8>)>> {
+        match self.send(req, data, !no_reply).await? {
+            None => Ok(None),
+            Some(rx) => {
+                let r = rx.await.map_err(|_| self.dead_error())?;
+                Ok(Some((r.status, r.reply, r.data)))
+            }
+        }
+    }
+
+    fn chunks(&self, len: usize) -> Vec<(usize, usize)> {
+        let max = self.inner.max_data as usize;
+        if len == 0 {
+            return vec![(0, 0)];
+        }
+        (0..len)
+            .step_by(max)
+            .map(|off| (off, max.min(len - off)))
+            .collect()
+    }
+}
+
+fn unexpected(r: Reply) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply {r:?}"))
+}
+
+fn handle(r: Reply) -> Result<Handle> {
+    match r {
+        Reply::Handle(h) => Ok(h),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn ready(r: Result<Response>) -> Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(ClientError::Cuda(c)) if c == CuResult::NOT_READY => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn check_len(data: Vec<u8>, len: usize) -> Result<Vec<u8>> {
+    if data.len() != len {
+        return Err(ClientError::Protocol(format!(
+            "expected {len} bytes, backend sent {}",
+            data.len()
+        )));
+    }
+    Ok(data)
+}
+
+async fn write_frame(w: &mut Writer, req: &Request, data: &[u8], flags: u8) -> Result<()> {
+    let id = w.next_id;
+    w.next_id += 1;
+    write_frame_id(w, id, req, data, flags).await
+}
+
+async fn write_frame_id(
+    w: &mut Writer,
+    id: u64,
+    req: &Request,
+    data: &[u8],
+    flags: u8,
+) -> Result<()> {
+    w.ctrl.clear();
+    ops::encode_into(req, &mut w.ctrl).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let data_len =
+        u32::try_from(data.len()).map_err(|_| ClientError::Cuda(CuResult::INVALID_VALUE))?;
+    let h = FrameHeader::request(id, flags, w.ctrl.len() as u32, data_len);
+    let io_err = |e: std::io::Error| ClientError::Disconnected(e.to_string());
+    w.io.write_all(&h.encode()).await.map_err(io_err)?;
+    let ctrl = std::mem::take(&mut w.ctrl);
+    let r = w.io.write_all(&ctrl).await;
+    w.ctrl = ctrl;
+    r.map_err(io_err)?;
+    // Large data bypasses the buffer (tokio's BufWriter writes it straight from `data`).
+    w.io.write_all(data).await.map_err(io_err)
+}
+
+async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<(FrameHeader, Response)> {
+    let mut hdr = [0u8; HEADER_LEN];
+    r.read_exact(&mut hdr).await?;
+    let h = FrameHeader::decode(&hdr, MAX_CTRL_LEN, MAX_REPLY_DATA)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let mut ctrl = vec![0u8; h.ctrl_len as usize];
+    r.read_exact(&mut ctrl).await?;
+    let mut data = vec![0u8; h.data_len as usize];
+    r.read_exact(&mut data).await?;
+    let reply = if ctrl.is_empty() {
+        None
+    } else {
+        Some(
+            ops::decode::<Reply>(&ctrl)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+        )
+    };
+    Ok((
+        h,
+        Response {
+            status: h.status,
+            reply,
+            data,
+        },
+    ))
+}
+
+async fn reader_task(
+    mut r: BufReader<OwnedReadHalf>,
+    pending: Arc<Pending>,
+    dead: Arc<Mutex<Option<String>>>,
+    closed: Arc<AtomicBool>,
+) {
+    let why = loop {
+        match read_frame(&mut r).await {
+            Ok((h, resp)) => match h.kind {
+                FrameKind::Reply => {
+                    let tx = pending
+                        .lock()
+                        .ok()
+                        .and_then(|mut p| p.remove(&h.request_id));
+                    match tx {
+                        Some(tx) => {
+                            let _ = tx.send(resp);
+                        }
+                        None => break format!("backend answered unknown request {}", h.request_id),
+                    }
+                }
+                FrameKind::Goodbye => {
+                    let reason = match resp.reply {
+                        Some(Reply::Error(s)) => s,
+                        _ => "no reason given".into(),
+                    };
+                    break format!("backend closed the session ({}): {reason}", h.status);
+                }
+                FrameKind::Request => break "backend sent a request frame".into(),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break "backend closed the connection".into()
+            }
+            Err(e) => break e.to_string(),
+        }
+    };
+    debug!(reason = %why, "connection ended");
+    if let Ok(mut d) = dead.lock() {
+        d.get_or_insert(why);
+    }
+    closed.store(true, Ordering::Release);
+    // Dropping the senders wakes every waiter with the disconnect error.
+    if let Ok(mut p) = pending.lock() {
+        p.clear();
+    }
+}

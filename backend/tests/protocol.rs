@@ -1,0 +1,536 @@
+//! The backend over real TCP on loopback with the CPU executor: every operation, errors,
+//! isolation, quotas, cleanup, authentication and hostile input.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::{pattern, TestBackend, TOKEN};
+use netgpu_client::{Client, ClientError, CuResult};
+use netgpu_proto::wire::frame::{FrameHeader, FrameKind, FLAG_NO_REPLY};
+use netgpu_proto::wire::ops::{self, Reply, Request};
+use netgpu_proto::wire::HEADER_LEN;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_device_query_and_null() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    c.null().await.unwrap();
+    let d = c.device_query().await.unwrap();
+    assert_eq!(d.executor, "cpu");
+    assert_eq!(d.name, "test cpu");
+    assert_eq!(
+        d.total_mem,
+        64 << 20,
+        "a session sees its quota as the device memory"
+    );
+    assert_eq!(d.attribute(netgpu_proto::cuda::attr::WARP_SIZE), Some(32));
+    assert_eq!((d.cc_major, d.cc_minor), (8, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_token_is_refused_before_any_work() {
+    let b = TestBackend::start().await;
+    let err = Client::connect(&b.addr(), "wrong")
+        .await
+        .err()
+        .expect("must be refused");
+    match err {
+        ClientError::Refused { status, reason } => {
+            assert_eq!(status, CuResult::NOT_PERMITTED);
+            assert!(reason.contains("token"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(b.executor.memory_used(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_copies_memsets_and_info() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let (free0, total) = c.mem_get_info().await.unwrap();
+    assert_eq!((free0, total), (64 << 20, 64 << 20));
+    let n = 300_000u64;
+    let a = c.mem_alloc(ctx, n).await.unwrap();
+    let bb = c.mem_alloc(ctx, n).await.unwrap();
+    assert_eq!(c.mem_get_info().await.unwrap().0, free0 - 2 * n);
+
+    let data = pattern(n as usize, 1);
+    c.memcpy_htod(ctx, a, &data, 0).await.unwrap();
+    assert_eq!(c.memcpy_dtoh(ctx, a, n, 0).await.unwrap(), data);
+
+    c.memcpy_dtod(ctx, bb, a, n, 0).await.unwrap();
+    assert_eq!(c.memcpy_dtoh(ctx, bb, n, 0).await.unwrap(), data);
+    // Partial ranges inside an allocation.
+    assert_eq!(
+        c.memcpy_dtoh(ctx, bb + 1000, 10, 0).await.unwrap(),
+        &data[1000..1010]
+    );
+
+    c.memset(ctx, a, 0xab, 1, 10, 0).await.unwrap();
+    c.memset(ctx, a + 10, 0x1234, 2, 3, 0).await.unwrap();
+    c.memset(ctx, a + 16, 0xdead_beef, 4, 2, 0).await.unwrap();
+    let got = c.memcpy_dtoh(ctx, a, 24, 0).await.unwrap();
+    let mut want = vec![0xab; 10];
+    want.extend_from_slice(&[0x34, 0x12, 0x34, 0x12, 0x34, 0x12]);
+    want.extend_from_slice(&[0xef, 0xbe, 0xad, 0xde, 0xef, 0xbe, 0xad, 0xde]);
+    assert_eq!(got, want);
+    // Misaligned 32-bit memset and a bad element size are refused.
+    assert_eq!(
+        c.memset(ctx, a + 1, 0, 4, 1, 0)
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_VALUE
+    );
+    assert_eq!(
+        c.memset(ctx, a, 0, 3, 1, 0)
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_VALUE
+    );
+
+    c.mem_free(a).await.unwrap();
+    c.mem_free(bb).await.unwrap();
+    assert_eq!(c.mem_get_info().await.unwrap().0, free0);
+    assert_eq!(
+        c.mem_free(a).await.unwrap_err().cuda_result(),
+        CuResult::INVALID_VALUE,
+        "double free"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_bounds_copies_are_refused() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let a = c.mem_alloc(ctx, 1024).await.unwrap();
+    let e = c
+        .memcpy_htod(ctx, a + 1000, &[0u8; 100], 0)
+        .await
+        .unwrap_err();
+    assert_eq!(e.cuda_result(), CuResult::INVALID_VALUE);
+    let e = c.memcpy_dtoh(ctx, a, 1025, 0).await.unwrap_err();
+    assert_eq!(e.cuda_result(), CuResult::INVALID_VALUE);
+    let e = c.memcpy_dtod(ctx, a, a + 512, 1024, 0).await.unwrap_err();
+    assert_eq!(e.cuda_result(), CuResult::INVALID_VALUE);
+    let e = c.memcpy_dtoh(ctx, 0x1234, 4, 0).await.unwrap_err();
+    assert_eq!(e.cuda_result(), CuResult::INVALID_VALUE);
+    // The session is still healthy.
+    c.memcpy_htod(ctx, a, &[7u8; 1024], 0).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_copies_are_split_into_frames_and_reassembled() {
+    let b = TestBackend::start_with(|c| c.max_frame_data = bytesize::ByteSize::kib(4)).await;
+    let c = b.client().await;
+    assert_eq!(c.max_data(), 4096);
+    let ctx = c.ctx_create(0).await.unwrap();
+    let n = 100_003usize;
+    let p = c.mem_alloc(ctx, n as u64).await.unwrap();
+    let data = pattern(n, 7);
+    c.memcpy_htod(ctx, p, &data, 0).await.unwrap();
+    assert_eq!(c.memcpy_dtoh(ctx, p, n as u64, 0).await.unwrap(), data);
+    let more = pattern(n, 8);
+    c.memcpy_htod_async(ctx, p, &more, 0).await.unwrap();
+    c.ctx_synchronize(ctx).await.unwrap();
+    assert_eq!(c.memcpy_dtoh(ctx, p, n as u64, 0).await.unwrap(), more);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_refuses_allocations_beyond_it() {
+    let b = TestBackend::start_with(|c| c.session_memory_quota = bytesize::ByteSize::mib(1)).await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let a = c.mem_alloc(ctx, 768 << 10).await.unwrap();
+    let e = c.mem_alloc(ctx, 512 << 10).await.unwrap_err();
+    assert_eq!(e.cuda_result(), CuResult::OUT_OF_MEMORY);
+    c.mem_alloc(ctx, 256 << 10).await.unwrap();
+    c.mem_free(a).await.unwrap();
+    c.mem_alloc(ctx, 512 << 10).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_isolated() {
+    let b = TestBackend::start().await;
+    let a = b.client().await;
+    let c = b.client().await;
+    assert_ne!(a.session_id(), c.session_id());
+    let actx = a.ctx_create(0).await.unwrap();
+    let aptr = a.mem_alloc(actx, 4096).await.unwrap();
+    a.memcpy_htod(actx, aptr, &[0x5a; 4096], 0).await.unwrap();
+    let astream = a.stream_create(actx, 0).await.unwrap();
+
+    let cctx = c.ctx_create(0).await.unwrap();
+    // A's context handle means nothing in C's session.
+    assert_eq!(
+        c.mem_alloc(actx, 16).await.unwrap_err().cuda_result(),
+        CuResult::INVALID_CONTEXT
+    );
+    // A's device pointer is not memory of C.
+    assert_eq!(
+        c.memcpy_dtoh(cctx, aptr, 16, 0)
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_VALUE
+    );
+    assert_eq!(
+        c.memcpy_htod(cctx, aptr, &[0; 16], 0)
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_VALUE
+    );
+    assert_eq!(
+        c.mem_free(aptr).await.unwrap_err().cuda_result(),
+        CuResult::INVALID_VALUE
+    );
+    assert_eq!(
+        c.stream_synchronize(astream)
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_HANDLE
+    );
+    // A's memory is untouched.
+    assert_eq!(
+        a.memcpy_dtoh(actx, aptr, 4096, 0).await.unwrap(),
+        vec![0x5a; 4096]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contexts_own_their_objects() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let c1 = c.ctx_create(0).await.unwrap();
+    let c2 = c.ctx_create(0).await.unwrap();
+    let p1 = c.mem_alloc(c1, 1 << 20).await.unwrap();
+    let p2 = c.mem_alloc(c2, 1 << 20).await.unwrap();
+    // Memory of one context is not addressable through another.
+    assert_eq!(
+        c.memcpy_dtoh(c2, p1, 4, 0).await.unwrap_err().cuda_result(),
+        CuResult::INVALID_VALUE
+    );
+    let s1 = c.stream_create(c1, 0).await.unwrap();
+    c.ctx_destroy(c1).await.unwrap();
+    assert_eq!(
+        c.mem_get_info().await.unwrap().0,
+        (64 << 20) - (1 << 20),
+        "ctx destroy frees its memory"
+    );
+    assert_eq!(
+        c.stream_synchronize(s1).await.unwrap_err().cuda_result(),
+        CuResult::INVALID_HANDLE
+    );
+    assert_eq!(
+        c.mem_alloc(c1, 1).await.unwrap_err().cuda_result(),
+        CuResult::INVALID_CONTEXT
+    );
+    c.memcpy_dtoh(c2, p2, 4, 0).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abrupt_disconnect_frees_everything() {
+    let b = TestBackend::start().await;
+    {
+        let c = b.client().await;
+        let ctx = c.ctx_create(0).await.unwrap();
+        for _ in 0..8 {
+            c.mem_alloc(ctx, 1 << 20).await.unwrap();
+        }
+        c.memset_async(ctx, 0, 0, 1, 1, 0).await.unwrap();
+        c.flush().await.unwrap();
+        assert_eq!(b.executor.memory_used(), 8 << 20);
+    } // dropped without any teardown
+    assert_eq!(b.wait_memory_freed().await, 0);
+    // A raw socket that vanishes mid-frame frees its session too.
+    let mut s = raw_session(&b).await;
+    let ctx = raw_handle(&mut s, &Request::CtxCreate { flags: 0 });
+    raw_handle(&mut s, &Request::MemAlloc { ctx, size: 1 << 20 });
+    let body = ops::encode(&Request::MemcpyHtoD {
+        ctx,
+        dst: 0,
+        stream: 0,
+    })
+    .unwrap();
+    s.write_all(&FrameHeader::request(99, 0, body.len() as u32, 1 << 20).encode())
+        .unwrap();
+    s.write_all(&body).unwrap();
+    s.write_all(&[0u8; 1000]).unwrap();
+    drop(s);
+    assert_eq!(b.wait_memory_freed().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_errors_surface_at_the_next_synchronising_call() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let s = c.stream_create(ctx, 0).await.unwrap();
+    let p = c.mem_alloc(ctx, 64).await.unwrap();
+    // Stream-ordered calls return at once, even when they will fail.
+    c.memset_async(ctx, p + 60, 1, 4, 100, s).await.unwrap();
+    c.memcpy_htod_async(ctx, p, &[1u8; 64], s).await.unwrap();
+    // Non-synchronising calls are not affected.
+    c.mem_get_info().await.unwrap();
+    let e = c.stream_synchronize(s).await.unwrap_err();
+    assert_eq!(e.cuda_result(), CuResult::INVALID_VALUE);
+    // Reported once; the later valid copy did run.
+    c.stream_synchronize(s).await.unwrap();
+    assert_eq!(c.memcpy_dtoh(ctx, p, 64, s).await.unwrap(), vec![1u8; 64]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_events() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let s = c.stream_create(ctx, 0).await.unwrap();
+    let e1 = c.event_create(ctx, 0).await.unwrap();
+    let e2 = c.event_create(ctx, 0).await.unwrap();
+    let p = c.mem_alloc(ctx, 8 << 20).await.unwrap();
+    c.event_record(e1, s).await.unwrap();
+    c.memset_async(ctx, p, 3, 1, 8 << 20, s).await.unwrap();
+    c.event_record(e2, s).await.unwrap();
+    c.event_synchronize(e2).await.unwrap();
+    assert!(c.event_query(e2).await.unwrap());
+    assert!(c.stream_query(s).await.unwrap());
+    let ms = c.event_elapsed_time(e1, e2).await.unwrap();
+    assert!((0.0..10_000.0).contains(&ms), "{ms}");
+    // An event that was never recorded cannot be timed.
+    let e3 = c.event_create(ctx, 0).await.unwrap();
+    assert_eq!(
+        c.event_elapsed_time(e1, e3)
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_HANDLE
+    );
+    c.event_destroy(e1).await.unwrap();
+    assert_eq!(
+        c.event_query(e1).await.unwrap_err().cuda_result(),
+        CuResult::INVALID_HANDLE
+    );
+    c.stream_destroy(s).await.unwrap();
+    assert_eq!(
+        c.stream_query(s).await.unwrap_err().cuda_result(),
+        CuResult::INVALID_HANDLE
+    );
+    // A stream of another context is refused.
+    let ctx2 = c.ctx_create(0).await.unwrap();
+    let s2 = c.stream_create(ctx2, 0).await.unwrap();
+    assert_eq!(
+        c.memset(ctx, p, 0, 1, 1, s2)
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_HANDLE
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_get_a_goodbye_and_the_backend_keeps_serving() {
+    let b = TestBackend::start().await;
+    let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (h, reply) = read_raw(&mut s).expect("goodbye frame");
+    assert_eq!(h.kind, FrameKind::Goodbye);
+    assert!(matches!(reply, Some(Reply::Error(_))));
+    let mut rest = Vec::new();
+    assert_eq!(
+        s.read_to_end(&mut rest).unwrap(),
+        0,
+        "then the connection closes"
+    );
+    b.client().await.null().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_truncated_frames_are_survived() {
+    let b = TestBackend::start().await;
+    // A frame whose data section exceeds the limit.
+    let mut s = raw_session(&b).await;
+    let body = ops::encode(&Request::Null).unwrap();
+    s.write_all(&FrameHeader::request(5, 0, body.len() as u32, u32::MAX).encode())
+        .unwrap();
+    let (h, _) = read_raw(&mut s).unwrap();
+    assert_eq!(h.kind, FrameKind::Goodbye);
+    // A truncated header, then close.
+    let mut s = raw_session(&b).await;
+    s.write_all(&FrameHeader::request(5, 0, 1, 0).encode()[..10])
+        .unwrap();
+    drop(s);
+    b.client().await.null().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_opcodes_and_misused_flags_get_error_replies_and_the_session_goes_on() {
+    let b = TestBackend::start().await;
+    let mut s = raw_session(&b).await;
+    // Unknown operation number.
+    s.write_all(&FrameHeader::request(7, 0, 1, 0).encode())
+        .unwrap();
+    s.write_all(&[250]).unwrap();
+    let (h, _) = read_raw(&mut s).unwrap();
+    assert_eq!(
+        (h.kind, h.request_id, h.status),
+        (FrameKind::Reply, 7, CuResult::INVALID_VALUE)
+    );
+    // Data attached to an operation that takes none.
+    let body = ops::encode(&Request::Null).unwrap();
+    s.write_all(&FrameHeader::request(8, 0, body.len() as u32, 3).encode())
+        .unwrap();
+    s.write_all(&body).unwrap();
+    s.write_all(&[1, 2, 3]).unwrap();
+    let (h, _) = read_raw(&mut s).unwrap();
+    assert_eq!((h.request_id, h.status), (8, CuResult::INVALID_VALUE));
+    // A second Hello.
+    let body = ops::encode(&Request::Hello {
+        version_min: 1,
+        version_max: 1,
+        token: TOKEN.into(),
+        client: "x".into(),
+    })
+    .unwrap();
+    s.write_all(&FrameHeader::request(9, 0, body.len() as u32, 0).encode())
+        .unwrap();
+    s.write_all(&body).unwrap();
+    let (h, _) = read_raw(&mut s).unwrap();
+    assert_eq!((h.request_id, h.status), (9, CuResult::INVALID_VALUE));
+    // A no-reply flag on a call that must answer is remembered, then reported by a sync.
+    let body = ops::encode(&Request::MemGetInfo).unwrap();
+    s.write_all(&FrameHeader::request(10, FLAG_NO_REPLY, body.len() as u32, 0).encode())
+        .unwrap();
+    s.write_all(&body).unwrap();
+    let ctx = raw_handle(&mut s, &Request::CtxCreate { flags: 0 });
+    let body = ops::encode(&Request::CtxSynchronize { ctx }).unwrap();
+    s.write_all(&FrameHeader::request(11, 0, body.len() as u32, 0).encode())
+        .unwrap();
+    s.write_all(&body).unwrap();
+    let (h, _) = read_raw(&mut s).unwrap();
+    assert_eq!((h.request_id, h.status), (11, CuResult::INVALID_VALUE));
+    // Still a working session.
+    raw_handle(&mut s, &Request::CtxCreate { flags: 0 });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_version_without_overlap_is_refused() {
+    let b = TestBackend::start().await;
+    let mut s = std::net::TcpStream::connect(b.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let body = ops::encode(&Request::Hello {
+        version_min: 50,
+        version_max: 60,
+        token: TOKEN.into(),
+        client: "future".into(),
+    })
+    .unwrap();
+    s.write_all(&FrameHeader::request(1, 0, body.len() as u32, 0).encode())
+        .unwrap();
+    s.write_all(&body).unwrap();
+    let (h, reply) = read_raw(&mut s).unwrap();
+    assert_eq!(
+        (h.kind, h.status),
+        (FrameKind::Goodbye, CuResult::NOT_PERMITTED)
+    );
+    match reply {
+        Some(Reply::Error(why)) => assert!(why.contains("version"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_fails_clients_cleanly_and_frees_memory() {
+    let mut b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    c.mem_alloc(ctx, 4 << 20).await.unwrap();
+    b.shutdown().await;
+    let e = c.null().await.unwrap_err();
+    assert_eq!(e.cuda_result(), CuResult::DEVICE_UNAVAILABLE);
+    assert!(e.to_string().contains("shutting down"), "{e}");
+    assert_eq!(b.executor.memory_used(), 0);
+    assert!(
+        std::net::TcpStream::connect(b.addr).is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_limit_refuses_extra_connections() {
+    let b = TestBackend::start_with(|c| c.max_sessions = 1).await;
+    let _first = b.client().await;
+    let e = Client::connect(&b.addr(), TOKEN)
+        .await
+        .err()
+        .expect("second session refused");
+    match e {
+        ClientError::Refused { reason, .. } => {
+            assert!(reason.contains("session limit"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---- raw protocol helpers ----
+
+async fn raw_session(b: &TestBackend) -> std::net::TcpStream {
+    let addr = b.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let body = ops::encode(&Request::Hello {
+            version_min: 1,
+            version_max: 1,
+            token: TOKEN.into(),
+            client: "raw".into(),
+        })
+        .unwrap();
+        s.write_all(&FrameHeader::request(1, 0, body.len() as u32, 0).encode())
+            .unwrap();
+        s.write_all(&body).unwrap();
+        let (h, r) = read_raw(&mut s).unwrap();
+        assert_eq!(h.status, CuResult::SUCCESS);
+        assert!(matches!(r, Some(Reply::Welcome { .. })));
+        s
+    })
+    .await
+    .unwrap()
+}
+
+fn raw_handle(s: &mut std::net::TcpStream, req: &Request) -> u64 {
+    let body = ops::encode(req).unwrap();
+    s.write_all(&FrameHeader::request(1000, 0, body.len() as u32, 0).encode())
+        .unwrap();
+    s.write_all(&body).unwrap();
+    let (h, r) = read_raw(s).unwrap();
+    assert_eq!(h.status, CuResult::SUCCESS, "{req:?}");
+    match r {
+        Some(Reply::Handle(x)) | Some(Reply::DevPtr(x)) => x,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn read_raw(s: &mut std::net::TcpStream) -> Option<(FrameHeader, Option<Reply>)> {
+    let mut hdr = [0u8; HEADER_LEN];
+    s.read_exact(&mut hdr).ok()?;
+    let h = FrameHeader::decode(&hdr, 1 << 16, 1 << 30).ok()?;
+    let mut ctrl = vec![0u8; h.ctrl_len as usize];
+    s.read_exact(&mut ctrl).ok()?;
+    let mut data = vec![0u8; h.data_len as usize];
+    s.read_exact(&mut data).ok()?;
+    let reply = if ctrl.is_empty() {
+        None
+    } else {
+        ops::decode(&ctrl).ok()
+    };
+    Some((h, reply))
+}
