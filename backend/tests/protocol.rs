@@ -1,6 +1,8 @@
 //! The backend over real TCP on loopback with the CPU executor: every operation, errors,
 //! isolation, quotas, cleanup, authentication and hostile input.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{Read, Write};
