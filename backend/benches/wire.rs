@@ -1,0 +1,196 @@
+//! Wire-path benchmark: the backend over TCP loopback against the raw TCP limits measured in
+//! the same run.
+//!
+//! `cargo bench -p netgpu-backend --bench wire` prints, side by side:
+//! - the round trip of a raw 24-byte ping-pong vs the protocol's `Null` request;
+//! - raw TCP transfers (request, bulk bytes, 1-byte answer) vs host-to-device and
+//!   device-to-host copies of 4 KiB, 1 MiB and 64 MiB;
+//! - stream-ordered launches per second of an empty kernel.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytesize::ByteSize;
+use netgpu_backend::config::{Config, ExecutorKind};
+use netgpu_backend::executor::cpu::CpuExecutor;
+use netgpu_backend::server::{Server, Shared};
+
+const TOKEN: &str = "bench";
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let addr = rt.block_on(start_backend());
+    println!("netgpu wire benchmark (TCP loopback, CPU executor){}", if quick { " [quick]" } else { "" });
+    println!();
+
+    let n_rtt = if quick { 2_000 } else { 20_000 };
+    let raw_rtt = raw_round_trip(n_rtt);
+    let null_rtt = rt.block_on(null_round_trip(&addr, n_rtt));
+    println!("{:<34} {:>12} {:>12} {:>8}", "round trip", "raw TCP", "netgpu", "ratio");
+    println!("{:<34} {:>10.1}us {:>10.1}us {:>7.2}x  (goal <= 1.3x)", "24-byte ping-pong vs Null", us(raw_rtt), us(null_rtt), null_rtt.as_secs_f64() / raw_rtt.as_secs_f64());
+    println!();
+
+    println!("{:<34} {:>12} {:>12} {:>8}", "throughput", "raw TCP", "netgpu", "ratio");
+    for &(size, iters) in &[(4usize << 10, if quick { 2_000 } else { 20_000 }), (1 << 20, if quick { 50 } else { 500 }), (64 << 20, if quick { 3 } else { 20 })] {
+        let raw_up = raw_transfer(size, iters, true);
+        let raw_down = raw_transfer(size, iters, false);
+        let (htod, dtoh) = rt.block_on(copies(&addr, size, iters));
+        let label = ByteSize::b(size as u64).to_string();
+        println!("{:<34} {:>8.0}MB/s {:>8.0}MB/s {:>7.2}x", format!("host-to-device {label}"), raw_up, htod, htod / raw_up);
+        println!("{:<34} {:>8.0}MB/s {:>8.0}MB/s {:>7.2}x", format!("device-to-host {label}"), raw_down, dtoh, dtoh / raw_down);
+    }
+    println!("  (goal at 64 MiB: >= 0.9x)");
+    println!();
+    match rt.block_on(launches(&addr, if quick { 20_000 } else { 200_000 })) {
+        Some(rate) => println!("{:<34} {:>12.0}/s  (goal >= 500000/s)", "async empty-kernel launches", rate),
+        None => println!("{:<34} {:>12}", "async empty-kernel launches", "n/a (no PTX executor)"),
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+async fn start_backend() -> String {
+    let mut config = Config { listen: "127.0.0.1:0".parse().unwrap(), executor: ExecutorKind::Cpu, session_memory_quota: ByteSize::gib(1), ..Config::default() };
+    config.cpu.total_memory = ByteSize::gib(2);
+    let exec = Arc::new(CpuExecutor::new("bench", config.cpu.total_memory.as_u64(), 0));
+    let shared = Shared::new(config, vec![TOKEN.into()], exec);
+    let server = Server::bind(shared).await.unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    tokio::spawn(server.run(std::future::pending()));
+    addr
+}
+
+/// Raw TCP: a blocking echo of 24-byte messages between two threads.
+fn raw_round_trip(n: usize) -> Duration {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let srv = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut b = [0u8; 24];
+        while s.read_exact(&mut b).is_ok() {
+            s.write_all(&b).unwrap();
+        }
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut b = [0u8; 24];
+    for _ in 0..n / 10 {
+        c.write_all(&b).unwrap();
+        c.read_exact(&mut b).unwrap();
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        c.write_all(&b).unwrap();
+        c.read_exact(&mut b).unwrap();
+    }
+    let d = t.elapsed() / n as u32;
+    drop(c);
+    srv.join().unwrap();
+    d
+}
+
+/// Raw TCP: per iteration a 24-byte request, `size` bulk bytes one way, a 24-byte answer.
+fn raw_transfer(size: usize, iters: usize, upload: bool) -> f64 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let srv = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = vec![0u8; size];
+        let mut hdr = [0u8; 24];
+        while s.read_exact(&mut hdr).is_ok() {
+            if upload {
+                s.read_exact(&mut buf).unwrap();
+                s.write_all(&hdr).unwrap();
+            } else {
+                s.write_all(&hdr).unwrap();
+                s.write_all(&buf).unwrap();
+            }
+        }
+    });
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_nodelay(true).unwrap();
+    let mut buf = vec![1u8; size];
+    let mut hdr = [0u8; 24];
+    let mut run = |n: usize| {
+        for _ in 0..n {
+            if upload {
+                c.write_all(&hdr).unwrap();
+                c.write_all(&buf).unwrap();
+                c.read_exact(&mut hdr).unwrap();
+            } else {
+                c.write_all(&hdr).unwrap();
+                c.read_exact(&mut hdr).unwrap();
+                c.read_exact(&mut buf).unwrap();
+            }
+        }
+    };
+    run(iters.div_ceil(10));
+    let t = Instant::now();
+    run(iters);
+    let rate = (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e6;
+    drop(c);
+    srv.join().unwrap();
+    rate
+}
+
+async fn null_round_trip(addr: &str, n: usize) -> Duration {
+    let c = netgpu_client::Client::connect(addr, TOKEN).await.unwrap();
+    for _ in 0..n / 10 {
+        c.null().await.unwrap();
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        c.null().await.unwrap();
+    }
+    t.elapsed() / n as u32
+}
+
+async fn copies(addr: &str, size: usize, iters: usize) -> (f64, f64) {
+    let c = netgpu_client::Client::connect(addr, TOKEN).await.unwrap();
+    let ctx = c.ctx_create(0).await.unwrap();
+    let p = c.mem_alloc(ctx, size as u64).await.unwrap();
+    let data = vec![7u8; size];
+    for _ in 0..iters.div_ceil(10) {
+        c.memcpy_htod(ctx, p, &data, 0).await.unwrap();
+    }
+    let t = Instant::now();
+    for _ in 0..iters {
+        c.memcpy_htod(ctx, p, &data, 0).await.unwrap();
+    }
+    let up = (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e6;
+    for _ in 0..iters.div_ceil(10) {
+        c.memcpy_dtoh(ctx, p, size as u64, 0).await.unwrap();
+    }
+    let t = Instant::now();
+    for _ in 0..iters {
+        let v = c.memcpy_dtoh(ctx, p, size as u64, 0).await.unwrap();
+        assert_eq!(v.len(), size);
+    }
+    let down = (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e6;
+    c.ctx_destroy(ctx).await.unwrap();
+    (up, down)
+}
+
+const EMPTY_KERNEL: &str = ".version 7.0\n.target sm_50\n.address_size 64\n.visible .entry empty()\n{\n\tret;\n}\n";
+
+async fn launches(addr: &str, n: usize) -> Option<f64> {
+    let c = netgpu_client::Client::connect(addr, TOKEN).await.unwrap();
+    let ctx = c.ctx_create(0).await.unwrap();
+    let m = c.module_load(ctx, EMPTY_KERNEL.as_bytes()).await.ok()?;
+    let f = c.module_get_function(m, "empty").await.ok()?;
+    let t = Instant::now();
+    for _ in 0..n {
+        c.launch_kernel(f.handle, [1, 1, 1], [1, 1, 1], 0, 0, &[]).await.unwrap();
+    }
+    c.ctx_synchronize(ctx).await.ok()?;
+    Some(n as f64 / t.elapsed().as_secs_f64())
+}
