@@ -30,7 +30,7 @@ fn main() {
 
     let n_rtt = if quick { 2_000 } else { 20_000 };
     let raw_rtt = raw_round_trip(n_rtt);
-    let null_rtt = rt.block_on(null_round_trip(&addr, n_rtt));
+    let null_rtt = on_rt(&rt, null_round_trip(addr.clone(), n_rtt));
     println!("{:<34} {:>12} {:>12} {:>8}", "round trip", "raw TCP", "netgpu", "ratio");
     println!("{:<34} {:>10.1}us {:>10.1}us {:>7.2}x  (goal <= 1.3x)", "24-byte ping-pong vs Null", us(raw_rtt), us(null_rtt), null_rtt.as_secs_f64() / raw_rtt.as_secs_f64());
     println!();
@@ -39,14 +39,14 @@ fn main() {
     for &(size, iters) in &[(4usize << 10, if quick { 2_000 } else { 20_000 }), (1 << 20, if quick { 50 } else { 500 }), (64 << 20, if quick { 3 } else { 20 })] {
         let raw_up = raw_transfer(size, iters, true);
         let raw_down = raw_transfer(size, iters, false);
-        let (htod, dtoh) = rt.block_on(copies(&addr, size, iters));
+        let (htod, dtoh) = on_rt(&rt, copies(addr.clone(), size, iters));
         let label = ByteSize::b(size as u64).to_string();
         println!("{:<34} {:>8.0}MB/s {:>8.0}MB/s {:>7.2}x", format!("host-to-device {label}"), raw_up, htod, htod / raw_up);
         println!("{:<34} {:>8.0}MB/s {:>8.0}MB/s {:>7.2}x", format!("device-to-host {label}"), raw_down, dtoh, dtoh / raw_down);
     }
     println!("  (goal at 64 MiB: >= 0.9x)");
     println!();
-    match rt.block_on(launches(&addr, if quick { 20_000 } else { 200_000 })) {
+    match on_rt(&rt, launches(addr.clone(), if quick { 20_000 } else { 200_000 })) {
         Some(rate) => println!("{:<34} {:>12.0}/s  (goal >= 500000/s)", "async empty-kernel launches", rate),
         None => println!("{:<34} {:>12}", "async empty-kernel launches", "n/a (no PTX executor)"),
     }
@@ -142,8 +142,13 @@ fn raw_transfer(size: usize, iters: usize, upload: bool) -> f64 {
     rate
 }
 
-async fn null_round_trip(addr: &str, n: usize) -> Duration {
-    let c = netgpu_client::Client::connect(addr, TOKEN).await.unwrap();
+/// Runs a measurement as a task on the runtime's worker, as vdev's queue workers run.
+fn on_rt<T: Send + 'static>(rt: &tokio::runtime::Runtime, f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    rt.block_on(async { tokio::spawn(f).await.unwrap() })
+}
+
+async fn null_round_trip(addr: String, n: usize) -> Duration {
+    let c = netgpu_client::Client::connect(&addr, TOKEN).await.unwrap();
     for _ in 0..n / 10 {
         c.null().await.unwrap();
     }
@@ -154,8 +159,8 @@ async fn null_round_trip(addr: &str, n: usize) -> Duration {
     t.elapsed() / n as u32
 }
 
-async fn copies(addr: &str, size: usize, iters: usize) -> (f64, f64) {
-    let c = netgpu_client::Client::connect(addr, TOKEN).await.unwrap();
+async fn copies(addr: String, size: usize, iters: usize) -> (f64, f64) {
+    let c = netgpu_client::Client::connect(&addr, TOKEN).await.unwrap();
     let ctx = c.ctx_create(0).await.unwrap();
     let p = c.mem_alloc(ctx, size as u64).await.unwrap();
     let data = vec![7u8; size];
@@ -170,10 +175,11 @@ async fn copies(addr: &str, size: usize, iters: usize) -> (f64, f64) {
     for _ in 0..iters.div_ceil(10) {
         c.memcpy_dtoh(ctx, p, size as u64, 0).await.unwrap();
     }
+    let mut buf = Vec::new();
     let t = Instant::now();
     for _ in 0..iters {
-        let v = c.memcpy_dtoh(ctx, p, size as u64, 0).await.unwrap();
-        assert_eq!(v.len(), size);
+        buf = c.memcpy_dtoh_into(ctx, p, size as u64, 0, buf).await.unwrap();
+        assert_eq!(buf.len(), size);
     }
     let down = (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e6;
     c.ctx_destroy(ctx).await.unwrap();
@@ -182,8 +188,8 @@ async fn copies(addr: &str, size: usize, iters: usize) -> (f64, f64) {
 
 const EMPTY_KERNEL: &str = ".version 7.0\n.target sm_50\n.address_size 64\n.visible .entry empty()\n{\n\tret;\n}\n";
 
-async fn launches(addr: &str, n: usize) -> Option<f64> {
-    let c = netgpu_client::Client::connect(addr, TOKEN).await.unwrap();
+async fn launches(addr: String, n: usize) -> Option<f64> {
+    let c = netgpu_client::Client::connect(&addr, TOKEN).await.unwrap();
     let ctx = c.ctx_create(0).await.unwrap();
     let m = c.module_load(ctx, EMPTY_KERNEL.as_bytes()).await.ok()?;
     let f = c.module_get_function(m, "empty").await.ok()?;

@@ -43,7 +43,14 @@ struct Response {
     data: Vec<u8>,
 }
 
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Response>>>;
+/// A caller waiting for a reply, with the buffer the reply's data should land in (reused
+/// across calls by callers that copy a lot, so large replies cost no fresh allocation).
+struct Waiter {
+    tx: oneshot::Sender<Response>,
+    buf: Vec<u8>,
+}
+
+type Pending = Mutex<HashMap<u64, Waiter>>;
 
 struct Writer {
     io: BufWriter<OwnedWriteHalf>,
@@ -191,6 +198,17 @@ impl Client {
         data: &[u8],
         want_reply: bool,
     ) -> Result<Option<oneshot::Receiver<Response>>> {
+        self.send_with(req, data, want_reply, Vec::new()).await
+    }
+
+    /// As `send`, with the buffer the reply's data should be received into.
+    async fn send_with(
+        &self,
+        req: &Request,
+        data: &[u8],
+        want_reply: bool,
+        buf: Vec<u8>,
+    ) -> Result<Option<oneshot::Receiver<Response>>> {
         if self.is_closed() {
             return Err(self.dead_error());
         }
@@ -200,7 +218,7 @@ impl Client {
         let rx = if want_reply {
             let (tx, rx) = oneshot::channel();
             if let Ok(mut p) = self.inner.pending.lock() {
-                p.insert(id, tx);
+                p.insert(id, Waiter { tx, buf });
             }
             // The reader marks the connection closed before it drops every waiter: a waiter
             // inserted after that would never wake, so look again.
@@ -370,6 +388,20 @@ impl Client {
         len: u64,
         stream: Handle,
     ) -> Result<Vec<u8>> {
+        self.memcpy_dtoh_into(ctx, src, len, stream, Vec::new())
+            .await
+    }
+
+    /// As [`Client::memcpy_dtoh`], receiving into `buf`, whose allocation is reused: a caller
+    /// that copies repeatedly passes back the vector it got the last time.
+    pub async fn memcpy_dtoh_into(
+        &self,
+        ctx: Handle,
+        src: DevPtr,
+        len: u64,
+        stream: Handle,
+        buf: Vec<u8>,
+    ) -> Result<Vec<u8>> {
         let len = usize::try_from(len).map_err(|_| ClientError::Cuda(CuResult::INVALID_VALUE))?;
         let chunks = self.chunks(len);
         if chunks.len() == 1 {
@@ -379,8 +411,11 @@ impl Client {
                 len: len as u64,
                 stream,
             };
-            let resp = self.call(&req, &[]).await?;
-            return check_len(resp.data, len);
+            let rx = self
+                .send_with(&req, &[], true, buf)
+                .await?
+                .ok_or_else(|| ClientError::Protocol("no reply channel".into()))?;
+            return check_len(self.wait(rx).await?.data, len);
         }
         // Pipelined: every chunk request goes out before the first reply is awaited.
         let mut rxs = Vec::with_capacity(chunks.len());
@@ -706,30 +741,48 @@ async fn write_frame_id(
 }
 
 async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<(FrameHeader, Response)> {
-    let mut hdr = [0u8; HEADER_LEN];
-    r.read_exact(&mut hdr).await?;
-    let h = FrameHeader::decode(&hdr, MAX_CTRL_LEN, MAX_REPLY_DATA)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    let mut ctrl = vec![0u8; h.ctrl_len as usize];
-    r.read_exact(&mut ctrl).await?;
-    let mut data = vec![0u8; h.data_len as usize];
-    r.read_exact(&mut data).await?;
-    let reply = if ctrl.is_empty() {
-        None
-    } else {
-        Some(
-            ops::decode::<Reply>(&ctrl)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
-        )
-    };
+    let (h, reply) = read_head(r).await?;
+    let mut data = Vec::new();
+    read_data(r, h.data_len, &mut data).await?;
+    let status = h.status;
     Ok((
         h,
         Response {
-            status: h.status,
+            status,
             reply,
             data,
         },
     ))
+}
+
+/// Reads a frame's header and control section, leaving its data section unread.
+async fn read_head(
+    r: &mut BufReader<OwnedReadHalf>,
+) -> std::io::Result<(FrameHeader, Option<Reply>)> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+    let mut hdr = [0u8; HEADER_LEN];
+    r.read_exact(&mut hdr).await?;
+    let h = FrameHeader::decode(&hdr, MAX_CTRL_LEN, MAX_REPLY_DATA)
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut ctrl = vec![0u8; h.ctrl_len as usize];
+    r.read_exact(&mut ctrl).await?;
+    let reply = if ctrl.is_empty() {
+        None
+    } else {
+        Some(ops::decode::<Reply>(&ctrl).map_err(|e| invalid(e.to_string()))?)
+    };
+    Ok((h, reply))
+}
+
+/// Reads a data section into `data`; a reused vector of the right length is not rewritten
+/// before the read.
+async fn read_data(
+    r: &mut BufReader<OwnedReadHalf>,
+    len: u32,
+    data: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    data.resize(len as usize, 0);
+    r.read_exact(data).await.map(|_| ())
 }
 
 async fn reader_task(
@@ -739,22 +792,27 @@ async fn reader_task(
     closed: Arc<AtomicBool>,
 ) {
     let why = loop {
-        match read_frame(&mut r).await {
-            Ok((h, resp)) => match h.kind {
+        match read_head(&mut r).await {
+            Ok((h, reply)) => match h.kind {
                 FrameKind::Reply => {
-                    let tx = pending
+                    let waiter = pending
                         .lock()
                         .ok()
                         .and_then(|mut p| p.remove(&h.request_id));
-                    match tx {
-                        Some(tx) => {
-                            let _ = tx.send(resp);
-                        }
-                        None => break format!("backend answered unknown request {}", h.request_id),
+                    let Some(Waiter { tx, mut buf }) = waiter else {
+                        break format!("backend answered unknown request {}", h.request_id);
+                    };
+                    if let Err(e) = read_data(&mut r, h.data_len, &mut buf).await {
+                        break e.to_string();
                     }
+                    let _ = tx.send(Response {
+                        status: h.status,
+                        reply,
+                        data: buf,
+                    });
                 }
                 FrameKind::Goodbye => {
-                    let reason = match resp.reply {
+                    let reason = match reply {
                         Some(Reply::Error(s)) => s,
                         _ => "no reason given".into(),
                     };
