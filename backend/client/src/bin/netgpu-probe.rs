@@ -82,7 +82,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "copies      {} MiB in, {} MiB out, verified ({:.0} MB/s)",
-        2 * bytes >> 20,
+        (2 * bytes) >> 20,
         bytes >> 20,
         3.0 * bytes as f64 / secs / 1e6
     );
