@@ -23,32 +23,76 @@ const TOKEN: &str = "bench";
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let addr = rt.block_on(start_backend());
-    println!("netgpu wire benchmark (TCP loopback, CPU executor){}", if quick { " [quick]" } else { "" });
+    println!(
+        "netgpu wire benchmark (TCP loopback, CPU executor){}",
+        if quick { " [quick]" } else { "" }
+    );
     println!();
 
     let n_rtt = if quick { 2_000 } else { 20_000 };
     let raw_rtt = raw_round_trip(n_rtt);
     let null_rtt = on_rt(&rt, null_round_trip(addr.clone(), n_rtt));
-    println!("{:<34} {:>12} {:>12} {:>8}", "round trip", "raw TCP", "netgpu", "ratio");
-    println!("{:<34} {:>10.1}us {:>10.1}us {:>7.2}x  (goal <= 1.3x)", "24-byte ping-pong vs Null", us(raw_rtt), us(null_rtt), null_rtt.as_secs_f64() / raw_rtt.as_secs_f64());
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "round trip", "raw TCP", "netgpu", "ratio"
+    );
+    println!(
+        "{:<34} {:>10.1}us {:>10.1}us {:>7.2}x  (goal <= 1.3x)",
+        "24-byte ping-pong vs Null",
+        us(raw_rtt),
+        us(null_rtt),
+        null_rtt.as_secs_f64() / raw_rtt.as_secs_f64()
+    );
     println!();
 
-    println!("{:<34} {:>12} {:>12} {:>8}", "throughput", "raw TCP", "netgpu", "ratio");
-    for &(size, iters) in &[(4usize << 10, if quick { 2_000 } else { 20_000 }), (1 << 20, if quick { 50 } else { 500 }), (64 << 20, if quick { 3 } else { 20 })] {
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "throughput", "raw TCP", "netgpu", "ratio"
+    );
+    for &(size, iters) in &[
+        (4usize << 10, if quick { 2_000 } else { 20_000 }),
+        (1 << 20, if quick { 50 } else { 500 }),
+        (64 << 20, if quick { 3 } else { 20 }),
+    ] {
         let raw_up = raw_transfer(size, iters, true);
         let raw_down = raw_transfer(size, iters, false);
         let (htod, dtoh) = on_rt(&rt, copies(addr.clone(), size, iters));
         let label = ByteSize::b(size as u64).to_string();
-        println!("{:<34} {:>8.0}MB/s {:>8.0}MB/s {:>7.2}x", format!("host-to-device {label}"), raw_up, htod, htod / raw_up);
-        println!("{:<34} {:>8.0}MB/s {:>8.0}MB/s {:>7.2}x", format!("device-to-host {label}"), raw_down, dtoh, dtoh / raw_down);
+        println!(
+            "{:<34} {:>8.0}MB/s {:>8.0}MB/s {:>7.2}x",
+            format!("host-to-device {label}"),
+            raw_up,
+            htod,
+            htod / raw_up
+        );
+        println!(
+            "{:<34} {:>8.0}MB/s {:>8.0}MB/s {:>7.2}x",
+            format!("device-to-host {label}"),
+            raw_down,
+            dtoh,
+            dtoh / raw_down
+        );
     }
     println!("  (goal at 64 MiB: >= 0.9x)");
     println!();
-    match on_rt(&rt, launches(addr.clone(), if quick { 20_000 } else { 200_000 })) {
-        Some(rate) => println!("{:<34} {:>12.0}/s  (goal >= 500000/s)", "async empty-kernel launches", rate),
-        None => println!("{:<34} {:>12}", "async empty-kernel launches", "n/a (no PTX executor)"),
+    match on_rt(
+        &rt,
+        launches(addr.clone(), if quick { 20_000 } else { 200_000 }),
+    ) {
+        Some(rate) => println!(
+            "{:<34} {:>12.0}/s  (goal >= 500000/s)",
+            "async empty-kernel launches", rate
+        ),
+        None => println!(
+            "{:<34} {:>12}",
+            "async empty-kernel launches", "n/a (no PTX executor)"
+        ),
     }
 }
 
@@ -57,9 +101,18 @@ fn us(d: Duration) -> f64 {
 }
 
 async fn start_backend() -> String {
-    let mut config = Config { listen: "127.0.0.1:0".parse().unwrap(), executor: ExecutorKind::Cpu, session_memory_quota: ByteSize::gib(1), ..Config::default() };
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        executor: ExecutorKind::Cpu,
+        session_memory_quota: ByteSize::gib(1),
+        ..Config::default()
+    };
     config.cpu.total_memory = ByteSize::gib(2);
-    let exec = Arc::new(CpuExecutor::new("bench", config.cpu.total_memory.as_u64(), 0));
+    let exec = Arc::new(CpuExecutor::new(
+        "bench",
+        config.cpu.total_memory.as_u64(),
+        0,
+    ));
     let shared = Shared::new(config, vec![TOKEN.into()], exec);
     let server = Server::bind(shared).await.unwrap();
     let addr = server.local_addr().unwrap().to_string();
@@ -143,7 +196,10 @@ fn raw_transfer(size: usize, iters: usize, upload: bool) -> f64 {
 }
 
 /// Runs a measurement as a task on the runtime's worker, as vdev's queue workers run.
-fn on_rt<T: Send + 'static>(rt: &tokio::runtime::Runtime, f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+fn on_rt<T: Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
     rt.block_on(async { tokio::spawn(f).await.unwrap() })
 }
 
@@ -178,7 +234,10 @@ async fn copies(addr: String, size: usize, iters: usize) -> (f64, f64) {
     let mut buf = Vec::new();
     let t = Instant::now();
     for _ in 0..iters {
-        buf = c.memcpy_dtoh_into(ctx, p, size as u64, 0, buf).await.unwrap();
+        buf = c
+            .memcpy_dtoh_into(ctx, p, size as u64, 0, buf)
+            .await
+            .unwrap();
         assert_eq!(buf.len(), size);
     }
     let down = (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e6;
@@ -186,7 +245,8 @@ async fn copies(addr: String, size: usize, iters: usize) -> (f64, f64) {
     (up, down)
 }
 
-const EMPTY_KERNEL: &str = ".version 7.0\n.target sm_50\n.address_size 64\n.visible .entry empty()\n{\n\tret;\n}\n";
+const EMPTY_KERNEL: &str =
+    ".version 7.0\n.target sm_50\n.address_size 64\n.visible .entry empty()\n{\n\tret;\n}\n";
 
 async fn launches(addr: String, n: usize) -> Option<f64> {
     let c = netgpu_client::Client::connect(&addr, TOKEN).await.unwrap();
@@ -195,7 +255,9 @@ async fn launches(addr: String, n: usize) -> Option<f64> {
     let f = c.module_get_function(m, "empty").await.ok()?;
     let t = Instant::now();
     for _ in 0..n {
-        c.launch_kernel(f.handle, [1, 1, 1], [1, 1, 1], 0, 0, &[]).await.unwrap();
+        c.launch_kernel(f.handle, [1, 1, 1], [1, 1, 1], 0, 0, &[])
+            .await
+            .unwrap();
     }
     c.ctx_synchronize(ctx).await.ok()?;
     Some(n as f64 / t.elapsed().as_secs_f64())
