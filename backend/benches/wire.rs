@@ -35,9 +35,15 @@ fn main() {
     );
     println!();
 
-    let n_rtt = if quick { 2_000 } else { 20_000 };
-    let raw_rtt = raw_round_trip(n_rtt);
-    let null_rtt = on_rt(&rt, null_round_trip(addr.clone(), n_rtt));
+    // The machine is shared (builds, other benches): each figure is the best of several
+    // alternating trials, raw and netgpu interleaved so both see the same conditions.
+    let trials = if quick { 2 } else { 5 };
+    let n_rtt = if quick { 2_000 } else { 10_000 };
+    let (mut raw_rtt, mut null_rtt) = (Duration::MAX, Duration::MAX);
+    for _ in 0..trials {
+        raw_rtt = raw_rtt.min(raw_round_trip(n_rtt));
+        null_rtt = null_rtt.min(on_rt(&rt, null_round_trip(addr.clone(), n_rtt)));
+    }
     println!(
         "{:<34} {:>12} {:>12} {:>8}",
         "round trip", "raw TCP", "netgpu", "ratio"
@@ -56,13 +62,18 @@ fn main() {
         "throughput", "raw TCP", "netgpu", "ratio"
     );
     for &(size, iters) in &[
-        (4usize << 10, if quick { 2_000 } else { 20_000 }),
-        (1 << 20, if quick { 50 } else { 500 }),
-        (64 << 20, if quick { 3 } else { 20 }),
+        (4usize << 10, if quick { 2_000 } else { 10_000 }),
+        (1 << 20, if quick { 50 } else { 300 }),
+        (64 << 20, if quick { 3 } else { 8 }),
     ] {
-        let raw_up = raw_transfer(size, iters, true);
-        let raw_down = raw_transfer(size, iters, false);
-        let (htod, dtoh) = on_rt(&rt, copies(addr.clone(), size, iters));
+        let (mut raw_up, mut raw_down, mut htod, mut dtoh) = (0f64, 0f64, 0f64, 0f64);
+        for _ in 0..trials {
+            raw_up = raw_up.max(raw_transfer(size, iters, true));
+            raw_down = raw_down.max(raw_transfer(size, iters, false));
+            let (u, d) = on_rt(&rt, copies(addr.clone(), size, iters));
+            htod = htod.max(u);
+            dtoh = dtoh.max(d);
+        }
         let label = ByteSize::b(size as u64).to_string();
         println!(
             "{:<34} {:>8.0}MB/s {:>8.0}MB/s {:>7.2}x",
@@ -228,10 +239,13 @@ async fn copies(addr: String, size: usize, iters: usize) -> (f64, f64) {
         c.memcpy_htod(ctx, p, &data, 0).await.unwrap();
     }
     let up = (size * iters) as f64 / t.elapsed().as_secs_f64() / 1e6;
-    for _ in 0..iters.div_ceil(10) {
-        c.memcpy_dtoh(ctx, p, size as u64, 0).await.unwrap();
-    }
     let mut buf = Vec::new();
+    for _ in 0..iters.div_ceil(10) {
+        buf = c
+            .memcpy_dtoh_into(ctx, p, size as u64, 0, buf)
+            .await
+            .unwrap();
+    }
     let t = Instant::now();
     for _ in 0..iters {
         buf = c
