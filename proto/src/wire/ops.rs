@@ -398,3 +398,67 @@ mod tests {
         .is_synchronising());
     }
 }
+
+#[cfg(test)]
+mod hostile_input {
+    use super::*;
+    use crate::wire::frame::FrameHeader;
+
+    /// xorshift: deterministic pseudo-random bytes without a dependency.
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn random_control_sections_never_panic_the_decoders() {
+        for seed in 0..20_000u64 {
+            let b = bytes(seed, (seed % 97) as usize);
+            let _ = decode::<Request>(&b);
+            let _ = decode::<Reply>(&b);
+            if b.len() >= 24 {
+                let mut h = [0u8; 24];
+                h.copy_from_slice(&b[..24]);
+                let _ = FrameHeader::decode(&h, 1 << 16, 1 << 20);
+            }
+        }
+    }
+
+    #[test]
+    fn mutated_valid_requests_decode_or_fail_but_never_panic() {
+        let valid = encode(&Request::ModuleGetFunction {
+            module: 0x1234_5678,
+            name: "vector_add".into(),
+        })
+        .unwrap();
+        for seed in 0..20_000u64 {
+            let mut b = valid.clone();
+            let r = bytes(seed, 4);
+            let i = r[0] as usize % b.len();
+            b[i] ^= r[1] | 1;
+            if r[2] & 1 == 1 {
+                b.truncate(r[3] as usize % b.len());
+            }
+            let _ = decode::<Request>(&b);
+        }
+    }
+
+    #[test]
+    fn huge_declared_string_lengths_are_refused_without_allocating() {
+        // Variant ModuleGetFunction, module 1, then a string length varint of 2^62.
+        let tag = encode(&Request::ModuleGetFunction {
+            module: 1,
+            name: String::new(),
+        })
+        .unwrap()[0];
+        let b = [tag, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x3f];
+        assert!(decode::<Request>(&b).is_err());
+    }
+}
