@@ -395,7 +395,20 @@ mod tests {
             len: 1,
             stream: 0
         }
-        .is_synchronising());
+        .is_synchronising(false));
+        let htod = Request::MemcpyHtoD {
+            ctx: 1,
+            dst: 0,
+            stream: 0,
+        };
+        assert!(
+            htod.is_synchronising(false),
+            "a synchronous copy synchronises"
+        );
+        assert!(
+            !htod.is_synchronising(true),
+            "a stream-ordered copy does not"
+        );
     }
 }
 
