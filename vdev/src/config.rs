@@ -1,0 +1,280 @@
+//! Command line and TOML configuration of `netgpu-vdev`.
+//!
+//! Every option can be given on the command line or in the TOML file named by `--config`;
+//! the command line wins. `--socket-path=` and `--fd=` follow the vhost-user/vfio-user
+//! backend program convention, so a management layer can start vdev like any other
+//! backend program.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::config_space::Ids;
+use crate::device::DeviceConfig;
+use crate::server::OnDisconnect;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("cannot read {0}")]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("invalid configuration file {0}")]
+    Parse(PathBuf, #[source] toml::de::Error),
+    #[error("one of --socket, --socket-path or --fd is required")]
+    NoSocket,
+    #[error("--backend is required")]
+    NoBackend,
+    #[error("the token file {0} is empty")]
+    EmptyToken(PathBuf),
+    #[error("invalid size {0:?} (e.g. 16GiB, 512MiB, 1073741824)")]
+    Size(String),
+    #[error("invalid PCI id {0:?} (e.g. 0x10de)")]
+    Id(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// netgpu-vdev: presents a remote netgpu GPU to a VM as a vfio-user PCI device.
+#[derive(Debug, Default, Parser)]
+#[command(name = "netgpu-vdev", version, about)]
+pub struct Args {
+    /// UNIX socket to listen on (QEMU `vfio-user-pci` socket, cloud-hypervisor `--user-device`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Same as --socket (backend program convention).
+    #[arg(long = "socket-path", value_name = "PATH", conflicts_with = "socket")]
+    pub socket_path: Option<PathBuf>,
+    /// Inherited socket fd: listening (accepted on) or connected (served once).
+    #[arg(long, value_name = "FD", conflicts_with_all = ["socket", "socket_path"])]
+    pub fd: Option<i32>,
+    /// Backend address, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub backend: Option<String>,
+    /// File holding the backend authentication token.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Device memory quota reported to the guest (e.g. 16GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Device name used in logs and sent to the backend.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// PCI vendor id.
+    #[arg(long)]
+    pub vendor_id: Option<String>,
+    /// PCI device id.
+    #[arg(long)]
+    pub device_id: Option<String>,
+    /// PCI subsystem vendor id.
+    #[arg(long)]
+    pub subsystem_vendor_id: Option<String>,
+    /// PCI subsystem id.
+    #[arg(long)]
+    pub subsystem_id: Option<String>,
+    /// What to do when the VMM disconnects.
+    #[arg(long, value_enum)]
+    pub on_disconnect: Option<OnDisconnect>,
+    /// Microseconds a busy queue keeps polling the fast doorbell page.
+    #[arg(long)]
+    pub poll_us: Option<u64>,
+}
+
+/// The TOML file: the same options as the command line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub socket: Option<PathBuf>,
+    pub backend: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub memory: Option<String>,
+    pub name: Option<String>,
+    pub vendor_id: Option<String>,
+    pub device_id: Option<String>,
+    pub subsystem_vendor_id: Option<String>,
+    pub subsystem_id: Option<String>,
+    pub on_disconnect: Option<OnDisconnect>,
+    pub poll_us: Option<u64>,
+}
+
+/// Where the vfio-user socket comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSpec {
+    Path(PathBuf),
+    Fd(i32),
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub socket: SocketSpec,
+    pub device: DeviceConfig,
+    pub on_disconnect: OnDisconnect,
+}
+
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| Error::Size(s.into()))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        "t" | "tib" | "tb" => 1 << 40,
+        _ => return Err(Error::Size(s.into())),
+    };
+    n.checked_mul(mult).ok_or(Error::Size(s.into()))
+}
+
+fn parse_id(s: &str) -> Result<u16> {
+    let t = s.trim();
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => t.parse(),
+    };
+    r.map_err(|_| Error::Id(s.into()))
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    let t = std::fs::read_to_string(path).map_err(|e| Error::Read(path.into(), e))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        return Err(Error::EmptyToken(path.into()));
+    }
+    Ok(t)
+}
+
+impl Config {
+    pub fn resolve(args: Args) -> Result<Config> {
+        let file = match &args.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::Read(p.clone(), e))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| Error::Parse(p.clone(), e))?
+            }
+            None => FileConfig::default(),
+        };
+        let socket = match (args.fd, args.socket.or(args.socket_path).or(file.socket)) {
+            (Some(fd), _) => SocketSpec::Fd(fd),
+            (None, Some(p)) => SocketSpec::Path(p),
+            (None, None) => return Err(Error::NoSocket),
+        };
+        let backend = args.backend.or(file.backend).ok_or(Error::NoBackend)?;
+        let token = match args.token_file.or(file.token_file) {
+            Some(p) => read_token(&p)?,
+            None => String::new(),
+        };
+        let memory_quota = match args.memory.or(file.memory) {
+            Some(s) => parse_size(&s)?,
+            None => 0,
+        };
+        let d = Ids::default();
+        let id = |a: Option<String>, f: Option<String>, def: u16| -> Result<u16> {
+            match a.or(f) {
+                Some(s) => parse_id(&s),
+                None => Ok(def),
+            }
+        };
+        let ids = Ids {
+            vendor: id(args.vendor_id, file.vendor_id, d.vendor)?,
+            device: id(args.device_id, file.device_id, d.device)?,
+            subsystem_vendor: id(
+                args.subsystem_vendor_id,
+                file.subsystem_vendor_id,
+                d.subsystem_vendor,
+            )?,
+            subsystem: id(args.subsystem_id, file.subsystem_id, d.subsystem)?,
+        };
+        let defaults = DeviceConfig::default();
+        Ok(Config {
+            socket,
+            device: DeviceConfig {
+                name: args.name.or(file.name).unwrap_or(defaults.name),
+                ids,
+                backend,
+                token,
+                memory_quota,
+                poll: args
+                    .poll_us
+                    .or(file.poll_us)
+                    .map(Duration::from_micros)
+                    .unwrap_or(defaults.poll),
+            },
+            on_disconnect: args
+                .on_disconnect
+                .or(file.on_disconnect)
+                .unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("16GiB").unwrap(), 16 << 30);
+        assert_eq!(parse_size("512m").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1234").unwrap(), 1234);
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999999999999T").is_err());
+    }
+
+    #[test]
+    fn backend_program_convention_is_accepted() {
+        let a = Args::try_parse_from([
+            "netgpu-vdev",
+            "--socket-path=/tmp/x.sock",
+            "--backend",
+            "h:1",
+        ])
+        .unwrap();
+        let c = Config::resolve(a).unwrap();
+        assert_eq!(c.socket, SocketSpec::Path("/tmp/x.sock".into()));
+        let a = Args::try_parse_from(["netgpu-vdev", "--fd=3", "--backend", "h:1"]).unwrap();
+        assert_eq!(Config::resolve(a).unwrap().socket, SocketSpec::Fd(3));
+        assert!(Args::try_parse_from(["netgpu-vdev", "--fd=3", "--socket", "/x"]).is_err());
+    }
+
+    #[test]
+    fn toml_file_fills_in_and_command_line_wins() {
+        let dir = std::env::temp_dir().join(format!("vdev-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tok = dir.join("token");
+        std::fs::write(&tok, "secret\n").unwrap();
+        let cfg = dir.join("vdev.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "socket = \"/run/a.sock\"\nbackend = \"gpu:7070\"\ntoken-file = \"{}\"\nmemory = \"2GiB\"\nvendor-id = \"0x10de\"\non-disconnect = \"exit\"\n",
+                tok.display()
+            ),
+        )
+        .unwrap();
+        let a = Args::try_parse_from([
+            "netgpu-vdev",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--backend",
+            "other:1",
+        ])
+        .unwrap();
+        let c = Config::resolve(a).unwrap();
+        assert_eq!(c.socket, SocketSpec::Path("/run/a.sock".into()));
+        assert_eq!(c.device.backend, "other:1");
+        assert_eq!(c.device.token, "secret");
+        assert_eq!(c.device.memory_quota, 2 << 30);
+        assert_eq!(c.device.ids.vendor, 0x10de);
+        assert_eq!(c.on_disconnect, OnDisconnect::Exit);
+        std::fs::write(&cfg, "bogus = 1\n").unwrap();
+        let a = Args::try_parse_from(["netgpu-vdev", "--config", cfg.to_str().unwrap()]).unwrap();
+        assert!(matches!(Config::resolve(a), Err(Error::Parse(..))));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
