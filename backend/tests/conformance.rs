@@ -1,0 +1,179 @@
+//! Executor conformance: the same assertions against every executor this machine has. The
+//! CPU executor always runs; the CUDA executor runs too when a GPU and driver are present
+//! (set NETGPU_REQUIRE_CUDA=1 to make its absence a failure, as on a GPU test host).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use netgpu_backend::executor::cpu::CpuExecutor;
+use netgpu_backend::executor::cuda::CudaExecutor;
+use netgpu_backend::executor::{Engine, Executor};
+use netgpu_proto::cuda::CuResult;
+
+fn executors() -> Vec<(&'static str, Arc<dyn Executor>)> {
+    let mut v: Vec<(&'static str, Arc<dyn Executor>)> =
+        vec![("cpu", Arc::new(CpuExecutor::new("conformance", 1 << 30, 2)))];
+    match CudaExecutor::open(0) {
+        Ok(e) => v.push(("cuda", Arc::new(e))),
+        Err(e) => {
+            if std::env::var("NETGPU_REQUIRE_CUDA").as_deref() == Ok("1") {
+                panic!("NETGPU_REQUIRE_CUDA=1 but the CUDA executor cannot open: {e}");
+            }
+            eprintln!("conformance: CUDA executor not available here ({e}); testing cpu only");
+        }
+    }
+    v
+}
+
+fn each(test: impl Fn(&str, &mut dyn Engine)) {
+    for (name, exec) in executors() {
+        let mut engine = exec.open(256 << 20).unwrap();
+        test(name, engine.as_mut());
+    }
+}
+
+#[test]
+fn memory_round_trips_through_every_copy_kind() {
+    each(|name, e| {
+        let ctx = e.ctx_create(0).unwrap();
+        let n = 1 << 16;
+        let a = e.mem_alloc(ctx, n).unwrap();
+        let b = e.mem_alloc(ctx, n).unwrap();
+        let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+        e.memcpy_htod(ctx, a, &data, 0).unwrap();
+        e.memcpy_dtod(ctx, b, a, n, 0).unwrap();
+        let mut out = vec![0u8; n as usize];
+        e.memcpy_dtoh(ctx, &mut out, b, 0).unwrap();
+        assert_eq!(out, data, "{name}");
+        e.memset(ctx, b + 4, 0xa5a5_a5a5, 4, 3, 0).unwrap();
+        e.memset(ctx, b, 0x0102, 2, 2, 0).unwrap();
+        let mut head = [0u8; 20];
+        e.memcpy_dtoh(ctx, &mut head, b, 0).unwrap();
+        assert_eq!(&head[..4], &[2, 1, 2, 1], "{name}");
+        assert_eq!(&head[4..16], &[0xa5; 12], "{name}");
+        assert_eq!(&head[16..], &data[16..20], "{name}");
+        e.mem_free(a).unwrap();
+        e.mem_free(b).unwrap();
+        e.ctx_destroy(ctx).unwrap();
+    });
+}
+
+#[test]
+fn invalid_ranges_handles_and_contexts_are_refused_alike() {
+    each(|name, e| {
+        let ctx = e.ctx_create(0).unwrap();
+        let other = e.ctx_create(0).unwrap();
+        let p = e.mem_alloc(ctx, 4096).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            e.memcpy_dtoh(ctx, &mut buf, p + 4090, 0),
+            Err(CuResult::INVALID_VALUE),
+            "{name}"
+        );
+        assert_eq!(
+            e.memcpy_dtoh(other, &mut buf, p, 0),
+            Err(CuResult::INVALID_VALUE),
+            "{name}: other context's memory"
+        );
+        assert_eq!(
+            e.memset(ctx, p + 2, 0, 4, 1, 0),
+            Err(CuResult::INVALID_VALUE),
+            "{name}: misaligned"
+        );
+        assert_eq!(
+            e.mem_alloc(0xdead, 16),
+            Err(CuResult::INVALID_CONTEXT),
+            "{name}"
+        );
+        assert_eq!(
+            e.stream_synchronize(0xbeef),
+            Err(CuResult::INVALID_HANDLE),
+            "{name}"
+        );
+        assert_eq!(
+            e.event_query(0xbeef),
+            Err(CuResult::INVALID_HANDLE),
+            "{name}"
+        );
+        assert_eq!(
+            e.mem_alloc(ctx, 0),
+            Err(CuResult::INVALID_VALUE),
+            "{name}: zero-size alloc"
+        );
+        assert_eq!(
+            e.mem_free(p + 16),
+            Err(CuResult::INVALID_VALUE),
+            "{name}: interior pointer"
+        );
+        assert_eq!(
+            e.module_get_function(0x1234, "k").err(),
+            Some(CuResult::INVALID_HANDLE),
+            "{name}"
+        );
+    });
+}
+
+#[test]
+fn quota_is_enforced_and_reported() {
+    each(|name, e| {
+        let (free, total) = e.mem_info();
+        assert_eq!((free, total), (256 << 20, 256 << 20), "{name}");
+        let ctx = e.ctx_create(0).unwrap();
+        let p = e.mem_alloc(ctx, 200 << 20).unwrap();
+        assert_eq!(e.mem_info().0, 56 << 20, "{name}");
+        assert_eq!(
+            e.mem_alloc(ctx, 100 << 20),
+            Err(CuResult::OUT_OF_MEMORY),
+            "{name}"
+        );
+        e.mem_free(p).unwrap();
+        assert_eq!(e.mem_info().0, 256 << 20, "{name}");
+    });
+}
+
+#[test]
+fn streams_and_events_order_work() {
+    each(|name, e| {
+        let ctx = e.ctx_create(0).unwrap();
+        let s = e.stream_create(ctx, 0).unwrap();
+        let (e1, e2) = (
+            e.event_create(ctx, 0).unwrap(),
+            e.event_create(ctx, 0).unwrap(),
+        );
+        let p = e.mem_alloc(ctx, 16 << 20).unwrap();
+        e.event_record(e1, s).unwrap();
+        e.memset(ctx, p, 9, 1, 16 << 20, s).unwrap();
+        e.event_record(e2, s).unwrap();
+        e.event_synchronize(e2).unwrap();
+        assert!(e.event_query(e2).unwrap(), "{name}");
+        e.stream_synchronize(s).unwrap();
+        assert!(e.stream_query(s).unwrap(), "{name}");
+        let ms = e.event_elapsed_ms(e1, e2).unwrap();
+        assert!(ms >= 0.0, "{name}: {ms}");
+        let mut tail = [0u8; 4];
+        e.memcpy_dtoh(ctx, &mut tail, p + (16 << 20) - 4, s)
+            .unwrap();
+        assert_eq!(tail, [9; 4], "{name}");
+        e.event_destroy(e1).unwrap();
+        e.stream_destroy(s).unwrap();
+        assert_eq!(e.stream_query(s), Err(CuResult::INVALID_HANDLE), "{name}");
+    });
+}
+
+#[test]
+fn destroying_a_context_releases_its_memory() {
+    each(|name, e| {
+        let ctx = e.ctx_create(0).unwrap();
+        e.mem_alloc(ctx, 64 << 20).unwrap();
+        e.mem_alloc(ctx, 64 << 20).unwrap();
+        assert_eq!(e.mem_info().0, 128 << 20, "{name}");
+        e.ctx_destroy(ctx).unwrap();
+        assert_eq!(e.mem_info().0, 256 << 20, "{name}");
+        assert_eq!(
+            e.ctx_synchronize(ctx),
+            Err(CuResult::INVALID_CONTEXT),
+            "{name}"
+        );
+    });
+}
