@@ -1,0 +1,249 @@
+//! Test harness: a CPU backend on loopback, a vdev serving a socket in a thread, and a
+//! `vfio_user::Client` driving it the way QEMU does; guest memory is a memfd passed with
+//! `DMA_MAP`, which the test writes rings and commands into directly.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytesize::ByteSize;
+use netgpu_backend::config::{Config, ExecutorKind};
+use netgpu_backend::executor::cpu::CpuExecutor;
+use netgpu_backend::server::{Server, Shared};
+use netgpu_proto::abi::{self, queue as qreg, reg, Command, Completion};
+use netgpu_vdev::device::{Device, DeviceConfig};
+use netgpu_vdev::server::{self, OnDisconnect, Source};
+use vfio_user::Client;
+use vmm_sys_util::eventfd::EventFd;
+
+pub const TOKEN: &str = "vdev-test-token";
+pub const MEM_SIZE: u64 = 8 << 20;
+
+pub struct Backend {
+    pub addr: String,
+    pub executor: Arc<CpuExecutor>,
+    pub shared: Arc<Shared>,
+}
+
+pub fn start_backend(rt: &tokio::runtime::Runtime) -> Backend {
+    rt.block_on(async {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            executor: ExecutorKind::Cpu,
+            session_memory_quota: ByteSize::mib(64),
+            ..Config::default()
+        };
+        config.cpu.total_memory = ByteSize::mib(256);
+        let executor = Arc::new(CpuExecutor::new("test cpu", 256 << 20, 2));
+        let shared = Shared::new(config, vec![TOKEN.to_string()], executor.clone());
+        let server = Server::bind(shared.clone()).await.unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let _ = server.run(std::future::pending()).await;
+        });
+        Backend {
+            addr,
+            executor,
+            shared,
+        }
+    })
+}
+
+pub struct Harness {
+    pub rt: tokio::runtime::Runtime,
+    pub backend: Backend,
+    pub socket: PathBuf,
+    pub stop: Arc<EventFd>,
+    pub server: Option<JoinHandle<()>>,
+    pub client: Client,
+    pub mem: File,
+}
+
+pub fn memfd(size: u64) -> File {
+    // SAFETY: valid NUL-terminated name; result checked.
+    let fd = unsafe { libc::memfd_create(c"guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: fresh descriptor owned by nobody else.
+    let f = unsafe { File::from_raw_fd(fd) };
+    f.set_len(size).unwrap();
+    f
+}
+
+pub fn eventfd() -> File {
+    // SAFETY: eventfd returns a new descriptor or -1, checked.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    assert!(fd >= 0);
+    // SAFETY: fresh descriptor owned by nobody else.
+    unsafe { File::from_raw_fd(fd) }
+}
+
+/// Waits up to `timeout` for the eventfd to fire; returns its count.
+pub fn wait_eventfd(f: &File, timeout: Duration) -> u64 {
+    let mut p = libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
+    if rc <= 0 {
+        return 0;
+    }
+    let mut b = [0u8; 8];
+    let mut f = f;
+    match std::io::Read::read(&mut f, &mut b) {
+        Ok(8) => u64::from_ne_bytes(b),
+        _ => 0,
+    }
+}
+
+pub fn socket_path(tag: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "vdev-{tag}-{}-{:?}.sock",
+        std::process::id(),
+        std::thread::current().id()
+    ))
+}
+
+impl Harness {
+    pub fn start(tag: &str) -> Harness {
+        Self::start_with(tag, |_| {})
+    }
+
+    pub fn start_with(tag: &str, tweak: impl FnOnce(&mut DeviceConfig)) -> Harness {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let backend = start_backend(&rt);
+        let mut cfg = DeviceConfig {
+            name: format!("test-{tag}"),
+            backend: backend.addr.clone(),
+            token: TOKEN.into(),
+            ..DeviceConfig::default()
+        };
+        tweak(&mut cfg);
+        let socket = socket_path(tag);
+        let source = Source::bind(&socket).unwrap();
+        let stop = Arc::new(EventFd::new(libc::EFD_CLOEXEC).unwrap());
+        let mut device = Device::new(cfg, rt.handle().clone()).unwrap();
+        let stop2 = Arc::clone(&stop);
+        let server = std::thread::spawn(move || {
+            server::run(&mut device, source, &stop2, OnDisconnect::Wait).unwrap();
+        });
+        let client = Client::new(&socket).unwrap();
+        let mem = memfd(MEM_SIZE);
+        Harness {
+            rt,
+            backend,
+            socket,
+            stop,
+            server: Some(server),
+            client,
+            mem,
+        }
+    }
+
+    pub fn read32(&mut self, region: u32, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        self.client.region_read(region, off, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    }
+
+    pub fn write32(&mut self, region: u32, off: u64, v: u32) {
+        self.client
+            .region_write(region, off, &v.to_le_bytes())
+            .unwrap();
+    }
+
+    pub fn write64(&mut self, region: u32, off: u64, v: u64) {
+        self.client
+            .region_write(region, off, &v.to_le_bytes())
+            .unwrap();
+    }
+
+    /// Waits for `STATUS` to have `bit`.
+    pub fn wait_status(&mut self, bit: u32) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = self.read32(abi::REGS_BAR, reg::STATUS);
+            if s & bit != 0 || Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Maps the whole memfd at guest-physical 0.
+    pub fn map_memory(&mut self) {
+        self.client
+            .dma_map(0, 0, MEM_SIZE, self.mem.as_raw_fd())
+            .unwrap();
+    }
+
+    pub fn qreg(q: u32, field: u64) -> u64 {
+        reg::QUEUE_REGS_BASE + u64::from(q) * reg::QUEUE_REGS_STRIDE + field
+    }
+
+    /// Programs and enables queue `q`; returns its STATUS.
+    pub fn setup_queue(&mut self, q: u32, sq: u64, cq: u64, size: u32, vector: u32) -> u32 {
+        self.write64(abi::REGS_BAR, Self::qreg(q, qreg::SQ_BASE), sq);
+        self.write64(abi::REGS_BAR, Self::qreg(q, qreg::CQ_BASE), cq);
+        self.write32(abi::REGS_BAR, Self::qreg(q, qreg::SIZE), size);
+        self.write32(abi::REGS_BAR, Self::qreg(q, qreg::MSIX_VECTOR), vector);
+        self.write32(abi::REGS_BAR, Self::qreg(q, qreg::ENABLE), 1);
+        self.read32(abi::REGS_BAR, Self::qreg(q, qreg::STATUS))
+    }
+
+    pub fn put_command(&self, sq: u64, slot: u32, cmd: &Command) {
+        self.mem
+            .write_all_at(&cmd.to_bytes(), sq + u64::from(slot) * Command::SIZE as u64)
+            .unwrap();
+    }
+
+    pub fn ring(&mut self, q: u32, tail: u32) {
+        self.write32(
+            abi::REGS_BAR,
+            reg::DOORBELL_BASE + u64::from(q) * reg::DOORBELL_STRIDE,
+            tail,
+        );
+    }
+
+    pub fn completion(&self, cq: u64, slot: u32) -> Completion {
+        let mut b = [0u8; Completion::SIZE];
+        self.mem
+            .read_exact_at(&mut b, cq + u64::from(slot) * Completion::SIZE as u64)
+            .unwrap();
+        Completion::from_bytes(&b)
+    }
+
+    /// Waits for the completion in `slot` to carry `phase`.
+    pub fn wait_completion(&self, cq: u64, slot: u32, phase: bool) -> Completion {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let c = self.completion(cq, slot);
+            if c.phase() == phase {
+                return c;
+            }
+            assert!(Instant::now() < deadline, "no completion in slot {slot}");
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.client.shutdown();
+        let _ = self.stop.write(1);
+        if let Some(t) = self.server.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
