@@ -324,3 +324,44 @@ fn unmapping_ring_memory_stops_the_queue_instead_of_faulting() {
         abi::QERR_RING_FAULT
     );
 }
+
+#[test]
+fn fast_doorbells_in_the_shared_page_are_polled_while_the_queue_is_busy() {
+    let mut h = Harness::start_with("fastdb", |c| c.poll = Duration::from_secs(2));
+    h.wait_status(abi::STATUS_READY);
+    h.map_memory();
+    h.write64(0, reg::DRIVER_FEATURES, abi::FEATURE_FAST_DOORBELLS);
+    assert_eq!(
+        h.setup_queue(3, SQ, CQ, 8, abi::NO_VECTOR),
+        abi::QSTATUS_ENABLED
+    );
+    // The page the VMM maps into the guest: the memfd sent with BAR2's region info.
+    let page = h
+        .client
+        .region(abi::DOORBELL_BAR)
+        .unwrap()
+        .file_offset
+        .as_ref()
+        .unwrap()
+        .file()
+        .try_clone()
+        .unwrap();
+    let at = 3 * abi::fastdb::STRIDE;
+    let polling = |page: &std::fs::File| {
+        let mut b = [0u8; 4];
+        page.read_exact_at(&mut b, at + abi::fastdb::POLLING)
+            .unwrap();
+        u32::from_le_bytes(b)
+    };
+    assert_eq!(polling(&page), 0, "idle queue: not polling");
+    // First submission: store the tail, see POLLING = 0, ring the wake-up doorbell.
+    h.put_command(SQ, 0, &Command::new(op::NOP, 1, &[]));
+    page.write_all_at(&1u32.to_le_bytes(), at).unwrap();
+    h.ring(3, 1);
+    assert_eq!(h.wait_completion(CQ, 0, true).cid, 1);
+    assert_eq!(polling(&page), 1, "busy queue: device polls the page");
+    // Second submission: a plain store to the page, no trapped doorbell at all.
+    h.put_command(SQ, 1, &Command::new(op::NOP, 2, &[]));
+    page.write_all_at(&2u32.to_le_bytes(), at).unwrap();
+    assert_eq!(h.wait_completion(CQ, 1, true).cid, 2);
+}
