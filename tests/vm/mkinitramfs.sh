@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds a guest initramfs: busybox-static from the provisioned chroot, an /init that mounts
+# the usual filesystems and runs /payload/run.sh, and the payload directory given.
+#   tests/vm/mkinitramfs.sh OUT.cpio.gz PAYLOAD_DIR
+# The guest prints "NETGPU-VM: exit <rc>" after the payload and powers off.
+set -euo pipefail
+# shellcheck source=tests/vm/lib.sh
+. "$(dirname "$0")/lib.sh"
+[ $# -eq 2 ] || vm_die "usage: $0 OUT.cpio.gz PAYLOAD_DIR"
+out=$1
+payload=$2
+[ -d "$payload" ] || vm_die "payload directory $payload does not exist"
+[ -x "$VM_ROOT/bin/busybox" ] || vm_die "busybox missing: run tests/vm/provision.sh"
+
+tree=$(mktemp -d)
+trap 'rm -rf "$tree"' EXIT
+mkdir -p "$tree"/{bin,sbin,dev,proc,sys,tmp,run,etc,payload}
+cp "$VM_ROOT/bin/busybox" "$tree/bin/busybox"
+ln -s busybox "$tree/bin/sh"
+cp -a "$payload/." "$tree/payload/"
+cat > "$tree/init" <<'INIT'
+#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+echo "NETGPU-VM: booted $(uname -r)"
+rc=1
+if [ -f /payload/run.sh ]; then
+  cd /payload && sh ./run.sh
+  rc=$?
+fi
+echo "NETGPU-VM: exit $rc"
+sync
+poweroff -f
+INIT
+chmod +x "$tree/init"
+(cd "$tree" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
