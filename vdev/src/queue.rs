@@ -55,6 +55,10 @@ pub struct QueueShared {
     notify: Notify,
     /// Stop flag of the running worker, if any.
     stop: Mutex<Option<Arc<AtomicBool>>>,
+    /// A worker is alive and may still touch guest memory (the rings or a command's data).
+    /// STATUS.ENABLED reads 1 until it has stopped, so a driver that disables a queue knows
+    /// when it may free the rings and unpin buffers.
+    busy: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -73,6 +77,7 @@ impl QueueShared {
             tail: AtomicU32::new(0),
             notify: Notify::new(),
             stop: Mutex::new(None),
+            busy: AtomicBool::new(false),
         }
     }
 
@@ -81,7 +86,17 @@ impl QueueShared {
     }
 
     pub fn is_enabled(&self) -> bool {
-        self.status.load(Ordering::Acquire) & abi::QSTATUS_ENABLED != 0
+        self.status_reg() & abi::QSTATUS_ENABLED != 0
+    }
+
+    /// The STATUS register: ENABLED also while a stopping worker finishes its last command.
+    fn status_reg(&self) -> u32 {
+        let busy = if self.busy.load(Ordering::Acquire) {
+            abi::QSTATUS_ENABLED
+        } else {
+            0
+        };
+        self.status.load(Ordering::Acquire) | busy
     }
 
     pub fn read_reg(&self, field: u64) -> u32 {
@@ -94,7 +109,7 @@ impl QueueShared {
             qreg::SIZE => r.size,
             qreg::MSIX_VECTOR => r.vector,
             qreg::ENABLE => u32::from(self.is_enabled()),
-            qreg::STATUS => self.status.load(Ordering::Acquire),
+            qreg::STATUS => self.status_reg(),
             qreg::ERROR => self.error.load(Ordering::Acquire),
             qreg::COALESCE_USECS => r.coalesce_usecs,
             qreg::COALESCE_COUNT => r.coalesce_count,
@@ -218,6 +233,7 @@ pub fn enable(s: &Arc<Shared>, q: usize) {
     queue.error.store(0, Ordering::Release);
     let stop = Arc::new(AtomicBool::new(false));
     *lock(&queue.stop) = Some(Arc::clone(&stop));
+    queue.busy.store(true, Ordering::Release);
     queue.status.store(abi::QSTATUS_ENABLED, Ordering::Release);
     debug!(device = %name, queue = q, size = r.size, "queue enabled");
     let generation = s.generation.load(Ordering::SeqCst);
@@ -376,6 +392,8 @@ impl Worker {
         if pending > 0 {
             self.interrupt();
         }
+        // From here on the worker touches no guest memory: let STATUS.ENABLED drop.
+        self.queue.busy.store(false, Ordering::Release);
         // Destroy what this queue created, unless a reset already dropped the session.
         if self.s.generation.load(Ordering::SeqCst) == self.generation {
             for ctx in ctxs {
