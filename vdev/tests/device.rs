@@ -268,7 +268,15 @@ fn reset_register_tears_down_the_backend_session_and_frees_memory() {
     assert_eq!(h.wait_completion(CQ, 1, true).result, 0);
     assert!(h.backend.executor.memory_used() >= 1 << 20);
     h.write32(0, reg::RESET, abi::RESET_VALUE);
-    assert_eq!(h.read32(0, Harness::qreg(0, qreg::STATUS)), 0);
+    // The queue reads ENABLED until its worker has quiesced (no more guest-memory access).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.read32(0, Harness::qreg(0, qreg::STATUS)) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "queue did not quiesce after reset"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(
         h.read32(0, Harness::qreg(0, qreg::SIZE)),
         0,
