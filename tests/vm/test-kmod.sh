@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Real-VM test of the guest kernel module: built against the guest kernel's headers, loaded
+# in a TCG guest with the netgpu device attached (vdev + CPU backend on 127.0.0.1), driven by
+# an ioctl self-test, then unloaded.
+set -euo pipefail
+# shellcheck source=tests/vm/lib.sh
+. "$(dirname "$0")/lib.sh"
+vm_load_env
+work=$(mktemp -d)
+trap 'vm_stop_netgpu; vm_umount; rm -rf "$work"' EXIT
+mkdir -p "$work/payload"
+vm_build_kmod "$work/payload"
+vm_start_netgpu "$work"
+cp "$(dirname "$0")/guest/kmod.sh" "$work/payload/run.sh"
+vm_run_payload "$work" "$work/payload"
