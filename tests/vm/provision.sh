@@ -75,6 +75,13 @@ if ! stamp packages; then
   mark packages
 fi
 
+if ! stamp dkms; then
+  vm_log "installing dkms in the chroot (package install test)"
+  vm_chroot apt-get install -y -qq --no-install-recommends -t trixie-backports dkms xz-utils \
+    >> "$VM_DIR/apt.log" 2>&1 || vm_die "cannot install dkms; see $VM_DIR/apt.log"
+  mark dkms
+fi
+
 if ! stamp kernel; then
   kpkg=$(vm_chroot apt-cache search --names-only '^linux-image-6\.12\.[0-9a-z.+~-]*-cloud-amd64-unsigned$' \
     | awk '{print $1}' | sort -V | tail -n 1)
