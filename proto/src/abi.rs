@@ -925,3 +925,22 @@ mod tests {
         assert_eq!(ABI_VERSION, 0x0001_0000);
     }
 }
+
+/// The guest kernel module's ioctl interface (`guest-tools/kmod/include/uapi/netgpu.h`), as
+/// the guest `libcuda.so.1` calls it. Not part of the device ABI; kept here so the C-header
+/// test checks these numbers too.
+pub mod uapi {
+    /// `struct netgpu_ioc_submit` / `struct netgpu_ioc_cmd` / `struct netgpu_ioc_info` sizes.
+    pub const SUBMIT_SIZE: usize = 16;
+    pub const CMD_SIZE: usize = 160;
+    pub const INFO_SIZE: usize = 136;
+    pub const MAX_BATCH: u32 = 128;
+    pub const UAPI_VERSION: u32 = 1;
+    const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+        (dir << 30) | ((size as u32) << 16) | ((b'N' as u32) << 8) | nr
+    }
+    /// `_IOR('N', 0, struct netgpu_ioc_info)`.
+    pub const IOC_INFO: u32 = ioc(2, 0, INFO_SIZE);
+    /// `_IOWR('N', 1, struct netgpu_ioc_submit)`.
+    pub const IOC_SUBMIT: u32 = ioc(3, 1, SUBMIT_SIZE);
+}

@@ -241,7 +241,14 @@ fn c_header_matches_the_rust_abi() {
             "sizeof_netgpu_ioc_cmd",
             (Command::SIZE + Completion::SIZE) as u64,
         ),
+        ("sizeof_netgpu_ioc_submit", abi::uapi::SUBMIT_SIZE as u64),
+        ("sizeof_netgpu_ioc_info", abi::uapi::INFO_SIZE as u64),
+        ("NETGPU_IOC_INFO", abi::uapi::IOC_INFO.into()),
+        ("NETGPU_IOC_SUBMIT", abi::uapi::IOC_SUBMIT.into()),
+        ("NETGPU_MAX_BATCH", abi::uapi::MAX_BATCH.into()),
+        ("NETGPU_UAPI_VERSION", abi::uapi::UAPI_VERSION.into()),
     ];
+    assert_eq!(abi::uapi::CMD_SIZE, Command::SIZE + Completion::SIZE);
     let mut mismatches = Vec::new();
     for (name, want) in &rust {
         match c.get(*name) {

@@ -62,6 +62,7 @@ int main(void)
 	O(netgpu_completion, value0); O(netgpu_completion, value1);
 	O(netgpu_completion, sq_head); O(netgpu_completion, flags);
 	O(netgpu_completion, reserved);
-	S(netgpu_ioc_cmd);
+	S(netgpu_ioc_cmd); S(netgpu_ioc_submit); S(netgpu_ioc_info);
+	C(NETGPU_IOC_INFO); C(NETGPU_IOC_SUBMIT); C(NETGPU_MAX_BATCH); C(NETGPU_UAPI_VERSION);
 	return 0;
 }
