@@ -1,0 +1,63 @@
+//! How the library reaches the GPU.
+//!
+//! Every driver call becomes a [`Request`] of the netgpu wire protocol, whatever carries it:
+//! - [`device`]: `/dev/netgpuN`, the guest kernel module (the default in a VM). Requests are
+//!   turned into the device's command descriptors; the module pins the buffers.
+//! - [`tcp`]: the wire protocol straight to a backend (`NETGPU_BACKEND=host:port`), for hosts
+//!   and containers, and for testing the library without a VM.
+//!
+//! Stream-ordered work is `post`ed: buffered and sent with the next `call` (or `flush`), so
+//! a burst of launches and async copies costs one ioctl or one socket write.
+
+pub mod device;
+pub mod tcp;
+
+use netgpu_proto::cuda::CuResult;
+use netgpu_proto::wire::ops::{DeviceInfo, Reply, Request};
+
+pub trait Transport: Send + Sync {
+    /// Executes `req` and waits for its reply. `input` is its data (copy source, PTX image,
+    /// parameters); reply data (a device-to-host copy, the device record) lands in `output`,
+    /// which must have exactly the expected length.
+    fn call(&self, req: &Request, input: &[u8], output: &mut [u8]) -> Result<Reply, CuResult>;
+    /// Queues stream-ordered work; its failure is reported by a later synchronising call.
+    fn post(&self, req: &Request, input: &[u8]) -> Result<(), CuResult>;
+    /// Sends queued work now.
+    fn flush(&self) -> Result<(), CuResult>;
+    /// The remote GPU's description (`DeviceQuery`; each transport knows where its reply lands).
+    fn device_query(&self) -> Result<DeviceInfo, CuResult>;
+    /// Largest data one request may carry; the caller splits larger copies.
+    fn max_transfer(&self) -> usize;
+    /// For diagnostics: where this transport leads.
+    fn describe(&self) -> String;
+}
+
+/// Picks the transport from the environment: `NETGPU_BACKEND` (+ `NETGPU_TOKEN` or
+/// `NETGPU_TOKEN_FILE`) selects TCP; otherwise `NETGPU_DEVICE` or `/dev/netgpu0`.
+pub fn from_env() -> Result<Box<dyn Transport>, CuResult> {
+    if let Ok(addr) = std::env::var("NETGPU_BACKEND") {
+        let token = match (
+            std::env::var("NETGPU_TOKEN"),
+            std::env::var("NETGPU_TOKEN_FILE"),
+        ) {
+            (Ok(t), _) => t,
+            (_, Ok(f)) => std::fs::read_to_string(&f)
+                .map_err(|e| {
+                    crate::log(&format!("cannot read NETGPU_TOKEN_FILE {f}: {e}"));
+                    CuResult::NO_DEVICE
+                })?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+            _ => {
+                crate::log("NETGPU_BACKEND is set but neither NETGPU_TOKEN nor NETGPU_TOKEN_FILE");
+                return Err(CuResult::NO_DEVICE);
+            }
+        };
+        return Ok(Box::new(tcp::TcpTransport::connect(&addr, &token)?));
+    }
+    let path = std::env::var("NETGPU_DEVICE").unwrap_or_else(|_| "/dev/netgpu0".into());
+    Ok(Box::new(device::DeviceTransport::open(&path)?))
+}
