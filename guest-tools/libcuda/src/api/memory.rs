@@ -150,14 +150,10 @@ pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(
     n: usize,
     stream: Opaque,
 ) -> CUresult {
-    // SAFETY: the caller's buffer contract; the bytes are staged before this returns.
     guard(|| {
-        host_to_device(
-            dst,
-            unsafe { host_slice(src, n) }?,
-            stream_of(stream),
-            false,
-        )
+        // SAFETY: the caller's buffer contract; the bytes are staged before this returns.
+        let src = unsafe { host_slice(src, n) }?;
+        host_to_device(dst, src, stream_of(stream), false)
     })
 }
 
