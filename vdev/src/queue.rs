@@ -217,8 +217,8 @@ pub fn enable(s: &Arc<Shared>, q: usize) {
         }
         s.client().ok_or(abi::QERR_BACKEND_LOST)
     };
-    let client = match check() {
-        Ok(c) => c,
+    match check() {
+        Ok(_device_session) => {}
         Err(code) => {
             warn!(device = %name, queue = q, code, ?r, "refused to enable queue");
             queue.error.store(code, Ordering::Release);
@@ -242,7 +242,6 @@ pub fn enable(s: &Arc<Shared>, q: usize) {
         queue: Arc::clone(queue),
         q: q as u32,
         regs: r,
-        client,
         stop,
         generation,
     };
@@ -254,7 +253,6 @@ struct Worker {
     queue: Arc<QueueShared>,
     q: u32,
     regs: QueueRegs,
-    client: Client,
     stop: Arc<AtomicBool>,
     generation: u64,
 }
@@ -280,6 +278,19 @@ impl Worker {
 
     async fn run(self) {
         let name = self.s.cfg.name.clone();
+        // Each queue (one guest process) gets a backend session of its own: a process can
+        // reach no other process's contexts or memory (the backend isolates sessions), its
+        // memory is accounted on its own, and closing the session frees everything it made.
+        // Connecting happens here, off the vfio-user message loop.
+        let client = match Client::connect(&self.s.cfg.backend, &self.s.cfg.token).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(device = %name, queue = self.q, "cannot open the queue's backend session: {e}");
+                self.queue.fail(abi::QERR_BACKEND_LOST);
+                self.queue.busy.store(false, Ordering::Release);
+                return;
+            }
+        };
         let size = self.regs.size;
         let mut head = 0u32;
         let mut cq_tail = 0u32;
@@ -315,7 +326,7 @@ impl Worker {
                 let cmd = Command::from_bytes(&raw);
                 head = (head + 1) % size;
                 self.queue.sq_head.store(head, Ordering::Release);
-                let out = crate::forward::execute(&name, &self.client, &mem, &cmd, &mut ctxs).await;
+                let out = crate::forward::execute(&name, &client, &mem, &cmd, &mut ctxs).await;
                 if out.lost {
                     self.s.session_lost(self.generation);
                 }
@@ -394,14 +405,10 @@ impl Worker {
         }
         // From here on the worker touches no guest memory: let STATUS.ENABLED drop.
         self.queue.busy.store(false, Ordering::Release);
-        // Destroy what this queue created, unless a reset already dropped the session.
-        if self.s.generation.load(Ordering::SeqCst) == self.generation {
-            for ctx in ctxs {
-                if let Err(e) = self.client.ctx_destroy(ctx).await {
-                    debug!(device = %name, queue = self.q, ctx, "context teardown failed: {e}");
-                }
-            }
-        }
+        // Closing the queue's session frees every context, allocation, module, stream and
+        // event created through it.
+        debug!(device = %name, queue = self.q, contexts = ctxs.len(), "closing the queue's backend session");
+        drop(client);
         debug!(device = %name, queue = self.q, "queue worker stopped");
     }
 }
