@@ -2,6 +2,7 @@
 # Builds a guest initramfs: busybox-static from the provisioned chroot, an /init that mounts
 # the usual filesystems and runs /payload/run.sh, and the payload directory given.
 #   tests/vm/mkinitramfs.sh OUT.cpio.gz PAYLOAD_DIR
+# Files under PAYLOAD_DIR/.rootfs go to the guest's root instead of /payload.
 # The guest prints "NETGPU-VM: exit <rc>" after the payload and powers off.
 set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
@@ -18,6 +19,11 @@ mkdir -p "$tree"/{bin,sbin,dev,proc,sys,tmp,run,etc,payload}
 cp "$VM_ROOT/bin/busybox" "$tree/bin/busybox"
 ln -s busybox "$tree/bin/sh"
 cp -a "$payload/." "$tree/payload/"
+# A payload may bring files for the guest's root (e.g. the dynamic loader and libc).
+if [ -d "$payload/.rootfs" ]; then
+  cp -a "$payload/.rootfs/." "$tree/"
+  rm -rf "$tree/payload/.rootfs"
+fi
 cat > "$tree/init" <<'INIT'
 #!/bin/sh
 /bin/busybox --install -s /bin

@@ -155,7 +155,8 @@ int main(void)
 				     info2.queue != info.queue);
 	uint64_t a2[2] = { ctx, 4096 };
 	int r2 = fd2 >= 0 ? one(fd2, cmd(NETGPU_OP_MEM_ALLOC, 2, a2), &cpl) : -1;
-	printf("foreign context on second queue: result %d\n", r2);
+	/* 201 = CUDA_ERROR_INVALID_CONTEXT: each open file has its own backend session. */
+	check("foreign-context-refused-on-second-queue", r2 == 201);
 	close(fd2);
 
 	uint64_t d[1] = { ctx };
