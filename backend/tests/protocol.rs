@@ -536,3 +536,210 @@ fn read_raw(s: &mut std::net::TcpStream) -> Option<(FrameHeader, Option<Reply>)>
     };
     Some((h, reply))
 }
+
+// ---- kernels (the PTX CPU executor behind the wire protocol) ----
+
+fn kernel_ptx(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../tests/kernels/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn pack(f: &netgpu_client::FunctionInfo, args: &[&[u8]]) -> Vec<u8> {
+    let mut buf = vec![0u8; f.param_buffer_size as usize];
+    for (p, a) in f.params.iter().zip(args) {
+        buf[p.offset as usize..p.offset as usize + a.len()].copy_from_slice(a);
+    }
+    buf
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_functions_and_pipelined_launches() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let m = c
+        .module_load(ctx, &kernel_ptx("vector_add.ptx"))
+        .await
+        .unwrap();
+    let f = c.module_get_function(m, "vector_add").await.unwrap();
+    assert_eq!(f.params.len(), 4);
+    assert_eq!(f.param_buffer_size, 28, "three pointers and an int");
+    assert_eq!(
+        c.module_get_function(m, "nope")
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::NOT_FOUND
+    );
+    let n = 4096usize;
+    let xs: Vec<f32> = (0..n).map(|i| i as f32 * 0.25).collect();
+    let bytes: Vec<u8> = xs.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (da, db, dc) = (
+        c.mem_alloc(ctx, (n * 4) as u64).await.unwrap(),
+        c.mem_alloc(ctx, (n * 4) as u64).await.unwrap(),
+        c.mem_alloc(ctx, (n * 4) as u64).await.unwrap(),
+    );
+    c.memcpy_htod(ctx, da, &bytes, 0).await.unwrap();
+    c.memcpy_htod(ctx, db, &bytes, 0).await.unwrap();
+    // Many stream-ordered launches, no round trip each: out = a + b, then out = a + out ...
+    let first = pack(
+        &f,
+        &[
+            &da.to_le_bytes(),
+            &db.to_le_bytes(),
+            &dc.to_le_bytes(),
+            &(n as i32).to_le_bytes(),
+        ],
+    );
+    c.launch_kernel(
+        f.handle,
+        [(n / 256) as u32, 1, 1],
+        [256, 1, 1],
+        0,
+        0,
+        &first,
+    )
+    .await
+    .unwrap();
+    let again = pack(
+        &f,
+        &[
+            &da.to_le_bytes(),
+            &dc.to_le_bytes(),
+            &dc.to_le_bytes(),
+            &(n as i32).to_le_bytes(),
+        ],
+    );
+    for _ in 0..9 {
+        c.launch_kernel(
+            f.handle,
+            [(n / 256) as u32, 1, 1],
+            [256, 1, 1],
+            0,
+            0,
+            &again,
+        )
+        .await
+        .unwrap();
+    }
+    c.ctx_synchronize(ctx).await.unwrap();
+    let out = c.memcpy_dtoh(ctx, dc, (n * 4) as u64, 0).await.unwrap();
+    for (i, ch) in out.chunks_exact(4).enumerate() {
+        assert_eq!(
+            f32::from_le_bytes(ch.try_into().unwrap()),
+            xs[i] * 11.0,
+            "element {i}"
+        );
+    }
+    c.module_unload(m).await.unwrap();
+    assert_eq!(
+        c.module_get_function(m, "vector_add")
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_HANDLE
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulting_kernel_poisons_its_context_like_cuda() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let other = c.ctx_create(0).await.unwrap();
+    let m = c
+        .module_load(ctx, &kernel_ptx("vector_add.ptx"))
+        .await
+        .unwrap();
+    let f = c.module_get_function(m, "vector_add").await.unwrap();
+    let small = c.mem_alloc(ctx, 64).await.unwrap();
+    let params = pack(
+        &f,
+        &[
+            &small.to_le_bytes(),
+            &small.to_le_bytes(),
+            &small.to_le_bytes(),
+            &1024i32.to_le_bytes(),
+        ],
+    );
+    c.launch_kernel(f.handle, [4, 1, 1], [256, 1, 1], 0, 0, &params)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.ctx_synchronize(ctx).await.unwrap_err().cuda_result(),
+        CuResult::ILLEGAL_ADDRESS
+    );
+    // Sticky: the context stays unusable; another context is unaffected.
+    assert_eq!(
+        c.mem_alloc(ctx, 16).await.unwrap_err().cuda_result(),
+        CuResult::ILLEGAL_ADDRESS
+    );
+    c.mem_alloc(other, 16).await.unwrap();
+    // Another session's pointer is not memory of this one, even inside a kernel.
+    let c2 = b.client().await;
+    let ctx2 = c2.ctx_create(0).await.unwrap();
+    let m2 = c2
+        .module_load(ctx2, &kernel_ptx("vector_add.ptx"))
+        .await
+        .unwrap();
+    let f2 = c2.module_get_function(m2, "vector_add").await.unwrap();
+    let mine = c2.mem_alloc(ctx2, 1024).await.unwrap();
+    let victim = c.mem_alloc(other, 1024).await.unwrap();
+    let p2 = pack(
+        &f2,
+        &[
+            &mine.to_le_bytes(),
+            &mine.to_le_bytes(),
+            &victim.to_le_bytes(),
+            &4i32.to_le_bytes(),
+        ],
+    );
+    c2.launch_kernel(f2.handle, [1, 1, 1], [4, 1, 1], 0, 0, &p2)
+        .await
+        .unwrap();
+    assert_eq!(
+        c2.ctx_synchronize(ctx2).await.unwrap_err().cuda_result(),
+        CuResult::ILLEGAL_ADDRESS
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_ptx_is_refused_and_globals_are_session_memory() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    assert_eq!(
+        c.module_load(ctx, b".version 8.8\n.visible .entry k( {")
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_PTX
+    );
+    assert_eq!(
+        c.module_load(ctx, &[0xff, 0xfe, 0])
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::INVALID_IMAGE
+    );
+    let ptx = b".version 8.8\n.target sm_80\n.address_size 64\n.global .align 4 .u32 counter = 41;\n.visible .entry bump()\n{\n.reg .b32 %r<2>;\natom.global.add.u32 %r1, [counter], 1;\nret;\n}\n";
+    let m = c.module_load(ctx, ptx).await.unwrap();
+    let (g, size) = c.module_get_global(m, "counter").await.unwrap();
+    assert_eq!(size, 4);
+    let f = c.module_get_function(m, "bump").await.unwrap();
+    c.launch_kernel(f.handle, [2, 1, 1], [64, 1, 1], 0, 0, &[])
+        .await
+        .unwrap();
+    let v = c.memcpy_dtoh(ctx, g, 4, 0).await.unwrap();
+    assert_eq!(u32::from_le_bytes(v.try_into().unwrap()), 41 + 128);
+    let used = c.mem_get_info().await.unwrap();
+    c.module_unload(m).await.unwrap();
+    assert_eq!(
+        c.mem_get_info().await.unwrap().0,
+        used.0 + 4,
+        "unloading frees module globals"
+    );
+}

@@ -203,6 +203,12 @@ impl DeviceHeap {
         NonNull::new(p).map(|p| (p, a.ctx))
     }
 
+    /// The allocation containing `addr`: (device base, length, host pointer to the base).
+    pub fn allocation(&self, addr: DevPtr) -> Option<(u64, usize, NonNull<u8>)> {
+        let (base, a) = self.allocs.range(..=addr).next_back()?;
+        (addr - base < a.len).then_some((*base, a.len as usize, a.ptr))
+    }
+
     pub fn slice(&self, addr: DevPtr, len: u64) -> Option<&[u8]> {
         let (p, _) = self.resolve(addr, len)?;
         // SAFETY: resolve checked that the range lies in one live allocation; `&self` keeps
