@@ -8,7 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vm_load_env
 work=$(mktemp -d)
-trap 'kill "${watcher:-}" 2>/dev/null; vm_stop_netgpu; vm_umount; rm -rf "$work" "$VM_ROOT/build/cuda-$$"' EXIT
+trap 'kill "${watcher:-}" 2>/dev/null || true; vm_stop_netgpu; vm_umount; rm -rf "$work" "$VM_ROOT/build/cuda-$$"' EXIT
 inc=$("$REPO_ROOT/scripts/fetch-cuda-headers.sh")
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 (cd "$REPO_ROOT" && cargo build -q -p netgpu-cuda) || vm_die "cannot build libcuda"
