@@ -74,6 +74,18 @@ pub fn launch(
     globals: &[u64],
     mem: &dyn DeviceMemory,
 ) -> Result<(), LaunchError> {
+    launch_counted(module, kernel, cfg, params, globals, mem).map(|_| ())
+}
+
+/// As [`launch`], returning the number of thread-instructions executed (for benchmarks).
+pub fn launch_counted(
+    module: &Module,
+    kernel: &Kernel,
+    cfg: &LaunchConfig,
+    params: &[u8],
+    globals: &[u64],
+    mem: &dyn DeviceMemory,
+) -> Result<u64, LaunchError> {
     let bad = |m: String| Err(LaunchError::InvalidConfig(m));
     let nthreads = cfg.block.iter().map(|&d| u64::from(d)).product::<u64>();
     if cfg.block.contains(&0) || cfg.grid.contains(&0) {
@@ -127,8 +139,9 @@ pub fn launch(
         for id in 0..nblocks {
             b.run(&ctx, id)?;
         }
-        return Ok(());
+        return Ok(b.executed);
     }
+    let executed = AtomicU64::new(0);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first: Mutex<Option<LaunchError>> = Mutex::new(None);
@@ -148,12 +161,13 @@ pub fn launch(
                         break;
                     }
                 }
+                executed.fetch_add(b.executed, Relaxed);
             });
         }
     });
     match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(executed.into_inner()),
     }
 }
 
@@ -177,6 +191,8 @@ struct Block {
     local: Vec<u8>,
     ctaid: [u32; 3],
     cache: (u64, u64, *mut u8),
+    /// Thread-instructions executed so far.
+    executed: u64,
 }
 
 fn val(r: &[u64], s: Src, globals: &[u64]) -> u64 {
@@ -200,6 +216,7 @@ impl Block {
             local: vec![0; ctx.k.local_size as usize * nthreads],
             ctaid: [0; 3],
             cache: (0, 0, std::ptr::null_mut()),
+            executed: 0,
         }
     }
 
@@ -365,10 +382,13 @@ impl Block {
             ((t as u32) / bx) % by,
             (t as u32) / (bx * by),
         ];
-        loop {
+        let start = self.executed;
+        let mut count = 0u64;
+        let result = loop {
+            count += 1;
             let Some(inst) = code.get(pc) else {
                 self.state[t] = St::Exited;
-                return Ok(());
+                break Ok(());
             };
             let r = &mut self.regs[t * nregs..(t + 1) * nregs];
             if let Some((p, neg)) = inst.guard {
@@ -537,17 +557,19 @@ impl Block {
                 Op::Bar | Op::Shfl { .. } | Op::Vote { .. } => {
                     self.pc[t] = pc as u32;
                     self.state[t] = St::Wait;
-                    return Ok(());
+                    break Ok(());
                 }
                 Op::Exit => {
                     self.state[t] = St::Exited;
-                    return Ok(());
+                    break Ok(());
                 }
-                Op::Trap => return Err(LaunchError::Trap { pc }),
+                Op::Trap => break Err(LaunchError::Trap { pc }),
                 Op::Nop => {}
             }
             pc += 1;
-        }
+        };
+        self.executed = start + count;
+        result
     }
 
     fn special(&self, ctx: &Ctx, s: Special, t: usize, tid: [u32; 3]) -> u64 {

@@ -30,7 +30,7 @@ use std::sync::Mutex;
 
 pub use decode::{GlobalSpace, GlobalVar, Kernel, ParamInfo};
 pub use error::{LaunchError, LoadError, LoadErrorKind};
-pub use exec::{launch, DeviceMemory, LaunchConfig};
+pub use exec::{launch, launch_counted, DeviceMemory, LaunchConfig};
 
 /// Largest PTX image accepted.
 pub const MAX_PTX_LEN: usize = 64 << 20;
