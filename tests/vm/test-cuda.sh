@@ -11,12 +11,13 @@ work=$(mktemp -d)
 trap 'kill "${watcher:-}" 2>/dev/null || true; vm_stop_netgpu; vm_umount; rm -rf "$work" "$VM_ROOT/build/cuda-$$"' EXIT
 inc=$("$REPO_ROOT/scripts/fetch-cuda-headers.sh")
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-(cd "$REPO_ROOT" && cargo build -q -p netgpu-cuda) || vm_die "cannot build libcuda"
+(cd "$REPO_ROOT" && cargo build -q -p netgpu-cuda -p netgpu-smi) || vm_die "cannot build libcuda and netgpu-smi"
 payload=$work/payload
 mkdir -p "$payload/lib" "$payload/kernels" "$payload/.rootfs/lib64" "$payload/.rootfs/lib/x86_64-linux-gnu"
 vm_build_kmod "$payload"
 rm -f "$payload/netgpu-selftest"
 cp "$target/debug/libcuda.so" "$payload/lib/libcuda.so.1"
+cp "$target/debug/netgpu-smi" "$payload/"
 
 # Build the C programs in the chroot (the guest's glibc) against cuda.h and libcuda.so.1.
 b="/build/cuda-$$"

@@ -30,7 +30,8 @@ case $ko in
   *) cp "$ko" "$work/payload/netgpu.ko" ;;
 esac
 vm_chroot dpkg -L netgpu-guest > "$work/files"
-for f in /usr/src/netgpu-*/netgpu.c /usr/lib/udev/rules.d/99-netgpu.rules /usr/include/netgpu/netgpu.h; do
+for f in /usr/src/netgpu-*/netgpu.c /usr/lib/udev/rules.d/99-netgpu.rules /usr/include/netgpu/netgpu.h \
+  /usr/lib/x86_64-linux-gnu/libcuda.so.1 /usr/bin/netgpu-smi; do
   grep -q "^${f//\*/.*}\$" "$work/files" || vm_die "package lacks $f"
 done
 vm_log "package installed; module from DKMS: ${ko#"$VM_ROOT"}"

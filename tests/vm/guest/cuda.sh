@@ -5,6 +5,12 @@ check insmod insmod ./netgpu.ko
 i=0
 while [ ! -e /dev/netgpu0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 export LD_LIBRARY_PATH=/payload/lib NETGPU_KERNELS=/payload/kernels
+./netgpu-smi | tee /tmp/smi.txt
+check smi-table grep -q "netgpu0 .*netgpu CPU executor .*cpu .*up" /tmp/smi.txt
+./netgpu-smi -q > /tmp/smi-q.txt
+check smi-detail grep -q "Compute capability      : 8.0" /tmp/smi-q.txt
+./netgpu-smi --json > /tmp/smi.json
+check smi-json grep -q '"executor": "cpu"' /tmp/smi.json
 for p in device_memory streams_events; do
   ./$p > /tmp/$p.out 2>&1
   rc=$?
