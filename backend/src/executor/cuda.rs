@@ -20,7 +20,7 @@ use netgpu_proto::cuda::{attr, CuResult};
 use netgpu_proto::wire::ops::{DevPtr, DeviceInfo, Handle, ParamInfo};
 use thiserror::Error;
 
-use super::{Engine, ExecResult, Executor, HandleTable, LaunchDims};
+use super::{memset_len, Engine, ExecResult, Executor, HandleTable, LaunchDims};
 
 #[derive(Debug, Error)]
 pub enum CudaError {
@@ -456,11 +456,7 @@ impl Engine for CudaEngine {
         stream: Handle,
     ) -> ExecResult<()> {
         let s = self.stream_in(ctx, stream)?;
-        let es = u64::from(elem_size);
-        if !matches!(elem_size, 1 | 2 | 4) || dst % es != 0 {
-            return Err(CuResult::INVALID_VALUE);
-        }
-        let len = count.checked_mul(es).ok_or(CuResult::INVALID_VALUE)?;
+        let len = memset_len(dst, elem_size, count)?;
         if len == 0 {
             return Ok(());
         }

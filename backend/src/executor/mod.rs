@@ -115,6 +115,16 @@ pub trait Engine: Send {
     fn event_destroy(&mut self, event: Handle) -> ExecResult<()>;
 }
 
+/// Validates a `cuMemsetD8/16/32` request: the element size is 1, 2 or 4 bytes and `dst` is
+/// aligned to it. Returns the byte length.
+pub fn memset_len(dst: DevPtr, elem_size: u8, count: u64) -> ExecResult<u64> {
+    let es = u64::from(elem_size);
+    if !matches!(elem_size, 1 | 2 | 4) || dst % es != 0 {
+        return Err(CuResult::INVALID_VALUE);
+    }
+    count.checked_mul(es).ok_or(CuResult::INVALID_VALUE)
+}
+
 /// Checks a launch's geometry against the limits every executor shares.
 pub fn check_launch_dims(dims: &LaunchDims, max_threads: u32, max_shared: u32) -> ExecResult<()> {
     let threads = dims.block.iter().try_fold(1u64, |acc, &d| {

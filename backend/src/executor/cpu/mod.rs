@@ -14,7 +14,7 @@ use std::time::Instant;
 use netgpu_proto::cuda::{attr, CuResult};
 use netgpu_proto::wire::ops::{DevPtr, DeviceInfo, Handle, ParamInfo};
 
-use super::{check_launch_dims, Engine, ExecResult, Executor, HandleTable, LaunchDims};
+use super::{check_launch_dims, memset_len, Engine, ExecResult, Executor, HandleTable, LaunchDims};
 use kernels::CpuModule;
 use memory::{DeviceHeap, MemoryPool};
 
@@ -318,11 +318,7 @@ impl Engine for CpuEngine {
         stream: Handle,
     ) -> ExecResult<()> {
         self.stream_in(ctx, stream)?;
-        let es = u64::from(elem_size);
-        if !matches!(elem_size, 1 | 2 | 4) || dst % es != 0 {
-            return Err(CuResult::INVALID_VALUE);
-        }
-        let len = count.checked_mul(es).ok_or(CuResult::INVALID_VALUE)?;
+        let len = memset_len(dst, elem_size, count)?;
         if len == 0 {
             return Ok(());
         }
