@@ -315,7 +315,7 @@ impl<'a> Decoder<'a> {
                                     )
                                 });
                             }
-                            let op = self.op(i, scope)?;
+                            let op = self.op(i, scope)?.specialise();
                             self.code.push(Inst {
                                 op,
                                 guard,

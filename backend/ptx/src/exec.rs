@@ -190,7 +190,9 @@ struct Block {
     shared: Vec<u8>,
     local: Vec<u8>,
     ctaid: [u32; 3],
-    cache: (u64, u64, *mut u8),
+    /// The last allocations touched (kernels alternate between a few buffers).
+    cache: [(u64, u64, *mut u8); 4],
+    cache_next: usize,
     /// Thread-instructions executed so far.
     executed: u64,
 }
@@ -215,7 +217,8 @@ impl Block {
             shared: vec![0; shared],
             local: vec![0; ctx.k.local_size as usize * nthreads],
             ctaid: [0; 3],
-            cache: (0, 0, std::ptr::null_mut()),
+            cache: [(0, 0, std::ptr::null_mut()); 4],
+            cache_next: 0,
             executed: 0,
         }
     }
@@ -254,18 +257,26 @@ impl Block {
     fn collectives(&mut self, ctx: &Ctx) -> Result<bool, LaunchError> {
         let code = &ctx.k.code;
         let waiting = |b: &Block, t: usize| b.state[t] == St::Wait;
-        // Barrier: every live thread of the block waits at a bar.sync.
-        let live: Vec<usize> = (0..self.nthreads)
-            .filter(|&t| self.state[t] != St::Exited)
-            .collect();
-        if !live.is_empty()
-            && live
-                .iter()
-                .all(|&t| waiting(self, t) && code[self.pc[t] as usize].op == Op::Bar)
-        {
-            for &t in &live {
-                self.state[t] = St::Run;
-                self.pc[t] += 1;
+        // Barrier: every live thread of the block waits at a bar.sync (no allocation: this
+        // runs twice per tile of a tiled kernel).
+        let mut any_live = false;
+        let mut all_at_bar = true;
+        for t in 0..self.nthreads {
+            match self.state[t] {
+                St::Exited => {}
+                St::Wait if code[self.pc[t] as usize].op == Op::Bar => any_live = true,
+                _ => {
+                    all_at_bar = false;
+                    break;
+                }
+            }
+        }
+        if any_live && all_at_bar {
+            for t in 0..self.nthreads {
+                if self.state[t] != St::Exited {
+                    self.state[t] = St::Run;
+                    self.pc[t] += 1;
+                }
             }
             return Ok(true);
         }
@@ -565,6 +576,57 @@ impl Block {
                 }
                 Op::Trap => break Err(LaunchError::Trap { pc }),
                 Op::Nop => {}
+                Op::LdShared32 { d, base, off } => {
+                    let a = r[base as usize].wrapping_add(off as u64);
+                    let o = a as usize;
+                    match self
+                        .shared
+                        .get(o..o.wrapping_add(4))
+                        .filter(|_| a < 1 << 32)
+                    {
+                        Some(b) => {
+                            r[d as usize] = u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        }
+                        None => {
+                            return Err(LaunchError::IllegalAddress {
+                                addr: SHARED_WINDOW.wrapping_add(a),
+                                len: 4,
+                                pc,
+                            })
+                        }
+                    }
+                }
+                Op::StShared32 { s, base, off } => {
+                    let a = r[base as usize].wrapping_add(off as u64);
+                    let v = val(r, s, g) as u32;
+                    let o = a as usize;
+                    match self
+                        .shared
+                        .get_mut(o..o.wrapping_add(4))
+                        .filter(|_| a < 1 << 32)
+                    {
+                        Some(b) => b.copy_from_slice(&v.to_le_bytes()),
+                        None => {
+                            return Err(LaunchError::IllegalAddress {
+                                addr: SHARED_WINDOW.wrapping_add(a),
+                                len: 4,
+                                pc,
+                            })
+                        }
+                    }
+                }
+                Op::FmaF32 { d, a, b, c } => {
+                    let f = |v: u64| f32::from_bits(v as u32);
+                    r[d as usize] = u64::from(
+                        f(val(r, a, g))
+                            .mul_add(f(val(r, b, g)), f(val(r, c, g)))
+                            .to_bits(),
+                    );
+                }
+                Op::AddI32 { d, a, b } => {
+                    r[d as usize] = (val(r, a, g).wrapping_add(val(r, b, g))) & 0xffff_ffff
+                }
+                Op::AddI64 { d, a, b } => r[d as usize] = val(r, a, g).wrapping_add(val(r, b, g)),
             }
             pc += 1;
         };
@@ -634,18 +696,19 @@ impl Block {
         if a % align as u64 != 0 {
             return Err(LaunchError::MisalignedAddress { addr: a, len, pc });
         }
-        let (base, rlen, p) = self.cache;
-        if !p.is_null()
-            && a >= base
-            && a.wrapping_add(len as u64) <= base + rlen
-            && a.wrapping_add(len as u64) >= a
-        {
-            // SAFETY: inside the cached allocation (checked just above).
-            return Ok(unsafe { p.add((a - base) as usize) });
+        let end = a
+            .checked_add(len as u64)
+            .ok_or(LaunchError::IllegalAddress { addr: a, len, pc })?;
+        for &(base, rlen, p) in &self.cache {
+            if !p.is_null() && a >= base && end <= base + rlen {
+                // SAFETY: inside a cached allocation (checked just above).
+                return Ok(unsafe { p.add((a - base) as usize) });
+            }
         }
         if let Some((b, l, p)) = ctx.mem.region(a) {
-            self.cache = (b, l as u64, p.as_ptr());
-            if a >= b && a.checked_add(len as u64).is_some_and(|e| e <= b + l as u64) {
+            self.cache[self.cache_next] = (b, l as u64, p.as_ptr());
+            self.cache_next = (self.cache_next + 1) % self.cache.len();
+            if a >= b && end <= b + l as u64 {
                 // SAFETY: inside the allocation the executor reported.
                 return Ok(unsafe { p.as_ptr().add((a - b) as usize) });
             }

@@ -366,6 +366,38 @@ pub enum Op {
     Exit,
     Trap,
     Nop,
+    // Specialised forms of the commonest shapes, chosen at decode time (same semantics).
+    /// `ld.shared.{b,u,s,f}32 d, [base+off]`.
+    LdShared32 {
+        d: u32,
+        base: u32,
+        off: i64,
+    },
+    /// `st.shared.{b,u,s,f}32 [base+off], s`.
+    StShared32 {
+        s: Src,
+        base: u32,
+        off: i64,
+    },
+    /// `fma.rn.f32` / `mad.f32`.
+    FmaF32 {
+        d: u32,
+        a: Src,
+        b: Src,
+        c: Src,
+    },
+    /// `add.{s,u}32`.
+    AddI32 {
+        d: u32,
+        a: Src,
+        b: Src,
+    },
+    /// `add.{s,u}64`.
+    AddI64 {
+        d: u32,
+        a: Src,
+        b: Src,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -376,6 +408,64 @@ pub struct Inst {
 }
 
 impl Op {
+    /// The specialised form of this instruction, if it has one.
+    pub fn specialise(self) -> Op {
+        let f32t = Ty {
+            kind: Kind::F,
+            bits: 32,
+        };
+        match self {
+            Op::Ld {
+                ty,
+                d,
+                n: 1,
+                addr:
+                    Addr {
+                        space: Space::Shared,
+                        base: Some(base),
+                        global: None,
+                        offset,
+                    },
+            } if ty.bits == 32 && ty.kind != Kind::Bf => Op::LdShared32 {
+                d: d[0],
+                base,
+                off: offset,
+            },
+            Op::St {
+                ty,
+                s,
+                n: 1,
+                addr:
+                    Addr {
+                        space: Space::Shared,
+                        base: Some(base),
+                        global: None,
+                        offset,
+                    },
+            } if ty.bits == 32 && ty.kind != Kind::Bf => Op::StShared32 {
+                s: s[0],
+                base,
+                off: offset,
+            },
+            Op::Fma { ty, d, a, b, c } if ty == f32t => Op::FmaF32 { d, a, b, c },
+            Op::Bin {
+                op: BinOp::Add,
+                ty,
+                d,
+                a,
+                b,
+            } if matches!(ty.kind, Kind::U | Kind::S) && ty.bits == 32 => Op::AddI32 { d, a, b },
+            Op::Bin {
+                op: BinOp::Add,
+                ty,
+                d,
+                a,
+                b,
+            } if matches!(ty.kind, Kind::U | Kind::S) && ty.bits == 64 => Op::AddI64 { d, a, b },
+            other => other,
+        }
+    }
+
     /// Whether the instruction waits for other threads (the scheduler's yield points).
     pub fn is_collective(&self) -> bool {
         matches!(self, Op::Bar | Op::Shfl { .. } | Op::Vote { .. })
