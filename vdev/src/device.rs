@@ -93,6 +93,8 @@ pub struct Shared {
     pub queues: Vec<Arc<QueueShared>>,
     pub doorbells: DoorbellPage,
     pub rt: Handle,
+    /// Device memory held by all queues, against `cfg.memory_quota`.
+    pub mem_used: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -268,6 +270,7 @@ impl Device {
             event_vector: AtomicU32::new(0),
             queues,
             doorbells: DoorbellPage::new()?,
+            mem_used: AtomicU64::new(0),
             rt,
         });
         Ok(Device {

@@ -9,8 +9,78 @@ use netgpu_client::{Client, ClientError, CuResult, Handle};
 use netgpu_proto::abi::{self, op, Command, DeviceInfoRecord, ParamRecord};
 use tracing::debug;
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::memory::Snapshot;
 use crate::sg::SgList;
+
+/// One queue's share of the device's memory limit (`netgpu-vdev --memory`). Every queue has a
+/// backend session of its own, so the device-wide limit is kept here: all queues draw on one
+/// counter, each remembers what it allocated, and a closed queue gives its share back.
+pub struct Quota<'a> {
+    used: &'a AtomicU64,
+    /// 0: no device-wide limit.
+    limit: u64,
+    /// Device pointer -> (bytes, context) of this queue's live allocations.
+    allocs: HashMap<u64, (u64, Handle)>,
+}
+
+impl<'a> Quota<'a> {
+    pub fn new(used: &'a AtomicU64, limit: u64) -> Self {
+        Quota {
+            used,
+            limit,
+            allocs: HashMap::new(),
+        }
+    }
+
+    fn reserve(&self, bytes: u64) -> bool {
+        self.limit == 0
+            || self
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    u.checked_add(bytes).filter(|&n| n <= self.limit)
+                })
+                .is_ok()
+    }
+
+    fn release(&self, bytes: u64) {
+        if self.limit != 0 {
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
+    fn forget_ctx(&mut self, ctx: Handle) {
+        let mut freed = 0;
+        self.allocs.retain(|_, (b, c)| {
+            if *c == ctx {
+                freed += *b;
+                false
+            } else {
+                true
+            }
+        });
+        self.release(freed);
+    }
+
+    /// `(free, total)` as the device-wide limit sees it, if there is one.
+    fn info(&self) -> Option<(u64, u64)> {
+        (self.limit != 0).then(|| {
+            (
+                self.limit.saturating_sub(self.used.load(Ordering::Acquire)),
+                self.limit,
+            )
+        })
+    }
+}
+
+impl Drop for Quota<'_> {
+    fn drop(&mut self) {
+        let total = self.allocs.values().map(|(b, _)| *b).sum();
+        self.release(total);
+    }
+}
 
 /// The result of one command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +161,7 @@ pub async fn execute(
     mem: &Snapshot,
     cmd: &Command,
     ctxs: &mut Vec<Handle>,
+    quota: &mut Quota<'_>,
 ) -> Outcome {
     if !op::ALL.contains(&cmd.opcode) || cmd.flags & !abi::CMD_FLAGS_ALL != 0 || cmd.reserved != 0 {
         debug!(
@@ -150,7 +221,13 @@ pub async fn execute(
             }
             Err(e) => e.into(),
         },
-        op::MEM_GET_INFO => done(client.mem_get_info().await, |(f, t)| (f, t)),
+        op::MEM_GET_INFO => {
+            let info = quota.info();
+            done(client.mem_get_info().await, |(f, t)| match info {
+                Some((qf, qt)) => (f.min(qf), t.min(qt)),
+                None => (f, t),
+            })
+        }
         op::CTX_CREATE => {
             let r = client.ctx_create(a[0] as u32).await;
             if let Ok(h) = &r {
@@ -162,12 +239,33 @@ pub async fn execute(
             let r = client.ctx_destroy(a[0]).await;
             if r.is_ok() {
                 ctxs.retain(|c| *c != a[0]);
+                quota.forget_ctx(a[0]);
             }
             done(r, |_| (0, 0))
         }
         op::CTX_SYNCHRONIZE => done(client.ctx_synchronize(a[0]).await, |_| (0, 0)),
-        op::MEM_ALLOC => done(client.mem_alloc(a[0], a[1]).await, |p| (p, 0)),
-        op::MEM_FREE => done(client.mem_free(a[0]).await, |_| (0, 0)),
+        op::MEM_ALLOC => {
+            if !quota.reserve(a[1]) {
+                return Outcome::err(CuResult::OUT_OF_MEMORY);
+            }
+            let r = client.mem_alloc(a[0], a[1]).await;
+            match &r {
+                Ok(p) => {
+                    quota.allocs.insert(*p, (a[1], a[0]));
+                }
+                Err(_) => quota.release(a[1]),
+            }
+            done(r, |p| (p, 0))
+        }
+        op::MEM_FREE => {
+            let r = client.mem_free(a[0]).await;
+            if r.is_ok() {
+                if let Some((bytes, _)) = quota.allocs.remove(&a[0]) {
+                    quota.release(bytes);
+                }
+            }
+            done(r, |_| (0, 0))
+        }
         op::MEMCPY_HTOD => {
             let data = match sg.gather(mem, 0, sg.total) {
                 Ok(d) => d,

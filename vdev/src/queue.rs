@@ -296,6 +296,7 @@ impl Worker {
         let mut cq_tail = 0u32;
         let mut phase = true;
         let mut ctxs: Vec<Handle> = Vec::new();
+        let mut quota = crate::forward::Quota::new(&self.s.mem_used, self.s.cfg.memory_quota);
         let mut pending = 0u32;
         let mut deadline: Option<Instant> = None;
         let mut last_work = Instant::now();
@@ -326,7 +327,9 @@ impl Worker {
                 let cmd = Command::from_bytes(&raw);
                 head = (head + 1) % size;
                 self.queue.sq_head.store(head, Ordering::Release);
-                let out = crate::forward::execute(&name, &client, &mem, &cmd, &mut ctxs).await;
+                let out =
+                    crate::forward::execute(&name, &client, &mem, &cmd, &mut ctxs, &mut quota)
+                        .await;
                 if out.lost {
                     self.s.session_lost(self.generation);
                 }
@@ -403,6 +406,10 @@ impl Worker {
         if pending > 0 {
             self.interrupt();
         }
+        // The queue's share of the device memory limit goes back before STATUS.ENABLED drops,
+        // so a driver that saw the queue stop can count on it (the backend frees the memory
+        // itself when the session closes below).
+        drop(quota);
         // From here on the worker touches no guest memory: let STATUS.ENABLED drop.
         self.queue.busy.store(false, Ordering::Release);
         // Closing the queue's session frees every context, allocation, module, stream and

@@ -373,3 +373,85 @@ fn fast_doorbells_in_the_shared_page_are_polled_while_the_queue_is_busy() {
     page.write_all_at(&2u32.to_le_bytes(), at).unwrap();
     assert_eq!(h.wait_completion(CQ, 1, true).cid, 2);
 }
+
+#[test]
+fn the_device_memory_limit_holds_across_queues_and_returns_with_a_closed_queue() {
+    let mut h = Harness::start_with("quota", |c| c.memory_quota = 1 << 20);
+    h.wait_status(abi::STATUS_READY);
+    h.map_memory();
+    let (sq2, cq2) = (SQ + 0x40_000, CQ + 0x40_000);
+    assert_eq!(
+        h.setup_queue(0, SQ, CQ, 8, abi::NO_VECTOR),
+        abi::QSTATUS_ENABLED
+    );
+    assert_eq!(
+        h.setup_queue(1, sq2, cq2, 8, abi::NO_VECTOR),
+        abi::QSTATUS_ENABLED
+    );
+    let run = |h: &mut Harness, q: u32, sq: u64, cq: u64, slot: u32, cmd: Command| {
+        h.put_command(sq, slot, &cmd);
+        h.ring(q, slot + 1);
+        h.wait_completion(cq, slot, true)
+    };
+    let c0 = run(&mut h, 0, SQ, CQ, 0, Command::new(op::CTX_CREATE, 1, &[0])).value0;
+    let c1 = run(
+        &mut h,
+        1,
+        sq2,
+        cq2,
+        0,
+        Command::new(op::CTX_CREATE, 1, &[0]),
+    )
+    .value0;
+    assert_eq!(
+        run(
+            &mut h,
+            0,
+            SQ,
+            CQ,
+            1,
+            Command::new(op::MEM_ALLOC, 2, &[c0, 768 << 10])
+        )
+        .result,
+        0
+    );
+    // The second process's allocation would exceed the device's 1 MiB.
+    let r = run(
+        &mut h,
+        1,
+        sq2,
+        cq2,
+        1,
+        Command::new(op::MEM_ALLOC, 2, &[c1, 512 << 10]),
+    );
+    assert_eq!(r.result, CuResult::OUT_OF_MEMORY.0);
+    let info = run(
+        &mut h,
+        1,
+        sq2,
+        cq2,
+        2,
+        Command::new(op::MEM_GET_INFO, 3, &[]),
+    );
+    assert_eq!(
+        (info.value0, info.value1),
+        (256 << 10, 1 << 20),
+        "free/total as the device sees it"
+    );
+    // Closing the first queue gives its memory back to the device once it has stopped.
+    h.write32(abi::REGS_BAR, Harness::qreg(0, qreg::ENABLE), 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.read32(abi::REGS_BAR, Harness::qreg(0, qreg::STATUS)) != 0 {
+        assert!(Instant::now() < deadline, "queue 0 did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let r = run(
+        &mut h,
+        1,
+        sq2,
+        cq2,
+        3,
+        Command::new(op::MEM_ALLOC, 4, &[c1, 512 << 10]),
+    );
+    assert_eq!(r.result, 0, "the closed queue's memory is available again");
+}
