@@ -18,25 +18,78 @@ vm_load_env() {
   . "$VM_ENV"
 }
 
-# Bind-mounts /proc, /dev and /sys into the chroot (idempotent). The mounts stay until
-# vm_umount; callers pair them with a trap.
-vm_mount() {
-  local d
-  for d in proc dev sys; do
-    mkdir -p "$VM_ROOT/$d"
-    mountpoint -q "$VM_ROOT/$d" || mount --bind "/$d" "$VM_ROOT/$d"
-  done
-}
-
-vm_umount() {
-  local d
-  for d in sys dev proc; do
-    mountpoint -q "$VM_ROOT/$d" && umount -l "$VM_ROOT/$d" || true
-  done
-}
+# Runs a command inside the chroot. Each call gets a private mount namespace in which
+# /proc, /dev and /sys are bind-mounted: the mounts vanish with the command (even when it is
+# killed), never show on the host, and concurrent runs cannot unmount each other's.
+# "${VM_CHROOT[@]}" is the same as a command prefix (for timeout(1) and the like).
+# shellcheck disable=SC2016  # the script is expanded by the inner sh
+VM_CHROOT=(unshare --mount --propagation private -- /bin/sh -c '
+root=$1; shift
+mount --bind /proc "$root/proc" && mount --rbind /dev "$root/dev" && mount --rbind /sys "$root/sys" \
+  || { echo "[vm] error: cannot bind-mount /proc, /dev, /sys into $root (need root)" >&2; exit 125; }
+exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+  DEBIAN_FRONTEND=noninteractive "$@"' netgpu-chroot "$VM_ROOT")
 
 vm_chroot() {
-  chroot "$VM_ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
+  "${VM_CHROOT[@]}" "$@"
+}
+
+# Kept for scripts written against the old persistent mounts: chroot commands now mount what
+# they need privately (vm_chroot), so there is nothing to set up or tear down.
+vm_mount() { :; }
+vm_umount() { :; }
+
+# Copies guest kernel modules (names, e.g. virtio_net) and everything they depend on,
+# decompressed, into $1/modules/ as NN-name.ko; the guest /init loads them in that order.
+vm_payload_kmods() {
+  local payload=$1 mod line path n
+  shift
+  mkdir -p "$payload/modules"
+  n=$(find "$payload/modules" -name '*.ko' | wc -l)
+  for mod in "$@"; do
+    while read -r line; do
+      case $line in
+        insmod\ *) path=${line#insmod }; path=${path%% *} ;;
+        *) continue ;;   # builtin
+      esac
+      local base
+      base=$(basename "$path"); base=${base%.xz}; base=${base%.zst}; base=${base%.ko}
+      if ls "$payload/modules/"*"-$base.ko" >/dev/null 2>&1; then continue; fi
+      n=$((n + 1))
+      case $path in
+        *.xz) vm_chroot xz -dc "$path" ;;
+        *.zst) vm_chroot zstd -dc "$path" ;;
+        *) cat "$VM_ROOT$path" ;;
+      esac > "$payload/modules/$(printf '%02d' "$n")-$base.ko"
+    done < <(vm_chroot modprobe -d "$VM_MODBASE" -S "$KVER" --show-depends "$mod" \
+      || vm_die "guest kernel module $mod not found")
+  done
+}
+
+# Copies binaries into $1/bin and the shared libraries they need (ldd) into $1/.rootfs, at
+# the same paths, so the guest's dynamic loader finds them. A file under $VM_ROOT is resolved
+# against the chroot's libraries (the guest's distribution), any other against the host's.
+vm_payload_bin() {
+  local payload=$1 f lib
+  shift
+  mkdir -p "$payload/bin" "$payload/.rootfs"
+  for f in "$@"; do
+    [ -f "$f" ] || vm_die "vm_payload_bin: $f does not exist"
+    cp "$f" "$payload/bin/"
+    local libs
+    case $f in
+      "$VM_ROOT"/*) libs=$(vm_chroot ldd "${f#"$VM_ROOT"}" 2>/dev/null || true) ;;
+      *) libs=$(ldd "$f" 2>/dev/null || true) ;;
+    esac
+    for lib in $(printf '%s\n' "$libs" | grep -o '/[^ ]*'); do
+      case $f in
+        "$VM_ROOT"/*) lib=$VM_ROOT$lib ;;
+      esac
+      local dest=$payload/.rootfs/${lib#"$VM_ROOT"}
+      mkdir -p "$(dirname "$dest")"
+      [ -e "$dest" ] || cp -L "$lib" "$dest"
+    done
+  done
 }
 
 # Starts a CPU-executor netgpu-backend on 127.0.0.1 and a netgpu-vdev connected to it, with
@@ -77,13 +130,18 @@ vm_build_kmod() {
   rm -rf "$VM_ROOT$b"
   mkdir -p "$VM_ROOT/build"
   cp -r "$REPO_ROOT/guest-tools/kmod" "$VM_ROOT$b"
-  vm_mount
   vm_chroot make -s -C "$b" KDIR="$VM_KBUILD" > "$out/kmod-build.log" 2>&1 \
     || { cat "$out/kmod-build.log" >&2; vm_die "kernel module build failed"; }
   vm_chroot gcc -O2 -Wall -Werror -static -o "$b/netgpu-selftest" "$b/tests/netgpu-selftest.c" \
     >> "$out/kmod-build.log" 2>&1 || { cat "$out/kmod-build.log" >&2; vm_die "selftest build failed"; }
   cp "$VM_ROOT$b/netgpu.ko" "$VM_ROOT$b/netgpu-selftest" "$out/"
   rm -rf "$VM_ROOT$b"
+}
+
+# Prints the guest's result lines from serial log $1; succeeds when its summary says 0 failed.
+vm_results() {
+  tr -d '\r' < "$1" | grep '^NETGPU-TEST:' || true
+  tr -d '\r' < "$1" | grep -q '^NETGPU-TEST: SUMMARY [0-9]* passed, 0 failed$'
 }
 
 # Boots the guest with payload directory $2 (its run.sh runs in the guest) and the netgpu
@@ -98,6 +156,5 @@ vm_run_payload() {
     echo "--- vdev log" >&2; tail -n 40 "$work/vdev.log" >&2
     echo "--- backend log" >&2; tail -n 40 "$work/backend.log" >&2
   fi
-  grep '^NETGPU-TEST:' "$work/serial.log" || true
-  grep -q '^NETGPU-TEST: SUMMARY .* 0 failed' "$work/serial.log"
+  vm_results "$work/serial.log"
 }

@@ -2,8 +2,13 @@
 # Builds a guest initramfs: busybox-static from the provisioned chroot, an /init that mounts
 # the usual filesystems and runs /payload/run.sh, and the payload directory given.
 #   tests/vm/mkinitramfs.sh OUT.cpio.gz PAYLOAD_DIR
-# Files under PAYLOAD_DIR/.rootfs go to the guest's root instead of /payload.
-# The guest prints "NETGPU-VM: exit <rc>" after the payload and powers off.
+# Files under PAYLOAD_DIR/.rootfs go to the guest's root instead of /payload (shared
+# libraries, the dynamic loader: lib.sh's vm_payload_bin puts them there). Modules in
+# PAYLOAD_DIR/modules/*.ko (vm_payload_kmods) are loaded in name order before run.sh.
+# The guest prints "NETGPU-VM: booted <kernel>", runs the payload, prints
+# "NETGPU-VM: exit <rc>" and powers off. Result lines of the payload's own checks are
+# "NETGPU-TEST: PASS|FAIL <name>" and "NETGPU-TEST: SUMMARY <n> passed, <m> failed"
+# (tests/vm/guest/lib.sh).
 set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -32,7 +37,12 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 echo "NETGPU-VM: booted $(uname -r)"
+export PATH=/payload/bin:/bin:/sbin
 rc=1
+for m in /payload/modules/*.ko; do
+  [ -f "$m" ] || continue
+  insmod "$m" || echo "NETGPU-VM: cannot load $m"
+done
 if [ -f /payload/run.sh ]; then
   cd /payload && sh ./run.sh
   rc=$?

@@ -36,15 +36,20 @@ if ! stamp host-tools; then
   vm_log "installing host tools (debootstrap, cpio)"
   if ! command -v debootstrap >/dev/null || ! command -v cpio >/dev/null; then
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends debootstrap cpio >/dev/null
+    apt-get install -y -qq --no-install-recommends debootstrap cpio >/dev/null \
+      || vm_die "cannot install debootstrap and cpio on the host (apt-get); install them and rerun"
   fi
+  unshare --mount --propagation private -- true \
+    || vm_die "unshare --mount failed: the VM tests need root with mount rights (CAP_SYS_ADMIN)"
   mark host-tools
 fi
 
 MIRROR=$(mirror)
 if ! stamp debootstrap; then
   vm_log "debootstrap trixie from $MIRROR (about 20-60 s)"
-  vm_umount
+  for d in proc dev sys; do   # mounts left by versions of these scripts before vm_chroot
+    if mountpoint -q "$VM_ROOT/$d"; then umount -l "$VM_ROOT/$d"; fi
+  done
   rm -rf "$VM_ROOT"
   debootstrap --variant=minbase trixie "$VM_ROOT" "$MIRROR" > "$VM_DIR/debootstrap.log" 2>&1 \
     || vm_die "debootstrap failed; see $VM_DIR/debootstrap.log"
@@ -62,9 +67,6 @@ SRC
   rm -f "$VM_ROOT/etc/apt/sources.list"
   mark sources
 fi
-
-trap vm_umount EXIT
-vm_mount
 
 if ! stamp packages; then
   vm_log "installing QEMU 11 (trixie-backports), busybox, build tools in the chroot (a few minutes)"
@@ -97,16 +99,45 @@ if ! stamp kernel; then
   vm_chroot apt-get install -y -qq --no-install-recommends -t trixie-backports \
     "linux-headers-$kver" >> "$VM_DIR/apt.log" 2>&1 \
     || vm_die "cannot install linux-headers-$kver; see $VM_DIR/apt.log"
-  cat > "$VM_ENV" <<ENV
-KVER=$kver
-# Paths inside the chroot:
-VM_KERNEL=/guest-kernel/boot/vmlinuz-$kver
-VM_MODULES=/guest-kernel/lib/modules/$kver
-VM_KBUILD=/usr/src/linux-headers-$kver
-ENV
+  echo "$kver" > "$VM_DIR/kernel-version"
   mark kernel
 fi
 
+if [ ! -f "$VM_DIR/kernel-version" ] && [ -f "$VM_ENV" ]; then   # caches made before kernel-version
+  sed -n 's/^KVER=//p' "$VM_ENV" > "$VM_DIR/kernel-version"
+fi
+kver=$(cat "$VM_DIR/kernel-version")
+if ! stamp depmod; then
+  # The image was unpacked with dpkg -x, which runs no depmod: make modules.dep so tests can
+  # resolve guest modules and their dependencies (vm_payload_kmods).
+  vm_log "depmod for the guest kernel's modules"
+  vm_chroot depmod -b /guest-kernel/usr "$kver" || vm_die "depmod failed for $kver"
+  mark depmod
+fi
+
+# The environment file other scripts source (written every run: cheap, and never stale).
+cat > "$VM_ENV.tmp" <<ENV
+# Written by tests/vm/provision.sh. Paths inside the chroot unless they start with \$VM_ROOT.
+KVER=$kver
+VM_ROOT=$VM_ROOT
+VM_KERNEL=/guest-kernel/boot/vmlinuz-$kver
+VM_MODBASE=/guest-kernel/usr
+VM_MODULES=/guest-kernel/usr/lib/modules/$kver
+VM_KBUILD=/usr/src/linux-headers-$kver
+VM_BUSYBOX=/bin/busybox
+VM_SOCKET_DIR=/run/netgpu
+ENV
+mv "$VM_ENV.tmp" "$VM_ENV"
+
 vm_load_env
 [ -f "$VM_ROOT$VM_KERNEL" ] || vm_die "kernel image missing at $VM_ROOT$VM_KERNEL; delete $VM_DIR/.done-kernel and rerun"
+[ -d "$VM_ROOT$VM_MODULES/kernel" ] || vm_die "guest modules missing at $VM_ROOT$VM_MODULES; delete $VM_DIR/.done-kernel and rerun"
 vm_log "ready in $((SECONDS - t0)) s: QEMU $(vm_chroot qemu-system-x86_64 --version | head -n1 | awk '{print $4}'), guest kernel $KVER"
+# What other scripts need, as host paths (source $VM_ENV for the in-chroot ones).
+cat <<OUT
+VM_ENV=$VM_ENV
+VM_ROOT=$VM_ROOT
+kernel: $VM_ROOT$VM_KERNEL
+headers: $VM_ROOT$VM_KBUILD
+vfio-user sockets: $VM_ROOT$VM_SOCKET_DIR (QEMU sees $VM_SOCKET_DIR)
+OUT

@@ -8,7 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vm_load_env
 work=$(mktemp -d)
-trap 'kill "${watcher:-}" 2>/dev/null || true; vm_stop_netgpu; vm_umount; rm -rf "$work" "$VM_ROOT/build/cuda-$$"' EXIT
+trap 'kill "${watcher:-}" 2>/dev/null || true; vm_stop_netgpu; rm -rf "$work" "$VM_ROOT/build/cuda-$$"' EXIT
 inc=$("$REPO_ROOT/scripts/fetch-cuda-headers.sh")
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 (cd "$REPO_ROOT" && cargo build -q -p netgpu-cuda -p netgpu-smi) || vm_die "cannot build libcuda and netgpu-smi"
@@ -25,7 +25,6 @@ mkdir -p "$VM_ROOT$b/include" "$VM_ROOT$b/lib"
 cp -r "$inc/." "$VM_ROOT$b/include/"
 cp "$REPO_ROOT"/tests/cuda/*.c "$REPO_ROOT"/tests/cuda/*.h "$VM_ROOT$b/"
 cp "$payload/lib/libcuda.so.1" "$VM_ROOT$b/lib/libcuda.so"
-vm_mount
 for src in "$VM_ROOT$b"/*.c; do
   n=$(basename "$src" .c)
   vm_chroot gcc -O1 -Wall -Werror -I"$b/include" -o "$b/$n" "$b/$n.c" -L"$b/lib" -lcuda -lm \

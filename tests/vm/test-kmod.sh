@@ -7,7 +7,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vm_load_env
 work=$(mktemp -d)
-trap 'vm_stop_netgpu; vm_umount; rm -rf "$work"' EXIT
+trap 'vm_stop_netgpu; rm -rf "$work"' EXIT
 mkdir -p "$work/payload"
 vm_build_kmod "$work/payload"
 vm_start_netgpu "$work"

@@ -8,7 +8,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vm_load_env
 work=$(mktemp -d)
-trap 'vm_stop_netgpu; vm_chroot apt-get remove -y -qq netgpu-guest >/dev/null 2>&1 || true; vm_umount; rm -rf "$work"' EXIT
+trap 'vm_stop_netgpu; vm_chroot apt-get remove -y -qq netgpu-guest >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 deb=$("$REPO_ROOT/guest-tools/pkg/build-deb.sh" --out "$work")
 vm_log "built $(basename "$deb")"
@@ -16,7 +16,6 @@ mkdir -p "$work/payload"
 vm_build_kmod "$work/payload"     # for the self-test binary; the module is replaced below
 rm -f "$work/payload/netgpu.ko"
 
-vm_mount
 cp "$deb" "$VM_ROOT/tmp/netgpu-guest.deb"
 vm_log "apt install ./netgpu-guest.deb in the chroot (DKMS builds for $KVER)"
 vm_chroot apt-get install -y -qq /tmp/netgpu-guest.deb > "$work/install.log" 2>&1 \
@@ -25,7 +24,7 @@ rm -f "$VM_ROOT/tmp/netgpu-guest.deb"
 ko=$(find "$VM_ROOT/lib/modules/$KVER/updates" -name 'netgpu.ko*' 2>/dev/null | head -n 1)
 [ -n "$ko" ] || { cat "$work/install.log" >&2; vm_die "DKMS did not install netgpu.ko for $KVER"; }
 case $ko in
-  *.xz) xz -dc "$ko" > "$work/payload/netgpu.ko" ;;
+  *.xz) vm_chroot xz -dc "${ko#"$VM_ROOT"}" > "$work/payload/netgpu.ko" ;;
   *.zst) vm_die "zstd-compressed module: unsupported by this test" ;;
   *) cp "$ko" "$work/payload/netgpu.ko" ;;
 esac
@@ -40,7 +39,8 @@ vm_start_netgpu "$work"
 cp "$(dirname "$0")/guest/kmod.sh" "$work/payload/run.sh"
 vm_run_payload "$work" "$work/payload"
 
-vm_chroot apt-get remove -y -qq netgpu-guest > "$work/remove.log" 2>&1 || vm_die "package removal failed"
+vm_chroot apt-get remove -y -qq netgpu-guest > "$work/remove.log" 2>&1 \
+  || { cat "$work/remove.log" >&2; vm_die "package removal failed"; }
 if find "$VM_ROOT/lib/modules/$KVER/updates" -name 'netgpu.ko*' 2>/dev/null | grep -q .; then
   vm_die "package removal left the DKMS module behind"
 fi

@@ -1,3 +1,4 @@
+# shellcheck shell=sh source=tests/vm/guest/lib.sh
 # CUDA driver-API programs (written against NVIDIA's cuda.h) in a real guest, through
 # libcuda.so.1 -> /dev/netgpu0 -> vdev -> backend.
 . ./lib.sh

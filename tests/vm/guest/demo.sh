@@ -1,3 +1,4 @@
+# shellcheck shell=sh source=tests/vm/guest/lib.sh
 # The demo: a CUDA program in the guest, computing on the remote backend.
 . ./lib.sh
 insmod ./netgpu.ko

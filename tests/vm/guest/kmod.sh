@@ -1,3 +1,4 @@
+# shellcheck shell=sh source=tests/vm/guest/lib.sh
 # The netgpu guest driver in a real guest: load it, check /dev/netgpu0 and sysfs, run the
 # ioctl self-test (copies through pinned buffers, async batches, refused bad input), unload.
 . ./lib.sh

@@ -1,3 +1,4 @@
+# shellcheck shell=sh disable=SC2046  # set -- $(...) splits a resource line on purpose
 # Guest-side helpers (busybox sh): result lines the host parses.
 pass=0
 fail=0
@@ -54,4 +55,17 @@ bar_flags() {
 bar_base() {
   set -- $(sed -n "$(($2 + 1))p" "$1/resource")
   echo "$1"
+}
+# Brings up the first ethernet interface on QEMU's user-mode network (run-vm.sh --net):
+# the guest is 10.0.2.15/24, 10.0.2.2 is the host's 127.0.0.1.
+net_up() {
+  ifname=""
+  for d in /sys/class/net/*; do
+    case ${d##*/} in lo) ;; *) ifname=${d##*/}; break ;; esac
+  done
+  [ -n "$ifname" ] || return 1
+  ip link set lo up
+  ip link set "$ifname" up &&
+    ip addr add 10.0.2.15/24 dev "$ifname" &&
+    ip route add default via 10.0.2.2
 }

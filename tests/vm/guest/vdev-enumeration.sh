@@ -1,3 +1,4 @@
+# shellcheck shell=sh source=tests/vm/guest/lib.sh
 # The guest's view of a netgpu-vdev device, with no netgpu driver loaded: PCI identity, BARs,
 # capabilities, and BAR0 registers read with devmem (including the remote GPU's name, which
 # vdev fetched from the backend).
@@ -34,6 +35,7 @@ while [ $off -lt 64 ]; do
   for shift in 0 8 16 24; do
     c=$(( (w >> shift) & 255 ))
     [ $c -eq 0 ] && break 2
+    # shellcheck disable=SC2059  # an octal escape built on purpose
     name="$name$(printf "\\$(printf '%03o' $c)")"
   done
   off=$((off + 4))
