@@ -209,6 +209,7 @@ fn handshake(
         version_max,
         token,
         client,
+        limits: _,
     } = req
     else {
         return Err(SessionError::Protocol(
@@ -413,9 +414,13 @@ fn execute(
         } => engine
             .memset(ctx, dst, value, elem_size, count, stream)
             .map(|_| Done),
-        Request::ModuleLoad { ctx } => {
+        Request::ModuleLoad { ctx, ref parts } => {
             conn.read_data(h.data_len, data)?;
-            engine.module_load(ctx, data).map(Handle)
+            if parts.len() > 1 {
+                Err(CuResult::NOT_SUPPORTED)
+            } else {
+                engine.module_load(ctx, data).map(Handle)
+            }
         }
         Request::ModuleUnload { module } => engine.module_unload(module).map(|_| Done),
         Request::ModuleGetFunction { module, ref name } => engine
@@ -426,6 +431,7 @@ fn execute(
                     handle,
                     params,
                     param_buffer_size,
+                    attributes: Vec::new(),
                 })
             }),
         Request::ModuleGetGlobal { module, ref name } => engine
@@ -437,8 +443,12 @@ fn execute(
             block,
             shared_mem_bytes,
             stream,
+            flags,
         } => {
             conn.read_data(h.data_len, data)?;
+            if flags != 0 {
+                return Ok(Outcome::Result(Err(CuResult::NOT_SUPPORTED)));
+            }
             let dims = LaunchDims {
                 grid,
                 block,
@@ -446,7 +456,7 @@ fn execute(
             };
             engine.launch(func, dims, data, stream).map(|_| Done)
         }
-        Request::StreamCreate { ctx, flags } => engine.stream_create(ctx, flags).map(Handle),
+        Request::StreamCreate { ctx, flags, .. } => engine.stream_create(ctx, flags).map(Handle),
         Request::StreamDestroy { stream } => engine.stream_destroy(stream).map(|_| Done),
         Request::StreamSynchronize { stream } => engine.stream_synchronize(stream).map(|_| Done),
         Request::StreamQuery { stream } => engine.stream_query(stream).and_then(|done| {
@@ -470,6 +480,15 @@ fn execute(
             engine.event_elapsed_ms(start, end).map(ElapsedMs)
         }
         Request::EventDestroy { event } => engine.event_destroy(event).map(|_| Done),
+        // Protocol 2 operations the executors do not implement yet.
+        Request::FuncSetAttribute { .. }
+        | Request::StreamWaitEvent { .. }
+        | Request::Memcpy3D { .. }
+        | Request::MemFreeAsync { .. }
+        | Request::ConsoleRead { .. } => {
+            conn.skip_data(h.data_len)?;
+            Err(CuResult::NOT_SUPPORTED)
+        }
     };
     Ok(Outcome::Result(r))
 }

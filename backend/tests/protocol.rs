@@ -12,7 +12,7 @@ use common::{pattern, TestBackend, TOKEN};
 use netgpu_client::{Client, ClientError, CuResult};
 use netgpu_proto::wire::frame::{FrameHeader, FrameKind, FLAG_NO_REPLY};
 use netgpu_proto::wire::ops::{self, Reply, Request};
-use netgpu_proto::wire::HEADER_LEN;
+use netgpu_proto::wire::{HEADER_LEN, PROTOCOL_VERSION};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_device_query_and_null() {
@@ -396,10 +396,11 @@ async fn unknown_opcodes_and_misused_flags_get_error_replies_and_the_session_goe
     assert_eq!((h.request_id, h.status), (8, CuResult::INVALID_VALUE));
     // A second Hello.
     let body = ops::encode(&Request::Hello {
-        version_min: 1,
-        version_max: 1,
+        version_min: PROTOCOL_VERSION,
+        version_max: PROTOCOL_VERSION,
         token: TOKEN.into(),
         client: "x".into(),
+        limits: Default::default(),
     })
     .unwrap();
     s.write_all(&FrameHeader::request(9, 0, body.len() as u32, 0).encode())
@@ -433,6 +434,7 @@ async fn protocol_version_without_overlap_is_refused() {
         version_max: 60,
         token: TOKEN.into(),
         client: "future".into(),
+        limits: Default::default(),
     })
     .unwrap();
     s.write_all(&FrameHeader::request(1, 0, body.len() as u32, 0).encode())
@@ -490,10 +492,11 @@ async fn raw_session(b: &TestBackend) -> std::net::TcpStream {
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let body = ops::encode(&Request::Hello {
-            version_min: 1,
-            version_max: 1,
+            version_min: PROTOCOL_VERSION,
+            version_max: PROTOCOL_VERSION,
             token: TOKEN.into(),
             client: "raw".into(),
+            limits: Default::default(),
         })
         .unwrap();
         s.write_all(&FrameHeader::request(1, 0, body.len() as u32, 0).encode())

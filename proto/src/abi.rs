@@ -306,6 +306,11 @@ pub struct SgEntry {
 /// `SgEntry.flags`: this entry of an indirect table is not data but points to the next table
 /// segment (`len` bytes, a multiple of 16) and must be the segment's last entry.
 pub const SG_FLAG_CHAIN: u32 = 1 << 0;
+/// `SgEntry.flags`: the device may write the entry's memory. The guest driver sets it only for
+/// pages it pinned writable; the device never writes an entry without it (a command whose
+/// reply would land in such an entry fails with `CUDA_ERROR_INVALID_VALUE`). Data entries
+/// only; never set on a chain entry.
+pub const SG_FLAG_DEVICE_WRITE: u32 = 1 << 1;
 
 impl SgEntry {
     /// Encoded size.

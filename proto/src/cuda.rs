@@ -140,6 +140,27 @@ pub mod attr {
     pub const MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: u32 = 97;
 }
 
+/// `CUfunction_attribute` numbers (`cuFuncGetAttribute`, `cuFuncSetAttribute`); a function
+/// record carries `(attribute, value)` pairs.
+pub mod func_attr {
+    pub const MAX_THREADS_PER_BLOCK: u32 = 0;
+    pub const SHARED_SIZE_BYTES: u32 = 1;
+    pub const CONST_SIZE_BYTES: u32 = 2;
+    pub const LOCAL_SIZE_BYTES: u32 = 3;
+    pub const NUM_REGS: u32 = 4;
+    pub const PTX_VERSION: u32 = 5;
+    pub const BINARY_VERSION: u32 = 6;
+    pub const CACHE_MODE_CA: u32 = 7;
+    pub const MAX_DYNAMIC_SHARED_SIZE_BYTES: u32 = 8;
+    pub const PREFERRED_SHARED_MEMORY_CARVEOUT: u32 = 9;
+    pub const CLUSTER_SIZE_MUST_BE_SET: u32 = 10;
+    pub const REQUIRED_CLUSTER_WIDTH: u32 = 11;
+    pub const REQUIRED_CLUSTER_HEIGHT: u32 = 12;
+    pub const REQUIRED_CLUSTER_DEPTH: u32 = 13;
+    pub const NON_PORTABLE_CLUSTER_SIZE_ALLOWED: u32 = 14;
+    pub const CLUSTER_SCHEDULING_POLICY_PREFERENCE: u32 = 15;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

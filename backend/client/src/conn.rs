@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::frame::{FrameHeader, FrameKind, FLAG_NO_REPLY};
-use netgpu_proto::wire::ops::{self, DevPtr, DeviceInfo, FunctionInfo, Handle, Reply, Request};
+use netgpu_proto::wire::ops::{
+    self, DevPtr, DeviceInfo, FunctionInfo, Handle, Reply, Request, SessionLimits,
+};
 use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -26,6 +28,9 @@ pub struct ClientOptions {
     /// Free text naming this client in the backend's logs.
     pub name: String,
     pub connect_timeout: Duration,
+    /// Limits asked for in the handshake (the backend applies the stricter of these and its
+    /// own).
+    pub limits: SessionLimits,
 }
 
 impl Default for ClientOptions {
@@ -33,6 +38,7 @@ impl Default for ClientOptions {
         ClientOptions {
             name: format!("netgpu-client {}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(10),
+            limits: SessionLimits::default(),
         }
     }
 }
@@ -108,6 +114,7 @@ impl Client {
             version_max: PROTOCOL_VERSION,
             token: token.to_string(),
             client: opts.name.clone(),
+            limits: opts.limits,
         };
         write_frame(&mut writer, &hello, &[], 0)
             .await
@@ -528,7 +535,10 @@ impl Client {
         if image.len() > self.inner.max_data as usize {
             return Err(ClientError::Cuda(CuResult::INVALID_IMAGE));
         }
-        handle(self.call_reply(&Request::ModuleLoad { ctx }, image).await?)
+        handle(
+            self.call_reply(&Request::ModuleLoad { ctx, parts: vec![] }, image)
+                .await?,
+        )
     }
 
     pub async fn module_unload(&self, module: Handle) -> Result<()> {
@@ -587,14 +597,22 @@ impl Client {
             block,
             shared_mem_bytes,
             stream,
+            flags: 0,
         };
         self.send(&req, params, false).await.map(|_| ())
     }
 
     pub async fn stream_create(&self, ctx: Handle, flags: u32) -> Result<Handle> {
         handle(
-            self.call_reply(&Request::StreamCreate { ctx, flags }, &[])
-                .await?,
+            self.call_reply(
+                &Request::StreamCreate {
+                    ctx,
+                    flags,
+                    priority: 0,
+                },
+                &[],
+            )
+            .await?,
         )
     }
 

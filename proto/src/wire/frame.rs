@@ -6,6 +6,7 @@
 //!   0     2   magic        0x474e ("NG")
 //!   2     1   kind         1 request, 2 reply, 3 goodbye (peer closes after it)
 //!   3     1   flags        bit 0: NO_REPLY (request is stream-ordered; do not answer)
+//!                            bit 1: CONSOLE_PENDING (reply: kernel console output is waiting)
 //!   4     4   ctrl_len     bytes of control section that follow the header
 //!   8     4   data_len     bytes of data section that follow the control section
 //!  12     4   status       CUresult of a reply (0 in requests)
@@ -20,7 +21,10 @@ pub const HEADER_LEN: usize = 24;
 /// The request is stream-ordered: execute it in order but send no reply. A failure is
 /// remembered by the session and returned by the next synchronising request.
 pub const FLAG_NO_REPLY: u8 = 1;
-const KNOWN_FLAGS: u8 = FLAG_NO_REPLY;
+/// Reply flag: the session holds kernel console output (device-side `printf`) that the
+/// client has not read yet; it takes it with `ConsoleRead`. Set on replies only.
+pub const FLAG_CONSOLE_PENDING: u8 = 1 << 1;
+const KNOWN_FLAGS: u8 = FLAG_NO_REPLY | FLAG_CONSOLE_PENDING;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -92,6 +96,10 @@ impl FrameHeader {
 
     pub fn no_reply(&self) -> bool {
         self.flags & FLAG_NO_REPLY != 0
+    }
+
+    pub fn console_pending(&self) -> bool {
+        self.flags & FLAG_CONSOLE_PENDING != 0
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {

@@ -14,13 +14,18 @@
 pub mod frame;
 pub mod ops;
 
-pub use frame::{FrameHeader, FrameKind, FLAG_NO_REPLY, HEADER_LEN};
+pub use frame::{FrameHeader, FrameKind, FLAG_CONSOLE_PENDING, FLAG_NO_REPLY, HEADER_LEN};
 pub use ops::{DeviceInfo, FunctionInfo, Handle, Reply, Request};
 
 /// Protocol version spoken by this crate. A peer negotiates the highest version both accept.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// Oldest protocol version this crate still accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 (netgpu 0.2): session limits in `Hello`, module images of any kind and linked
+/// parts, function attributes, launch flags, stream priorities, `StreamWaitEvent`,
+/// `Memcpy3D`, `MemFreeAsync`, kernel console output (`ConsoleRead`, `FLAG_CONSOLE_PENDING`).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Oldest protocol version this crate still accepts. Version 1's `Hello` and `ModuleLoad`
+/// have another layout, so a version-1 peer is refused at the handshake with a clear error.
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// Largest control section a peer may send (the data section has its own, negotiated limit).
 pub const MAX_CTRL_LEN: u32 = 64 * 1024;
 /// Default largest data section of one frame; larger copies are split by the client.

@@ -5,9 +5,10 @@
 //! device pointers (`u64`) that are only valid in the session that allocated them. Handle 0
 //! is never a valid object; as a stream it means the context's null stream.
 //!
-//! The data section carries: the source bytes of `MemcpyHtoD`, the PTX image of
-//! `ModuleLoad`, the packed parameter buffer of `LaunchKernel` (the layout of the driver API's
-//! `CU_LAUNCH_PARAM_BUFFER_POINTER`), and the bytes of a `MemcpyDtoH` reply. Every other
+//! The data section carries: the source bytes of `MemcpyHtoD` (and of a host-to-device
+//! `Memcpy3D`), the module image(s) of `ModuleLoad`, the packed parameter buffer of
+//! `LaunchKernel` (the layout of the driver API's `CU_LAUNCH_PARAM_BUFFER_POINTER`), and the
+//! bytes of a `MemcpyDtoH`, device-to-host `Memcpy3D` or `ConsoleRead` reply. Every other
 //! operation has an empty data section, and a frame that breaks this rule is refused.
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub enum Request {
         token: String,
         /// Free text naming the client (e.g. "netgpu-vdev vm1"), for the backend's logs.
         client: String,
+        /// Limits the client asks for this session; the backend applies the stricter of these
+        /// and its own (or the tenant's) limits, never a looser one.
+        limits: SessionLimits,
     },
     /// Does nothing; measures the round trip.
     Null,
@@ -77,9 +81,15 @@ pub enum Request {
         count: u64,
         stream: Handle,
     },
-    /// Data section: the PTX image (text, optionally NUL-terminated).
+    /// Data section: the module image, or several images to be linked into one module.
+    /// `parts` lists the byte length of each image in order; empty means one image filling
+    /// the whole data section. An image is PTX text (optionally NUL-terminated), a fatbin (the
+    /// `0xBA55ED50` container, entries possibly compressed), a cubin (ELF) or a link container
+    /// built by the guest library; the backend picks what its executor runs (see
+    /// `docs/wire-protocol.md`). No image the executor can run: `NO_BINARY_FOR_GPU`.
     ModuleLoad {
         ctx: Handle,
+        parts: Vec<u32>,
     },
     ModuleUnload {
         module: Handle,
@@ -99,10 +109,46 @@ pub enum Request {
         block: [u32; 3],
         shared_mem_bytes: u32,
         stream: Handle,
+        /// `LAUNCH_*` bits.
+        flags: u32,
     },
+    /// `cuFuncSetAttribute` (`attr` is a `CUfunction_attribute`, see [`crate::cuda::func_attr`]).
+    FuncSetAttribute {
+        func: Handle,
+        attr: u32,
+        value: i32,
+    },
+    /// `flags`: `CU_STREAM_*`; `priority`: as `cuStreamCreateWithPriority` (lower is higher
+    /// priority; the backend clamps it to its range).
     StreamCreate {
         ctx: Handle,
         flags: u32,
+        priority: i32,
+    },
+    /// Stream-ordered: later work on `stream` waits until `event`'s recorded work is done.
+    StreamWaitEvent {
+        stream: Handle,
+        event: Handle,
+    },
+    /// A pitched 2D/3D copy (`cuMemcpy2D`, `cuMemcpy3D`). Host memory travels packed: a
+    /// host-to-device copy carries `width * height * depth` bytes in the request's data
+    /// section, a device-to-host copy returns as many in the reply's.
+    Memcpy3D {
+        ctx: Handle,
+        copy: Copy3D,
+        stream: Handle,
+    },
+    /// Stream-ordered free (`cuMemFreeAsync`): `ptr` is freed once earlier work on `stream` is
+    /// done.
+    MemFreeAsync {
+        ptr: DevPtr,
+        stream: Handle,
+    },
+    /// Takes up to `max` bytes of the session's pending kernel console output (device-side
+    /// `printf`); the reply's data section holds them. A reply with
+    /// [`crate::wire::frame::FLAG_CONSOLE_PENDING`] tells the client there is output to take.
+    ConsoleRead {
+        max: u32,
     },
     StreamDestroy {
         stream: Handle,
@@ -159,7 +205,12 @@ impl Request {
             Request::ModuleGetFunction { .. } => "ModuleGetFunction",
             Request::ModuleGetGlobal { .. } => "ModuleGetGlobal",
             Request::LaunchKernel { .. } => "LaunchKernel",
+            Request::FuncSetAttribute { .. } => "FuncSetAttribute",
             Request::StreamCreate { .. } => "StreamCreate",
+            Request::StreamWaitEvent { .. } => "StreamWaitEvent",
+            Request::Memcpy3D { .. } => "Memcpy3D",
+            Request::MemFreeAsync { .. } => "MemFreeAsync",
+            Request::ConsoleRead { .. } => "ConsoleRead",
             Request::StreamDestroy { .. } => "StreamDestroy",
             Request::StreamSynchronize { .. } => "StreamSynchronize",
             Request::StreamQuery { .. } => "StreamQuery",
@@ -175,10 +226,13 @@ impl Request {
     /// Whether the request may carry a data section (it may still be empty: a zero-byte
     /// copy, a kernel without parameters).
     pub fn accepts_data(&self) -> bool {
-        matches!(
-            self,
-            Request::MemcpyHtoD { .. } | Request::ModuleLoad { .. } | Request::LaunchKernel { .. }
-        )
+        match self {
+            Request::MemcpyHtoD { .. }
+            | Request::ModuleLoad { .. }
+            | Request::LaunchKernel { .. } => true,
+            Request::Memcpy3D { copy, .. } => copy.direction() == Copy3DKind::HostToDevice,
+            _ => false,
+        }
     }
 
     /// Whether the request may be sent with `FLAG_NO_REPLY` (stream-ordered work whose only
@@ -194,7 +248,9 @@ impl Request {
                 | Request::StreamDestroy { .. }
                 | Request::EventDestroy { .. }
                 | Request::MemFree { .. }
-        )
+                | Request::MemFreeAsync { .. }
+                | Request::StreamWaitEvent { .. }
+        ) || matches!(self, Request::Memcpy3D { copy, .. } if copy.direction() != Copy3DKind::DeviceToHost)
     }
 
     /// Whether the request synchronises with earlier stream-ordered work: such a request
@@ -205,7 +261,10 @@ impl Request {
         if !no_reply
             && matches!(
                 self,
-                Request::MemcpyHtoD { .. } | Request::MemcpyDtoD { .. } | Request::Memset { .. }
+                Request::MemcpyHtoD { .. }
+                    | Request::MemcpyDtoD { .. }
+                    | Request::Memset { .. }
+                    | Request::Memcpy3D { .. }
             )
         {
             return true;
@@ -248,6 +307,69 @@ impl DeviceInfo {
     }
 }
 
+/// Session limits a client asks for in `Hello` (`None`: no limit of its own).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionLimits {
+    /// Device memory the session may hold, in bytes.
+    pub memory_quota: Option<u64>,
+    /// Longest a kernel may run; a kernel past it fails with `LAUNCH_TIMEOUT`, which poisons
+    /// the context as on a GPU with a watchdog.
+    pub kernel_time_limit_ms: Option<u64>,
+}
+
+/// `LaunchKernel` flag: a cooperative launch (`cuLaunchCooperativeKernel`): every block is
+/// resident at once, so grid-wide barriers work; refused with
+/// `COOPERATIVE_LAUNCH_TOO_LARGE` when the grid cannot be.
+pub const LAUNCH_COOPERATIVE: u32 = 1 << 0;
+
+/// One side of a [`Request::Memcpy3D`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemLoc {
+    /// Host memory, packed in the frame's data section (rows of `width` bytes, no padding).
+    Host,
+    /// Device memory at `ptr`: rows `pitch` bytes apart, slices `pitch * height` bytes apart.
+    Device {
+        ptr: DevPtr,
+        pitch: u64,
+        height: u64,
+    },
+}
+
+/// A pitched copy of `depth` slices of `height` rows of `width` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Copy3D {
+    pub src: MemLoc,
+    pub dst: MemLoc,
+    pub width: u64,
+    pub height: u64,
+    pub depth: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Copy3DKind {
+    HostToDevice,
+    DeviceToHost,
+    DeviceToDevice,
+    /// Host to host: the client does it; the backend refuses it.
+    HostToHost,
+}
+
+impl Copy3D {
+    pub fn direction(&self) -> Copy3DKind {
+        match (self.src, self.dst) {
+            (MemLoc::Host, MemLoc::Device { .. }) => Copy3DKind::HostToDevice,
+            (MemLoc::Device { .. }, MemLoc::Host) => Copy3DKind::DeviceToHost,
+            (MemLoc::Device { .. }, MemLoc::Device { .. }) => Copy3DKind::DeviceToDevice,
+            (MemLoc::Host, MemLoc::Host) => Copy3DKind::HostToHost,
+        }
+    }
+
+    /// Bytes of host data the copy moves (`width * height * depth`), or `None` on overflow.
+    pub fn packed_len(&self) -> Option<u64> {
+        self.width.checked_mul(self.height)?.checked_mul(self.depth)
+    }
+}
+
 /// One kernel parameter as the driver API lays it out in the parameter buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParamInfo {
@@ -261,6 +383,18 @@ pub struct FunctionInfo {
     pub params: Vec<ParamInfo>,
     /// Total size of the packed parameter buffer.
     pub param_buffer_size: u32,
+    /// `(CUfunction_attribute, value)` pairs (`cuFuncGetAttribute`); see
+    /// [`crate::cuda::func_attr`].
+    pub attributes: Vec<(u32, i32)>,
+}
+
+impl FunctionInfo {
+    pub fn attribute(&self, attr: u32) -> Option<i32> {
+        self.attributes
+            .iter()
+            .find(|(a, _)| *a == attr)
+            .map(|(_, v)| *v)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -335,6 +469,10 @@ mod tests {
                 version_max: 1,
                 token: "t".into(),
                 client: "c".into(),
+                limits: SessionLimits {
+                    memory_quota: Some(1 << 30),
+                    kernel_time_limit_ms: None,
+                },
             },
             Request::LaunchKernel {
                 func: 7,
@@ -342,6 +480,26 @@ mod tests {
                 block: [32, 1, 1],
                 shared_mem_bytes: 256,
                 stream: 0,
+                flags: LAUNCH_COOPERATIVE,
+            },
+            Request::ModuleLoad {
+                ctx: 1,
+                parts: vec![100, 2000],
+            },
+            Request::Memcpy3D {
+                ctx: 1,
+                copy: Copy3D {
+                    src: MemLoc::Host,
+                    dst: MemLoc::Device {
+                        ptr: 0x1000,
+                        pitch: 512,
+                        height: 8,
+                    },
+                    width: 100,
+                    height: 8,
+                    depth: 2,
+                },
+                stream: 4,
             },
             Request::Memset {
                 ctx: 1,
@@ -380,7 +538,11 @@ mod tests {
 
     #[test]
     fn only_data_carrying_requests_accept_data() {
-        assert!(Request::ModuleLoad { ctx: 1 }.accepts_data());
+        assert!(Request::ModuleLoad {
+            ctx: 1,
+            parts: vec![]
+        }
+        .accepts_data());
         assert!(!Request::Null.accepts_data());
         assert!(!Request::MemcpyDtoH {
             ctx: 1,
@@ -409,6 +571,59 @@ mod tests {
             !htod.is_synchronising(true),
             "a stream-ordered copy does not"
         );
+    }
+}
+
+#[cfg(test)]
+mod copy3d {
+    use super::*;
+
+    fn copy(src: MemLoc, dst: MemLoc) -> Request {
+        Request::Memcpy3D {
+            ctx: 1,
+            copy: Copy3D {
+                src,
+                dst,
+                width: 16,
+                height: 4,
+                depth: 1,
+            },
+            stream: 0,
+        }
+    }
+
+    const DEV: MemLoc = MemLoc::Device {
+        ptr: 0x1000,
+        pitch: 64,
+        height: 4,
+    };
+
+    #[test]
+    fn host_data_travels_only_with_the_host_side() {
+        assert!(copy(MemLoc::Host, DEV).accepts_data());
+        assert!(!copy(DEV, MemLoc::Host).accepts_data());
+        assert!(!copy(DEV, DEV).accepts_data());
+    }
+
+    #[test]
+    fn a_device_to_host_copy_always_has_a_reply() {
+        assert!(!copy(DEV, MemLoc::Host).may_skip_reply());
+        assert!(copy(MemLoc::Host, DEV).may_skip_reply());
+        assert!(copy(DEV, DEV).may_skip_reply());
+        assert!(copy(DEV, MemLoc::Host).is_synchronising(false));
+        assert!(!copy(DEV, DEV).is_synchronising(true));
+    }
+
+    #[test]
+    fn packed_length_overflow_is_none() {
+        let c = Copy3D {
+            src: MemLoc::Host,
+            dst: DEV,
+            width: u64::MAX,
+            height: 2,
+            depth: 1,
+        };
+        assert_eq!(c.packed_len(), None);
     }
 }
 

@@ -25,7 +25,7 @@ fn load(image: &[u8]) -> Result<Opaque, CuResult> {
     }
     match drv
         .transport
-        .call(&Request::ModuleLoad { ctx }, image, &mut [])?
+        .call(&Request::ModuleLoad { ctx, parts: vec![] }, image, &mut [])?
     {
         Reply::Handle(h) => Ok(opaque(h)),
         _ => Err(CuResult::UNKNOWN),
@@ -269,6 +269,7 @@ pub unsafe extern "C" fn cuLaunchKernel(
             block: [bx, by, bz],
             shared_mem_bytes,
             stream: stream_of(stream),
+            flags: 0,
         };
         drv.transport.post(&req, &params)
     })

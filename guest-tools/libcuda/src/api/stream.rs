@@ -18,7 +18,11 @@ pub unsafe extern "C" fn cuStreamCreate(ph: *mut Opaque, flags: c_uint) -> CUres
         if ph.is_null() {
             return Err(CuResult::INVALID_VALUE);
         }
-        let h = state::driver()?.handle(&Request::StreamCreate { ctx, flags })?;
+        let h = state::driver()?.handle(&Request::StreamCreate {
+            ctx,
+            flags,
+            priority: 0,
+        })?;
         // SAFETY: the caller's out-pointer, checked above.
         unsafe { put(ph, opaque(h)) }
     })

@@ -125,6 +125,16 @@ fn buf(cmd: &mut Command, ptr: *const u8, len: usize) -> Result<(), CuResult> {
 fn encode(req: &Request, input: &[u8], output: &mut [u8]) -> Result<Command, CuResult> {
     let (opcode, args, has_in, has_out): (u16, Vec<u64>, bool, bool) = match *req {
         Request::Hello { .. } => return Err(CuResult::INVALID_VALUE),
+        // Protocol 2 operations the device ABI does not carry yet.
+        Request::LaunchKernel { flags, .. } if flags != 0 => return Err(CuResult::NOT_SUPPORTED),
+        Request::ModuleLoad { ref parts, .. } if parts.len() > 1 => {
+            return Err(CuResult::NOT_SUPPORTED)
+        }
+        Request::FuncSetAttribute { .. }
+        | Request::StreamWaitEvent { .. }
+        | Request::Memcpy3D { .. }
+        | Request::MemFreeAsync { .. }
+        | Request::ConsoleRead { .. } => return Err(CuResult::NOT_SUPPORTED),
         Request::Null => (op::NOP, vec![], false, false),
         Request::DeviceQuery => (op::DEVICE_QUERY, vec![], false, true),
         Request::CtxCreate { flags } => (op::CTX_CREATE, vec![flags.into()], false, false),
@@ -164,7 +174,7 @@ fn encode(req: &Request, input: &[u8], output: &mut [u8]) -> Result<Command, CuR
             false,
             false,
         ),
-        Request::ModuleLoad { ctx } => (op::MODULE_LOAD, vec![ctx], true, false),
+        Request::ModuleLoad { ctx, .. } => (op::MODULE_LOAD, vec![ctx], true, false),
         Request::ModuleUnload { module } => (op::MODULE_UNLOAD, vec![module], false, false),
         Request::ModuleGetFunction { module, ref name } => (
             op::MODULE_GET_FUNCTION,
@@ -184,6 +194,7 @@ fn encode(req: &Request, input: &[u8], output: &mut [u8]) -> Result<Command, CuR
             block,
             shared_mem_bytes,
             stream,
+            ..
         } => {
             let pair = |a: u32, b: u32| u64::from(a) | (u64::from(b) << 32);
             let geometry = [
@@ -205,7 +216,7 @@ fn encode(req: &Request, input: &[u8], output: &mut [u8]) -> Result<Command, CuR
                 false,
             )
         }
-        Request::StreamCreate { ctx, flags } => {
+        Request::StreamCreate { ctx, flags, .. } => {
             (op::STREAM_CREATE, vec![ctx, flags.into()], false, false)
         }
         Request::StreamDestroy { stream } => (op::STREAM_DESTROY, vec![stream], false, false),
@@ -282,6 +293,7 @@ fn decode(req: &Request, c: &Completion, output: &[u8]) -> Result<Reply, CuResul
                 handle: c.value0,
                 params,
                 param_buffer_size: c.value1 as u32,
+                attributes: Vec::new(),
             })
         }
         Request::DeviceQuery => {
@@ -421,6 +433,7 @@ mod tests {
             block: [32, 4, 1],
             shared_mem_bytes: 64,
             stream: 5,
+            flags: 0,
         };
         let c = encode(&req, &params, &mut []).unwrap();
         assert_eq!(c.opcode, op::LAUNCH_KERNEL);

@@ -56,6 +56,7 @@ impl TcpTransport {
                 env!("CARGO_PKG_VERSION"),
                 std::process::id()
             ),
+            limits: Default::default(),
         };
         let _ = conn
             .r
