@@ -12,6 +12,8 @@
 //! See `docs/libcuda.md`.
 
 pub mod api;
+pub mod dark;
+pub mod image;
 pub mod state;
 pub mod transport;
 
