@@ -413,4 +413,110 @@ mod tests {
         assert_eq!(r, CuResult::NOT_FOUND.0);
         assert_eq!(status, SYMBOL_NOT_FOUND);
     }
+
+    /// Names the runtimes look up that NVIDIA's `cudaTypedefs.h` does not define and this
+    /// library deliberately does not provide: graphics interop (a remote GPU has no display),
+    /// the profiler, green contexts and device resources (partitioning a physical GPU).
+    fn deliberately_absent(name: &str) -> bool {
+        [
+            "cuGL",
+            "cuEGL",
+            "cuGraphicsGL",
+            "cuGraphicsEGL",
+            "cuGraphicsVDPAU",
+            "cuVDPAU",
+            "cuProfiler",
+            "cuGreenCtx",
+            "cuDevResource",
+            "cuDevSmResource",
+            "cuSubgrid",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+            || [
+                "cuDeviceGetDevResource",
+                "cuCtxGetDevResource",
+                "cuStreamGetDevResource",
+                "cuCtxFromGreenCtx",
+                "cuCtxRecordEvent",
+                "cuCtxWaitEvent",
+                "cuDeviceRegisterAsyncNotification",
+                "cuDeviceUnregisterAsyncNotification",
+                "cuGraphicsResourceGetMappedEglFrame",
+            ]
+            .contains(&name)
+    }
+
+    fn lookups(text: &str) -> Vec<(String, u32, u64)> {
+        text.lines()
+            .filter_map(|l| {
+                let mut p = l.split_whitespace();
+                let (n, v, f) = (p.next()?, p.next()?, p.next()?);
+                Some((n.to_string(), v.parse().ok()?, f.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Every lookup cudart 12.9 and 13.5 were measured making (see
+    /// `/work/shared/cuda-runtime/README.md`) resolves, or is deliberately absent; the calls
+    /// the runtimes cannot start without are real implementations.
+    #[test]
+    fn every_measured_runtime_lookup_resolves_or_is_deliberately_absent() {
+        let mut missing = Vec::new();
+        for list in [
+            include_str!("../../tests/data/lookups_cudart12.9.txt"),
+            include_str!("../../tests/data/lookups_cudart13.5.txt"),
+        ] {
+            let l = lookups(list);
+            assert!(l.len() > 400, "the measured list is there");
+            for (name, v, f) in l {
+                match resolve(&name, v, f) {
+                    Resolution::Implemented(_) | Resolution::NotSupported(_) => {}
+                    Resolution::NotFound if deliberately_absent(&name) => {}
+                    other => missing.push(format!("{name} {v} {f}: {other:?}")),
+                }
+            }
+        }
+        assert!(missing.is_empty(), "silently missing: {missing:#?}");
+        for (name, v) in [
+            ("cuInit", 2000),
+            ("cuGetExportTable", 3000),
+            ("cuDeviceGetCount", 2000),
+            ("cuDeviceGet", 2000),
+            ("cuDeviceGetName", 2000),
+            ("cuDeviceTotalMem", 3020),
+            ("cuDeviceGetAttribute", 2000),
+            ("cuDeviceGetUuid", 9020),
+            ("cuDeviceGetUuid", 11040),
+            ("cuCtxGetCurrent", 4000),
+            ("cuCtxSetCurrent", 4000),
+            ("cuDevicePrimaryCtxRetain", 7000),
+            ("cuMemAlloc", 3020),
+            ("cuMemcpyHtoD", 3020),
+            ("cuMemcpyDtoH", 3020),
+            ("cuLibraryLoadData", 12000),
+            ("cuLaunchKernel", 4000),
+            ("cuCtxGetDevice", 2000),
+            ("cuCtxGetDevice", 13000),
+            ("cuDriverGetVersion", 2020),
+            ("cuCtxPushCurrent", 4000),
+            ("cuCtxPopCurrent", 4000),
+            ("cuLibraryGetModule", 12000),
+            ("cuModuleGetFunction", 2000),
+            ("cuLibraryGetKernel", 12000),
+            ("cuModuleGetLoadingMode", 11070),
+            ("cuDevicePrimaryCtxRelease", 7000),
+            ("cuLibraryUnload", 12000),
+            ("cuMemFree", 3020),
+            ("cuCtxGetApiVersion", 3020),
+            ("cuCtxSynchronize", 2000),
+            ("cuCtxSynchronize", 13000),
+            ("cuDevicePrimaryCtxReset", 7000),
+        ] {
+            assert!(
+                matches!(resolve(name, v, 0), Resolution::Implemented(_)),
+                "{name}@{v} must be implemented"
+            );
+        }
+    }
 }
