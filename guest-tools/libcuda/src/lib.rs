@@ -14,6 +14,7 @@
 pub mod api;
 pub mod dark;
 pub mod image;
+pub mod memmap;
 pub mod state;
 pub mod transport;
 

@@ -17,8 +17,8 @@ use netgpu_proto::cuda::CuResult;
 
 use super::abi_versions::ABI;
 use super::{
-    context::*, device::*, errors::*, guard, memory::*, module::*, occupancy::*, put, stream::*,
-    CUresult,
+    context::*, device::*, errors::*, guard, memory::*, module::*, occupancy::*, pools::*, put,
+    stream::*, CUresult,
 };
 use crate::dark::cuGetExportTable;
 
@@ -184,6 +184,83 @@ rows! {
     "cuEventElapsedTime" 2000 => cuEventElapsedTime;
     "cuEventElapsedTime" 12080 => cuEventElapsedTime;
     "cuEventDestroy" 4000 => cuEventDestroy_v2;
+    "cuStreamGetFlags" 5050 => cuStreamGetFlags;
+    "cuStreamGetFlags" 7000 pt => cuStreamGetFlags;
+    "cuStreamGetPriority" 5050 => cuStreamGetPriority;
+    "cuStreamGetPriority" 7000 pt => cuStreamGetPriority;
+    "cuStreamGetCtx" 9020 => cuStreamGetCtx;
+    "cuStreamGetCtx" 9020 pt => cuStreamGetCtx;
+    "cuStreamGetCtx" 12050 => cuStreamGetCtx_v2;
+    "cuStreamGetCtx" 12050 pt => cuStreamGetCtx_v2;
+    "cuStreamGetId" 12000 => cuStreamGetId;
+    "cuStreamGetId" 12000 pt => cuStreamGetId;
+    "cuStreamGetDevice" 12080 => cuStreamGetDevice;
+    "cuStreamGetDevice" 12080 pt => cuStreamGetDevice;
+    "cuStreamIsCapturing" 10000 => cuStreamIsCapturing;
+    "cuStreamIsCapturing" 10000 pt => cuStreamIsCapturing;
+    "cuStreamGetCaptureInfo" 10010 => cuStreamGetCaptureInfo;
+    "cuStreamGetCaptureInfo" 10010 pt => cuStreamGetCaptureInfo;
+    "cuStreamGetCaptureInfo" 11030 => cuStreamGetCaptureInfo_v2;
+    "cuStreamGetCaptureInfo" 11030 pt => cuStreamGetCaptureInfo_v2;
+    "cuStreamGetCaptureInfo" 12030 => cuStreamGetCaptureInfo_v3;
+    "cuStreamGetCaptureInfo" 12030 pt => cuStreamGetCaptureInfo_v3;
+    "cuThreadExchangeStreamCaptureMode" 10010 => cuThreadExchangeStreamCaptureMode;
+    "cuLaunchHostFunc" 10000 => cuLaunchHostFunc;
+    "cuLaunchHostFunc" 10000 pt => cuLaunchHostFunc;
+    "cuLaunchHostFunc" 13010 => cuLaunchHostFunc_v2;
+    "cuLaunchHostFunc" 13010 pt => cuLaunchHostFunc_v2;
+    "cuStreamAddCallback" 5000 => cuStreamAddCallback;
+    "cuStreamAddCallback" 7000 pt => cuStreamAddCallback;
+    "cuMemcpy" 4000 => cuMemcpy;
+    "cuMemcpy" 7000 pt => cuMemcpy;
+    "cuMemcpyAsync" 4000 => cuMemcpyAsync;
+    "cuMemcpyAsync" 7000 pt => cuMemcpyAsync;
+    "cuMemcpy2D" 3020 => cuMemcpy2D_v2;
+    "cuMemcpy2D" 7000 pt => cuMemcpy2D_v2;
+    "cuMemcpy2DUnaligned" 3020 => cuMemcpy2DUnaligned_v2;
+    "cuMemcpy2DUnaligned" 7000 pt => cuMemcpy2DUnaligned_v2;
+    "cuMemcpy2DAsync" 3020 => cuMemcpy2DAsync_v2;
+    "cuMemcpy2DAsync" 7000 pt => cuMemcpy2DAsync_v2;
+    "cuMemcpy3D" 3020 => cuMemcpy3D_v2;
+    "cuMemcpy3D" 7000 pt => cuMemcpy3D_v2;
+    "cuMemcpy3DAsync" 3020 => cuMemcpy3DAsync_v2;
+    "cuMemcpy3DAsync" 7000 pt => cuMemcpy3DAsync_v2;
+    "cuMemsetD2D8" 3020 => cuMemsetD2D8_v2;
+    "cuMemsetD2D8" 7000 pt => cuMemsetD2D8_v2;
+    "cuMemsetD2D16" 3020 => cuMemsetD2D16_v2;
+    "cuMemsetD2D16" 7000 pt => cuMemsetD2D16_v2;
+    "cuMemsetD2D32" 3020 => cuMemsetD2D32_v2;
+    "cuMemsetD2D32" 7000 pt => cuMemsetD2D32_v2;
+    "cuMemsetD2D8Async" 3020 => cuMemsetD2D8Async;
+    "cuMemsetD2D8Async" 7000 pt => cuMemsetD2D8Async;
+    "cuMemsetD2D16Async" 3020 => cuMemsetD2D16Async;
+    "cuMemsetD2D16Async" 7000 pt => cuMemsetD2D16Async;
+    "cuMemsetD2D32Async" 3020 => cuMemsetD2D32Async;
+    "cuMemsetD2D32Async" 7000 pt => cuMemsetD2D32Async;
+    "cuMemAllocPitch" 3020 => cuMemAllocPitch_v2;
+    "cuMemGetAddressRange" 3020 => cuMemGetAddressRange_v2;
+    "cuPointerGetAttribute" 4000 => cuPointerGetAttribute;
+    "cuPointerGetAttributes" 7000 => cuPointerGetAttributes;
+    "cuMemHostRegister" 4000 => cuMemHostRegister;
+    "cuMemHostRegister" 6050 => cuMemHostRegister_v2;
+    "cuMemHostUnregister" 4000 => cuMemHostUnregister;
+    "cuMemHostGetFlags" 2030 => cuMemHostGetFlags;
+    "cuMemAllocAsync" 11020 => cuMemAllocAsync;
+    "cuMemAllocAsync" 11020 pt => cuMemAllocAsync;
+    "cuMemAllocFromPoolAsync" 11020 => cuMemAllocFromPoolAsync;
+    "cuMemAllocFromPoolAsync" 11020 pt => cuMemAllocFromPoolAsync;
+    "cuMemFreeAsync" 11020 => cuMemFreeAsync;
+    "cuMemFreeAsync" 11020 pt => cuMemFreeAsync;
+    "cuDeviceGetDefaultMemPool" 11020 => cuDeviceGetDefaultMemPool;
+    "cuDeviceGetMemPool" 11020 => cuDeviceGetMemPool;
+    "cuDeviceSetMemPool" 11020 => cuDeviceSetMemPool;
+    "cuMemPoolCreate" 11020 => cuMemPoolCreate;
+    "cuMemPoolDestroy" 11020 => cuMemPoolDestroy;
+    "cuMemPoolTrimTo" 11020 => cuMemPoolTrimTo;
+    "cuMemPoolGetAttribute" 11020 => cuMemPoolGetAttribute;
+    "cuMemPoolSetAttribute" 11020 => cuMemPoolSetAttribute;
+    "cuMemPoolSetAccess" 11020 => cuMemPoolSetAccess;
+    "cuMemPoolGetAccess" 11020 => cuMemPoolGetAccess;
 }
 
 /// `CU_GET_PROC_ADDRESS_*` flags and `CUdriverProcAddressQueryResult` values.
