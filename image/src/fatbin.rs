@@ -408,3 +408,169 @@ fn parse_entry(all: &[u8], off: u64) -> Result<(Entry<'_>, u64)> {
         next,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{fatbin, ptx_module, EntrySpec};
+
+    fn l() -> Limits {
+        Limits::default()
+    }
+
+    fn sample() -> Vec<u8> {
+        let p = ptx_module("9.5", 75, "k");
+        fatbin(&[
+            EntrySpec::elf(75, &[0x7f; 40]),
+            EntrySpec::ptx(75, &p).compressed(Compression::Zstd),
+            EntrySpec::ptx(80, &p).compressed(Compression::Lz4),
+        ])
+    }
+
+    #[test]
+    fn synthetic_round_trip() {
+        let b = sample();
+        let f = Fatbin::parse(&b, &l()).unwrap();
+        assert_eq!(f.entries.len(), 3);
+        assert_eq!(f.len(), b.len());
+        assert_eq!(f.entries[1].compression, Compression::Zstd);
+        assert_eq!(f.entries[2].compression, Compression::Lz4);
+        let want = ptx_module("9.5", 75, "k");
+        for e in f.ptx_entries() {
+            assert_eq!(&*e.contents(&l()).unwrap(), want.as_bytes());
+        }
+        assert_eq!(f.best_ptx(86, PtxVersion::new(9, 5)).unwrap().arch.sm, 80);
+        assert_eq!(f.best_ptx(75, PtxVersion::new(9, 5)).unwrap().arch.sm, 75);
+        // Zero padding after the fatbin and between fatbins of a section.
+        let mut seq = b.clone();
+        seq.extend_from_slice(&[0; 8]);
+        seq.extend_from_slice(&b);
+        seq.extend_from_slice(&[0; 3]);
+        assert_eq!(parse_sequence(&seq, &l()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn hostile_headers_are_refused() {
+        let good = sample();
+        let patch = |off: usize, val: &[u8]| {
+            let mut b = good.clone();
+            b[off..off + val.len()].copy_from_slice(val);
+            b
+        };
+        let e0 = 16; // first entry header
+        for (what, b) in [
+            ("magic", patch(0, &[0, 0, 0, 0])),
+            ("version", patch(4, &2u16.to_le_bytes())),
+            ("header size", patch(6, &8u16.to_le_bytes())),
+            ("fat size", patch(8, &u64::MAX.to_le_bytes())),
+            (
+                "fat size past end",
+                patch(8, &(good.len() as u64).to_le_bytes()),
+            ),
+            ("entry header size", patch(e0 + 4, &16u32.to_le_bytes())),
+            (
+                "entry header past end",
+                patch(e0 + 4, &u32::MAX.to_le_bytes()),
+            ),
+            ("payload size", patch(e0 + 8, &u64::MAX.to_le_bytes())),
+            (
+                "payload size past end",
+                patch(e0 + 8, &(good.len() as u64).to_le_bytes()),
+            ),
+            ("both compressions", patch(e0 + 0x29, &[0xa0])),
+            ("compressed bigger than payload", {
+                let mut b = patch(e0 + 0x29, &[0x80]);
+                b[e0 + 0x10..e0 + 0x14].copy_from_slice(&1000u32.to_le_bytes());
+                b
+            }),
+            (
+                "name outside header",
+                patch(e0 + 0x20, &[60, 0, 0, 0, 8, 0, 0, 0]),
+            ),
+            (
+                "options outside header",
+                patch(e0 + 0x14, &60u32.to_le_bytes()),
+            ),
+        ] {
+            assert!(Fatbin::parse(&b, &l()).is_err(), "{what}");
+        }
+        for n in 0..good.len() {
+            assert!(Fatbin::parse(&good[..n], &l()).is_err(), "truncated to {n}");
+        }
+        let few = Limits {
+            max_entries: 2,
+            ..l()
+        };
+        assert!(matches!(
+            Fatbin::parse(&good, &few),
+            Err(ImageError::TooMany { .. })
+        ));
+    }
+
+    #[test]
+    fn decompression_is_checked_against_the_header() {
+        let good = sample();
+        let f = Fatbin::parse(&good, &l()).unwrap();
+        let z = f.entries[1].offset;
+        // A declared size other than the stream's: refused.
+        for size in [1u64, 10, 1 << 20] {
+            let mut b = good.clone();
+            b[z + 0x38..z + 0x40].copy_from_slice(&size.to_le_bytes());
+            let f = Fatbin::parse(&b, &l()).unwrap();
+            assert!(f.entries[1].contents(&l()).is_err(), "zstd {size}");
+            assert!(f.entries[2].contents(&l()).is_ok());
+        }
+        // A declared size over the limit: refused before allocating.
+        let mut b = good.clone();
+        b[z + 0x38..z + 0x40].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        let f = Fatbin::parse(&b, &l()).unwrap();
+        assert!(matches!(
+            f.entries[1].contents(&l()),
+            Err(ImageError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn selection_reasons() {
+        let p = ptx_module("9.5", 75, "k");
+        let b = fatbin(&[EntrySpec::elf(75, &[1; 8])]);
+        let f = Fatbin::parse(&b, &l()).unwrap();
+        let e = f.best_ptx(75, PtxVersion::new(9, 5)).unwrap_err();
+        assert!(
+            e.to_string().contains("no PTX") && e.to_string().contains("sm_75"),
+            "{e}"
+        );
+        let b = fatbin(&[EntrySpec::ptx(86, &p)]);
+        let f = Fatbin::parse(&b, &l()).unwrap();
+        let e = f.best_ptx(75, PtxVersion::new(9, 5)).unwrap_err();
+        assert!(
+            e.to_string().contains("compute_86") && e.to_string().contains("7.5"),
+            "{e}"
+        );
+        let mut new = EntrySpec::ptx(75, &p);
+        new.version = (9, 9);
+        let b = fatbin(&[new.clone(), EntrySpec::ptx(70, &p)]);
+        let f = Fatbin::parse(&b, &l()).unwrap();
+        // The older-architecture PTX in an accepted version wins over a too-new one.
+        assert_eq!(f.best_ptx(75, PtxVersion::new(9, 5)).unwrap().arch.sm, 70);
+        let b = fatbin(&[new]);
+        let f = Fatbin::parse(&b, &l()).unwrap();
+        assert!(matches!(
+            f.best_ptx(75, PtxVersion::new(9, 5)),
+            Err(ImageError::UnsupportedPtxVersion { .. })
+        ));
+        // Generic PTX is preferred to arch-specific PTX of the same architecture.
+        let mut a = EntrySpec::ptx(90, &p);
+        a.extra_flags = FLAG_ARCH_SPECIFIC;
+        let b = fatbin(&[a, EntrySpec::ptx(90, &p)]);
+        let f = Fatbin::parse(&b, &l()).unwrap();
+        let e = f.best_ptx(90, PtxVersion::new(9, 5)).unwrap();
+        assert_eq!(e.arch.variant, ArchVariant::Generic);
+        // ... and SASS for the exact device prefers the arch-specific build.
+        let mut a = EntrySpec::elf(90, &[1; 8]);
+        a.extra_flags = FLAG_ARCH_SPECIFIC;
+        let b = fatbin(&[EntrySpec::elf(90, &[1; 8]), a]);
+        let f = Fatbin::parse(&b, &l()).unwrap();
+        assert_eq!(f.best_elf(90).unwrap().arch.variant, ArchVariant::Specific);
+    }
+}

@@ -311,3 +311,153 @@ fn unit_ptx(u: &Unit<'_>, target: &Target, budget: &Budget) -> Result<SelectedPt
         origin: u.origin.clone(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::{encode, LinkPart};
+    use crate::testing::{fatbin, ptx_module, EntrySpec};
+    use crate::Compression;
+    use netgpu_proto::cuda::CuResult;
+
+    const T: Target = Target {
+        sm: 75,
+        max_ptx: PtxVersion::new(9, 5),
+    };
+
+    fn l() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn device_linked_alternative_is_used_only_when_inputs_lack_ptx() {
+        let p = ptx_module("9.5", 75, "linked");
+        let q = ptx_module("9.5", 75, "input");
+        let linked = fatbin(&[EntrySpec::ptx(75, &p).compressed(Compression::Lz4)]);
+        let sass = fatbin(&[EntrySpec::elf(75, &[1; 8])]);
+        let input = fatbin(&[EntrySpec::ptx(75, &q)]);
+        let part = |kind, role, data| LinkPart {
+            kind,
+            role,
+            name: "",
+            data,
+        };
+        let c = encode(&[
+            part(PartKind::Fatbin, Role::DeviceLinked, &linked),
+            part(PartKind::Fatbin, Role::Input, &input),
+        ])
+        .unwrap();
+        let s = select_ptx(&[&c], &T, &l()).unwrap();
+        assert_eq!(s.len(), 1);
+        assert!(s[0].text.contains("input"));
+        let c = encode(&[
+            part(PartKind::Fatbin, Role::DeviceLinked, &linked),
+            part(PartKind::Fatbin, Role::Input, &sass),
+        ])
+        .unwrap();
+        let s = select_ptx(&[&c], &T, &l()).unwrap();
+        assert!(s[0].text.contains("linked"));
+        let c = encode(&[
+            part(PartKind::Fatbin, Role::DeviceLinked, &sass),
+            part(PartKind::Fatbin, Role::Input, &sass),
+        ])
+        .unwrap();
+        let e = select_ptx(&[&c], &T, &l()).unwrap_err();
+        assert_eq!(e.cu_result(), CuResult::NO_BINARY_FOR_GPU);
+        assert!(e.to_string().contains("part 0 > part 1"), "{e}");
+    }
+
+    #[test]
+    fn refusals() {
+        let e = select_ptx(&[], &T, &l()).unwrap_err();
+        assert_eq!(e.cu_result(), CuResult::NO_BINARY_FOR_GPU);
+        let mut w = crate::wrapper::WRAPPER_MAGIC.to_le_bytes().to_vec();
+        w.extend([1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            select_ptx(&[&w], &T, &l()).unwrap_err(),
+            ImageError::Wrapper
+        );
+        assert_eq!(
+            select_ptx(&[b"\x00\x01garbage"], &T, &l())
+                .unwrap_err()
+                .cu_result(),
+            CuResult::INVALID_IMAGE
+        );
+        let p = ptx_module("9.5", 75, "k");
+        let mut f = fatbin(&[EntrySpec::ptx(75, &p)]);
+        f.extend_from_slice(&[0; 16]);
+        assert!(select_ptx(&[&f], &T, &l()).is_ok());
+        f.push(1);
+        assert!(select_ptx(&[&f], &T, &l()).is_err());
+        let bad_ptx = fatbin(&[EntrySpec::ptx(75, "not ptx at all")]);
+        assert_eq!(
+            select_ptx(&[&bad_ptx], &T, &l()).unwrap_err().cu_result(),
+            CuResult::INVALID_PTX
+        );
+        let many: Vec<&[u8]> = vec![p.as_bytes(); 5];
+        assert_eq!(select_ptx(&many, &T, &l()).unwrap().len(), 5);
+        let few = Limits {
+            max_parts: 4,
+            ..l()
+        };
+        assert!(matches!(
+            select_ptx(&many, &T, &few),
+            Err(ImageError::TooMany { .. })
+        ));
+    }
+
+    #[test]
+    fn total_decompressed_bytes_are_capped_per_request() {
+        let p = format!("{}{}", ptx_module("9.5", 75, "k"), "// pad\n".repeat(100));
+        let f = fatbin(&[EntrySpec::ptx(75, &p).compressed(Compression::Zstd)]);
+        let limits = Limits {
+            max_total_bytes: (p.len() * 2) as u64,
+            ..l()
+        };
+        assert!(select_ptx(&[&f, &f], &T, &limits).is_ok());
+        let e = select_ptx(&[&f, &f, &f], &T, &limits).unwrap_err();
+        assert!(matches!(e, ImageError::TooLarge { .. }), "{e}");
+    }
+
+    /// Every truncation and many single-byte corruptions of every kind of image: an error
+    /// or a result, never a panic (the fuzz target does this at scale).
+    #[test]
+    fn corruptions_never_panic() {
+        let p = ptx_module("9.5", 75, "k");
+        let fb = fatbin(&[
+            EntrySpec::elf(75, &[0x7f; 24]),
+            EntrySpec::ptx(75, &p).compressed(Compression::Zstd),
+            EntrySpec::ptx(80, &p).compressed(Compression::Lz4),
+        ]);
+        let link = encode(&[
+            LinkPart {
+                kind: PartKind::Fatbin,
+                role: Role::Input,
+                name: "f",
+                data: &fb,
+            },
+            LinkPart {
+                kind: PartKind::Ptx,
+                role: Role::DeviceLinked,
+                name: "p",
+                data: p.as_bytes(),
+            },
+        ])
+        .unwrap();
+        for img in [&fb, &link] {
+            for n in 0..img.len() {
+                let _ = select_ptx(&[&img[..n]], &T, &l());
+                let _ = crate::probe(&img[..n]);
+            }
+            for i in 0..img.len() {
+                for v in [0x00, 0xff, 0x80, 0x01] {
+                    let mut b = img.clone();
+                    b[i] = v;
+                    let _ = select_ptx(&[&b], &T, &l());
+                    let _ = units(&[&b], &l());
+                    let _ = crate::probe(&b);
+                }
+            }
+        }
+    }
+}

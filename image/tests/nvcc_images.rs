@@ -548,3 +548,21 @@ fn rdc_fatbin_objects_and_libraries() {
         1
     );
 }
+
+#[test]
+fn corrupted_real_images_never_panic() {
+    let cubin = nvcc("k.cubin", &["-cubin", "-arch=sm_80"], KERNELS);
+    let fb = nvcc("k.fatbin", &["-fatbin", "-compress-mode=size"], KERNELS);
+    for img in [&cubin, &fb] {
+        for i in 0..img.len() {
+            for v in [0xff, 0x00] {
+                let mut b = img.clone();
+                b[i] = v;
+                let _ = Cubin::parse(&b);
+                let _ = select_ptx(&[&b], &SM75, &limits());
+                let _ = units(&[&b], &limits());
+                let _ = probe(&b);
+            }
+        }
+    }
+}
