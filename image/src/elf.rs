@@ -248,3 +248,32 @@ mod tests {
         assert!(Cubin::parse(&h).is_err());
     }
 }
+
+#[cfg(test)]
+mod synthetic {
+    use super::*;
+    use crate::testing::cubin;
+
+    #[test]
+    fn synthetic_cubin() {
+        let b = cubin(86, "k", &[(0, 8), (8, 4), (16, 8)], 512, 24);
+        let c = Cubin::parse(&b).unwrap();
+        assert_eq!((c.arch.sm, c.abi_version, c.relocatable), (86, 8, false));
+        let k = c.kernel("k").unwrap();
+        let p: Vec<_> = k
+            .params
+            .iter()
+            .map(|p| (p.ordinal, p.offset, p.size))
+            .collect();
+        assert_eq!(p, [(0, 0, 8), (1, 8, 4), (2, 16, 8)]);
+        assert_eq!(
+            (k.param_bytes, k.registers, k.static_shared_bytes),
+            (Some(24), Some(24), 512)
+        );
+        assert_eq!(crate::probe(&b[..10]).unwrap(), crate::Probe::NeedBytes(64));
+        assert_eq!(
+            crate::probe(&b).unwrap(),
+            crate::Probe::Length(b.len() as u64)
+        );
+    }
+}
