@@ -12,5 +12,9 @@
 //! - [`testkit`]: a real etcd on loopback for tests and benchmarks.
 
 pub mod model;
+pub mod placement;
+pub mod size;
 pub mod store;
 pub mod testkit;
+
+pub use size::{fmt_size, parse_size};
