@@ -18,3 +18,7 @@ pub mod store;
 pub mod testkit;
 
 pub use size::{fmt_size, parse_size};
+pub mod agent;
+pub mod api;
+pub mod controller;
+pub mod metrics;
