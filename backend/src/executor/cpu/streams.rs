@@ -1,0 +1,520 @@
+//! Streams of the CPU executor: ordered queues of work that run on the executor's pool.
+//!
+//! Each stream (and each context's null stream) is a [`StreamQ`]: a FIFO of [`Item`]s with a
+//! sequence number per item. A stream with work is owned by one pool job at a time (a
+//! *strand*), which runs its items in order; different streams run on different pool threads
+//! at once. An item may depend on [`Fence`]s of other streams (the legacy null stream's
+//! implicit synchronisation, `StreamWaitEvent`): a strand whose next item waits gives its
+//! thread back and is resubmitted by the fence's callback. Fences only point at work
+//! dispatched earlier, so waiting can never form a cycle.
+//!
+//! [`Gate`] coordinates the zero-copy paths with running work: every item that touches
+//! device memory runs *shared*; a copy straight between the socket and device memory takes it
+//! *exclusive*, and only when it is free at once (otherwise the copy is staged), so no bytes
+//! it reads or writes change under it.
+//!
+//! Locks: a stream's lock is never held while another lock is taken or a callback runs.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use netgpu_proto::cuda::CuResult;
+
+use crate::executor::completion::{JoinCounter, Signal};
+use crate::executor::pool::Pool;
+use crate::executor::{Completion, Console, ExecResult, Output, Sink};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Shared/exclusive access to a session's device memory (see the module docs).
+#[derive(Default)]
+pub struct Gate {
+    st: Mutex<(usize, bool)>,
+    cv: Condvar,
+}
+
+impl Gate {
+    /// Blocks while an exclusive holder copies.
+    pub fn shared(&self) -> SharedGuard<'_> {
+        let mut g = lock(&self.st);
+        while g.1 {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.0 += 1;
+        SharedGuard(self)
+    }
+
+    /// Exclusive access if nothing holds the gate right now.
+    pub fn try_exclusive(&self) -> bool {
+        let mut g = lock(&self.st);
+        if g.0 == 0 && !g.1 {
+            g.1 = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn release_exclusive(&self) {
+        lock(&self.st).1 = false;
+        self.cv.notify_all();
+    }
+}
+
+pub struct SharedGuard<'a>(&'a Gate);
+
+impl Drop for SharedGuard<'_> {
+    fn drop(&mut self) {
+        let mut g = lock(&self.0.st);
+        g.0 -= 1;
+        let last = g.0 == 0;
+        drop(g);
+        if last {
+            self.0.cv.notify_all();
+        }
+    }
+}
+
+/// What every stream of one session shares.
+pub struct Exec {
+    pub pool: Pool,
+    pub gate: Gate,
+    pub sink: Arc<dyn Sink>,
+    pub console: Arc<Console>,
+    pub kernel_time_limit: Option<Duration>,
+    /// Set when the session ends: queued work is skipped, running kernels stop.
+    pub cancelled: Arc<AtomicBool>,
+    /// Items queued or running.
+    active: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl Exec {
+    pub fn new(
+        pool: Pool,
+        sink: Arc<dyn Sink>,
+        console: Arc<Console>,
+        kernel_time_limit: Option<Duration>,
+    ) -> Arc<Exec> {
+        Arc::new(Exec {
+            pool,
+            gate: Gate::default(),
+            sink,
+            console,
+            kernel_time_limit,
+            cancelled: Arc::new(AtomicBool::new(false)),
+            active: Mutex::new(0),
+            idle: Condvar::new(),
+        })
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Waits until no item is queued or running, at most `timeout`; true if idle.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut a = lock(&self.active);
+        while *a > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            a = self
+                .idle
+                .wait_timeout(a, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    fn item_added(&self) {
+        *lock(&self.active) += 1;
+    }
+
+    fn item_done(&self) {
+        let mut a = lock(&self.active);
+        *a = a.saturating_sub(1);
+        if *a == 0 {
+            self.idle.notify_all();
+        }
+    }
+}
+
+/// A context's state that its running work sees.
+#[derive(Default)]
+pub struct CtxState {
+    /// A sticky launch error (`CUresult`), 0 when healthy.
+    poisoned: AtomicU32,
+}
+
+impl CtxState {
+    pub fn poisoned(&self) -> Option<CuResult> {
+        match self.poisoned.load(Ordering::Acquire) {
+            0 => None,
+            e => Some(CuResult(e)),
+        }
+    }
+
+    /// Poisons the context with a sticky error (the first one stays).
+    pub fn poison(&self, e: CuResult) {
+        if e.is_sticky() {
+            let _ = self
+                .poisoned
+                .compare_exchange(0, e.0, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    pub fn check(&self) -> ExecResult<()> {
+        match self.poisoned() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What running an item produced.
+pub enum Step {
+    Done(ExecResult<Output>),
+    /// The result goes to the completion now; the item counts as finished (later work on the
+    /// stream may start) only when the signal fires (a zero-copy reply has been written).
+    DoneAfter(ExecResult<Output>, Arc<Signal>),
+}
+
+pub type Op = Box<dyn FnOnce(&Arc<Exec>) -> Step + Send>;
+
+pub struct Item {
+    seq: u64,
+    deps: Vec<Fence>,
+    op: Option<Op>,
+    done: Option<Completion>,
+}
+
+struct Inner {
+    queue: VecDeque<Item>,
+    /// Sequence number of the last item queued / finished.
+    enqueued: u64,
+    completed: u64,
+    /// A strand owns the stream (queued on the pool, running, or waiting for a fence).
+    running: bool,
+    waiters: Vec<(u64, Box<dyn FnOnce() + Send>)>,
+}
+
+/// One stream's queue; see the module docs.
+pub struct StreamQ {
+    pub exec: Arc<Exec>,
+    pub ctx: Arc<CtxState>,
+    /// Pool priority: higher runs first when the pool is saturated.
+    pub pool_priority: i32,
+    /// `CU_STREAM_NON_BLOCKING` streams do not synchronise with the legacy null stream.
+    pub non_blocking: bool,
+    /// Destroyed by the client (still drains its queue).
+    pub destroyed: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+/// "All work queued on a stream up to item `seq`", or a one-shot signal.
+#[derive(Clone)]
+pub enum Fence {
+    Stream(Arc<StreamQ>, u64),
+    Signal(Arc<Signal>),
+}
+
+impl Fence {
+    pub fn is_done(&self) -> bool {
+        match self {
+            Fence::Stream(q, seq) => lock(&q.inner).completed >= *seq,
+            Fence::Signal(s) => s.is_fired(),
+        }
+    }
+
+    /// Runs `f` once the fence is passed (at once, on this thread, if it is).
+    pub fn on_done(&self, f: impl FnOnce() + Send + 'static) {
+        match self {
+            Fence::Stream(q, seq) => {
+                {
+                    let mut g = lock(&q.inner);
+                    if g.completed < *seq {
+                        g.waiters.push((*seq, Box::new(f)));
+                        return;
+                    }
+                }
+                f();
+            }
+            Fence::Signal(s) => s.on_fire(f),
+        }
+    }
+}
+
+/// Runs `then` once every fence has passed.
+pub fn when_all(fences: Vec<Fence>, then: impl FnOnce() + Send + 'static) {
+    let j = JoinCounter::new(fences.len(), then);
+    for f in fences {
+        let j = j.clone();
+        f.on_done(move || j.arrive());
+    }
+}
+
+impl StreamQ {
+    pub fn new(
+        exec: Arc<Exec>,
+        ctx: Arc<CtxState>,
+        non_blocking: bool,
+        pool_priority: i32,
+    ) -> Arc<StreamQ> {
+        Arc::new(StreamQ {
+            exec,
+            ctx,
+            pool_priority,
+            non_blocking,
+            destroyed: AtomicBool::new(false),
+            inner: Mutex::new(Inner {
+                queue: VecDeque::new(),
+                enqueued: 0,
+                completed: 0,
+                running: false,
+                waiters: Vec::new(),
+            }),
+        })
+    }
+
+    /// The fence of the last item queued, or `None` when everything queued has finished.
+    pub fn last(self: &Arc<Self>) -> Option<Fence> {
+        let g = lock(&self.inner);
+        (g.completed < g.enqueued).then(|| Fence::Stream(self.clone(), g.enqueued))
+    }
+
+    /// Whether the stream has nothing queued or running.
+    pub fn is_idle(&self) -> bool {
+        let g = lock(&self.inner);
+        g.completed == g.enqueued && !g.running
+    }
+
+    /// Queues an item. Returns its fence and whether the stream needs a strand (the caller
+    /// hands it to [`kick`] now or later).
+    pub fn push(
+        self: &Arc<Self>,
+        deps: Vec<Fence>,
+        op: Op,
+        done: Option<Completion>,
+    ) -> (Fence, bool) {
+        self.exec.item_added();
+        let mut g = lock(&self.inner);
+        g.enqueued += 1;
+        let seq = g.enqueued;
+        g.queue.push_back(Item {
+            seq,
+            deps,
+            op: Some(op),
+            done,
+        });
+        let start = !g.running;
+        g.running = true;
+        (Fence::Stream(self.clone(), seq), start)
+    }
+}
+
+/// Starts a strand for a stream that [`StreamQ::push`] said needs one.
+pub fn kick(q: Arc<StreamQ>) {
+    let pool = q.exec.pool.clone();
+    let prio = q.pool_priority;
+    pool.submit(prio, move || run_strand(q));
+}
+
+fn finish(q: &Arc<StreamQ>, seq: u64) {
+    let ready: Vec<Box<dyn FnOnce() + Send>> = {
+        let mut g = lock(&q.inner);
+        g.completed = g.completed.max(seq);
+        let done = g.completed;
+        let mut ready = Vec::new();
+        let mut i = 0;
+        while i < g.waiters.len() {
+            if g.waiters[i].0 <= done {
+                ready.push(g.waiters.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        ready
+    };
+    for f in ready {
+        f();
+    }
+    q.exec.item_done();
+}
+
+fn run_strand(q: Arc<StreamQ>) {
+    loop {
+        let mut item = {
+            let mut g = lock(&q.inner);
+            match g.queue.pop_front() {
+                Some(i) => i,
+                None => {
+                    g.running = false;
+                    return;
+                }
+            }
+        };
+        if let Some(dep) = item.deps.iter().find(|d| !d.is_done()).cloned() {
+            lock(&q.inner).queue.push_front(item);
+            let q2 = q.clone();
+            dep.on_done(move || kick(q2));
+            return;
+        }
+        let op = item.op.take();
+        let step = if q.exec.is_cancelled() {
+            Step::Done(Err(CuResult::CONTEXT_IS_DESTROYED))
+        } else if let Some(e) = q.ctx.poisoned() {
+            Step::Done(Err(e))
+        } else {
+            match op {
+                Some(op) => op(&q.exec),
+                None => Step::Done(Ok(Output::Done)),
+            }
+        };
+        match step {
+            Step::Done(r) => {
+                finish(&q, item.seq);
+                if let Some(d) = item.done.take() {
+                    d.complete(r);
+                }
+            }
+            Step::DoneAfter(r, sig) => {
+                if let Some(d) = item.done.take() {
+                    d.complete(r);
+                }
+                let seq = item.seq;
+                let q2 = q.clone();
+                sig.on_fire(move || {
+                    finish(&q2, seq);
+                    kick(q2);
+                });
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::completion::Mode;
+    use std::sync::mpsc;
+
+    struct Nowhere;
+    impl Sink for Nowhere {
+        fn complete(&self, _: u64, _: Mode, _: ExecResult<Output>) {}
+        fn deferred(&self, _: CuResult) {}
+    }
+
+    fn exec() -> Arc<Exec> {
+        Exec::new(
+            Pool::new("test", 16),
+            Arc::new(Nowhere),
+            Arc::new(Console::new()),
+            None,
+        )
+    }
+
+    fn stream(e: &Arc<Exec>) -> Arc<StreamQ> {
+        StreamQ::new(e.clone(), Arc::new(CtxState::default()), false, 0)
+    }
+
+    fn push(q: &Arc<StreamQ>, deps: Vec<Fence>, f: impl FnOnce() + Send + 'static) -> Fence {
+        let (fence, start) = q.push(
+            deps,
+            Box::new(move |_| {
+                f();
+                Step::Done(Ok(Output::Done))
+            }),
+            None,
+        );
+        if start {
+            kick(q.clone());
+        }
+        fence
+    }
+
+    #[test]
+    fn one_stream_runs_in_order_and_two_streams_run_at_once() {
+        let e = exec();
+        let (a, b) = (stream(&e), stream(&e));
+        let (tx, rx) = mpsc::channel();
+        let (hold_tx, hold_rx) = mpsc::channel::<()>();
+        // Stream a is held by its first item; stream b must still run.
+        push(&a, vec![], move || {
+            let _ = hold_rx.recv_timeout(Duration::from_secs(10));
+        });
+        for i in 0..5 {
+            let tx = tx.clone();
+            push(&a, vec![], move || tx.send(("a", i)).unwrap());
+        }
+        let txb = tx.clone();
+        push(&b, vec![], move || txb.send(("b", 0)).unwrap());
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), ("b", 0));
+        hold_tx.send(()).unwrap();
+        let order: Vec<_> = (0..5).map(|_| rx.recv().unwrap().1).collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4]);
+        assert!(e.wait_idle(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn an_item_waits_for_a_fence_of_another_stream() {
+        let e = exec();
+        let (a, b) = (stream(&e), stream(&e));
+        let (tx, rx) = mpsc::channel();
+        let (hold_tx, hold_rx) = mpsc::channel::<()>();
+        let txa = tx.clone();
+        let fa = push(&a, vec![], move || {
+            let _ = hold_rx.recv_timeout(Duration::from_secs(10));
+            txa.send("a").unwrap();
+        });
+        let txb = tx.clone();
+        let fb = push(&b, vec![fa], move || txb.send("b").unwrap());
+        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
+        assert!(!fb.is_done());
+        hold_tx.send(()).unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "a");
+        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), "b");
+        assert!(e.wait_idle(Duration::from_secs(5)));
+        assert!(fb.is_done());
+        let (tx2, rx2) = mpsc::channel();
+        when_all(
+            vec![fb.clone(), Fence::Signal(Signal::fired())],
+            move || tx2.send(()).unwrap(),
+        );
+        rx2.recv_timeout(Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn the_gate_is_exclusive_only_when_free() {
+        let g = Gate::default();
+        let s = g.shared();
+        assert!(!g.try_exclusive());
+        drop(s);
+        assert!(g.try_exclusive());
+        assert!(!g.try_exclusive());
+        g.release_exclusive();
+        let _s = g.shared();
+    }
+
+    #[test]
+    fn cancelled_and_poisoned_work_is_skipped() {
+        let e = exec();
+        let q = stream(&e);
+        q.ctx.poison(CuResult::ILLEGAL_ADDRESS);
+        q.ctx.poison(CuResult::MISALIGNED_ADDRESS);
+        assert_eq!(q.ctx.poisoned(), Some(CuResult::ILLEGAL_ADDRESS));
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        push(&q, vec![], move || r.store(true, Ordering::SeqCst));
+        assert!(e.wait_idle(Duration::from_secs(5)));
+        assert!(!ran.load(Ordering::SeqCst));
+    }
+}
