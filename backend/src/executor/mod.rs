@@ -23,6 +23,7 @@ pub mod cuda;
 mod handles;
 pub mod limits;
 pub mod pool;
+pub mod streams;
 
 use std::sync::Arc;
 use std::time::Duration;

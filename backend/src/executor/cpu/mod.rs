@@ -1,6 +1,6 @@
 //! The CPU executor: device memory in host memory ([`memory`]), kernels run by the PTX
 //! interpreter (`netgpu-ptx`, through [`kernels`]), stream work on the executor's pool
-//! ([`streams`]).
+//! ([`super::streams`]).
 //!
 //! The engine's tables (contexts, modules, functions, streams, events) sit behind one mutex
 //! that the dispatcher and the completions of pool work take briefly; it is never held while a
@@ -16,7 +16,6 @@
 mod attributes;
 mod kernels;
 pub mod memory;
-pub mod streams;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,13 +30,13 @@ use netgpu_proto::wire::ops::{
 use super::completion::Signal;
 use super::limits::{self, FunctionLimits};
 use super::pool::Pool;
+use super::streams::{self, kick, when_all, CtxState, Exec, Fence, Step, StreamQ, Work};
 use super::{
     memset_len, Completion, Engine, ExecResult, Executor, HandleTable, HostBuf, HtodTarget,
     LaunchDims, Output, SessionSetup,
 };
 use kernels::{default_dynamic_shared, CpuModule, LaunchMemory};
 use memory::{Heap, MemoryPool, Range};
-use streams::{kick, when_all, CtxState, Exec, Fence, Op, Step, StreamQ};
 
 pub use attributes::PciLocation;
 
@@ -52,6 +51,9 @@ pub const STREAM_PRIORITY_RANGE: (i32, i32) = (0, -5);
 /// Host bytes of staged copies a session may have queued before the dispatcher waits for some
 /// to finish (a bound on what a client can make the backend buffer).
 pub const STAGING_LIMIT: u64 = 256 << 20;
+/// Copies up to this size run at once on the dispatcher when their stream is idle (a pool
+/// hand-off costs more than the copy).
+const INLINE_LIMIT: u64 = 1 << 20;
 /// Streams handed to the pool in one go at the latest (the session flushes at the end of
 /// every burst of input anyway).
 const KICK_BATCH: usize = 64;
@@ -274,24 +276,39 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues `op` on `q` of context `ctx` with the implicit null-stream dependencies (and
-    /// `extra`). The stream starts at the next flush.
-    fn enqueue(
+    /// Queues `work` on `q` of context `ctx` with the implicit null-stream dependencies (and
+    /// `extra`); the stream starts at the next flush. With `inline`, work whose stream is idle
+    /// runs at once on the calling thread instead, if it can without waiting.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
         &self,
         st: &mut State,
         ctx: Handle,
         q: &Arc<StreamQ>,
         extra: Option<Fence>,
-        op: Op,
+        work: Work,
         done: Option<Completion>,
-    ) -> Fence {
+        inline: bool,
+    ) -> Submitted {
+        let mut work = work;
+        if inline
+            && extra.is_none()
+            && !self.exec.is_cancelled()
+            && q.ctx.poisoned().is_none()
+            && Inner::ready_now(st, ctx, q)
+        {
+            match streams::run(work, &self.exec, false) {
+                Ok(step) => return Submitted::Ran(done, step),
+                Err(w) => work = w,
+            }
+        }
         let mut deps = st
             .ctxs
             .get(ctx)
             .map(|c| c.implicit_deps(q))
             .unwrap_or_default();
         deps.extend(extra);
-        let (fence, start) = q.push(deps, op, done);
+        let (fence, start) = q.push(deps, work, done);
         if start {
             st.kicks.push(q.clone());
             if st.kicks.len() >= KICK_BATCH {
@@ -300,7 +317,7 @@ impl Inner {
                 }
             }
         }
-        fence
+        Submitted::Queued(fence)
     }
 
     fn next_seq(&self) -> u64 {
@@ -369,12 +386,38 @@ impl Inner {
     }
 }
 
-fn copy_op(f: impl FnOnce() + Send + 'static) -> Op {
-    Box::new(move |exec: &Arc<Exec>| {
-        let _g = exec.gate.shared();
+/// What became of submitted work.
+enum Submitted {
+    Queued(Fence),
+    /// It ran at once: the result still goes to the completion (outside the engine's lock).
+    Ran(Option<Completion>, Step),
+}
+
+impl Submitted {
+    /// Completes work that ran at once; returns the work's fence either way.
+    fn finish(self) -> Fence {
+        match self {
+            Submitted::Queued(f) => f,
+            Submitted::Ran(done, step) => {
+                let r = match step {
+                    // The exclusive gate, held until the reply is written, orders everything
+                    // after a zero-copy read; the stream itself need not wait.
+                    Step::Done(r) | Step::DoneAfter(r, _) => r,
+                };
+                if let Some(d) = done {
+                    d.complete(r);
+                }
+                Fence::Signal(Signal::fired())
+            }
+        }
+    }
+}
+
+fn memory_work(f: impl FnOnce() + Send + 'static) -> Work {
+    Work::Memory(Box::new(move |_: &Arc<Exec>| {
         f();
-        Step::Done(Ok(Output::Done))
-    })
+        Ok(Output::Done)
+    }))
 }
 
 /// Writes `len` bytes of `value` pattern (element size 1, 2 or 4) at `p`.
@@ -408,14 +451,13 @@ impl CpuEngine {
         dims: LaunchDims,
         params: Vec<u8>,
         threads: usize,
-    ) -> Op {
+    ) -> Work {
         let seq = self.inner.next_seq();
         let heap = self.inner.heap.clone();
         let module = f.data.clone();
         let kernel = f.kernel.clone();
         let ctx_handle = f.ctx;
-        Box::new(move |exec: &Arc<Exec>| {
-            let _g = exec.gate.shared();
+        Work::Memory(Box::new(move |exec: &Arc<Exec>| {
             let mem = LaunchMemory {
                 heap: &heap,
                 ctx: ctx_handle,
@@ -425,8 +467,8 @@ impl CpuEngine {
                 ctx.poison(e);
                 exec.sink.deferred(e);
             }
-            Step::Done(Ok(Output::Done))
-        })
+            Ok(Output::Done)
+        }))
     }
 }
 
@@ -603,14 +645,15 @@ impl Engine for CpuEngine {
             Ok(q) => q,
             Err(e) => return done.fail(e),
         };
-        let op: Op = if src.is_empty() {
-            Box::new(|_: &Arc<Exec>| Step::Done(Ok(Output::Done)))
+        let len = src.len() as u64;
+        let work = if src.is_empty() {
+            Work::nop()
         } else {
-            let range = match self.inner.heap.range(ctx, dst, src.len() as u64) {
+            let range = match self.inner.heap.range(ctx, dst, len) {
                 Ok(r) => r,
                 Err(e) => return done.fail(e),
             };
-            copy_op(move || {
+            memory_work(move || {
                 // SAFETY: the range holds its allocation and is `src.len()` bytes long; the
                 // staging buffer is ours.
                 unsafe {
@@ -623,7 +666,17 @@ impl Engine for CpuEngine {
                 drop(src);
             })
         };
-        self.inner.enqueue(&mut st, ctx, &q, None, op, Some(done));
+        let s = self.inner.submit(
+            &mut st,
+            ctx,
+            &q,
+            None,
+            work,
+            Some(done),
+            len <= INLINE_LIMIT,
+        );
+        drop(st);
+        s.finish();
     }
 
     fn memcpy_dtoh(
@@ -642,46 +695,26 @@ impl Engine for CpuEngine {
         let Ok(n) = usize::try_from(len) else {
             return done.fail(CuResult::INVALID_VALUE);
         };
-        let op: Op = if len == 0 {
-            Box::new(|_: &Arc<Exec>| Step::Done(Ok(Output::Data(HostBuf::from_vec(Vec::new())))))
+        let work = if n == 0 {
+            // An empty copy still waits for its stream.
+            Work::Plain(Box::new(|| Ok(Output::Data(HostBuf::from_vec(Vec::new())))))
         } else {
-            let range = match self.inner.heap.range(ctx, src, len) {
-                Ok(r) => r,
+            match self.inner.heap.range(ctx, src, len) {
+                Ok(r) => Work::ToHost(r),
                 Err(e) => return done.fail(e),
-            };
-            Box::new(move |exec: &Arc<Exec>| {
-                if exec.gate.try_exclusive() {
-                    // Zero-copy: the reply is written straight from device memory; the stream
-                    // (and all other work) waits until it has been.
-                    let sig = Signal::new();
-                    let (e2, s2) = (exec.clone(), sig.clone());
-                    let ptr = range.ptr();
-                    // SAFETY: the range holds its allocation; the exclusive gate keeps every
-                    // other piece of work off device memory until the buffer is released.
-                    let buf = unsafe {
-                        HostBuf::borrowed(
-                            ptr,
-                            n,
-                            Box::new(range),
-                            Some(Box::new(move || {
-                                e2.gate.release_exclusive();
-                                s2.fire();
-                            })),
-                        )
-                    };
-                    Step::DoneAfter(Ok(Output::Data(buf)), sig)
-                } else {
-                    let _g = exec.gate.shared();
-                    let mut v = vec![0u8; n];
-                    // SAFETY: the range holds its allocation and is `n` bytes long.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(range.ptr().as_ptr(), v.as_mut_ptr(), n)
-                    };
-                    Step::Done(Ok(Output::Data(HostBuf::from_vec(v))))
-                }
-            })
+            }
         };
-        self.inner.enqueue(&mut st, ctx, &q, None, op, Some(done));
+        let s = self.inner.submit(
+            &mut st,
+            ctx,
+            &q,
+            None,
+            work,
+            Some(done),
+            len <= INLINE_LIMIT,
+        );
+        drop(st);
+        s.finish();
     }
 
     fn memcpy_dtod(
@@ -698,8 +731,8 @@ impl Engine for CpuEngine {
             Ok(q) => q,
             Err(e) => return done.fail(e),
         };
-        let op: Op = if len == 0 {
-            Box::new(|_: &Arc<Exec>| Step::Done(Ok(Output::Done)))
+        let work = if len == 0 {
+            Work::nop()
         } else {
             let ranges = self
                 .inner
@@ -710,13 +743,23 @@ impl Engine for CpuEngine {
                 Ok(r) => r,
                 Err(e) => return done.fail(e),
             };
-            copy_op(move || {
+            memory_work(move || {
                 // SAFETY: both ranges hold their allocations and are `len` bytes; `copy`
                 // allows overlap.
                 unsafe { std::ptr::copy(s.ptr().as_ptr(), d.ptr().as_ptr(), len as usize) };
             })
         };
-        self.inner.enqueue(&mut st, ctx, &q, None, op, Some(done));
+        let s = self.inner.submit(
+            &mut st,
+            ctx,
+            &q,
+            None,
+            work,
+            Some(done),
+            len <= INLINE_LIMIT,
+        );
+        drop(st);
+        s.finish();
     }
 
     fn memset(
@@ -738,19 +781,29 @@ impl Engine for CpuEngine {
             Ok(l) => l,
             Err(e) => return done.fail(e),
         };
-        let op: Op = if len == 0 {
-            Box::new(|_: &Arc<Exec>| Step::Done(Ok(Output::Done)))
+        let work = if len == 0 {
+            Work::nop()
         } else {
             let range = match self.inner.heap.range(ctx, dst, len) {
                 Ok(r) => r,
                 Err(e) => return done.fail(e),
             };
-            copy_op(move || {
+            memory_work(move || {
                 // SAFETY: the range holds its allocation and is `len` bytes long.
                 unsafe { fill(range.ptr().as_ptr(), len as usize, value, elem_size) };
             })
         };
-        self.inner.enqueue(&mut st, ctx, &q, None, op, Some(done));
+        let s = self.inner.submit(
+            &mut st,
+            ctx,
+            &q,
+            None,
+            work,
+            Some(done),
+            len <= INLINE_LIMIT,
+        );
+        drop(st);
+        s.finish();
     }
 
     fn staging(&mut self, len: usize) -> ExecResult<HostBuf> {
@@ -792,15 +845,15 @@ impl Engine for CpuEngine {
             Ok(x) => x,
             Err(e) => return done.fail(e),
         };
-        let op: Op = Box::new(move |exec: &Arc<Exec>| {
-            let _g = exec.gate.shared();
+        let small = plan.packed_len() <= INLINE_LIMIT;
+        let work = Work::Memory(Box::new(move |_: &Arc<Exec>| {
             if plan.is_empty() {
                 let out = if to_host {
                     Output::Data(HostBuf::from_vec(Vec::new()))
                 } else {
                     Output::Done
                 };
-                return Step::Done(Ok(out));
+                return Ok(out);
             }
             let w = plan.width as usize;
             let mut packed = if to_host {
@@ -817,7 +870,7 @@ impl Engine for CpuEngine {
                         (Some((r, p)), _) => unsafe { r.ptr().as_ptr().add(p.row(y, z) as usize) },
                         // SAFETY: the packed buffer holds depth * height rows of width bytes.
                         (None, Some(h)) => unsafe { h.as_slice().as_ptr().add(row * w) },
-                        (None, None) => return Step::Done(Err(CuResult::INVALID_VALUE)),
+                        (None, None) => return Err(CuResult::INVALID_VALUE),
                     };
                     let d: *mut u8 = match &dst {
                         // SAFETY: as for the source.
@@ -831,13 +884,17 @@ impl Engine for CpuEngine {
                 }
             }
             drop(host);
-            Step::Done(Ok(if to_host {
+            Ok(if to_host {
                 Output::Data(HostBuf::from_vec(packed))
             } else {
                 Output::Done
-            }))
-        });
-        self.inner.enqueue(&mut st, ctx, &q, None, op, Some(done));
+            })
+        }));
+        let s = self
+            .inner
+            .submit(&mut st, ctx, &q, None, work, Some(done), small);
+        drop(st);
+        s.finish();
     }
 
     fn module_load(&mut self, ctx: Handle, images: Vec<Vec<u8>>, done: Completion) {
@@ -994,8 +1051,10 @@ impl Engine for CpuEngine {
         }
         let ctx_state = st.ctx(ctx)?.state.clone();
         let f = st.functions.get(func).ok_or(CuResult::INVALID_HANDLE)?;
-        let op = self.launch_op(f, ctx_state, dims, params, threads);
-        self.inner.enqueue(&mut st, ctx, &q, None, op, None);
+        let work = self.launch_op(f, ctx_state, dims, params, threads);
+        self.inner
+            .submit(&mut st, ctx, &q, None, work, None, false)
+            .finish();
         Ok(())
     }
 
@@ -1087,8 +1146,9 @@ impl Engine for CpuEngine {
             // Never recorded, or already complete: nothing to wait for.
             return Ok(());
         };
-        let op: Op = Box::new(|_: &Arc<Exec>| Step::Done(Ok(Output::Done)));
-        self.inner.enqueue(&mut st, ctx, &q, Some(fence), op, None);
+        self.inner
+            .submit(&mut st, ctx, &q, Some(fence), Work::nop(), None, false)
+            .finish();
         Ok(())
     }
 
@@ -1117,11 +1177,14 @@ impl Engine for CpuEngine {
         let q = st.stream(ctx, stream)?;
         let stamp = Arc::new(OnceLock::new());
         let s2 = stamp.clone();
-        let op: Op = Box::new(move |_: &Arc<Exec>| {
+        let work = Work::Plain(Box::new(move || {
             let _ = s2.set(Instant::now());
-            Step::Done(Ok(Output::Done))
-        });
-        let fence = self.inner.enqueue(&mut st, ctx, &q, None, op, None);
+            Ok(Output::Done)
+        }));
+        let fence = self
+            .inner
+            .submit(&mut st, ctx, &q, None, work, None, true)
+            .finish();
         if let Some(e) = st.events.get_mut(event) {
             e.last = Some(Recorded { fence, stamp });
         }

@@ -1,4 +1,5 @@
-//! Streams of the CPU executor: ordered queues of work that run on the executor's pool.
+//! Streams: ordered queues of work that run on the executor's pool (the CPU executor runs
+//! the work itself; the CUDA executor submits it to real CUDA streams in the same order).
 //!
 //! Each stream (and each context's null stream) is a [`StreamQ`]: a FIFO of [`Item`]s with a
 //! sequence number per item. A stream with work is owned by one pool job at a time (a
@@ -16,52 +17,83 @@
 //! Locks: a stream's lock is never held while another lock is taken or a callback runs.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use netgpu_proto::cuda::CuResult;
 
+use super::cpu::memory::Range;
 use crate::executor::completion::{JoinCounter, Signal};
 use crate::executor::pool::Pool;
-use crate::executor::{Completion, Console, ExecResult, Output, Sink};
+use crate::executor::{Completion, Console, ExecResult, HostBuf, Output, Sink};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Shared/exclusive access to a session's device memory (see the module docs).
+/// Shared/exclusive access to a session's device memory (see the module docs). Taking and
+/// leaving it shared is two atomic operations; only a shared taker that finds it exclusive
+/// waits (on a condition variable, woken when the exclusive holder lets go).
 #[derive(Default)]
 pub struct Gate {
-    st: Mutex<(usize, bool)>,
+    /// `EXCLUSIVE` bit, plus the number of shared holders.
+    state: AtomicUsize,
+    waiters: AtomicUsize,
+    m: Mutex<()>,
     cv: Condvar,
 }
 
+const EXCLUSIVE: usize = 1 << (usize::BITS - 1);
+
 impl Gate {
-    /// Blocks while an exclusive holder copies.
-    pub fn shared(&self) -> SharedGuard<'_> {
-        let mut g = lock(&self.st);
-        while g.1 {
-            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+    /// Shared access if no exclusive holder copies right now.
+    pub fn try_shared(&self) -> Option<SharedGuard<'_>> {
+        let mut s = self.state.load(Ordering::SeqCst);
+        loop {
+            if s & EXCLUSIVE != 0 {
+                return None;
+            }
+            match self
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Some(SharedGuard(self)),
+                Err(x) => s = x,
+            }
         }
-        g.0 += 1;
-        SharedGuard(self)
+    }
+
+    /// Shared access, waiting while an exclusive holder copies.
+    pub fn shared(&self) -> SharedGuard<'_> {
+        if let Some(g) = self.try_shared() {
+            return g;
+        }
+        let mut m = lock(&self.m);
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let g = loop {
+            if let Some(g) = self.try_shared() {
+                break g;
+            }
+            m = self.cv.wait(m).unwrap_or_else(|p| p.into_inner());
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        g
     }
 
     /// Exclusive access if nothing holds the gate right now.
     pub fn try_exclusive(&self) -> bool {
-        let mut g = lock(&self.st);
-        if g.0 == 0 && !g.1 {
-            g.1 = true;
-            true
-        } else {
-            false
-        }
+        self.state
+            .compare_exchange(0, EXCLUSIVE, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
     }
 
     pub fn release_exclusive(&self) {
-        lock(&self.st).1 = false;
-        self.cv.notify_all();
+        self.state.fetch_and(!EXCLUSIVE, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _m = lock(&self.m);
+            self.cv.notify_all();
+        }
     }
 }
 
@@ -69,13 +101,7 @@ pub struct SharedGuard<'a>(&'a Gate);
 
 impl Drop for SharedGuard<'_> {
     fn drop(&mut self) {
-        let mut g = lock(&self.0.st);
-        g.0 -= 1;
-        let last = g.0 == 0;
-        drop(g);
-        if last {
-            self.0.cv.notify_all();
-        }
+        self.0.state.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -89,7 +115,9 @@ pub struct Exec {
     /// Set when the session ends: queued work is skipped, running kernels stop.
     pub cancelled: Arc<AtomicBool>,
     /// Items queued or running.
-    active: Mutex<usize>,
+    active: AtomicUsize,
+    idle_waiters: AtomicUsize,
+    idle_m: Mutex<()>,
     idle: Condvar,
 }
 
@@ -107,7 +135,9 @@ impl Exec {
             console,
             kernel_time_limit,
             cancelled: Arc::new(AtomicBool::new(false)),
-            active: Mutex::new(0),
+            active: AtomicUsize::new(0),
+            idle_waiters: AtomicUsize::new(0),
+            idle_m: Mutex::new(()),
             idle: Condvar::new(),
         })
     }
@@ -119,29 +149,35 @@ impl Exec {
     /// Waits until no item is queued or running, at most `timeout`; true if idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut a = lock(&self.active);
-        while *a > 0 {
+        let mut m = lock(&self.idle_m);
+        self.idle_waiters.fetch_add(1, Ordering::SeqCst);
+        let idle = loop {
+            if self.active.load(Ordering::SeqCst) == 0 {
+                break true;
+            }
             let now = Instant::now();
             if now >= deadline {
-                return false;
+                break false;
             }
-            a = self
+            m = self
                 .idle
-                .wait_timeout(a, deadline - now)
+                .wait_timeout(m, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
-        }
-        true
+        };
+        self.idle_waiters.fetch_sub(1, Ordering::SeqCst);
+        idle
     }
 
     fn item_added(&self) {
-        *lock(&self.active) += 1;
+        self.active.fetch_add(1, Ordering::SeqCst);
     }
 
     fn item_done(&self) {
-        let mut a = lock(&self.active);
-        *a = a.saturating_sub(1);
-        if *a == 0 {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.idle_waiters.load(Ordering::SeqCst) > 0
+        {
+            let _m = lock(&self.idle_m);
             self.idle.notify_all();
         }
     }
@@ -187,12 +223,91 @@ pub enum Step {
     DoneAfter(ExecResult<Output>, Arc<Signal>),
 }
 
-pub type Op = Box<dyn FnOnce(&Arc<Exec>) -> Step + Send>;
+pub type PlainFn = Box<dyn FnOnce() -> ExecResult<Output> + Send>;
+pub type MemoryFn = Box<dyn FnOnce(&Arc<Exec>) -> ExecResult<Output> + Send>;
+
+/// One item's work.
+pub enum Work {
+    /// Touches no device memory (event records, waits).
+    Plain(PlainFn),
+    /// Touches device memory: runs with the gate shared.
+    Memory(MemoryFn),
+    /// A device-to-host copy: straight from device memory under the exclusive gate when that
+    /// is free at once, else copied out under the shared gate.
+    ToHost(Range),
+}
+
+impl Work {
+    pub fn nop() -> Work {
+        Work::Plain(Box::new(|| Ok(Output::Done)))
+    }
+}
+
+/// Runs `work`. With `wait` false it never blocks: work that would have to wait for the gate
+/// comes back unrun.
+pub fn run(work: Work, exec: &Arc<Exec>, wait: bool) -> Result<Step, Work> {
+    match work {
+        Work::Plain(f) => Ok(Step::Done(f())),
+        Work::Memory(f) => {
+            let g = if wait {
+                exec.gate.shared()
+            } else {
+                match exec.gate.try_shared() {
+                    Some(g) => g,
+                    None => return Err(Work::Memory(f)),
+                }
+            };
+            let r = f(exec);
+            drop(g);
+            Ok(Step::Done(r))
+        }
+        Work::ToHost(range) => {
+            let n = range.len as usize;
+            if n == 0 {
+                return Ok(Step::Done(Ok(Output::Data(HostBuf::from_vec(Vec::new())))));
+            }
+            if exec.gate.try_exclusive() {
+                // Zero-copy: the reply is written straight from device memory; no other work
+                // of the session touches device memory until it has been.
+                let sig = Signal::new();
+                let (e2, s2) = (exec.clone(), sig.clone());
+                let ptr = range.ptr();
+                // SAFETY: the range holds its allocation; the exclusive gate keeps every other
+                // piece of work off device memory until the buffer is released.
+                let buf = unsafe {
+                    HostBuf::borrowed(
+                        ptr,
+                        n,
+                        Box::new(range),
+                        Some(Box::new(move || {
+                            e2.gate.release_exclusive();
+                            s2.fire();
+                        })),
+                    )
+                };
+                return Ok(Step::DoneAfter(Ok(Output::Data(buf)), sig));
+            }
+            let g = if wait {
+                exec.gate.shared()
+            } else {
+                match exec.gate.try_shared() {
+                    Some(g) => g,
+                    None => return Err(Work::ToHost(range)),
+                }
+            };
+            let mut v = vec![0u8; n];
+            // SAFETY: the range holds its allocation and is `n` bytes long.
+            unsafe { std::ptr::copy_nonoverlapping(range.ptr().as_ptr(), v.as_mut_ptr(), n) };
+            drop(g);
+            Ok(Step::Done(Ok(Output::Data(HostBuf::from_vec(v)))))
+        }
+    }
+}
 
 pub struct Item {
     seq: u64,
     deps: Vec<Fence>,
-    op: Option<Op>,
+    work: Option<Work>,
     done: Option<Completion>,
 }
 
@@ -301,7 +416,7 @@ impl StreamQ {
     pub fn push(
         self: &Arc<Self>,
         deps: Vec<Fence>,
-        op: Op,
+        work: Work,
         done: Option<Completion>,
     ) -> (Fence, bool) {
         self.exec.item_added();
@@ -311,7 +426,7 @@ impl StreamQ {
         g.queue.push_back(Item {
             seq,
             deps,
-            op: Some(op),
+            work: Some(work),
             done,
         });
         let start = !g.running;
@@ -367,15 +482,16 @@ fn run_strand(q: Arc<StreamQ>) {
             dep.on_done(move || kick(q2));
             return;
         }
-        let op = item.op.take();
+        let work = item.work.take();
         let step = if q.exec.is_cancelled() {
             Step::Done(Err(CuResult::CONTEXT_IS_DESTROYED))
         } else if let Some(e) = q.ctx.poisoned() {
             Step::Done(Err(e))
         } else {
-            match op {
-                Some(op) => op(&q.exec),
-                None => Step::Done(Ok(Output::Done)),
+            match work.map(|w| run(w, &q.exec, true)) {
+                Some(Ok(step)) => step,
+                // Waiting runs cannot come back unrun.
+                Some(Err(_)) | None => Step::Done(Ok(Output::Done)),
             }
         };
         match step {
@@ -429,10 +545,10 @@ mod tests {
     fn push(q: &Arc<StreamQ>, deps: Vec<Fence>, f: impl FnOnce() + Send + 'static) -> Fence {
         let (fence, start) = q.push(
             deps,
-            Box::new(move |_| {
+            Work::Plain(Box::new(move || {
                 f();
-                Step::Done(Ok(Output::Done))
-            }),
+                Ok(Output::Done)
+            })),
             None,
         );
         if start {
@@ -494,14 +610,25 @@ mod tests {
 
     #[test]
     fn the_gate_is_exclusive_only_when_free() {
-        let g = Gate::default();
+        let g = Arc::new(Gate::default());
         let s = g.shared();
         assert!(!g.try_exclusive());
         drop(s);
         assert!(g.try_exclusive());
         assert!(!g.try_exclusive());
+        assert!(g.try_shared().is_none());
+        // A shared taker waits for the exclusive holder.
+        let (tx, rx) = mpsc::channel();
+        let g2 = g.clone();
+        let t = std::thread::spawn(move || {
+            let _s = g2.shared();
+            tx.send(()).unwrap();
+        });
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
         g.release_exclusive();
-        let _s = g.shared();
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        t.join().unwrap();
+        assert!(g.try_exclusive());
     }
 
     #[test]
