@@ -112,6 +112,7 @@ pub struct Exec {
     pub sink: Arc<dyn Sink>,
     pub console: Arc<Console>,
     pub kernel_time_limit: Option<Duration>,
+    pub staging: Arc<Staging>,
     /// Set when the session ends: queued work is skipped, running kernels stop.
     pub cancelled: Arc<AtomicBool>,
     /// Items queued or running.
@@ -134,6 +135,7 @@ impl Exec {
             sink,
             console,
             kernel_time_limit,
+            staging: Arc::new(Staging::default()),
             cancelled: Arc::new(AtomicBool::new(false)),
             active: AtomicUsize::new(0),
             idle_waiters: AtomicUsize::new(0),
@@ -432,6 +434,105 @@ impl StreamQ {
         let start = !g.running;
         g.running = true;
         (Fence::Stream(self.clone(), seq), start)
+    }
+}
+
+/// A context's streams: its legacy null stream and every stream created in it (destroyed ones
+/// until they drain), with CUDA's implicit ordering between them.
+pub struct StreamSet {
+    pub null: Arc<StreamQ>,
+    pub streams: Vec<Arc<StreamQ>>,
+}
+
+impl StreamSet {
+    pub fn new(null: Arc<StreamQ>) -> StreamSet {
+        StreamSet {
+            null,
+            streams: Vec::new(),
+        }
+    }
+
+    /// Fences of all work queued in the context.
+    pub fn all_work(&self) -> Vec<Fence> {
+        std::iter::once(&self.null)
+            .chain(self.streams.iter())
+            .filter_map(|q| q.last())
+            .collect()
+    }
+
+    /// What new work on `q` must wait for besides `q`'s own earlier work: the legacy null
+    /// stream and the blocking streams wait for each other; `CU_STREAM_NON_BLOCKING` streams
+    /// wait for neither.
+    pub fn implicit_deps(&self, q: &Arc<StreamQ>) -> Vec<Fence> {
+        if Arc::ptr_eq(q, &self.null) {
+            self.streams
+                .iter()
+                .filter(|s| !s.non_blocking)
+                .filter_map(|s| s.last())
+                .collect()
+        } else if q.non_blocking {
+            Vec::new()
+        } else {
+            self.null.last().into_iter().collect()
+        }
+    }
+
+    /// Whether work on `q` would run at once: nothing queued before it that it waits for.
+    pub fn ready_now(&self, q: &Arc<StreamQ>) -> bool {
+        q.is_idle() && self.implicit_deps(q).is_empty()
+    }
+
+    /// Adds a new stream (and forgets destroyed ones that have drained).
+    pub fn add(&mut self, q: Arc<StreamQ>) {
+        self.streams
+            .retain(|s| !(s.destroyed.load(Ordering::Acquire) && s.is_idle()));
+        self.streams.push(q);
+    }
+}
+
+/// Host bytes of staged copies a session may have queued before the dispatcher waits for some
+/// to finish: a bound on what a client can make the backend buffer.
+pub const STAGING_LIMIT: u64 = 256 << 20;
+
+/// The staging budget of one session (see [`STAGING_LIMIT`]).
+#[derive(Default)]
+pub struct Staging {
+    bytes: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl Staging {
+    /// A zeroed buffer of `len` bytes, waiting while the session has too many staged bytes
+    /// queued (one buffer larger than the limit is allowed when nothing else is). The caller
+    /// must have started its queued work, so that the wait ends.
+    pub fn buffer(self: &Arc<Self>, len: usize, cancelled: &AtomicBool) -> HostBuf {
+        let n = len as u64;
+        {
+            let mut b = lock(&self.bytes);
+            while *b > 0
+                && b.saturating_add(n) > STAGING_LIMIT
+                && !cancelled.load(Ordering::Acquire)
+            {
+                b = self
+                    .cv
+                    .wait_timeout(b, Duration::from_millis(100))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            *b += n;
+        }
+        let me = self.clone();
+        HostBuf::from_vec(vec![0u8; len]).then(move || {
+            let mut b = lock(&me.bytes);
+            *b = b.saturating_sub(n);
+            drop(b);
+            me.cv.notify_all();
+        })
+    }
+
+    /// Wakes waiters (the session is ending).
+    pub fn wake(&self) {
+        self.cv.notify_all();
     }
 }
 

@@ -19,7 +19,7 @@ pub mod memory;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use netgpu_proto::cuda::{func_attr, CuResult};
@@ -30,7 +30,7 @@ use netgpu_proto::wire::ops::{
 use super::completion::Signal;
 use super::limits::{self, FunctionLimits};
 use super::pool::Pool;
-use super::streams::{self, kick, when_all, CtxState, Exec, Fence, Step, StreamQ, Work};
+use super::streams::{self, kick, when_all, CtxState, Exec, Fence, Step, StreamQ, StreamSet, Work};
 use super::{
     memset_len, Completion, Engine, ExecResult, Executor, HandleTable, HostBuf, HtodTarget,
     LaunchDims, Output, SessionSetup,
@@ -48,9 +48,6 @@ pub const MAX_THREADS_PER_BLOCK: u32 = 1024;
 pub const COMPUTE_CAPABILITY: (u32, u32) = (8, 0);
 /// `cuCtxGetStreamPriorityRange`: (least, greatest); lower numbers are higher priorities.
 pub const STREAM_PRIORITY_RANGE: (i32, i32) = (0, -5);
-/// Host bytes of staged copies a session may have queued before the dispatcher waits for some
-/// to finish (a bound on what a client can make the backend buffer).
-pub const STAGING_LIMIT: u64 = 256 << 20;
 /// Copies up to this size run at once on the dispatcher when their stream is idle (a pool
 /// hand-off costs more than the copy).
 const INLINE_LIMIT: u64 = 1 << 20;
@@ -131,8 +128,6 @@ impl Executor for CpuExecutor {
                 exec,
                 seq: AtomicU64::new(1),
                 threads: self.threads,
-                staged: Mutex::new(0),
-                staged_cv: Condvar::new(),
             }),
         }))
     }
@@ -140,40 +135,7 @@ impl Executor for CpuExecutor {
 
 struct Ctx {
     state: Arc<CtxState>,
-    null: Arc<StreamQ>,
-    /// Every stream created in the context, destroyed ones until they drain.
-    streams: Vec<Arc<StreamQ>>,
-}
-
-impl Ctx {
-    /// Fences of all work queued in the context.
-    fn all_work(&self) -> Vec<Fence> {
-        std::iter::once(&self.null)
-            .chain(self.streams.iter())
-            .filter_map(|q| q.last())
-            .collect()
-    }
-
-    /// What new work on `q` must wait for besides `q`'s own earlier work: the legacy null
-    /// stream and the blocking streams wait for each other.
-    fn implicit_deps(&self, q: &Arc<StreamQ>) -> Vec<Fence> {
-        if Arc::ptr_eq(q, &self.null) {
-            self.streams
-                .iter()
-                .filter(|s| !s.non_blocking)
-                .filter_map(|s| s.last())
-                .collect()
-        } else if q.non_blocking {
-            Vec::new()
-        } else {
-            self.null.last().into_iter().collect()
-        }
-    }
-
-    fn prune(&mut self) {
-        self.streams
-            .retain(|s| !(s.destroyed.load(Ordering::Acquire) && s.is_idle()));
-    }
+    set: StreamSet,
 }
 
 struct Module {
@@ -229,7 +191,7 @@ impl State {
     fn stream(&self, ctx: Handle, stream: Handle) -> ExecResult<Arc<StreamQ>> {
         let c = self.ctx(ctx)?;
         if stream == 0 {
-            return Ok(c.null.clone());
+            return Ok(c.set.null.clone());
         }
         match self.streams.get(stream) {
             Some(q) if Arc::ptr_eq(&q.ctx, &c.state) => Ok(q.clone()),
@@ -262,9 +224,6 @@ struct Inner {
     /// Dispatch sequence numbers of work that may touch memory (see `memory`).
     seq: AtomicU64,
     threads: usize,
-    /// Bytes of staged copies queued (see [`STAGING_LIMIT`]).
-    staged: Mutex<u64>,
-    staged_cv: Condvar,
 }
 
 pub struct CpuEngine {
@@ -305,7 +264,7 @@ impl Inner {
         let mut deps = st
             .ctxs
             .get(ctx)
-            .map(|c| c.implicit_deps(q))
+            .map(|c| c.set.implicit_deps(q))
             .unwrap_or_default();
         deps.extend(extra);
         let (fence, start) = q.push(deps, work, done);
@@ -324,44 +283,20 @@ impl Inner {
         self.seq.fetch_add(1, Ordering::AcqRel)
     }
 
-    /// Whether work on `q` would run at once: nothing queued before it that it waits for.
     fn ready_now(st: &State, ctx: Handle, q: &Arc<StreamQ>) -> bool {
-        q.is_idle()
-            && st
-                .ctxs
-                .get(ctx)
-                .map(|c| c.implicit_deps(q).is_empty())
-                .unwrap_or(false)
+        st.ctxs.get(ctx).is_some_and(|c| c.set.ready_now(q))
     }
 
-    /// Reserves staging bytes, waiting while the session has too many queued. Queued work
-    /// is started first so the wait always ends.
-    fn reserve_staging(&self, len: u64) {
+    /// A staging buffer from the session's budget; queued work is started first so a wait for
+    /// budget always ends.
+    fn staging_buf(&self, len: usize) -> HostBuf {
         {
             let mut st = self.lock();
             for q in st.kicks.drain(..) {
                 kick(q);
             }
         }
-        let mut s = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        while *s > 0 && s.saturating_add(len) > STAGING_LIMIT && !self.exec.is_cancelled() {
-            s = self
-                .staged_cv
-                .wait_timeout(s, Duration::from_millis(100))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        *s += len;
-    }
-
-    fn staging_buf(self: &Arc<Self>, len: usize) -> HostBuf {
-        self.reserve_staging(len as u64);
-        let me = self.clone();
-        HostBuf::from_vec(vec![0u8; len]).then(move || {
-            let mut s = me.staged.lock().unwrap_or_else(|p| p.into_inner());
-            *s = s.saturating_sub(len as u64);
-            me.staged_cv.notify_all();
-        })
+        self.exec.staging.buffer(len, &self.exec.cancelled)
     }
 
     /// Schedules the release of allocations once `fences` pass, then runs `then`.
@@ -479,8 +414,7 @@ impl Engine for CpuEngine {
         let mut st = self.inner.lock();
         Ok(st.ctxs.insert(Ctx {
             state,
-            null,
-            streams: Vec::new(),
+            set: StreamSet::new(null),
         }))
     }
 
@@ -489,7 +423,7 @@ impl Engine for CpuEngine {
         let Some(c) = st.ctxs.remove(ctx) else {
             return done.fail(CuResult::INVALID_CONTEXT);
         };
-        let fences = c.all_work();
+        let fences = c.set.all_work();
         st.modules.drain_where(|m| m.ctx == ctx);
         st.functions.drain_where(|f| f.ctx == ctx);
         let live_modules: std::collections::HashSet<Handle> =
@@ -515,7 +449,7 @@ impl Engine for CpuEngine {
     fn ctx_synchronize(&mut self, ctx: Handle, done: Completion) {
         let st = self.inner.lock();
         let (fences, state) = match st.ctx(ctx) {
-            Ok(c) => (c.all_work(), c.state.clone()),
+            Ok(c) => (c.set.all_work(), c.state.clone()),
             Err(e) => return done.fail(e),
         };
         drop(st);
@@ -568,7 +502,7 @@ impl Engine for CpuEngine {
         let fences = st
             .ctxs
             .get(a.ctx())
-            .map(|c| c.all_work())
+            .map(|c| c.set.all_work())
             .unwrap_or_default();
         let start = self
             .inner
@@ -585,7 +519,11 @@ impl Engine for CpuEngine {
         self.inner.heap.mark_dying_user(ptr, seq)?;
         // Freed once the stream's earlier work (and anything else of the context that may
         // still use it) has finished.
-        let fences = st.ctxs.get(ctx).map(|c| c.all_work()).unwrap_or_default();
+        let fences = st
+            .ctxs
+            .get(ctx)
+            .map(|c| c.set.all_work())
+            .unwrap_or_default();
         let start = self.inner.release_after(&mut st, fences, vec![ptr], || {});
         drop(st);
         start();
@@ -937,7 +875,11 @@ impl Engine for CpuEngine {
         for &b in &bases {
             let _ = self.inner.heap.mark_dying_any(b, seq);
         }
-        let fences = st.ctxs.get(m.ctx).map(|c| c.all_work()).unwrap_or_default();
+        let fences = st
+            .ctxs
+            .get(m.ctx)
+            .map(|c| c.set.all_work())
+            .unwrap_or_default();
         let start = self
             .inner
             .release_after(&mut st, fences, bases, move || done.done());
@@ -1074,8 +1016,7 @@ impl Engine for CpuEngine {
             -priority,
         );
         if let Some(c) = st.ctxs.get_mut(ctx) {
-            c.prune();
-            c.streams.push(q.clone());
+            c.set.add(q.clone());
         }
         Ok(st.streams.insert(q))
     }
@@ -1095,8 +1036,8 @@ impl Engine for CpuEngine {
             let mut f = Vec::new();
             let mut s = Vec::new();
             for (_, c) in st.ctxs.iter() {
-                f.extend(c.null.last());
-                f.extend(c.implicit_deps(&c.null));
+                f.extend(c.set.null.last());
+                f.extend(c.set.implicit_deps(&c.set.null));
                 s.push(c.state.clone());
             }
             (f, s)
@@ -1118,7 +1059,7 @@ impl Engine for CpuEngine {
         if stream == 0 {
             for (_, c) in st.ctxs.iter() {
                 c.state.check()?;
-                if c.null.last().is_some() || !c.implicit_deps(&c.null).is_empty() {
+                if !c.set.ready_now(&c.set.null) {
                     return Ok(false);
                 }
             }
@@ -1257,7 +1198,7 @@ impl Engine for CpuEngine {
     fn shutdown(&mut self, grace: Duration) {
         self.inner.exec.cancelled.store(true, Ordering::Release);
         self.flush();
-        self.inner.staged_cv.notify_all();
+        self.inner.exec.staging.wake();
         if !self.inner.exec.wait_idle(grace) {
             tracing::warn!(
                 "session work still running after {} ms; its memory goes when it stops",
