@@ -11,6 +11,7 @@ use tracing::debug;
 
 use super::memory::{Allocation, Heap};
 use super::{COMPUTE_CAPABILITY, MAX_SHARED_PER_BLOCK, MAX_THREADS_PER_BLOCK};
+use crate::executor::images::{classify, ImageKind};
 use crate::executor::{ExecResult, LaunchDims};
 
 /// A loaded module: the decoded PTX and where its globals live.
@@ -23,29 +24,6 @@ pub struct CpuModule {
     const_bytes: u64,
     /// `.target sm_XY` as XY (0 when absent).
     target: u32,
-}
-
-/// The kinds of module image a client may send.
-#[derive(Debug, PartialEq, Eq)]
-enum ImageKind<'a> {
-    Ptx(&'a str),
-    /// A fatbin, fatbin wrapper or ELF cubin.
-    Binary,
-    Invalid,
-}
-
-fn classify(image: &[u8]) -> ImageKind<'_> {
-    const ELF: &[u8] = b"\x7fELF";
-    const FATBIN: [u8; 4] = 0xBA55_ED50u32.to_le_bytes();
-    const WRAPPER: [u8; 4] = 0x4662_43B1u32.to_le_bytes();
-    if image.starts_with(ELF) || image.starts_with(&FATBIN) || image.starts_with(&WRAPPER) {
-        return ImageKind::Binary;
-    }
-    let end = image.iter().position(|&b| b == 0).unwrap_or(image.len());
-    match std::str::from_utf8(&image[..end]) {
-        Ok(t) if !t.trim().is_empty() => ImageKind::Ptx(t),
-        _ => ImageKind::Invalid,
-    }
 }
 
 /// `.version X.Y` and `.target sm_XY` of PTX text, from its header lines (netgpu-ptx's parser
@@ -91,8 +69,10 @@ impl CpuModule {
         let text = match classify(image) {
             ImageKind::Ptx(t) => t,
             // The CPU executor runs PTX only; a SASS-only image has nothing for it.
-            ImageKind::Binary => return Err(CuResult::NO_BINARY_FOR_GPU),
-            ImageKind::Invalid => return Err(CuResult::INVALID_IMAGE),
+            ImageKind::Elf | ImageKind::Fatbin | ImageKind::Archive => {
+                return Err(CuResult::NO_BINARY_FOR_GPU)
+            }
+            ImageKind::Wrapper | ImageKind::Invalid => return Err(CuResult::INVALID_IMAGE),
         };
         let (_version, target) = header(text);
         let module = Module::load(text).map_err(|e| {
@@ -275,15 +255,6 @@ impl netgpu_ptx::DeviceMemory for LaunchMemory<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn images_are_classified_by_their_magic() {
-        assert_eq!(classify(b".version 8.0\0"), ImageKind::Ptx(".version 8.0"));
-        assert_eq!(classify(b"\x7fELF\x02\x01"), ImageKind::Binary);
-        assert_eq!(classify(&0xBA55_ED50u32.to_le_bytes()), ImageKind::Binary);
-        assert_eq!(classify(&[0xff, 0xfe, 0]), ImageKind::Invalid);
-        assert_eq!(classify(b"\0"), ImageKind::Invalid);
-    }
 
     #[test]
     fn the_ptx_header_gives_version_and_target() {
