@@ -711,6 +711,12 @@ pub enum Op {
         base: u32,
         off: i64,
     },
+    /// `ld.global.{b,u,s,f}32 d, [base+off]` (relaxed).
+    LdGlobal32 {
+        d: u32,
+        base: u32,
+        off: i64,
+    },
     /// `fma.rn.f32` / `mad.f32`.
     FmaF32 {
         d: u32,
@@ -757,6 +763,25 @@ impl Op {
                     },
             } if ty.bits == 32 && matches!(ty.kind, Kind::U | Kind::S | Kind::F) => {
                 Op::LdShared32 {
+                    d: d[0],
+                    base,
+                    off: offset,
+                }
+            }
+            Op::Ld {
+                ty,
+                sem: Sem::Relaxed,
+                d,
+                n: 1,
+                addr:
+                    Addr {
+                        space: Space::Global,
+                        base: Some(base),
+                        global: None,
+                        offset,
+                    },
+            } if ty.bits == 32 && matches!(ty.kind, Kind::U | Kind::S | Kind::F) => {
+                Op::LdGlobal32 {
                     d: d[0],
                     base,
                     off: offset,

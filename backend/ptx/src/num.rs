@@ -1081,25 +1081,20 @@ pub fn atom(op: AtomOp, t: Ty, old: u64, b: u64, c: u64) -> u64 {
 
 pub fn bfe(t: Ty, a: u64, pos: u64, len: u64) -> u64 {
     let bits = u64::from(t.bits);
+    let msb = bits - 1;
     let pos = pos & 0xff;
     let len = len & 0xff;
     let v = a & mask(t.bits);
-    if len == 0 {
-        return 0;
-    }
-    let field = if pos >= bits {
+    let sbit = t.kind == Kind::S && len != 0 && (v >> (pos + len - 1).min(msb)) & 1 == 1;
+    // Bits taken from `a`: those below `len` that lie within the type.
+    let take = if pos > msb { 0 } else { len.min(bits - pos) };
+    let field = if take == 0 {
         0
     } else {
-        (v >> pos) & mask(len.min(64) as u8)
+        (v >> pos) & mask(take as u8)
     };
-    if t.kind == Kind::S {
-        let sbit = (pos + len - 1).min(bits - 1);
-        let sign = (v >> sbit) & 1 == 1;
-        let mut r = field;
-        if sign && len < bits {
-            r |= !mask(len as u8);
-        }
-        r & mask(t.bits)
+    if sbit {
+        (field | !mask(take as u8)) & mask(t.bits)
     } else {
         field
     }

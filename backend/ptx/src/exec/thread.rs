@@ -566,6 +566,16 @@ impl Block {
                         None => break Err(shared_fault(a, line)),
                     }
                 }
+                Op::LdGlobal32 { d, base, off } => {
+                    let a = r[base as usize].wrapping_add(off as u64);
+                    let p = self.global_ptr(ctx, a, 4, 4, line)?;
+                    // SAFETY: `p` points to 4 bytes of one live allocation, 4-aligned
+                    // (checked).
+                    let v = unsafe {
+                        std::sync::atomic::AtomicU32::from_ptr(p.cast()).load(Ordering::Relaxed)
+                    };
+                    self.regs[t * nregs + d as usize] = u64::from(v);
+                }
                 Op::FmaF32 { d, a, b, c } => {
                     let f = |v: u64| f32::from_bits(v as u32);
                     let x = f(val(r, a, g)).mul_add(f(val(r, b, g)), f(val(r, c, g)));
