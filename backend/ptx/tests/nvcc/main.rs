@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod atomics;
+mod calls;
 mod convert;
 mod half;
+mod printf;
 mod util;
 mod warp;
