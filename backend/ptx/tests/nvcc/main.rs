@@ -6,6 +6,8 @@
 mod atomics;
 mod calls;
 mod convert;
+mod coop;
+mod cub;
 mod half;
 mod printf;
 mod util;
