@@ -519,6 +519,8 @@ pub enum Op {
         dty: Ty,
         sty: Ty,
         m: FMode,
+        /// Width of the destination register (a narrower signed result is sign-extended).
+        ext: u8,
         d: u32,
         a: Src,
     },
@@ -547,6 +549,9 @@ pub enum Op {
     Ld {
         ty: Ty,
         sem: Sem,
+        /// Width of the destination registers: a signed value narrower than them is
+        /// sign-extended to it (PTX's rule for wide operands).
+        ext: u8,
         d: [u32; 4],
         n: u8,
         addr: Addr,
@@ -754,6 +759,7 @@ impl Op {
                 sem: Sem::Relaxed,
                 d,
                 n: 1,
+                ext,
                 addr:
                     Addr {
                         space: Space::Shared,
@@ -761,7 +767,9 @@ impl Op {
                         global: None,
                         offset,
                     },
-            } if ty.bits == 32 && matches!(ty.kind, Kind::U | Kind::S | Kind::F) => {
+            } if ty.bits == 32
+                && (matches!(ty.kind, Kind::U | Kind::F) || (ty.kind == Kind::S && ext <= 32)) =>
+            {
                 Op::LdShared32 {
                     d: d[0],
                     base,
@@ -773,6 +781,7 @@ impl Op {
                 sem: Sem::Relaxed,
                 d,
                 n: 1,
+                ext,
                 addr:
                     Addr {
                         space: Space::Global,
@@ -780,7 +789,9 @@ impl Op {
                         global: None,
                         offset,
                     },
-            } if ty.bits == 32 && matches!(ty.kind, Kind::U | Kind::S | Kind::F) => {
+            } if ty.bits == 32
+                && (matches!(ty.kind, Kind::U | Kind::F) || (ty.kind == Kind::S && ext <= 32)) =>
+            {
                 Op::LdGlobal32 {
                     d: d[0],
                     base,

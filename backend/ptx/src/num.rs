@@ -35,10 +35,11 @@ pub fn sext(v: u64, bits: u8) -> i64 {
     }
 }
 
-/// A loaded value as its register holds it (signed narrow loads are sign-extended).
-pub fn load_ext(v: u64, t: Ty) -> u64 {
+/// A loaded or converted value as a register of `reg_bits` holds it: a signed value
+/// narrower than the register is sign-extended to its width, others zero-extended.
+pub fn load_ext(v: u64, t: Ty, reg_bits: u8) -> u64 {
     match t.kind {
-        Kind::S if t.bits < 32 => (sext(v, t.bits) as u64) & mask(32),
+        Kind::S if t.bits < reg_bits => (sext(v, t.bits) as u64) & mask(reg_bits),
         _ => norm(v, t),
     }
 }

@@ -966,11 +966,13 @@ impl<'a> Decoder<'a> {
         i.need(2)?;
         // A float-to-float conversion that narrows needs a rounding mode; one to an integer
         // needs an integer rounding (PTX requires them; nvcc always writes them).
+        let d = self.d(i, 0)?;
         Ok(Op::Cvt {
             dty: dt,
             sty: st,
             m,
-            d: self.d(i, 0)?,
+            ext: self.widths.get(d as usize).copied().unwrap_or(64),
+            d,
             a: i.s(1, st)?,
         })
     }
@@ -1037,9 +1039,11 @@ impl<'a> Decoder<'a> {
                     o => dst(i.scope, o, i.line)?,
                 };
             }
+            let ext = self.widths.get(dd[0] as usize).copied().unwrap_or(64);
             Ok(Op::Ld {
                 ty: t,
                 sem,
+                ext,
                 d: dd,
                 n: nvec,
                 addr,

@@ -216,6 +216,8 @@ struct Decoder<'a> {
     cc: Option<u32>,
     /// Where `_` destinations write.
     sink: Option<u32>,
+    /// Declared width in bits of each register.
+    widths: Vec<u8>,
     /// Functions being inlined (recursion check).
     stack: Vec<&'a str>,
 }
@@ -516,6 +518,7 @@ fn kernel<'a>(ctx: &'a ModuleCtx<'a>, f: &'a Function) -> Result<Kernel, LoadErr
         dyn_base,
         cc: None,
         sink: None,
+        widths: Vec::new(),
         stack: vec![f.name.as_str()],
     };
     d.body(f, body, &mut scope, None, 0)?;
@@ -572,7 +575,7 @@ struct Labels<'b> {
 }
 
 impl<'a> Decoder<'a> {
-    fn new_regs(&mut self, n: u32, line: usize) -> Result<u32, LoadError> {
+    fn new_regs(&mut self, n: u32, bits: u8, line: usize) -> Result<u32, LoadError> {
         let first = self.nregs;
         self.nregs = self
             .nregs
@@ -584,6 +587,7 @@ impl<'a> Decoder<'a> {
                     format!("more than {MAX_REGISTERS} registers in one kernel"),
                 )
             })?;
+        self.widths.resize(self.nregs as usize, bits);
         Ok(first)
     }
 
@@ -591,7 +595,7 @@ impl<'a> Decoder<'a> {
         match self.cc {
             Some(r) => Ok(r),
             None => {
-                let r = self.new_regs(1, line)?;
+                let r = self.new_regs(1, 64, line)?;
                 self.cc = Some(r);
                 Ok(r)
             }
@@ -602,7 +606,7 @@ impl<'a> Decoder<'a> {
         match self.sink {
             Some(r) => Ok(r),
             None => {
-                let r = self.new_regs(1, line)?;
+                let r = self.new_regs(1, 64, line)?;
                 self.sink = Some(r);
                 Ok(r)
             }
@@ -664,17 +668,22 @@ impl<'a> Decoder<'a> {
                     scope.close();
                     labels.stack.pop();
                 }
-                Stmt::Reg { names, line, .. } => {
+                Stmt::Reg { names, line, elem } => {
+                    let bits = if *elem == 1 {
+                        8
+                    } else {
+                        (*elem * 8).min(64) as u8
+                    };
                     for (name, count) in names {
                         match count {
                             Some(n) => {
-                                let first = self.new_regs(*n, *line)?;
+                                let first = self.new_regs(*n, bits, *line)?;
                                 for i in 0..*n {
                                     scope.set_reg(format!("{name}{i}"), first + i);
                                 }
                             }
                             None => {
-                                let r = self.new_regs(1, *line)?;
+                                let r = self.new_regs(1, bits, *line)?;
                                 scope.set_reg(name.clone(), r);
                             }
                         }

@@ -313,9 +313,14 @@ impl Block {
                 Op::Testp { kind, ty, d, a } => {
                     r[d as usize] = u64::from(num::testp(kind, ty, val(r, a, g)))
                 }
-                Op::Cvt { dty, sty, m, d, a } => {
-                    r[d as usize] = num::cvt(dty, sty, m, val(r, a, g))
-                }
+                Op::Cvt {
+                    dty,
+                    sty,
+                    m,
+                    ext,
+                    d,
+                    a,
+                } => r[d as usize] = num::load_ext(num::cvt(dty, sty, m, val(r, a, g)), dty, ext),
                 Op::CvtPack { dty, m, d, a, b } => {
                     r[d as usize] = num::cvt_pack(dty, m, val(r, a, g), val(r, b, g))
                 }
@@ -365,6 +370,7 @@ impl Block {
                 Op::Ld {
                     ty,
                     sem,
+                    ext,
                     d,
                     n,
                     addr,
@@ -383,7 +389,7 @@ impl Block {
                         &mut out,
                     )?;
                     for (k, dk) in d.iter().enumerate().take(usize::from(n)) {
-                        self.regs[t * nregs + *dk as usize] = num::load_ext(out[k], ty);
+                        self.regs[t * nregs + *dk as usize] = num::load_ext(out[k], ty, ext);
                     }
                 }
                 Op::St {

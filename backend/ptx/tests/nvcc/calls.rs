@@ -48,7 +48,11 @@ fn struct_parameters_and_aggregate_calls() {
         .unwrap();
     let got: Vec<f32> = gpu.download(out, n * 3);
     let gi: Vec<i32> = gpu.download(iout, n * 2);
-    let fib = |k: usize| (0..k).fold((0i32, 1i32), |(a, b), _| (b, a.wrapping_add(b))).0;
+    let fib = |k: usize| {
+        (0..k)
+            .fold((0i32, 1i32), |(a, b), _| (b, a.wrapping_add(b)))
+            .0
+    };
     for i in 0..n {
         let v = input[i] * scale;
         let a = [v + offset[0], offset[1], offset[2]];
@@ -61,10 +65,18 @@ fn struct_parameters_and_aggregate_calls() {
         assert!(close(got[i * 3], c[0]), "x of {i}");
         assert!(close(got[i * 3 + 1], c[1]), "y of {i}");
         let z = c[2] + bias as f32 + f32::from(tag[i % 5]);
-        assert!(close(got[i * 3 + 2], z), "z of {i}: {} vs {z}", got[i * 3 + 2]);
+        assert!(
+            close(got[i * 3 + 2], z),
+            "z of {i}: {} vs {z}",
+            got[i * 3 + 2]
+        );
         let kk = i % 7;
         let s = (0..12).fold(0i32, |s, k| {
-            s.wrapping_add((i as i32).wrapping_mul((((k + kk) % 12) + 1) as i32).wrapping_mul(k as i32 + 1))
+            s.wrapping_add(
+                (i as i32)
+                    .wrapping_mul((((k + kk) % 12) + 1) as i32)
+                    .wrapping_mul(k as i32 + 1),
+            )
         });
         assert_eq!(gi[i * 2], s.wrapping_add(i as i32), "sum_big of {i}");
         assert_eq!(gi[i * 2 + 1], fib(i % 30), "fib of {i}");
@@ -86,9 +98,7 @@ fn dynamically_indexed_local_arrays() {
         .unwrap();
     let got: Vec<i32> = gpu.download(out, n);
     for i in 0..n {
-        let s: i32 = (0..16)
-            .map(|k| ((idx[i] + k * 7) & 63) * i as i32)
-            .sum();
+        let s: i32 = (0..16).map(|k| ((idx[i] + k * 7) & 63) * i as i32).sum();
         assert_eq!(got[i], s, "element {i}");
     }
 }

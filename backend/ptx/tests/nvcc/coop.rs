@@ -21,7 +21,16 @@ fn thread_block_tile_reductions() {
         gpu.zeros(blocks * 4),
     );
     Launch::new(&m, "tile_reduce", blocks as u32, threads as u32)
-        .run(&gpu, &[&u64b(dx), &u64b(t32), &u64b(t16), &u64b(bo), &i32b(n as i32)])
+        .run(
+            &gpu,
+            &[
+                &u64b(dx),
+                &u64b(t32),
+                &u64b(t16),
+                &u64b(bo),
+                &i32b(n as i32),
+            ],
+        )
         .unwrap();
     let v = |i: usize| if i < n { x[i] } else { 0 };
     let sum = |a: usize, b: usize| (a..b).map(v).sum::<i32>();
@@ -62,7 +71,11 @@ fn tile_votes() {
         assert_eq!(gb[w], b, "ballot of tile {w}");
         let any = v.iter().any(|&e| e > 100);
         let all = v.iter().all(|&e| e > -100);
-        assert_eq!(gf[w], i32::from(any) | i32::from(all) << 1, "any/all of tile {w}");
+        assert_eq!(
+            gf[w],
+            i32::from(any) | i32::from(all) << 1,
+            "any/all of tile {w}"
+        );
     }
 }
 
@@ -87,11 +100,21 @@ fn grid_sync_under_a_cooperative_launch() {
         assert!(max_cooperative_blocks(k, l.block, 0, 2) >= blocks as u64);
         l.run(
             &gpu,
-            &[&u64b(dx), &u64b(partials), &u64b(total), &u64b(out), &i32b(n as i32)],
+            &[
+                &u64b(dx),
+                &u64b(partials),
+                &u64b(total),
+                &u64b(out),
+                &i32b(n as i32),
+            ],
         )
         .unwrap();
         let got: Vec<i32> = gpu.download(out, blocks * threads);
-        assert!(got.iter().all(|&g| g == want), "{blocks}x{threads}: {:?}", &got[..4]);
+        assert!(
+            got.iter().all(|&g| g == want),
+            "{blocks}x{threads}: {:?}",
+            &got[..4]
+        );
     }
 }
 
@@ -108,7 +131,9 @@ fn grid_sync_needs_a_cooperative_launch_that_fits() {
     let n = i32b(4096);
     let a: Vec<&[u8]> = args.iter().map(|a| &a[..]).chain([&n[..]]).collect();
     // Without a cooperative launch the grid workspace is missing: cooperative groups traps.
-    let e = Launch::new(&m, "grid_sum", 4, 256).run(&gpu, &a).unwrap_err();
+    let e = Launch::new(&m, "grid_sum", 4, 256)
+        .run(&gpu, &a)
+        .unwrap_err();
     assert!(matches!(e, LaunchError::Trap { .. }), "{e:?}");
     // 256 threads with 4 KiB of shared memory: 8 blocks per SM, 16 on two SMs.
     assert_eq!(max_cooperative_blocks(k, [256, 1, 1], 0, 2), 16);
@@ -116,6 +141,12 @@ fn grid_sync_needs_a_cooperative_launch_that_fits() {
     l.opts.cooperative = true;
     l.opts.sm_count = 2;
     let e = l.run(&gpu, &a).unwrap_err();
-    assert_eq!(e, LaunchError::CooperativeTooLarge { blocks: 17, max: 16 });
+    assert_eq!(
+        e,
+        LaunchError::CooperativeTooLarge {
+            blocks: 17,
+            max: 16
+        }
+    );
     assert_eq!(e.cuda_error(), 720);
 }

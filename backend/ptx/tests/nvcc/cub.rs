@@ -27,16 +27,25 @@ fn block_radix_sort_pairs_and_descending_floats() {
             .collect();
         pairs.sort_by_key(|p| p.0); // stable, as a radix sort is
         for (k, p) in pairs.iter().enumerate() {
-            assert_eq!((gk[t * TILE + k], gv[t * TILE + k]), *p, "tile {t} rank {k}");
+            assert_eq!(
+                (gk[t * TILE + k], gv[t * TILE + k]),
+                *p,
+                "tile {t} rank {k}"
+            );
         }
     }
 
     let f: Vec<f32> = (0..n).map(|_| r.f32() * 100.0 + 0.001).collect();
     let df = gpu.upload(&f);
     let of = gpu.zeros(n * 4);
-    Launch::new(&m, "block_radix_sort_float_desc", tiles as u32, THREADS as u32)
-        .run(&gpu, &[&u64b(df), &u64b(of)])
-        .unwrap();
+    Launch::new(
+        &m,
+        "block_radix_sort_float_desc",
+        tiles as u32,
+        THREADS as u32,
+    )
+    .run(&gpu, &[&u64b(df), &u64b(of)])
+    .unwrap();
     let got: Vec<f32> = gpu.download(of, n);
     for t in 0..tiles {
         let mut want = f[t * TILE..(t + 1) * TILE].to_vec();
@@ -59,11 +68,21 @@ fn block_scans_and_reductions() {
     Launch::new(&m, "block_scan_reduce", tiles as u32, THREADS as u32)
         .run(
             &gpu,
-            &[&u64b(dx), &u64b(incl), &u64b(excl), &u64b(rak), &u64b(sums), &u64b(fmax)],
+            &[
+                &u64b(dx),
+                &u64b(incl),
+                &u64b(excl),
+                &u64b(rak),
+                &u64b(sums),
+                &u64b(fmax),
+            ],
         )
         .unwrap();
-    let (gi, ge, gr): (Vec<i32>, Vec<i32>, Vec<i32>) =
-        (gpu.download(incl, n), gpu.download(excl, n), gpu.download(rak, n));
+    let (gi, ge, gr): (Vec<i32>, Vec<i32>, Vec<i32>) = (
+        gpu.download(incl, n),
+        gpu.download(excl, n),
+        gpu.download(rak, n),
+    );
     let (gs, gf): (Vec<i32>, Vec<f32>) = (gpu.download(sums, tiles * 2), gpu.download(fmax, tiles));
     for t in 0..tiles {
         let tile = &x[t * TILE..(t + 1) * TILE];
@@ -78,7 +97,9 @@ fn block_scans_and_reductions() {
         }
         assert_eq!(gs[t * 2], s, "block sum, tile {t}");
         assert_eq!(gs[t * 2 + 1], s, "scan aggregate, tile {t}");
-        let fm = (0..THREADS).map(|th| tile[th * 4] as f32 * 0.5).fold(f32::MIN, f32::max);
+        let fm = (0..THREADS)
+            .map(|th| tile[th * 4] as f32 * 0.5)
+            .fold(f32::MIN, f32::max);
         assert_eq!(gf[t], fm, "block max, tile {t}");
     }
 }
@@ -99,7 +120,10 @@ fn warp_reduce_and_scan_full_and_logical_warps() {
         gpu.zeros(n / 32 * 4),
     );
     Launch::new(&m, "warp_reduce_scan", blocks as u32, THREADS as u32)
-        .run(&gpu, &[&u64b(dx), &u64b(red), &u64b(scan), &u64b(red8), &u64b(mx)])
+        .run(
+            &gpu,
+            &[&u64b(dx), &u64b(red), &u64b(scan), &u64b(red8), &u64b(mx)],
+        )
         .unwrap();
     let (gred, gscan, g8, gmx): (Vec<i32>, Vec<i32>, Vec<i32>, Vec<i32>) = (
         gpu.download(red, n / 32),
@@ -118,7 +142,11 @@ fn warp_reduce_and_scan_full_and_logical_warps() {
         }
     }
     for g in 0..n / 8 {
-        assert_eq!(g8[g], x[g * 8..(g + 1) * 8].iter().sum::<i32>(), "group {g}");
+        assert_eq!(
+            g8[g],
+            x[g * 8..(g + 1) * 8].iter().sum::<i32>(),
+            "group {g}"
+        );
     }
 }
 

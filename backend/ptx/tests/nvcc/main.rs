@@ -1,7 +1,7 @@
 //! The kernels nvcc 13.5 and CCCL emit (tests/kernels/nvcc/*.cu, compiled by
 //! scripts/gen-ptx-nvcc.sh), run on the interpreter and checked against Rust references.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::needless_range_loop)]
 
 mod atomics;
 mod calls;
@@ -10,5 +10,6 @@ mod coop;
 mod cub;
 mod half;
 mod printf;
+mod programs;
 mod util;
 mod warp;

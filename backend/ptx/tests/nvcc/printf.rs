@@ -48,24 +48,28 @@ fn every_conversion_formats_as_cuda_does() {
     let m = module("printf.ptx");
     let gpu = Gpu::new();
     let s = gpu.upload(b"hello\0");
-    let (d, ll, ull) = (3.14159f64, -1_234_567_890_123i64, 0xfedc_ba98_7654_3210u64);
+    let (d, ll, ull) = (3.25159f64, -1_234_567_890_123i64, 0xfedc_ba98_7654_3210u64);
     let out = Launch::new(&m, "print_formats", 1, 1).output(
         &gpu,
-        &[&u64b(s), &d.to_le_bytes(), &ll.to_le_bytes(), &ull.to_le_bytes()],
+        &[
+            &u64b(s),
+            &d.to_le_bytes(),
+            &ll.to_le_bytes(),
+            &ull.to_le_bytes(),
+        ],
     );
     out.result.unwrap();
     let want = format!(
         "[   42|42   |00042|+42| 42|-7]\n\
          [4000000000|beef|BEEF|0xff|10|010|     0ab]\n\
-         [3.141590|3.14|     3.142|3.1       |3.141590e+00|3.142E+00|3.14159|1E-10|100000]\n\
+         [3.251590|3.25|     3.252|3.3       |3.251590e+00|3.252E+00|3.25159|1E-10|100000]\n\
          [abc|hello|hel|   hello|hello   |]\n\
          [{ll}|{ll}|{ull}|{ull:x}|{}|{}]\n\
          [0x1234|%| 99.5%]\n\
          [inf|-inf|nan|0.000000e+00]\n\
          [     7|8   |3.14]\n\
          no args\n",
-        ll as i16,
-        ll as i8
+        ll as i16, ll as i8
     );
     assert_eq!(text(&out.console), want);
 }
@@ -78,7 +82,11 @@ fn console_output_beyond_the_limit_is_dropped() {
     l.opts.console_limit = 4096;
     let out = l.output(&gpu, &[&i32b(20)]);
     out.result.unwrap();
-    assert!(out.console.len() <= 4096, "{} bytes kept", out.console.len());
+    assert!(
+        out.console.len() <= 4096,
+        "{} bytes kept",
+        out.console.len()
+    );
     assert!(out.console.len() > 2000, "{} bytes kept", out.console.len());
     let line = "thread 0 line 0 of 20 with some padding to make it long\n".len() as u64;
     assert!(out.console_dropped >= 64 * 20 * (line - 2) - 4096);
