@@ -153,6 +153,9 @@ struct ModuleCtx<'a> {
 #[derive(Default)]
 struct Scope {
     regs: HashMap<String, u32>,
+    /// `%r<N>` declarations: prefix to (first register, count), so `%r17` needs no name
+    /// of its own.
+    vecs: HashMap<String, (u32, u32)>,
     vars: HashMap<String, Loc>,
     undo: Vec<Undo>,
     marks: Vec<usize>,
@@ -160,10 +163,33 @@ struct Scope {
 
 enum Undo {
     Reg(String, Option<u32>),
+    Vec(String, Option<(u32, u32)>),
     Var(String, Option<Loc>),
 }
 
 impl Scope {
+    /// The register a name refers to.
+    fn reg(&self, name: &str) -> Option<u32> {
+        if let Some(r) = self.regs.get(name) {
+            return Some(*r);
+        }
+        let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        let digits = &name[stem.len()..];
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        let idx: u32 = digits.parse().ok()?;
+        let (first, count) = self.vecs.get(stem)?;
+        (idx < *count).then(|| first + idx)
+    }
+
+    fn set_vec(&mut self, name: String, first: u32, count: u32) {
+        let old = self.vecs.insert(name.clone(), (first, count));
+        if !self.marks.is_empty() {
+            self.undo.push(Undo::Vec(name, old));
+        }
+    }
+
     fn set_reg(&mut self, name: String, r: u32) {
         let old = self.regs.insert(name.clone(), r);
         if !self.marks.is_empty() {
@@ -191,6 +217,12 @@ impl Scope {
                 }
                 Some(Undo::Reg(n, None)) => {
                     self.regs.remove(&n);
+                }
+                Some(Undo::Vec(n, Some(v))) => {
+                    self.vecs.insert(n, v);
+                }
+                Some(Undo::Vec(n, None)) => {
+                    self.vecs.remove(&n);
                 }
                 Some(Undo::Var(n, Some(l))) => {
                     self.vars.insert(n, l);
@@ -678,9 +710,7 @@ impl<'a> Decoder<'a> {
                         match count {
                             Some(n) => {
                                 let first = self.new_regs(*n, bits, *line)?;
-                                for i in 0..*n {
-                                    scope.set_reg(format!("{name}{i}"), first + i);
-                                }
+                                scope.set_vec(name.clone(), first, *n);
                             }
                             None => {
                                 let r = self.new_regs(1, bits, *line)?;

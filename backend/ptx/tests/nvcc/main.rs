@@ -5,10 +5,12 @@
 
 mod atomics;
 mod calls;
+mod control;
 mod convert;
 mod coop;
 mod cub;
 mod half;
+mod limits;
 mod printf;
 mod programs;
 mod util;

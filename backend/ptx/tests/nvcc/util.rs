@@ -1,5 +1,8 @@
 //! Test helpers: fixture modules, packed kernel arguments, launches, random inputs.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use netgpu_ptx::{
     launch_with, HostMemory, LaunchConfig, LaunchError, LaunchOptions, LaunchOutput, Module,
 };
@@ -12,8 +15,16 @@ pub fn ptx(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-pub fn module(name: &str) -> Module {
-    Module::load(&ptx(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+/// A fixture module, loaded once per test binary (the thrust and CUB programs are large).
+pub fn module(name: &str) -> Arc<Module> {
+    static CACHE: Mutex<Option<HashMap<String, Arc<Module>>>> = Mutex::new(None);
+    let mut c = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    let map = c.get_or_insert_with(HashMap::new);
+    map.entry(name.to_string())
+        .or_insert_with(|| {
+            Arc::new(Module::load(&ptx(name)).unwrap_or_else(|e| panic!("{name}: {e}")))
+        })
+        .clone()
 }
 
 pub struct Rng(pub u64);
