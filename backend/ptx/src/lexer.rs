@@ -37,6 +37,7 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LoadError> {
         line,
         message: msg,
         kind: LoadErrorKind::InvalidPtx,
+        module: None,
     };
     // Every token's text is ASCII (the lexer only takes ASCII bytes into tokens but for
     // strings), so slicing `src` at these byte offsets is at character boundaries.

@@ -11,6 +11,7 @@ mod coop;
 mod cub;
 mod half;
 mod limits;
+mod link;
 mod printf;
 mod programs;
 mod util;

@@ -116,6 +116,23 @@ pub struct Launch<'a> {
     pub shared: u32,
     pub threads: usize,
     pub opts: LaunchOptions<'a>,
+    /// Device addresses of the module's globals; allocated and initialised per launch if
+    /// `None`.
+    pub globals: Option<Vec<u64>>,
+}
+
+/// Allocates and initialises a module's globals, as the backend does at load.
+pub fn place_globals(gpu: &Gpu, m: &Module) -> Vec<u64> {
+    let addrs: Vec<u64> = m
+        .globals()
+        .iter()
+        .map(|g| gpu.zeros(g.size as usize))
+        .collect();
+    for (i, a) in addrs.iter().enumerate() {
+        let img = m.init_image(i, &addrs).unwrap();
+        assert!(gpu.mem.write(*a, &img));
+    }
+    addrs
 }
 
 impl<'a> Launch<'a> {
@@ -128,6 +145,7 @@ impl<'a> Launch<'a> {
             shared: 0,
             threads: 2,
             opts: LaunchOptions::default(),
+            globals: None,
         }
     }
 
@@ -139,16 +157,10 @@ impl<'a> Launch<'a> {
             shared_mem_bytes: self.shared,
             threads: self.threads,
         };
-        let addrs: Vec<u64> = self
-            .m
-            .globals()
-            .iter()
-            .map(|g| gpu.zeros(g.size as usize))
-            .collect();
-        for (i, a) in addrs.iter().enumerate() {
-            let img = self.m.init_image(i, &addrs).unwrap();
-            assert!(gpu.mem.write(*a, &img));
-        }
+        let addrs = match &self.globals {
+            Some(g) => g.clone(),
+            None => place_globals(gpu, self.m),
+        };
         launch_with(
             self.m,
             self.m.kernel(self.kernel).unwrap(),
