@@ -19,7 +19,7 @@ while read -r name sources flags; do
   case $name in ''|'#'*) continue ;; esac
   if [ ${#want[@]} -gt 0 ] && ! printf '%s\n' "${want[@]}" | grep -qx "$name"; then continue; fi
   IFS=, read -ra srcs <<< "$sources"
-  key=$( { echo "$nvcc_id|$flags|$name"; cd "$here" && cat common.h "${srcs[@]}"; } | sha256sum | cut -c1-16)
+  key=$( { echo "v2|$nvcc_id|$flags|$name"; cd "$here" && cat common.h "${srcs[@]}"; } | sha256sum | cut -c1-16)
   dest=$cache/$key/$name
   if [ ! -x "$dest" ]; then
     read -ra args <<< "$flags"
