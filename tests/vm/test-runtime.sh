@@ -3,7 +3,7 @@
 # shared cudart 13.5 and cudart 12.9) in a QEMU guest (TCG) on a netgpu-backend across TCP:
 # program -> cudart -> libcuda.so.1 -> /dev/netgpu0 (kernel module) -> vfio-user ->
 # netgpu-vdev -> backend (CPU executor). Fails when the guest cannot run them at all, or
-# when a program listed in tests/runtime/expected-pass fails; the others are reported.
+# when a program listed in tests/runtime/expected-pass-vm fails; the others are reported.
 set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -43,7 +43,7 @@ cat "$work/results"
 grep -q '^NETGPU-TEST: PASS device-node$' "$work/results" || vm_die "the guest found no /dev/netgpu0"
 grep -q '^NETGPU-TEST: SUMMARY' "$work/results" || vm_die "the guest did not finish (see the serial log above)"
 failed=0
-for n in $(grep -v '^#' "$rt/expected-pass" | awk 'NF {print $1}'); do
+for n in $(grep -v '^#' "$rt/expected-pass-vm" | awk 'NF {print $1}'); do
   if ! grep -q "^NETGPU-TEST: PASS runtime-$n\$" "$work/results"; then
     echo "[vm] runtime program $n is expected to pass and did not"
     failed=1
