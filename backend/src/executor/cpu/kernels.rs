@@ -12,6 +12,7 @@ use tracing::debug;
 use super::memory::{Allocation, Heap};
 use super::{COMPUTE_CAPABILITY, MAX_SHARED_PER_BLOCK, MAX_THREADS_PER_BLOCK};
 use crate::executor::images::{classify, ImageKind};
+use crate::executor::limits::MAX_PARAM_BYTES;
 use crate::executor::{ExecResult, LaunchDims};
 
 /// A loaded module: the decoded PTX and where its globals live.
@@ -82,6 +83,24 @@ impl CpuModule {
                 LoadErrorKind::NotSupported => CuResult::NOT_SUPPORTED,
             }
         })?;
+        // CUDA's parameter space: a kernel whose parameters need more (or whose layout
+        // overflows) is refused at load, as ptxas refuses it.
+        for name in module.kernel_names() {
+            let params = module
+                .kernel(name)
+                .map(|k| k.params().to_vec())
+                .unwrap_or_default();
+            let span = params.iter().try_fold(0u32, |acc, p| {
+                p.offset.checked_add(p.size).map(|end| acc.max(end))
+            });
+            if span.is_none_or(|s| s > MAX_PARAM_BYTES) {
+                debug!(
+                    kernel = name,
+                    "kernel parameters exceed the 32 764-byte parameter space"
+                );
+                return Err(CuResult::INVALID_PTX);
+            }
+        }
         let mut m = CpuModule {
             module: Arc::new(module),
             globals: Vec::new(),
