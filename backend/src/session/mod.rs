@@ -241,6 +241,7 @@ fn serve<T: Transport>(
                 }
                 other => (CuResult::INVALID_VALUE, other.to_string()),
             };
+            let _ = control.set_write_timeout(Some(Duration::from_secs(1)));
             writer.send(Out::Goodbye { status, why });
             writer.settle(Duration::from_secs(1));
             return Err(e);
@@ -267,6 +268,8 @@ fn serve<T: Transport>(
     // Stop the session's work first (running kernels are cancelled), then say goodbye: no
     // reply can follow it.
     engine.shutdown(TEARDOWN_GRACE);
+    // A client that stopped reading cannot hold the session open.
+    let _ = control.set_write_timeout(Some(Duration::from_secs(1)));
     if let Some((status, why)) = goodbye {
         writer.send(Out::Goodbye { status, why });
         writer.settle(Duration::from_secs(1));
