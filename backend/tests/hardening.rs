@@ -130,7 +130,6 @@ async fn a_session_that_panics_releases_its_slot_and_closes_its_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs netgpu-ptx's launch cancellation (on the ptx branch, not yet on main)"]
 async fn a_client_gone_mid_kernel_cancels_its_work_and_frees_everything() {
     let b = TestBackend::start().await;
     let baseline = b.executor.busy_threads();
@@ -162,7 +161,6 @@ async fn a_client_gone_mid_kernel_cancels_its_work_and_frees_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs netgpu-ptx's launch deadline (on the ptx branch, not yet on main)"]
 async fn a_kernel_past_the_time_limit_fails_with_launch_timeout_for_its_session_alone() {
     let b = TestBackend::start_with(|c| c.kernel_time_limit_ms = Some(300)).await;
     let c = b.client().await;
