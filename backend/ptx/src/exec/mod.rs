@@ -190,6 +190,16 @@ pub fn max_cooperative_blocks(
 
 static GRID_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// The host's cores (asked once: the query reads cgroup files).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
 /// One printf call: where it sorts, and its text.
 struct Record {
     key: (u64, u32, u32, u32, u32),
@@ -348,11 +358,8 @@ pub fn launch_with(
     mem: &dyn DeviceMemory,
     opts: &LaunchOptions,
 ) -> LaunchOutput {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let mut workers = match cfg.threads {
-        0 => cores,
+        0 => cores(),
         n => n,
     };
     let sm_count = if opts.sm_count == 0 {
