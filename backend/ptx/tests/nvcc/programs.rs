@@ -206,7 +206,11 @@ fn cub_device_scan_with_decoupled_look_back() {
     let init = kernel_like(&m, &["DeviceScanInitKernel"]);
     let inclusive = kernel_like(&m, &["DeviceScanKernel", "NullType"]);
     let exclusive = kernel_like(&m, &["DeviceScanKernel", "InputValue"]);
-    let block = m.kernel(inclusive).unwrap().attributes().max_threads_per_block;
+    let block = m
+        .kernel(inclusive)
+        .unwrap()
+        .attributes()
+        .max_threads_per_block;
     let tile = block as usize * 15;
     let n = 40_000usize;
     let mut r = Rng(77);
@@ -229,7 +233,16 @@ fn cub_device_scan_with_decoupled_look_back() {
         if kernel == inclusive {
             l.run(
                 &gpu,
-                &[&u64b(dx), &u64b(out), &ts, &i32b(0), &[0], &[0], &i32b(n as i32), &i32b(0)],
+                &[
+                    &u64b(dx),
+                    &u64b(out),
+                    &ts,
+                    &i32b(0),
+                    &[0],
+                    &[0],
+                    &i32b(n as i32),
+                    &i32b(0),
+                ],
             )
             .unwrap();
         } else {
@@ -238,7 +251,16 @@ fn cub_device_scan_with_decoupled_look_back() {
             iv[8..12].copy_from_slice(&seed.to_le_bytes());
             l.run(
                 &gpu,
-                &[&u64b(dx), &u64b(out), &ts, &i32b(0), &[0], &iv, &i32b(n as i32), &i32b(0)],
+                &[
+                    &u64b(dx),
+                    &u64b(out),
+                    &ts,
+                    &i32b(0),
+                    &[0],
+                    &iv,
+                    &i32b(n as i32),
+                    &i32b(0),
+                ],
             )
             .unwrap();
         }
