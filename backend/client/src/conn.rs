@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netgpu_proto::cuda::CuResult;
+use netgpu_proto::wire::client::{self, HandshakeError};
 use netgpu_proto::wire::frame::{FrameHeader, FrameKind, FLAG_NO_REPLY};
 use netgpu_proto::wire::ops::{
-    self, DevPtr, DeviceInfo, FunctionInfo, Handle, Reply, Request, SessionLimits,
+    DevPtr, DeviceInfo, FunctionInfo, Handle, Reply, Request, SessionLimits,
 };
-use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -109,13 +110,7 @@ impl Client {
             next_id: 1,
             ctrl: Vec::new(),
         };
-        let hello = Request::Hello {
-            version_min: MIN_PROTOCOL_VERSION,
-            version_max: PROTOCOL_VERSION,
-            token: token.to_string(),
-            client: opts.name.clone(),
-            limits: opts.limits,
-        };
+        let hello = client::hello(token, &opts.name, opts.limits);
         write_frame(&mut writer, &hello, &[], 0)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
@@ -129,47 +124,34 @@ impl Client {
             .map_err(|_| connect_err("no answer to the handshake".into()))?
             .map_err(|e| connect_err(e.to_string()))?;
         let (h, resp) = handshake;
-        match (h.kind, resp.reply) {
-            (
-                FrameKind::Reply,
-                Some(Reply::Welcome {
-                    version,
-                    session_id,
-                    max_data_len,
-                    server,
-                }),
-            ) if resp.status.is_success() => {
-                debug!(version, session_id, %server, "session open");
-                let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
-                let dead = Arc::new(Mutex::new(None));
-                let closed = Arc::new(AtomicBool::new(false));
-                let reader = tokio::spawn(reader_task(
-                    reader,
-                    pending.clone(),
-                    dead.clone(),
-                    closed.clone(),
-                ));
-                Ok(Client {
-                    inner: Arc::new(Inner {
-                        writer: tokio::sync::Mutex::new(writer),
-                        pending,
-                        dead,
-                        closed,
-                        max_data: max_data_len.max(4096),
-                        session_id,
-                        reader,
-                    }),
-                })
-            }
-            (_, Some(Reply::Error(reason))) => Err(ClientError::Refused {
+        let session = client::welcome(&h, resp.reply).map_err(|e| match e {
+            HandshakeError::Refused { status, reason } => ClientError::Refused { status, reason },
+            HandshakeError::Unexpected(reason) => ClientError::Refused {
                 status: h.status,
                 reason,
+            },
+        })?;
+        debug!(version = session.version, session_id = session.session_id, server = %session.server, "session open");
+        let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
+        let dead = Arc::new(Mutex::new(None));
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(reader_task(
+            reader,
+            pending.clone(),
+            dead.clone(),
+            closed.clone(),
+        ));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                writer: tokio::sync::Mutex::new(writer),
+                pending,
+                dead,
+                closed,
+                max_data: session.max_data_len,
+                session_id: session.session_id,
+                reader,
             }),
-            (_, other) => Err(ClientError::Refused {
-                status: h.status,
-                reason: format!("unexpected handshake reply {other:?}"),
-            }),
-        }
+        })
     }
 
     /// The backend's id for this session (for logs).
@@ -743,16 +725,14 @@ async fn write_frame_id(
     data: &[u8],
     flags: u8,
 ) -> Result<()> {
-    w.ctrl.clear();
-    ops::encode_into(req, &mut w.ctrl).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let data_len =
-        u32::try_from(data.len()).map_err(|_| ClientError::Cuda(CuResult::INVALID_VALUE))?;
-    let h = FrameHeader::request(id, flags, w.ctrl.len() as u32, data_len);
+    client::encode_request(id, flags, req, data.len(), &mut w.ctrl).map_err(|e| match e {
+        client::FramingError::TooLarge(_) => ClientError::Cuda(CuResult::INVALID_VALUE),
+        other => ClientError::Protocol(other.to_string()),
+    })?;
     let io_err = |e: std::io::Error| ClientError::Disconnected(e.to_string());
-    w.io.write_all(&h.encode()).await.map_err(io_err)?;
-    let ctrl = std::mem::take(&mut w.ctrl);
-    let r = w.io.write_all(&ctrl).await;
-    w.ctrl = ctrl;
+    let head = std::mem::take(&mut w.ctrl);
+    let r = w.io.write_all(&head).await;
+    w.ctrl = head;
     r.map_err(io_err)?;
     // Large data bypasses the buffer (tokio's BufWriter writes it straight from `data`).
     w.io.write_all(data).await.map_err(io_err)
@@ -784,11 +764,7 @@ async fn read_head(
         .map_err(|e| invalid(e.to_string()))?;
     let mut ctrl = vec![0u8; h.ctrl_len as usize];
     r.read_exact(&mut ctrl).await?;
-    let reply = if ctrl.is_empty() {
-        None
-    } else {
-        Some(ops::decode::<Reply>(&ctrl).map_err(|e| invalid(e.to_string()))?)
-    };
+    let reply = client::decode_reply(&ctrl).map_err(|e| invalid(e.to_string()))?;
     Ok((h, reply))
 }
 
@@ -852,5 +828,130 @@ async fn reader_task(
     // Dropping the senders wakes every waiter with the disconnect error.
     if let Ok(mut p) = pending.lock() {
         p.clear();
+    }
+}
+
+/// Protocol-2 operations (stream priorities, launch flags, function attributes, event waits,
+/// pitched copies, stream-ordered frees, linked modules, kernel console output).
+impl Client {
+    /// `cuStreamCreateWithPriority` (the backend clamps `priority` to its range).
+    pub async fn stream_create_with_priority(
+        &self,
+        ctx: Handle,
+        flags: u32,
+        priority: i32,
+    ) -> Result<Handle> {
+        let req = Request::StreamCreate {
+            ctx,
+            flags,
+            priority,
+        };
+        handle(self.call_reply(&req, &[]).await?)
+    }
+
+    /// As [`Client::launch_kernel`], with `LAUNCH_*` flags (`LAUNCH_COOPERATIVE`). Does not
+    /// wait.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn launch_kernel_flags(
+        &self,
+        func: Handle,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem_bytes: u32,
+        stream: Handle,
+        flags: u32,
+        params: &[u8],
+    ) -> Result<()> {
+        let req = Request::LaunchKernel {
+            func,
+            grid,
+            block,
+            shared_mem_bytes,
+            stream,
+            flags,
+        };
+        self.send(&req, params, false).await.map(|_| ())
+    }
+
+    /// A launch that answers at once with its validation result (the launch still runs
+    /// asynchronously): `cuLaunchKernel`'s own errors without waiting for a sync.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn launch_kernel_checked(
+        &self,
+        func: Handle,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem_bytes: u32,
+        stream: Handle,
+        flags: u32,
+        params: &[u8],
+    ) -> Result<()> {
+        let req = Request::LaunchKernel {
+            func,
+            grid,
+            block,
+            shared_mem_bytes,
+            stream,
+            flags,
+        };
+        self.call(&req, params).await.map(|_| ())
+    }
+
+    /// `cuFuncSetAttribute`.
+    pub async fn func_set_attribute(&self, func: Handle, attr: u32, value: i32) -> Result<()> {
+        self.call(&Request::FuncSetAttribute { func, attr, value }, &[])
+            .await
+            .map(|_| ())
+    }
+
+    /// `cuStreamWaitEvent`; stream-ordered, does not wait.
+    pub async fn stream_wait_event(&self, stream: Handle, event: Handle) -> Result<()> {
+        self.send(&Request::StreamWaitEvent { stream, event }, &[], false)
+            .await
+            .map(|_| ())
+    }
+
+    /// `cuMemcpy3D`: `host` is the packed host side of a host-to-device copy; a
+    /// device-to-host copy returns its packed bytes. Waits for the copy.
+    pub async fn memcpy_3d(
+        &self,
+        ctx: Handle,
+        copy: netgpu_proto::wire::ops::Copy3D,
+        host: &[u8],
+        stream: Handle,
+    ) -> Result<Vec<u8>> {
+        let req = Request::Memcpy3D { ctx, copy, stream };
+        Ok(self.call(&req, host).await?.data)
+    }
+
+    /// `cuMemFreeAsync`; stream-ordered, does not wait.
+    pub async fn mem_free_async(&self, ptr: DevPtr, stream: Handle) -> Result<()> {
+        self.send(&Request::MemFreeAsync { ptr, stream }, &[], false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Loads several images linked into one module (`cuLinkCreate` ... `cuLinkComplete`).
+    pub async fn module_link(&self, ctx: Handle, images: &[&[u8]]) -> Result<Handle> {
+        let mut data = Vec::new();
+        let mut parts = Vec::with_capacity(images.len());
+        for i in images {
+            parts.push(
+                u32::try_from(i.len()).map_err(|_| ClientError::Cuda(CuResult::INVALID_IMAGE))?,
+            );
+            data.extend_from_slice(i);
+        }
+        if data.len() > self.inner.max_data as usize {
+            return Err(ClientError::Cuda(CuResult::INVALID_IMAGE));
+        }
+        handle(
+            self.call_reply(&Request::ModuleLoad { ctx, parts }, &data)
+                .await?,
+        )
+    }
+
+    /// Takes up to `max` bytes of the session's kernel console output (device `printf`).
+    pub async fn console_read(&self, max: u32) -> Result<Vec<u8>> {
+        Ok(self.call(&Request::ConsoleRead { max }, &[]).await?.data)
     }
 }
