@@ -148,7 +148,7 @@ fn module_globals_and_constants() {
     for file in ["calls.ptx", "sm90/calls.ptx"] {
         let m = module(file);
         let names: Vec<&str> = m.globals().iter().map(|g| g.name.as_str()).collect();
-        assert_eq!(names, ["counter", "table"]);
+        assert_eq!(names, ["counter", "table", "target_arr", "ptr_to"]);
         let gpu = Gpu::new();
         let out = gpu.zeros(64 * 4);
         Launch::new(&m, "symbols", 1, 64)
@@ -158,6 +158,32 @@ fn module_globals_and_constants() {
         let got: Vec<i32> = gpu.download(out, 64);
         for (i, g) in got.iter().enumerate() {
             assert_eq!(*g, table[i % 8]);
+        }
+    }
+}
+
+#[test]
+fn a_global_initialised_with_another_globals_address() {
+    for file in ["calls.ptx", "sm90/calls.ptx"] {
+        let m = module(file);
+        let g = &m.globals()[3];
+        assert_eq!(g.name, "ptr_to");
+        assert_eq!(g.relocs.len(), 1);
+        let gpu = Gpu::new();
+        let globals = place_globals(&gpu, &m);
+        // The image holds target_arr's address + 8.
+        let img = m.init_image(3, &globals).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(img[..8].try_into().unwrap()),
+            globals[2] + 8
+        );
+        let out = gpu.zeros(32 * 4);
+        let mut l = Launch::new(&m, "follow_pointer", 1, 32);
+        l.globals = Some(globals);
+        l.run(&gpu, &[&u64b(out)]).unwrap();
+        let got: Vec<i32> = gpu.download(out, 32);
+        for (i, g) in got.iter().enumerate() {
+            assert_eq!(*g, [30, 40][i % 2]);
         }
     }
 }
