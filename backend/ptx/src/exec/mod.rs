@@ -57,6 +57,9 @@ pub const MAX_THREADS_PER_SM: u32 = 2048;
 pub const MAX_BLOCKS_PER_SM: u32 = 32;
 /// Register file, local memory and shared memory one block may take on the host.
 pub const MAX_BLOCK_STATE: u64 = 256 << 20;
+/// ... and all the blocks one launch keeps at once (its workers' blocks, or every block of
+/// a cooperative launch).
+pub const MAX_RESIDENT_STATE: u64 = 4 * MAX_BLOCK_STATE;
 /// Thread-instructions a thread runs before it yields at a backward branch.
 const SLICE: u64 = 1 << 13;
 /// CUDA's default printf FIFO size (`cudaLimitPrintfFifoSize`).
@@ -338,6 +341,13 @@ fn validate(
                 max,
             });
         }
+        // Every block is resident at once: their state together must fit as well.
+        let all = state.saturating_mul(nblocks);
+        if all > MAX_RESIDENT_STATE {
+            return Err(LaunchError::OutOfResources(format!(
+                "{nblocks} resident blocks need {all} bytes of registers and local memory (at most {MAX_RESIDENT_STATE})"
+            )));
+        }
     }
     Ok(())
 }
@@ -381,7 +391,7 @@ pub fn launch_with(
     let nblocks = cfg.grid.iter().map(|&d| u64::from(d)).product::<u64>();
     // Keep the memory of all workers' blocks within bounds.
     let per_block = block_state_bytes(kernel, nthreads as u64, shared_len as u64).max(1);
-    let budget_workers = (4 * MAX_BLOCK_STATE / per_block).max(1);
+    let budget_workers = (MAX_RESIDENT_STATE / per_block).max(1);
     workers = workers
         .min(usize::try_from(nblocks).unwrap_or(usize::MAX))
         .min(usize::try_from(budget_workers).unwrap_or(usize::MAX))

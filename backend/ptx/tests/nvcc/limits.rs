@@ -163,4 +163,10 @@ fn a_block_too_large_for_the_host_is_refused_at_launch() {
     assert_eq!(e.cuda_error(), 701);
     // The same kernel runs with fewer threads.
     Launch::new(&m, "k", 1, 32).run(&gpu, &[]).unwrap();
+    // A cooperative launch keeps every block resident: 200 blocks of 10 MiB do not fit.
+    let mut l = Launch::new(&m, "k", 200, 32);
+    l.opts.cooperative = true;
+    l.opts.sm_count = 8;
+    let e = l.run(&gpu, &[]).unwrap_err();
+    assert!(matches!(e, LaunchError::OutOfResources(_)), "{e:?}");
 }
