@@ -23,7 +23,7 @@ cp "$target/debug/libcuda.so" "$work/lib/libcuda.so.1"
 head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$target/debug/netgpu-backend" --listen "127.0.0.1:$port" --executor cpu --token-file "$work/token" \
-  --log warn > "$work/backend.log" 2>&1 &
+  --log info > "$work/backend.log" 2>&1 &
 backend=$!
 for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
 export LD_LIBRARY_PATH="$work/lib:$NETGPU_CUDA_HOME/lib:$NETGPU_CUDART12"
@@ -36,6 +36,7 @@ while read -r name _; do
   case $name in ''|'#'*) continue ;; esac
   if [ ${#want[@]} -gt 0 ] && ! printf '%s\n' "${want[@]}" | grep -qx "$name"; then continue; fi
   out=$work/$name.out
+  log_at=$(wc -l < "$work/backend.log")
   timeout "$timeout_s" "$bin/$name" > "$out" 2>&1
   rc=$?
   verdict=$(grep -E '^[a-z_0-9]+: (PASS|FAIL)' "$out" | tail -1)
@@ -64,6 +65,8 @@ while read -r name _; do
       known=$((known + 1)); echo "runtime: KNOWN-FAIL $name: $reason"
     fi
     grep -vxF -- "${verdict:-}" "$out" | tail -n 15 | sed 's/^/    /'
+    # What the backend said meanwhile (module load errors name the PTX construct).
+    tail -n +"$((log_at + 1))" "$work/backend.log" | tail -n 5 | sed 's/^/    backend: /'
   fi
 done < "$here/programs"
 if [ ${#newly[@]} -gt 0 ]; then
