@@ -35,12 +35,25 @@ pub type Opaque = *mut c_void;
 pub type R = Result<(), CuResult>;
 
 /// Runs an API body: maps its result to a `CUresult` and stops any panic at the C boundary.
+/// With `NETGPU_TRACE_ERRORS=1` every failing call is logged with the place in this library
+/// that answered it (for finding which call a program's error came from).
+#[track_caller]
 pub fn guard(f: impl FnOnce() -> R) -> CUresult {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => 0,
-        Ok(Err(e)) => e.0,
-        Err(_) => CuResult::UNKNOWN.0,
+    let r = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => return 0,
+        Ok(Err(e)) => e,
+        Err(_) => CuResult::UNKNOWN,
+    };
+    if trace_errors() {
+        let at = std::panic::Location::caller();
+        crate::log(&format!("{} at {}:{}", r.name(), at.file(), at.line()));
     }
+    r.0
+}
+
+fn trace_errors() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("NETGPU_TRACE_ERRORS").is_some_and(|v| v != "0"))
 }
 
 /// Writes `v` through a caller's out-pointer.

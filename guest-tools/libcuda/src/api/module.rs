@@ -56,9 +56,19 @@ pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuRe
     } else {
         first
     };
-    match reply? {
-        Reply::Handle(h) => Ok(h),
-        _ => Err(CuResult::UNKNOWN),
+    match reply {
+        Ok(Reply::Handle(h)) => Ok(h),
+        Ok(_) => Err(CuResult::UNKNOWN),
+        Err(e) => {
+            // Some programs and libraries ignore a failed load (CuPy's CUB reductions then
+            // return zeros): say it where a user looks.
+            crate::log(&format!(
+                "the backend refused a module image ({} bytes): {}; the backend's log names the construct",
+                img.data.len(),
+                e.name()
+            ));
+            Err(e)
+        }
     }
 }
 
