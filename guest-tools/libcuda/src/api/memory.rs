@@ -12,7 +12,7 @@ use std::ffi::{c_int, c_uint, c_void};
 use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::ops::{Handle, Reply, Request};
 
-use super::{ctx, guard, put, stream_of, CUdeviceptr, CUresult, Opaque, R};
+use super::{ctx, graph, guard, put, stream_of, CUdeviceptr, CUresult, Opaque, R};
 use crate::memmap;
 use crate::state;
 
@@ -96,6 +96,15 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
 
 fn host_to_device(dst: CUdeviceptr, src: &[u8], stream: Handle, sync: bool) -> R {
     let ctx = ctx()?;
+    if !sync
+        && graph::record(stream, || graph::Node::HtoD {
+            dst,
+            src: src.as_ptr() as usize,
+            len: src.len(),
+        })?
+    {
+        return Ok(());
+    }
     let drv = state::driver()?;
     let max = drv.transport.max_transfer();
     let mut off = 0;
@@ -121,6 +130,13 @@ fn host_to_device(dst: CUdeviceptr, src: &[u8], stream: Handle, sync: bool) -> R
 
 fn device_to_host(dst: &mut [u8], src: CUdeviceptr, stream: Handle) -> R {
     let ctx = ctx()?;
+    if graph::record(stream, || graph::Node::DtoH {
+        dst: dst.as_mut_ptr() as usize,
+        src,
+        len: dst.len(),
+    })? {
+        return Ok(());
+    }
     let drv = state::driver()?;
     let max = drv.transport.max_transfer();
     if dst.is_empty() {
@@ -229,6 +245,13 @@ pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(
 /// `dst` must be page-locked memory valid for `n` bytes until the next synchronising call.
 unsafe fn device_to_pinned(dst: *mut u8, src: CUdeviceptr, n: usize, stream: Handle) -> R {
     let ctx = ctx()?;
+    if graph::record(stream, || graph::Node::DtoH {
+        dst: dst as usize,
+        src,
+        len: n,
+    })? {
+        return Ok(());
+    }
     let drv = state::driver()?;
     let max = drv.transport.max_transfer();
     let mut off = 0;
@@ -259,6 +282,11 @@ fn device_to_device(dst: CUdeviceptr, src: CUdeviceptr, n: usize, stream: Handle
     let drv = state::driver()?;
     if sync {
         drv.call(&req).map(|_| ())
+    } else if graph::record(stream, || graph::Node::Post {
+        req: req.clone(),
+        data: Vec::new(),
+    })? {
+        Ok(())
     } else {
         drv.transport.post(&req, &[])
     }
@@ -299,6 +327,11 @@ fn memset(
     let drv = state::driver()?;
     if sync {
         drv.call(&req).map(|_| ())
+    } else if graph::record(stream, || graph::Node::Post {
+        req: req.clone(),
+        data: Vec::new(),
+    })? {
+        Ok(())
     } else {
         drv.transport.post(&req, &[])
     }

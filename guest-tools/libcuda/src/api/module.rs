@@ -852,6 +852,12 @@ pub unsafe fn launch(
         stream: stream_of(stream),
         flags,
     };
+    if super::graph::record(stream_of(stream), || super::graph::Node::Post {
+        req: req.clone(),
+        data: params.clone(),
+    })? {
+        return Ok(());
+    }
     drv.transport.post(&req, &params)
 }
 

@@ -17,8 +17,8 @@ use netgpu_proto::cuda::CuResult;
 
 use super::abi_versions::ABI;
 use super::{
-    context::*, device::*, errors::*, guard, link::*, memory::*, module::*, occupancy::*, pools::*,
-    put, stream::*, CUresult,
+    context::*, device::*, errors::*, graph::*, guard, link::*, memory::*, module::*, occupancy::*,
+    pools::*, put, stream::*, CUresult,
 };
 use crate::dark::cuGetExportTable;
 
@@ -269,6 +269,26 @@ rows! {
     "cuMemPoolSetAttribute" 11020 => cuMemPoolSetAttribute;
     "cuMemPoolSetAccess" 11020 => cuMemPoolSetAccess;
     "cuMemPoolGetAccess" 11020 => cuMemPoolGetAccess;
+    "cuStreamBeginCapture" 10000 => cuStreamBeginCapture;
+    "cuStreamBeginCapture" 10000 pt => cuStreamBeginCapture;
+    "cuStreamBeginCapture" 10010 => cuStreamBeginCapture_v2;
+    "cuStreamBeginCapture" 10010 pt => cuStreamBeginCapture_v2;
+    "cuStreamEndCapture" 10000 => cuStreamEndCapture;
+    "cuStreamEndCapture" 10000 pt => cuStreamEndCapture;
+    "cuGraphCreate" 10000 => cuGraphCreate;
+    "cuGraphDestroy" 10000 => cuGraphDestroy;
+    "cuGraphGetNodes" 10000 => cuGraphGetNodes;
+    "cuGraphNodeGetType" 10000 => cuGraphNodeGetType;
+    "cuGraphInstantiate" 10000 => cuGraphInstantiate_v2;
+    "cuGraphInstantiate" 11000 => cuGraphInstantiate_v2;
+    "cuGraphInstantiateWithFlags" 11040 => cuGraphInstantiateWithFlags;
+    "cuGraphInstantiateWithParams" 12000 => cuGraphInstantiateWithParams;
+    "cuGraphInstantiateWithParams" 12000 pt => cuGraphInstantiateWithParams;
+    "cuGraphLaunch" 10000 => cuGraphLaunch;
+    "cuGraphLaunch" 10000 pt => cuGraphLaunch;
+    "cuGraphUpload" 11010 => cuGraphUpload;
+    "cuGraphUpload" 11010 pt => cuGraphUpload;
+    "cuGraphExecDestroy" 10000 => cuGraphExecDestroy;
 }
 
 /// `CU_GET_PROC_ADDRESS_*` flags and `CUdriverProcAddressQueryResult` values.
@@ -459,8 +479,8 @@ mod tests {
 
     #[test]
     fn an_unimplemented_name_is_a_named_not_supported_entry_point() {
-        let Resolution::NotSupported(p) = resolve("cuGraphCreate", 12000, 0) else {
-            panic!("cuGraphCreate should be a NOT_SUPPORTED entry point");
+        let Resolution::NotSupported(p) = resolve("cuGraphAddKernelNode", 12000, 0) else {
+            panic!("cuGraphAddKernelNode should be a NOT_SUPPORTED entry point");
         };
         // SAFETY: a trampoline takes no arguments it reads.
         let f: extern "C" fn() -> u32 = unsafe { std::mem::transmute(p) };
