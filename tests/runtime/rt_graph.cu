@@ -108,7 +108,7 @@ int main() {
   EXPECT(cudaStreamEndCapture(s, &bad) == cudaErrorStreamCaptureInvalidated && bad == nullptr);
   (void)cudaGetLastError();
   // The legacy NULL stream cannot be captured.
-  EXPECT(cudaStreamBeginCapture(0, cudaStreamCaptureModeGlobal) != cudaSuccess);
+  EXPECT(cudaStreamBeginCapture(cudaStreamLegacy, cudaStreamCaptureModeGlobal) != cudaSuccess);
   (void)cudaGetLastError();
   // The graph still works after those errors; the stream works normally again.
   for (int i = 0; i < n; i++) in[i] = 1;

@@ -13,7 +13,7 @@
 //!
 //! Not captured, with `CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED` (and the capture invalidated, as
 //! CUDA does): synchronising a capturing stream, stream-ordered allocation in a capture
-//! (memory nodes), capturing the NULL or per-thread default stream. The explicit graph-building
+//! (memory nodes), capturing the legacy NULL stream. The explicit graph-building
 //! API (`cuGraphAdd*Node`), graph updates and cloning are not supported.
 
 use std::collections::HashMap;
@@ -245,8 +245,7 @@ fn begin(s: Opaque, mode: c_int) -> R {
     }
     let stream = stream_of(s);
     if stream == 0 {
-        // The legacy NULL stream cannot be captured; the per-thread default stream is the
-        // NULL stream here.
+        // The legacy NULL stream cannot be captured.
         return Err(CuResult::STREAM_CAPTURE_UNSUPPORTED);
     }
     registry(|r| {

@@ -12,7 +12,7 @@ use std::ffi::{c_int, c_uint, c_void};
 use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::ops::{Handle, Reply, Request};
 
-use super::{ctx, graph, guard, put, stream_of, CUdeviceptr, CUresult, Opaque, R};
+use super::{ctx, default_stream, graph, guard, put, stream_of, CUdeviceptr, CUresult, Opaque, R};
 use crate::memmap;
 use crate::state;
 
@@ -190,7 +190,7 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2(
     n: usize,
 ) -> CUresult {
     // SAFETY: the caller's buffer contract.
-    guard(|| host_to_device(dst, unsafe { host_slice(src, n) }?, 0, true))
+    guard(|| host_to_device(dst, unsafe { host_slice(src, n) }?, default_stream(), true))
 }
 
 /// # Safety
@@ -214,7 +214,7 @@ pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, n: usize) -> CUresult {
     // SAFETY: the caller's buffer contract.
-    guard(|| device_to_host(unsafe { host_slice_mut(dst, n) }?, src, 0))
+    guard(|| device_to_host(unsafe { host_slice_mut(dst, n) }?, src, default_stream()))
 }
 
 /// Completes before returning, which satisfies the asynchronous contract.
@@ -294,7 +294,7 @@ fn device_to_device(dst: CUdeviceptr, src: CUdeviceptr, n: usize, stream: Handle
 
 #[no_mangle]
 pub extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CUresult {
-    guard(|| device_to_device(dst, src, n, 0, true))
+    guard(|| device_to_device(dst, src, n, default_stream(), true))
 }
 
 #[no_mangle]
@@ -339,17 +339,17 @@ fn memset(
 
 #[no_mangle]
 pub extern "C" fn cuMemsetD8_v2(dst: CUdeviceptr, v: u8, n: usize) -> CUresult {
-    guard(|| memset(dst, v.into(), 1, n, 0, true))
+    guard(|| memset(dst, v.into(), 1, n, default_stream(), true))
 }
 
 #[no_mangle]
 pub extern "C" fn cuMemsetD16_v2(dst: CUdeviceptr, v: u16, n: usize) -> CUresult {
-    guard(|| memset(dst, v.into(), 2, n, 0, true))
+    guard(|| memset(dst, v.into(), 2, n, default_stream(), true))
 }
 
 #[no_mangle]
 pub extern "C" fn cuMemsetD32_v2(dst: CUdeviceptr, v: u32, n: usize) -> CUresult {
-    guard(|| memset(dst, v, 4, n, 0, true))
+    guard(|| memset(dst, v, 4, n, default_stream(), true))
 }
 
 #[no_mangle]
@@ -563,7 +563,7 @@ fn copy(dst: Side, src: Side, n: usize, stream: Handle, sync: bool) -> R {
 
 #[no_mangle]
 pub extern "C" fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CUresult {
-    guard(|| copy(classify(dst), classify(src), n, 0, true))
+    guard(|| copy(classify(dst), classify(src), n, default_stream(), true))
 }
 
 #[no_mangle]
@@ -975,7 +975,7 @@ unsafe fn memcpy2d(p: *const Memcpy2D, stream: Handle, sync: bool) -> R {
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpy2D_v2(p: *const Memcpy2D) -> CUresult {
     // SAFETY: the caller's descriptor.
-    guard(|| unsafe { memcpy2d(p, 0, true) })
+    guard(|| unsafe { memcpy2d(p, default_stream(), true) })
 }
 
 /// # Safety
@@ -983,7 +983,7 @@ pub unsafe extern "C" fn cuMemcpy2D_v2(p: *const Memcpy2D) -> CUresult {
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpy2DUnaligned_v2(p: *const Memcpy2D) -> CUresult {
     // SAFETY: the caller's descriptor.
-    guard(|| unsafe { memcpy2d(p, 0, true) })
+    guard(|| unsafe { memcpy2d(p, default_stream(), true) })
 }
 
 /// # Safety
@@ -999,7 +999,7 @@ pub unsafe extern "C" fn cuMemcpy2DAsync_v2(p: *const Memcpy2D, stream: Opaque) 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpy3D_v2(p: *const Memcpy3D) -> CUresult {
     // SAFETY: the caller's descriptor.
-    guard(|| unsafe { memcpy3d(p, 0, true) })
+    guard(|| unsafe { memcpy3d(p, default_stream(), true) })
 }
 
 /// # Safety
@@ -1052,7 +1052,7 @@ pub extern "C" fn cuMemsetD2D8_v2(
     w: usize,
     h: usize,
 ) -> CUresult {
-    guard(|| memset2d(dst, pitch, v.into(), 1, w, h, 0, true))
+    guard(|| memset2d(dst, pitch, v.into(), 1, w, h, default_stream(), true))
 }
 
 #[no_mangle]
@@ -1063,7 +1063,7 @@ pub extern "C" fn cuMemsetD2D16_v2(
     w: usize,
     h: usize,
 ) -> CUresult {
-    guard(|| memset2d(dst, pitch, v.into(), 2, w, h, 0, true))
+    guard(|| memset2d(dst, pitch, v.into(), 2, w, h, default_stream(), true))
 }
 
 #[no_mangle]
@@ -1074,7 +1074,7 @@ pub extern "C" fn cuMemsetD2D32_v2(
     w: usize,
     h: usize,
 ) -> CUresult {
-    guard(|| memset2d(dst, pitch, v, 4, w, h, 0, true))
+    guard(|| memset2d(dst, pitch, v, 4, w, h, default_stream(), true))
 }
 
 #[no_mangle]

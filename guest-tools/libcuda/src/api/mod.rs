@@ -15,6 +15,7 @@ pub mod link;
 pub mod memory;
 pub mod module;
 pub mod occupancy;
+pub mod per_thread;
 pub mod pools;
 pub mod proc;
 pub mod stream;
@@ -78,12 +79,22 @@ pub fn opaque(h: Handle) -> Opaque {
     h as usize as Opaque
 }
 
-/// A stream argument: NULL and the special legacy/per-thread streams are the null stream.
+/// A stream argument: `CU_STREAM_LEGACY` (1) is the NULL stream; `CU_STREAM_PER_THREAD` (2) is
+/// the calling thread's default stream, and so is NULL inside a per-thread (`_ptsz`/`_ptds`)
+/// entry point; NULL otherwise is the NULL stream.
 pub fn stream_of(p: Opaque) -> Handle {
     match p as usize {
-        0..=2 => 0,
+        0 if !per_thread::active() => 0,
+        1 => 0,
+        0 | 2 => per_thread::stream(),
         h => h as Handle,
     }
+}
+
+/// The stream a synchronous call without a stream argument runs on: the NULL stream, or the
+/// thread's default stream inside a per-thread entry point.
+pub fn default_stream() -> Handle {
+    stream_of(std::ptr::null_mut())
 }
 
 /// The context a stream-taking call acts on: the current context.

@@ -61,7 +61,7 @@ unsafe fn create(ph: *mut Opaque, flags: c_uint, priority: c_int) -> R {
 /// default stream (flags 0, priority 0).
 fn info(s: Opaque) -> Result<StreamInfo, CuResult> {
     let h = stream_of(s);
-    if h == 0 {
+    if h == 0 || super::per_thread::is_default(h) {
         return Ok(StreamInfo {
             flags: 0,
             priority: 0,
@@ -129,8 +129,10 @@ pub unsafe extern "C" fn cuStreamGetCtx_v2(
 pub unsafe extern "C" fn cuStreamGetId(s: Opaque, id: *mut u64) -> CUresult {
     guard(|| {
         info(s)?;
+        // Unique per stream: the backend's handle (the legacy NULL stream is 1).
+        let h = stream_of(s);
         // SAFETY: the caller's out-pointer.
-        unsafe { put(id, s as usize as u64) }
+        unsafe { put(id, if h == 0 { 1 } else { h }) }
     })
 }
 
