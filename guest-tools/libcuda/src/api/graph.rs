@@ -150,6 +150,11 @@ fn capture_of(stream: Handle) -> Option<Arc<Mutex<Capture>>> {
     registry(|r| r.streams.get(&stream).cloned())
 }
 
+/// Whether `stream` is capturing.
+pub fn is_capturing(stream: Handle) -> bool {
+    capture_of(stream).is_some()
+}
+
 /// Records `node()` when `stream` is capturing (and then says so); otherwise does nothing
 /// and returns `false`, and the caller sends the work. A capture that was invalidated
 /// answers `CUDA_ERROR_STREAM_CAPTURE_INVALIDATED`.

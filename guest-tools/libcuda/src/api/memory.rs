@@ -12,7 +12,9 @@ use std::ffi::{c_int, c_uint, c_void};
 use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::ops::{Handle, Reply, Request};
 
-use super::{ctx, default_stream, graph, guard, put, stream_of, CUdeviceptr, CUresult, Opaque, R};
+use super::{
+    ctx, default_stream, graph, guard, optional, put, stream_of, CUdeviceptr, CUresult, Opaque, R,
+};
 use crate::memmap;
 use crate::state;
 
@@ -881,6 +883,14 @@ fn pitched(
     if (height > 1 || depth > 1) && (src_pitch < width || dst_pitch < width) {
         return Err(CuResult::INVALID_VALUE);
     }
+    if !graph::is_capturing(stream)
+        && pitched_wire(
+            src, src_pitch, src_height, dst, dst_pitch, dst_height, width, height, depth, stream,
+            sync,
+        )?
+    {
+        return Ok(());
+    }
     let contiguous = src_pitch == width
         && dst_pitch == width
         && (depth == 1 || (src_height == height && dst_height == height));
@@ -909,6 +919,87 @@ fn pitched(
         }
     }
     Ok(())
+}
+
+/// A pitched copy as one `Memcpy3D` request (host rows travel packed). `Ok(false)`: not this
+/// way (host to host, larger than one request, or a backend without the operation); the
+/// caller copies row by row.
+#[allow(clippy::too_many_arguments)]
+fn pitched_wire(
+    src: u64,
+    src_pitch: usize,
+    src_height: usize,
+    dst: u64,
+    dst_pitch: usize,
+    dst_height: usize,
+    width: usize,
+    height: usize,
+    depth: usize,
+    stream: Handle,
+    sync: bool,
+) -> Result<bool, CuResult> {
+    use netgpu_proto::wire::ops::{Copy3D, Copy3DKind, MemLoc};
+    if optional::lacking(optional::Op::Memcpy3D) {
+        return Ok(false);
+    }
+    let ctx = ctx()?;
+    let loc = |p: u64, pitch: usize, h: usize| match classify(p) {
+        Side::Device(ptr) => MemLoc::Device {
+            ptr,
+            pitch: pitch as u64,
+            height: h as u64,
+        },
+        Side::Host(_) => MemLoc::Host,
+    };
+    let copy = Copy3D {
+        src: loc(src, src_pitch, src_height),
+        dst: loc(dst, dst_pitch, dst_height),
+        width: width as u64,
+        height: height as u64,
+        depth: depth as u64,
+    };
+    let kind = copy.direction();
+    let packed = copy.packed_len().ok_or(CuResult::INVALID_VALUE)? as usize;
+    let drv = state::driver()?;
+    if kind == Copy3DKind::HostToHost || packed > drv.transport.max_transfer() {
+        return Ok(false);
+    }
+    // Host row (y, z) of a pitched host side.
+    let row = |base: u64, pitch: usize, h: usize, y: usize, z: usize| {
+        (base as usize) + (y + z * h) * pitch
+    };
+    let req = Request::Memcpy3D { ctx, copy, stream };
+    match kind {
+        Copy3DKind::HostToDevice => {
+            let mut buf = Vec::with_capacity(packed);
+            for z in 0..depth {
+                for y in 0..height {
+                    let at = row(src, src_pitch, src_height, y, z);
+                    // SAFETY: a row of the host memory the caller described (API contract).
+                    buf.extend_from_slice(unsafe { host_slice(at as *const c_void, width) }?);
+                }
+            }
+            optional::send(optional::Op::Memcpy3D, &req, &buf, &mut [], !sync)
+        }
+        Copy3DKind::DeviceToHost => {
+            let mut buf = vec![0u8; packed];
+            if !optional::send(optional::Op::Memcpy3D, &req, &[], &mut buf, false)? {
+                return Ok(false);
+            }
+            let mut off = 0;
+            for z in 0..depth {
+                for y in 0..height {
+                    let at = row(dst, dst_pitch, dst_height, y, z);
+                    // SAFETY: a row of the host memory the caller described (API contract).
+                    unsafe { host_slice_mut(at as *mut c_void, width) }?
+                        .copy_from_slice(&buf[off..off + width]);
+                    off += width;
+                }
+            }
+            Ok(true)
+        }
+        _ => optional::send(optional::Op::Memcpy3D, &req, &[], &mut [], !sync),
+    }
 }
 
 /// # Safety

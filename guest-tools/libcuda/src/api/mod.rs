@@ -15,6 +15,7 @@ pub mod link;
 pub mod memory;
 pub mod module;
 pub mod occupancy;
+pub mod optional;
 pub mod per_thread;
 pub mod pools;
 pub mod proc;

@@ -1,5 +1,5 @@
-//! Streams and events. Work on a stream is ordered by the backend; `cuStreamWaitEvent`
-//! waits on the host for the event (correct, if more conservative than a device-side wait).
+//! Streams and events. Work on a stream is ordered by the backend; `cuStreamWaitEvent` is a
+//! posted `StreamWaitEvent` (a host-side wait on a backend without it).
 
 use std::collections::HashMap;
 use std::ffi::{c_float, c_int, c_uint};
@@ -418,9 +418,20 @@ pub extern "C" fn cuStreamWaitEvent(s: Opaque, event: Opaque, _flags: c_uint) ->
     })
 }
 
-/// Makes later work on `stream` wait for `event`: waits on the host for the event (correct,
-/// if more conservative than a device-side wait).
-pub fn wait_event_now(_stream: Handle, event: Handle) -> R {
+/// Makes later work on `stream` wait for `event`: a posted `StreamWaitEvent` (the backend
+/// orders it; no round trip), or, on a backend without it, a wait on the host for the event
+/// (correct, if more conservative).
+pub fn wait_event_now(stream: Handle, event: Handle) -> R {
+    let req = Request::StreamWaitEvent { stream, event };
+    if super::optional::send(
+        super::optional::Op::StreamWaitEvent,
+        &req,
+        &[],
+        &mut [],
+        true,
+    )? {
+        return Ok(());
+    }
     state::driver()?
         .call(&Request::EventSynchronize { event })
         .map(|_| ())
