@@ -149,10 +149,14 @@ int main(int argc, char **argv)
 	stats = (stats_fn)dlsym(RTLD_DEFAULT, "netgpu_stats");
 
 	RT(cudaSetDevice(0));
-	RT(cudaFree(0));  // creates the primary context
-	cudaFunction_t rf;
-	RT(cudaGetFuncBySymbol(&rf, (const void *)nop));
-	CUfunction f = (CUfunction)rf;
+	RT(cudaFree(0));  // creates the primary context, current on this thread
+	// The driver path loads the same kernel as PTX, as a driver-API program does.
+	static const char ptx[] = ".version 7.0\n.target sm_52\n.address_size 64\n"
+				  ".visible .entry nop(.param .u32 x)\n{\n\tret;\n}\n";
+	CUmodule mod;
+	CUfunction f;
+	DRV(cuModuleLoadData(&mod, ptx));
+	DRV(cuModuleGetFunction(&f, mod, "nop"));
 
 	void *d;
 	RT(cudaMalloc(&d, bytes));
