@@ -111,9 +111,9 @@ struct netgpu_dev {
 	struct rw_semaphore io_sem;	/* regs valid while held and !dead */
 	bool dead;
 	int minor;
-	struct cdev cdev;
 	struct device *dev;
 	int nvec;
+	int irqs[NETGPU_MSIX_VECTORS];	/* Linux irq of each vector */
 	bool msix;
 	u32 max_queues;
 	u32 max_sg;
@@ -124,9 +124,22 @@ struct netgpu_dev {
 	wait_queue_head_t event_wq;
 };
 
+static bool msix = true;
+module_param(msix, bool, 0444);
+MODULE_PARM_DESC(msix, "use MSI-X if the device offers it (default true; false: INTx only)");
+
+/*
+ * One character device for all minors; open() finds the device by minor in netgpu_idr. The
+ * cdev is not embedded in struct netgpu_dev on purpose: the VFS keeps a reference to the
+ * cdev until after release() returns, which would outlive a device freed by its last close
+ * after hot-unplug. Entries are NULL while probe is unfinished and removed first thing in
+ * remove(), so open() sees only live devices.
+ */
 static dev_t netgpu_devt;
+static struct cdev netgpu_cdev;
 static struct class *netgpu_class;
-static DEFINE_IDA(netgpu_minors);
+static DEFINE_IDR(netgpu_idr);
+static DEFINE_MUTEX(netgpu_idr_lock);
 
 /* ---------------------------------------------------------------- registers */
 
@@ -410,8 +423,11 @@ static bool netgpu_process_cq(struct netgpu_queue *q)
 static irqreturn_t netgpu_vector_irq(int irq, void *data)
 {
 	struct netgpu_dev *nd = data;
-	int v = irq - pci_irq_vector(nd->pdev, 0);
 	unsigned int i;
+	int v;
+
+	for (v = 0; v < nd->nvec - 1 && nd->irqs[v] != irq; v++)
+		;
 
 	if (v == 0 || !nd->msix) {
 		wake_up(&nd->event_wq);
@@ -733,11 +749,17 @@ static long netgpu_info(struct netgpu_queue *q, void __user *uarg)
 
 static int netgpu_open(struct inode *inode, struct file *file)
 {
-	struct netgpu_dev *nd = container_of(inode->i_cdev, struct netgpu_dev, cdev);
+	struct netgpu_dev *nd;
 	struct netgpu_queue *q;
 	int ret;
 
-	kref_get(&nd->ref);
+	mutex_lock(&netgpu_idr_lock);
+	nd = idr_find(&netgpu_idr, iminor(inode));
+	if (nd)
+		kref_get(&nd->ref);
+	mutex_unlock(&netgpu_idr_lock);
+	if (!nd)
+		return -ENODEV;
 	ret = netgpu_wait_ready(nd);
 	if (ret)
 		goto put;
@@ -920,11 +942,13 @@ static int netgpu_setup_irqs(struct netgpu_dev *nd)
 	struct pci_dev *pdev = nd->pdev;
 	int i, ret;
 
-	nd->nvec = pci_alloc_irq_vectors(pdev, 2, NETGPU_MSIX_VECTORS, PCI_IRQ_MSIX);
+	nd->nvec = msix ? pci_alloc_irq_vectors(pdev, 2, NETGPU_MSIX_VECTORS, PCI_IRQ_MSIX) : -ENOSPC;
 	if (nd->nvec >= 2) {
 		nd->msix = true;
+		for (i = 0; i < nd->nvec; i++)
+			nd->irqs[i] = pci_irq_vector(pdev, i);
 		for (i = 0; i < nd->nvec; i++) {
-			ret = request_irq(pci_irq_vector(pdev, i), netgpu_vector_irq, 0, DRV_NAME, nd);
+			ret = request_irq(nd->irqs[i], netgpu_vector_irq, 0, DRV_NAME, nd);
 			if (ret)
 				goto fail;
 		}
@@ -934,10 +958,11 @@ static int netgpu_setup_irqs(struct netgpu_dev *nd)
 	if (nd->nvec < 1)
 		return nd->nvec ? nd->nvec : -ENODEV;
 	nd->msix = false;
-	return request_irq(pci_irq_vector(pdev, 0), netgpu_intx_irq, IRQF_SHARED, DRV_NAME, nd);
+	nd->irqs[0] = pci_irq_vector(pdev, 0);
+	return request_irq(nd->irqs[0], netgpu_intx_irq, IRQF_SHARED, DRV_NAME, nd);
 fail:
 	while (--i >= 0)
-		free_irq(pci_irq_vector(pdev, i), nd);
+		free_irq(nd->irqs[i], nd);
 	pci_free_irq_vectors(pdev);
 	return ret;
 }
@@ -947,7 +972,7 @@ static void netgpu_free_irqs(struct netgpu_dev *nd)
 	int i;
 
 	for (i = 0; i < nd->nvec; i++)
-		free_irq(pci_irq_vector(nd->pdev, i), nd);
+		free_irq(nd->irqs[i], nd);
 	pci_free_irq_vectors(nd->pdev);
 }
 
@@ -1008,30 +1033,30 @@ static int netgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto unmap;
 	wr32(nd, NETGPU_REG_EVENT_VECTOR, 0);
 
-	ret = ida_alloc_max(&netgpu_minors, NETGPU_MAX_DEVICES - 1, GFP_KERNEL);
+	mutex_lock(&netgpu_idr_lock);
+	ret = idr_alloc(&netgpu_idr, NULL, 0, NETGPU_MAX_DEVICES, GFP_KERNEL);
+	mutex_unlock(&netgpu_idr_lock);
 	if (ret < 0)
 		goto irqs;
 	nd->minor = ret;
-	cdev_init(&nd->cdev, &netgpu_fops);
-	nd->cdev.owner = THIS_MODULE;
-	ret = cdev_add(&nd->cdev, MKDEV(MAJOR(netgpu_devt), nd->minor), 1);
-	if (ret)
-		goto minor;
+	pci_set_drvdata(pdev, nd);
 	nd->dev = device_create(netgpu_class, &pdev->dev, MKDEV(MAJOR(netgpu_devt), nd->minor),
 				nd, "netgpu%d", nd->minor);
 	if (IS_ERR(nd->dev)) {
 		ret = PTR_ERR(nd->dev);
-		goto cdev;
+		goto minor;
 	}
-	pci_set_drvdata(pdev, nd);
+	mutex_lock(&netgpu_idr_lock);
+	idr_replace(&netgpu_idr, nd, nd->minor);
+	mutex_unlock(&netgpu_idr_lock);
 	dev_info(&pdev->dev, "netgpu%d: ABI %u.%u, %u queues, %s, %d vectors\n", nd->minor,
 		 version >> 16, version & 0xffff, nd->max_queues, nd->msix ? "MSI-X" : "INTx",
 		 nd->nvec);
 	return 0;
-cdev:
-	cdev_del(&nd->cdev);
 minor:
-	ida_free(&netgpu_minors, nd->minor);
+	mutex_lock(&netgpu_idr_lock);
+	idr_remove(&netgpu_idr, nd->minor);
+	mutex_unlock(&netgpu_idr_lock);
 irqs:
 	netgpu_free_irqs(nd);
 unmap:
@@ -1052,8 +1077,11 @@ static void netgpu_remove(struct pci_dev *pdev)
 	unsigned long flags;
 	int i;
 
+	/* No new opens from here on; open files keep their reference to nd. */
+	mutex_lock(&netgpu_idr_lock);
+	idr_remove(&netgpu_idr, nd->minor);
+	mutex_unlock(&netgpu_idr_lock);
 	device_destroy(netgpu_class, MKDEV(MAJOR(netgpu_devt), nd->minor));
-	cdev_del(&nd->cdev);
 	netgpu_free_irqs(nd);
 	down_write(&nd->io_sem);
 	/*
@@ -1085,7 +1113,6 @@ static void netgpu_remove(struct pci_dev *pdev)
 	pci_clear_master(pdev);
 	pci_release_mem_regions(pdev);
 	pci_disable_device(pdev);
-	ida_free(&netgpu_minors, nd->minor);
 	kref_put(&nd->ref, netgpu_dev_release);
 }
 
@@ -1144,6 +1171,11 @@ static int __init netgpu_init(void)
 	ret = alloc_chrdev_region(&netgpu_devt, 0, NETGPU_MAX_DEVICES, DRV_NAME);
 	if (ret)
 		return ret;
+	cdev_init(&netgpu_cdev, &netgpu_fops);
+	netgpu_cdev.owner = THIS_MODULE;
+	ret = cdev_add(&netgpu_cdev, netgpu_devt, NETGPU_MAX_DEVICES);
+	if (ret)
+		goto region;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
 	netgpu_class = class_create(DRV_NAME);
 #else
@@ -1151,7 +1183,7 @@ static int __init netgpu_init(void)
 #endif
 	if (IS_ERR(netgpu_class)) {
 		ret = PTR_ERR(netgpu_class);
-		goto region;
+		goto cdev;
 	}
 	netgpu_class->dev_groups = netgpu_groups;
 	ret = pci_register_driver(&netgpu_driver);
@@ -1160,6 +1192,8 @@ static int __init netgpu_init(void)
 	return 0;
 class:
 	class_destroy(netgpu_class);
+cdev:
+	cdev_del(&netgpu_cdev);
 region:
 	unregister_chrdev_region(netgpu_devt, NETGPU_MAX_DEVICES);
 	return ret;
@@ -1169,8 +1203,9 @@ static void __exit netgpu_exit(void)
 {
 	pci_unregister_driver(&netgpu_driver);
 	class_destroy(netgpu_class);
+	cdev_del(&netgpu_cdev);
 	unregister_chrdev_region(netgpu_devt, NETGPU_MAX_DEVICES);
-	ida_destroy(&netgpu_minors);
+	idr_destroy(&netgpu_idr);
 }
 
 module_init(netgpu_init);

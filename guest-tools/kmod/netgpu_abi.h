@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
  * netgpu device ABI 1.0, as the guest driver sees it. The definition is proto/src/abi.rs;
- * tests/abi-check (guest-tools/kmod/abi-check.c + a Rust test) proves these numbers and
- * layouts are the same, so the two cannot drift. See docs/device-abi.md.
+ * proto/tests/c_header.rs compiles tests/abi-dump.c (which prints every constant, size and
+ * offset below) and compares each value with the Rust side, so the two cannot drift
+ * (guest-tools/kmod/check-abi.sh runs just that check). See docs/device-abi.md.
  */
 #ifndef NETGPU_ABI_H
 #define NETGPU_ABI_H

@@ -93,7 +93,8 @@ vm_payload_bin() {
 }
 
 # Starts a CPU-executor netgpu-backend on 127.0.0.1 and a netgpu-vdev connected to it, with
-# logs and token under $1. Sets NETGPU_DEVICE_JSON (the QEMU -device argument) and
+# logs and token under $1 ($NETGPU_VDEV_ARGS: extra vdev arguments, e.g. "--memory 1GiB").
+# Sets NETGPU_DEVICE_JSON (the QEMU -device argument) and
 # NETGPU_PIDS; vm_stop_netgpu stops them.
 vm_start_netgpu() {
   local work=$1 target port sock
@@ -109,8 +110,10 @@ vm_start_netgpu() {
   "$target/debug/netgpu-backend" --listen "$NETGPU_BACKEND_ADDR" --executor cpu \
     --token-file "$work/token" > "$work/backend.log" 2>&1 &
   NETGPU_BACKEND_PID=$!
+  local extra=()
+  if [ -n "${NETGPU_VDEV_ARGS:-}" ]; then read -r -a extra <<< "$NETGPU_VDEV_ARGS"; fi
   "$target/debug/netgpu-vdev" --socket "$sock" --backend "$NETGPU_BACKEND_ADDR" \
-    --token-file "$work/token" > "$work/vdev.log" 2>&1 &
+    --token-file "$work/token" "${extra[@]}" > "$work/vdev.log" 2>&1 &
   NETGPU_VDEV_PID=$!
   for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
   [ -S "$sock" ] || { cat "$work/vdev.log" >&2; vm_die "netgpu-vdev did not create its socket"; }
@@ -124,7 +127,8 @@ vm_stop_netgpu() {
 }
 
 # Builds the guest kernel module and its static self-test in the chroot against the guest
-# kernel's headers; copies netgpu.ko and netgpu-selftest into $1.
+# kernel's headers; copies netgpu.ko and the static test programs netgpu-selftest and
+# netgpu-stress into $1.
 vm_build_kmod() {
   local out=$1 b="/build/kmod-$$"
   rm -rf "$VM_ROOT$b"
@@ -132,9 +136,12 @@ vm_build_kmod() {
   cp -r "$REPO_ROOT/guest-tools/kmod" "$VM_ROOT$b"
   vm_chroot make -s -C "$b" KDIR="$VM_KBUILD" > "$out/kmod-build.log" 2>&1 \
     || { cat "$out/kmod-build.log" >&2; vm_die "kernel module build failed"; }
-  vm_chroot gcc -O2 -Wall -Werror -static -o "$b/netgpu-selftest" "$b/tests/netgpu-selftest.c" \
-    >> "$out/kmod-build.log" 2>&1 || { cat "$out/kmod-build.log" >&2; vm_die "selftest build failed"; }
-  cp "$VM_ROOT$b/netgpu.ko" "$VM_ROOT$b/netgpu-selftest" "$out/"
+  local t
+  for t in netgpu-selftest netgpu-stress; do
+    vm_chroot gcc -O2 -Wall -Werror -static -o "$b/$t" "$b/tests/$t.c" >> "$out/kmod-build.log" 2>&1 \
+      || { cat "$out/kmod-build.log" >&2; vm_die "$t build failed"; }
+  done
+  cp "$VM_ROOT$b/netgpu.ko" "$VM_ROOT$b/netgpu-selftest" "$VM_ROOT$b/netgpu-stress" "$out/"
   rm -rf "$VM_ROOT$b"
 }
 
