@@ -92,6 +92,7 @@
 #define NETGPU_INLINE_SG_ENTRIES	3
 
 #define NETGPU_SG_FLAG_CHAIN		(1u << 0)
+#define NETGPU_SG_FLAG_DEVICE_WRITE	(1u << 1)	/* the device may write the entry */
 #define NETGPU_CMD_FLAG_SG_INDIRECT	(1u << 0)
 #define NETGPU_CMD_FLAG_ASYNC		(1u << 1)
 #define NETGPU_CQE_FLAG_PHASE		(1u << 0)
