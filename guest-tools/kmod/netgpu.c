@@ -253,6 +253,15 @@ static bool netgpu_all_ones(u32 v)
 	return v == ~0u;
 }
 
+/*
+ * Does the device still answer? MAGIC reads all ones when it is gone, and zero when its
+ * memory decoding is off: either way nothing it says can be trusted. Caller holds io_sem.
+ */
+static bool netgpu_answers(struct netgpu_dev *nd)
+{
+	return rd32(nd, NETGPU_REG_MAGIC) == NETGPU_MAGIC;
+}
+
 static void netgpu_dev_release(struct kref *ref)
 {
 	struct netgpu_dev *nd = container_of(ref, struct netgpu_dev, ref);
@@ -687,7 +696,7 @@ static bool netgpu_queue_check(struct netgpu_queue *q, bool force)
 	} else {
 		qst = rd32(nd, qreg(q->qid, NETGPU_QREG_STATUS));
 		st = rd32(nd, NETGPU_REG_STATUS);
-		bad = netgpu_all_ones(qst) || netgpu_all_ones(st) ||
+		bad = netgpu_all_ones(qst) || netgpu_all_ones(st) || !netgpu_answers(nd) ||
 		      qst != NETGPU_QSTATUS_ENABLED || (st & NETGPU_STATUS_FATAL);
 	}
 	up_read(&nd->io_sem);
@@ -725,6 +734,8 @@ static bool netgpu_queue_stop(struct netgpu_queue *q)
 			written = true;
 		}
 		st = rd32(nd, qreg(q->qid, NETGPU_QREG_STATUS));
+		if (!netgpu_all_ones(st) && (st & NETGPU_QSTATUS_ENABLED) && !netgpu_answers(nd))
+			st = ~0u;	/* not answering: gone, nothing left to wait for */
 		up_read(&nd->io_sem);
 		if (netgpu_all_ones(st) || !(st & NETGPU_QSTATUS_ENABLED))
 			return true;
@@ -842,7 +853,7 @@ static int netgpu_wait_ready(struct netgpu_dev *nd)
 			return -ENODEV;
 		}
 		if (!READ_ONCE(nd->resetting))
-			st = rd32(nd, NETGPU_REG_STATUS);
+			st = netgpu_answers(nd) ? rd32(nd, NETGPU_REG_STATUS) : ~0u;
 		up_read(&nd->io_sem);
 		if (!READ_ONCE(nd->resetting)) {
 			if (netgpu_all_ones(st))
@@ -907,12 +918,34 @@ static void netgpu_queue_free_unused(struct netgpu_queue *q)
 {
 	struct device *dev = &q->ndev->pdev->dev;
 
-	dma_free_coherent(dev, q->size * sizeof(*q->sq), q->sq, q->sq_dma);
-	dma_free_coherent(dev, q->size * sizeof(*q->cq), q->cq, q->cq_dma);
+	if (q->leak) {
+		dev_err(dev, "queue %u refused but kept running; its rings are kept\n", q->qid);
+	} else {
+		dma_free_coherent(dev, q->size * sizeof(*q->sq), q->sq, q->sq_dma);
+		dma_free_coherent(dev, q->size * sizeof(*q->cq), q->cq, q->cq_dma);
+	}
 	kfree(q->tags);
 	kfree(q->gens);
 	kfree(q->free_tags);
 	kfree(q);
+}
+
+/*
+ * After a refused enable: has the device let go of index @qid (so its rings may be freed)?
+ * Caller holds io_sem.
+ */
+static bool netgpu_index_stopped(struct netgpu_dev *nd, u16 qid)
+{
+	unsigned long deadline = jiffies + msecs_to_jiffies(NETGPU_STOP_TIMEOUT_MS);
+	u32 st;
+
+	while ((st = rd32(nd, qreg(qid, NETGPU_QREG_STATUS))) != ~0u &&
+	       (st & NETGPU_QSTATUS_ENABLED)) {
+		if (time_after(jiffies, deadline))
+			return false;
+		msleep(1);
+	}
+	return true;
 }
 
 /* Programs and enables queue @qid for @q; 0, or why the device refused. */
@@ -920,7 +953,7 @@ static int netgpu_queue_enable(struct netgpu_dev *nd, struct netgpu_queue *q, u1
 {
 	u32 st;
 
-	if (nd->dead)
+	if (nd->dead || !netgpu_answers(nd))
 		return -ENODEV;
 	st = rd32(nd, qreg(qid, NETGPU_QREG_STATUS));
 	if (netgpu_all_ones(st))
@@ -948,6 +981,8 @@ static int netgpu_queue_enable(struct netgpu_dev *nd, struct netgpu_queue *q, u1
 
 		wr32(nd, qreg(qid, NETGPU_QREG_ENABLE), 0);
 		dev_warn(&nd->pdev->dev, "queue %u refused: status %#x error %u\n", qid, st, err);
+		if (!netgpu_index_stopped(nd, qid))
+			q->leak = true;		/* it may still use our rings: never free them */
 		return -EIO;
 	}
 	q->next_check = jiffies + msecs_to_jiffies(NETGPU_CHECK_MS);
@@ -975,13 +1010,15 @@ static struct netgpu_queue *netgpu_queue_create(struct netgpu_dev *nd)
 	if (!q)
 		return ERR_PTR(-ENOMEM);
 	down_read(&nd->io_sem);
-	for (i = 0; i < nd->max_queues; i++) {
+	for (i = 0; i < nd->max_queues && !READ_ONCE(nd->resetting); i++) {
 		if (nd->queues[i])
 			continue;
 		ret = netgpu_queue_enable(nd, q, i);
 		if (ret != -EBUSY)
 			break;
 	}
+	if (READ_ONCE(nd->resetting))
+		ret = -EAGAIN;		/* open() waits for the reset to finish and tries again */
 	if (!ret) {
 		kref_get(&nd->ref);
 		spin_lock_irqsave(&nd->qlock, flags);
@@ -1531,39 +1568,9 @@ static long netgpu_info(struct netgpu_queue *q, void __user *uarg)
 
 /* ---------------------------------------------------------------- file operations */
 
-static int netgpu_open(struct inode *inode, struct file *file)
+/* Closes a queue whose file is gone (or never was handed out). */
+static void netgpu_queue_close(struct netgpu_queue *q)
 {
-	struct netgpu_dev *nd;
-	struct netgpu_queue *q;
-	int ret;
-
-	mutex_lock(&netgpu_idr_lock);
-	nd = idr_find(&netgpu_idr, iminor(inode));
-	if (nd)
-		kref_get(&nd->ref);
-	mutex_unlock(&netgpu_idr_lock);
-	if (!nd)
-		return -ENODEV;
-	ret = netgpu_wait_ready(nd);
-	if (ret)
-		goto put;
-	mutex_lock(&nd->qmutex);
-	q = READ_ONCE(nd->removing) ? ERR_PTR(-ENODEV) : netgpu_queue_create(nd);
-	mutex_unlock(&nd->qmutex);
-	if (IS_ERR(q)) {
-		ret = PTR_ERR(q);
-		goto put;
-	}
-	file->private_data = q;
-	ret = 0;
-put:
-	netgpu_dev_put(nd);	/* the queue holds its own reference */
-	return ret;
-}
-
-static int netgpu_release(struct inode *inode, struct file *file)
-{
-	struct netgpu_queue *q = file->private_data;
 	struct netgpu_dev *nd = q->ndev;
 	struct netgpu_cmd *c;
 	unsigned long idx, flags;
@@ -1577,7 +1584,7 @@ static int netgpu_release(struct inode *inode, struct file *file)
 		netgpu_queue_unpublish(q);
 		mutex_unlock(&nd->qmutex);
 		netgpu_queue_free(q);
-		return 0;
+		return;
 	}
 	/*
 	 * The device did not let go of the queue: keep its index, rings and the buffers of
@@ -1600,6 +1607,51 @@ static int netgpu_release(struct inode *inode, struct file *file)
 	spin_unlock_irqrestore(&q->lock, flags);
 	netgpu_reclaim(q, NULL);
 	mutex_unlock(&nd->qmutex);
+}
+
+static int netgpu_open(struct inode *inode, struct file *file)
+{
+	struct netgpu_dev *nd;
+	struct netgpu_queue *q;
+	int ret, tries;
+
+	mutex_lock(&netgpu_idr_lock);
+	nd = idr_find(&netgpu_idr, iminor(inode));
+	if (nd)
+		kref_get(&nd->ref);
+	mutex_unlock(&netgpu_idr_lock);
+	if (!nd)
+		return -ENODEV;
+	for (tries = 0;; tries++) {
+		ret = netgpu_wait_ready(nd);
+		if (ret)
+			goto put;
+		mutex_lock(&nd->qmutex);
+		q = READ_ONCE(nd->removing) ? ERR_PTR(-ENODEV) : netgpu_queue_create(nd);
+		mutex_unlock(&nd->qmutex);
+		if (!IS_ERR(q) && READ_ONCE(q->broken) && READ_ONCE(nd->resetting) && tries < 3) {
+			/* A reset began right after the queue was made: make another. */
+			netgpu_queue_close(q);
+			continue;
+		}
+		if (PTR_ERR_OR_ZERO(q) == -EAGAIN && tries < 3)
+			continue;
+		break;
+	}
+	if (IS_ERR(q)) {
+		ret = PTR_ERR(q);
+		goto put;
+	}
+	file->private_data = q;
+	ret = 0;
+put:
+	netgpu_dev_put(nd);	/* the queue holds its own reference */
+	return ret;
+}
+
+static int netgpu_release(struct inode *inode, struct file *file)
+{
+	netgpu_queue_close(file->private_data);
 	return 0;
 }
 
@@ -1707,12 +1759,12 @@ static ssize_t link_state_show(struct device *dev, struct device_attribute *attr
 		up_read(&nd->io_sem);
 		return sysfs_emit(buf, "resetting\n");
 	}
-	st = rd32(nd, NETGPU_REG_STATUS);
+	st = netgpu_answers(nd) ? rd32(nd, NETGPU_REG_STATUS) : ~0u;
 	if (!netgpu_all_ones(st) && (st & NETGPU_STATUS_FATAL))
 		why = rd32(nd, NETGPU_REG_FATAL_REASON);
 	up_read(&nd->io_sem);
 	if (netgpu_all_ones(st))
-		return sysfs_emit(buf, "gone\n");
+		return sysfs_emit(buf, "gone\n");	/* not answering */
 	if (st & NETGPU_STATUS_FATAL)
 		return sysfs_emit(buf, "fatal: %s\n", reasons[why < ARRAY_SIZE(reasons) ? why : 0]);
 	if (st & NETGPU_STATUS_RESETTING)
@@ -2012,10 +2064,10 @@ static void netgpu_reset_prepare(struct pci_dev *pdev)
 	struct netgpu_dev *nd = pci_get_drvdata(pdev);
 
 	WRITE_ONCE(nd->resetting, true);
-	netgpu_fail_all(nd);
-	/* Let register users and submitters that started before finish. */
+	/* Let register users, submitters and queue creations that started before finish. */
 	down_write(&nd->io_sem);
 	up_write(&nd->io_sem);
+	netgpu_fail_all(nd);
 }
 
 static void netgpu_reset_done(struct pci_dev *pdev)

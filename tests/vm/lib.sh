@@ -126,22 +126,27 @@ vm_stop_netgpu() {
   rm -f "${NETGPU_SOCK:-}"
 }
 
-# Builds the guest kernel module and its static self-test in the chroot against the guest
-# kernel's headers; copies netgpu.ko and the static test programs netgpu-selftest and
-# netgpu-stress into $1.
+# Builds the guest kernel module and its static test programs in the chroot against the
+# guest kernel's headers; copies netgpu.ko and the programs (every
+# guest-tools/kmod/tests/netgpu-*.c: netgpu-selftest, netgpu-stress, netgpu-mt, ...) into $1.
 vm_build_kmod() {
   local out=$1 b="/build/kmod-$$"
   rm -rf "$VM_ROOT$b"
   mkdir -p "$VM_ROOT/build"
   cp -r "$REPO_ROOT/guest-tools/kmod" "$VM_ROOT$b"
-  vm_chroot make -s -C "$b" KDIR="$VM_KBUILD" > "$out/kmod-build.log" 2>&1 \
+  vm_chroot make -s -C "$b" KDIR="$VM_KBUILD" W=1 > "$out/kmod-build.log" 2>&1 \
     || { cat "$out/kmod-build.log" >&2; vm_die "kernel module build failed"; }
-  local t
-  for t in netgpu-selftest netgpu-stress; do
-    vm_chroot gcc -O2 -Wall -Werror -static -o "$b/$t" "$b/tests/$t.c" >> "$out/kmod-build.log" 2>&1 \
-      || { cat "$out/kmod-build.log" >&2; vm_die "$t build failed"; }
+  if grep -q 'warning:' "$out/kmod-build.log"; then
+    cat "$out/kmod-build.log" >&2; vm_die "kernel module build has warnings"
+  fi
+  local src t
+  for src in "$VM_ROOT$b"/tests/netgpu-*.c; do
+    t=$(basename "$src" .c)
+    vm_chroot gcc -O2 -Wall -Werror -static -pthread -o "$b/$t" "$b/tests/$t.c" \
+      >> "$out/kmod-build.log" 2>&1 || { cat "$out/kmod-build.log" >&2; vm_die "$t build failed"; }
+    cp "$VM_ROOT$b/$t" "$out/"
   done
-  cp "$VM_ROOT$b/netgpu.ko" "$VM_ROOT$b/netgpu-selftest" "$VM_ROOT$b/netgpu-stress" "$out/"
+  cp "$VM_ROOT$b/netgpu.ko" "$out/"
   rm -rf "$VM_ROOT$b"
 }
 
@@ -153,15 +158,19 @@ vm_results() {
 
 # Boots the guest with payload directory $2 (its run.sh runs in the guest) and the netgpu
 # device attached; serial log in $1/serial.log. Fails unless the guest summary has 0 failed.
+# $VM_TIMEOUT: seconds (180); $VM_APPEND: extra kernel command line (e.g. slub_debug=FZPU);
+# $VM_KEEP_LOG: a file to copy the serial log to.
 vm_run_payload() {
   local work=$1 payload=$2
   cp "$(dirname "${BASH_SOURCE[0]}")/guest/lib.sh" "$payload/lib.sh"
   "$(dirname "${BASH_SOURCE[0]}")/mkinitramfs.sh" "$work/initrd.cpio.gz" "$payload"
   if ! "$(dirname "${BASH_SOURCE[0]}")/run-vm.sh" --initrd "$work/initrd.cpio.gz" \
-      --device "$NETGPU_DEVICE_JSON" --timeout "${VM_TIMEOUT:-180}" --log "$work/serial.log" > /dev/null; then
+      --device "$NETGPU_DEVICE_JSON" --timeout "${VM_TIMEOUT:-180}" --log "$work/serial.log" \
+      --append "${VM_APPEND:-}" > /dev/null; then
     cat "$work/serial.log" >&2
     echo "--- vdev log" >&2; tail -n 40 "$work/vdev.log" >&2
     echo "--- backend log" >&2; tail -n 40 "$work/backend.log" >&2
   fi
+  if [ -n "${VM_KEEP_LOG:-}" ]; then cp "$work/serial.log" "$VM_KEEP_LOG"; fi
   vm_results "$work/serial.log"
 }

@@ -1,48 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * netgpu-stress: a process that keeps /dev/netgpu0 busy, for the lifecycle tests (killed
- * mid-command, device reset and hot-unplug under load).
- *   netgpu-stress meminfo       prints "free <bytes> total <bytes>" (MEM_GET_INFO)
- *   netgpu-stress hold <MiB>    creates a context, allocates <MiB> of device memory, prints
- *                               "HOLDING", then copies a <MiB> buffer to the device and back
- *                               in a loop until a call fails; then prints "ERROR <errno
- *                               name>" and exits 3
+ * netgpu-stress: processes that keep /dev/netgpu0 busy or hold it open, for the lifecycle
+ * and torture tests (killed mid-command, device reset, unbind and hot-unplug under load).
+ *   netgpu-stress meminfo        prints "free <bytes> total <bytes>" (MEM_GET_INFO)
+ *   netgpu-stress hold MiB [queued]
+ *                                creates a context, allocates MiB of device memory, prints
+ *                                "HOLDING", then copies a MiB buffer to the device and back in
+ *                                a loop (blocking SUBMIT, or with "queued" QUEUE + WAIT with
+ *                                several copies in flight) until a call fails; then prints
+ *                                "ERROR <what> <errno name or CUresult>" and exits 3
+ *   netgpu-stress idle           opens the device, prints "HOLDING", sleeps until killed
+ *   netgpu-stress use-fd N       on an inherited open file N of a removed device: INFO and
+ *                                SUBMIT must both fail with ENODEV (exit 0), else exit 1
+ *   netgpu-stress openclose N    N cycles of open, INFO, NOP, close; exit 0 if all worked;
+ *                                prints "openclose N cycles in S s"
+ *   netgpu-stress open-within S  opens and runs MEM_GET_INFO, retrying failed opens for up
+ *                                to S seconds; prints "OPEN ok|<errno> after <s> s"; exit 0 on
+ *                                success
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/ioctl.h>
-#include <unistd.h>
-
-#include "../netgpu_abi.h"
-#include "../include/uapi/netgpu.h"
-
-static int submit(int fd, struct netgpu_command *c, struct netgpu_completion *cpl)
-{
-	struct netgpu_ioc_cmd io;
-	struct netgpu_ioc_submit s = { .cmds = (uintptr_t)&io, .count = 1 };
-
-	memcpy(io.desc, c, sizeof(*c));
-	if (ioctl(fd, NETGPU_IOC_SUBMIT, &s))
-		return -errno;
-	memcpy(cpl, io.cpl, sizeof(*cpl));
-	return (int)cpl->result;
-}
-
-static struct netgpu_command cmd(uint16_t op, uint64_t a0, uint64_t a1, uint64_t a2)
-{
-	struct netgpu_command c;
-
-	memset(&c, 0, sizeof(c));
-	c.opcode = op;
-	c.args[0] = a0;
-	c.args[1] = a1;
-	c.args[2] = a2;
-	return c;
-}
+#include "netgpu-test.h"
 
 static int fail(const char *what, int r)
 {
@@ -54,56 +30,164 @@ static int fail(const char *what, int r)
 	return 3;
 }
 
-int main(int argc, char **argv)
+static int hold(int fd, size_t mib, int queued)
 {
 	struct netgpu_completion cpl;
 	struct netgpu_command c;
+	size_t n = mib << 20;
+	int r;
+
+	c = cmd3(NETGPU_OP_CTX_CREATE, 0, 0, 0);
+	r = one(fd, c, &cpl);
+	if (r)
+		return fail("ctx-create", r);
+	uint64_t ctx = cpl.value0;
+
+	c = cmd3(NETGPU_OP_MEM_ALLOC, ctx, n, 0);
+	r = one(fd, c, &cpl);
+	if (r)
+		return fail("mem-alloc", r);
+	uint64_t dptr = cpl.value0;
+	unsigned char *b = malloc(n);
+
+	if (!b)
+		return 2;
+	memset(b, 0x5a, n);
+	printf("HOLDING\n");
+	fflush(stdout);
+	for (unsigned long i = 0;; i++) {
+		if (!queued) {
+			c = cmd3(i % 2 ? NETGPU_OP_MEMCPY_DTOH : NETGPU_OP_MEMCPY_HTOD, ctx, dptr, 0);
+			buf(&c, b, n);
+			r = one(fd, c, NULL);
+			if (r)
+				return fail("memcpy", r);
+			continue;
+		}
+		/* Four copies in flight (quarters of the buffer), reaped together. */
+		struct netgpu_command q[4];
+		struct netgpu_ioc_reap rp[4];
+		uint64_t seq;
+		uint32_t done;
+
+		for (int k = 0; k < 4; k++) {
+			q[k] = cmd3(i % 2 ? NETGPU_OP_MEMCPY_DTOH : NETGPU_OP_MEMCPY_HTOD, ctx,
+				    dptr + k * (n / 4), 0);
+			buf(&q[k], b + k * (n / 4), n / 4);
+		}
+		if (queue_cmds(fd, q, 4, &seq))
+			return fail("queue", -errno);
+		memset(rp, 0, sizeof(rp));
+		for (int k = 0; k < 4; k++)
+			rp[k].seq = seq + k;
+		if (wait_cmds(fd, rp, 4, 0, -1, &done))
+			return fail("wait", -errno);
+		for (int k = 0; k < 4; k++) {
+			if (rp[k].state != NETGPU_REAP_DONE)
+				return fail("reap-state", -EIO);
+			if (reap_cpl(&rp[k]).result)
+				return fail("memcpy", (int)reap_cpl(&rp[k]).result);
+		}
+	}
+}
+
+static int use_fd(int fd)
+{
+	struct netgpu_ioc_info info;
+	struct netgpu_command c = cmd3(NETGPU_OP_MEM_GET_INFO, 0, 0, 0);
+	int ri = ioctl(fd, NETGPU_IOC_INFO, &info) ? errno : 0;
+	int rs = one(fd, c, NULL);
+
+	printf("held file after removal: INFO %s, SUBMIT %s\n", ri ? strerror(ri) : "ok",
+	       rs < 0 ? strerror(-rs) : "ok");
+	return ri == ENODEV && rs == -ENODEV ? 0 : 1;
+}
+
+static int openclose(long n)
+{
+	double t0 = now_s();
+
+	for (long i = 0; i < n; i++) {
+		struct netgpu_ioc_info info;
+		int fd = open("/dev/netgpu0", O_RDWR);
+
+		if (fd < 0) {
+			printf("ERROR open cycle %ld %s\n", i, strerror(errno));
+			return 3;
+		}
+		if (ioctl(fd, NETGPU_IOC_INFO, &info) || one(fd, cmd3(NETGPU_OP_NOP, 0, 0, 0), NULL)) {
+			printf("ERROR use cycle %ld %s\n", i, strerror(errno));
+			return 3;
+		}
+		close(fd);
+	}
+	printf("openclose %ld cycles in %.2f s\n", n, now_s() - t0);
+	return 0;
+}
+
+static int open_within(double limit)
+{
+	double t0 = now_s();
+	int err = 0;
+
+	for (;;) {
+		int fd = open("/dev/netgpu0", O_RDWR);
+
+		if (fd >= 0) {
+			int r = one(fd, cmd3(NETGPU_OP_MEM_GET_INFO, 0, 0, 0), NULL);
+
+			close(fd);
+			if (r == 0) {
+				printf("OPEN ok after %.2f s\n", now_s() - t0);
+				return 0;
+			}
+			err = r < 0 ? -r : EIO;
+		} else {
+			err = errno;
+		}
+		if (now_s() - t0 > limit)
+			break;
+		usleep(20000);
+	}
+	printf("OPEN %s after %.2f s\n", strerror(err), now_s() - t0);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	struct netgpu_completion cpl;
 	int fd, r;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: netgpu-stress meminfo | hold <MiB>\n");
+		fprintf(stderr, "usage: netgpu-stress meminfo | hold MiB [queued] | idle | use-fd N | openclose N | open-within S\n");
 		return 2;
 	}
+	if (strcmp(argv[1], "use-fd") == 0 && argc > 2)
+		return use_fd(atoi(argv[2]));
+	if (strcmp(argv[1], "openclose") == 0 && argc > 2)
+		return openclose(atol(argv[2]));
+	if (strcmp(argv[1], "open-within") == 0 && argc > 2)
+		return open_within(atof(argv[2]));
 	fd = open("/dev/netgpu0", O_RDWR);
 	if (fd < 0) {
 		printf("ERROR open %s\n", strerror(errno));
 		return 3;
 	}
 	if (strcmp(argv[1], "meminfo") == 0) {
-		c = cmd(NETGPU_OP_MEM_GET_INFO, 0, 0, 0);
-		r = submit(fd, &c, &cpl);
+		r = one(fd, cmd3(NETGPU_OP_MEM_GET_INFO, 0, 0, 0), &cpl);
 		if (r)
 			return fail("mem-get-info", r);
 		printf("free %llu total %llu\n", (unsigned long long)cpl.value0,
 		       (unsigned long long)cpl.value1);
 		return 0;
 	}
-	if (strcmp(argv[1], "hold") != 0 || argc < 3)
-		return 2;
-	size_t n = (size_t)atoi(argv[2]) << 20;
-	c = cmd(NETGPU_OP_CTX_CREATE, 0, 0, 0);
-	r = submit(fd, &c, &cpl);
-	if (r)
-		return fail("ctx-create", r);
-	uint64_t ctx = cpl.value0;
-	c = cmd(NETGPU_OP_MEM_ALLOC, ctx, n, 0);
-	r = submit(fd, &c, &cpl);
-	if (r)
-		return fail("mem-alloc", r);
-	uint64_t dptr = cpl.value0;
-	unsigned char *buf = malloc(n);
-	if (!buf)
-		return 2;
-	memset(buf, 0x5a, n);
-	printf("HOLDING\n");
-	fflush(stdout);
-	for (unsigned long i = 0;; i++) {
-		c = cmd(i % 2 ? NETGPU_OP_MEMCPY_DTOH : NETGPU_OP_MEMCPY_HTOD, ctx, dptr, 0);
-		c.sg[0].addr = (uintptr_t)buf;
-		c.sg[0].len = n;
-		c.sg_count = 1;
-		r = submit(fd, &c, &cpl);
-		if (r)
-			return fail("memcpy", r);
+	if (strcmp(argv[1], "idle") == 0) {
+		printf("HOLDING\n");
+		fflush(stdout);
+		for (;;)
+			pause();
 	}
+	if (strcmp(argv[1], "hold") == 0 && argc > 2)
+		return hold(fd, (size_t)atoi(argv[2]), argc > 3 && strcmp(argv[3], "queued") == 0);
+	return 2;
 }
