@@ -17,7 +17,15 @@
  *   netgpu-stress open-within S  opens and runs MEM_GET_INFO, retrying failed opens for up
  *                                to S seconds; prints "OPEN ok|<errno> after <s> s"; exit 0 on
  *                                success
+ *   netgpu-stress churn MiB      forever: open, context, MiB of device memory, copies back and
+ *                                forth; on any failure close and start again (a device reset
+ *                                or removal ends its calls). Every call is timed; on SIGTERM
+ *                                prints "CHURN copies C failures F reopens R slowest S s" and
+ *                                exits 0 if no call took longer than 5 s (a call that waits
+ *                                on a failed device must end within 5 s)
  */
+#include <signal.h>
+
 #include "netgpu-test.h"
 
 static int fail(const char *what, int r)
@@ -91,6 +99,76 @@ static int hold(int fd, size_t mib, int queued)
 	}
 }
 
+static volatile sig_atomic_t churn_stop;
+
+static void churn_term(int sig)
+{
+	(void)sig;
+	churn_stop = 1;
+}
+
+/* One timed call: the result of one(), and the slowest call so far in *slowest. */
+static int timed_one(int fd, struct netgpu_command c, struct netgpu_completion *cpl,
+		     double *slowest)
+{
+	double t0 = now_s(), dt;
+	int r = one(fd, c, cpl);
+
+	dt = now_s() - t0;
+	if (dt > *slowest)
+		*slowest = dt;
+	return r;
+}
+
+static int churn(size_t mib)
+{
+	unsigned long copies = 0, failures = 0, reopens = 0;
+	size_t n = mib << 20;
+	unsigned char *b = malloc(n);
+	double slowest = 0;
+	struct sigaction sa = { .sa_handler = churn_term };
+
+	sigaction(SIGTERM, &sa, NULL);	/* no SA_RESTART: a blocked open returns */
+	memset(b, 0x33, n);
+	printf("HOLDING\n");
+	fflush(stdout);
+	while (!churn_stop) {
+		struct netgpu_completion cpl = {};
+		double t0 = now_s();
+		int fd = open("/dev/netgpu0", O_RDWR);
+
+		if (now_s() - t0 > slowest)
+			slowest = now_s() - t0;
+		if (fd < 0) {
+			usleep(50000);
+			continue;
+		}
+		reopens++;
+		if (timed_one(fd, cmd3(NETGPU_OP_CTX_CREATE, 0, 0, 0), &cpl, &slowest) == 0) {
+			uint64_t ctx = cpl.value0;
+
+			if (timed_one(fd, cmd3(NETGPU_OP_MEM_ALLOC, ctx, n, 0), &cpl, &slowest) == 0) {
+				uint64_t dptr = cpl.value0;
+
+				for (unsigned long i = 0; !churn_stop; i++) {
+					struct netgpu_command c = cmd3(i % 2 ? NETGPU_OP_MEMCPY_DTOH :
+								       NETGPU_OP_MEMCPY_HTOD, ctx, dptr, 0);
+
+					buf(&c, b, n);
+					if (timed_one(fd, c, NULL, &slowest))
+						break;
+					copies++;
+				}
+			}
+		}
+		failures++;
+		close(fd);
+	}
+	printf("CHURN copies %lu failures %lu reopens %lu slowest %.2f s\n", copies, failures,
+	       reopens, slowest);
+	return slowest > 5.0;
+}
+
 static int use_fd(int fd)
 {
 	struct netgpu_ioc_info info;
@@ -159,7 +237,7 @@ int main(int argc, char **argv)
 	int fd, r;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: netgpu-stress meminfo | hold MiB [queued] | idle | use-fd N | openclose N | open-within S\n");
+		fprintf(stderr, "usage: netgpu-stress meminfo | hold MiB [queued] | idle | use-fd N | openclose N | open-within S | churn MiB\n");
 		return 2;
 	}
 	if (strcmp(argv[1], "use-fd") == 0 && argc > 2)
@@ -168,6 +246,8 @@ int main(int argc, char **argv)
 		return openclose(atol(argv[2]));
 	if (strcmp(argv[1], "open-within") == 0 && argc > 2)
 		return open_within(atof(argv[2]));
+	if (strcmp(argv[1], "churn") == 0 && argc > 2)
+		return churn((size_t)atoi(argv[2]));
 	fd = open("/dev/netgpu0", O_RDWR);
 	if (fd < 0) {
 		printf("ERROR open %s\n", strerror(errno));
