@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Lifecycle torture of the guest driver with the real vdev and backend (issue 12):
 #   tests/vm/test-torture.sh [CYCLES [QEMU_CYCLES]]
-# CYCLES (default $NETGPU_TORTURE_CYCLES or 15) cycles each of device reset, process kill
+# CYCLES (default $NETGPU_TORTURE_CYCLES or 10) cycles each of device reset, process kill
 # mid-copy, queue open/close and module reload with files open, in one guest
 # (tests/vm/guest/torture.sh); QEMU_CYCLES (default $NETGPU_TORTURE_QEMU_CYCLES or 1) guests
 # whose QEMU is killed (SIGKILL) while a process copies through the device. The defaults
@@ -14,7 +14,7 @@ set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "$0")/lib.sh"
 vm_load_env
-cycles=${1:-${NETGPU_TORTURE_CYCLES:-15}}
+cycles=${1:-${NETGPU_TORTURE_CYCLES:-10}}
 qemu_cycles=${2:-${NETGPU_TORTURE_QEMU_CYCLES:-1}}
 slack=${NETGPU_TORTURE_RSS_SLACK_KIB:-65536}
 work=$(mktemp -d)
@@ -96,7 +96,7 @@ echo "$cycles" > "$work/payload/cycles"
 cp "$here/guest/torture.sh" "$work/payload/run.sh"
 t0=$SECONDS
 # Several minutes per thousand cycles under TCG: the timeout grows with the cycle count.
-if VM_TIMEOUT=$((300 + cycles * 3)) VM_KEEP_LOG="$work/torture.log" vm_run_payload "$work" "$work/payload"; then
+if VM_TIMEOUT=$((300 + cycles * 8)) VM_KEEP_LOG="$work/torture.log" vm_run_payload "$work" "$work/payload"; then
   result guest-torture 1
 else
   result guest-torture 0

@@ -47,7 +47,7 @@ exits_within() {
   return 0
 }
 echo "torture: $cycles cycles per phase"
-./netgpu-canary 16 > /tmp/canary.out 2>&1 &
+./netgpu-canary 4 > /tmp/canary.out 2>&1 &
 canary=$!
 check insmod insmod ./netgpu.ko
 check dev-node wait_node
@@ -88,7 +88,7 @@ while [ $n -lt "$cycles" ]; do
   # shellcheck disable=SC2086  # $mode is empty or one word
   ./netgpu-stress hold 4 $mode > /tmp/hold.out 2>&1 &
   h=$!
-  waitfor /tmp/hold.out HOLDING 100 || ok=0
+  waitfor /tmp/hold.out HOLDING 100 || { ok=0; echo "kill cycle $n: no HOLDING: $(cat /tmp/hold.out)"; }
   case $((n % 4)) in 0) ;; 1) sleep 0.05 ;; 2) sleep 0.15 ;; 3) sleep 0.3 ;; esac
   kill -9 $h 2>/dev/null
   wait $h 2>/dev/null
@@ -114,7 +114,7 @@ while [ $n -lt "$cycles" ]; do
   exec 3<>/dev/netgpu0
   ./netgpu-stress hold 1 > /tmp/hold.out 2>&1 &
   h=$!
-  waitfor /tmp/hold.out HOLDING 100 || ok=0
+  waitfor /tmp/hold.out HOLDING 100 || { ok=0; echo "reload cycle $n: no HOLDING: $(cat /tmp/hold.out)"; }
   if rmmod netgpu 2>/dev/null; then ok=0; echo "cycle $n: rmmod succeeded with files open"; fi
   echo "$bdf" > /sys/bus/pci/drivers/netgpu/unbind || ok=0
   exits_within $h 50 || { ok=0; echo "cycle $n: busy process did not end"; }
