@@ -58,11 +58,6 @@
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <linux/xarray.h>
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
-#include <linux/unaligned.h>
-#else
-#include <asm/unaligned.h>
-#endif
 
 #include "netgpu_abi.h"
 #include "netgpu_check.h"
@@ -240,6 +235,18 @@ static void wr32(struct netgpu_dev *nd, u32 off, u32 v)
 static void wr64(struct netgpu_dev *nd, u32 off, u64 v)
 {
 	lo_hi_writeq(v, nd->regs + off);
+}
+
+/* Copies @len bytes (a multiple of 4) of little-endian register space at @off into @dst. */
+static void netgpu_read_bytes(struct netgpu_dev *nd, u32 off, void *dst, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i += 4) {
+		__le32 v = cpu_to_le32(rd32(nd, off + i));
+
+		memcpy((u8 *)dst + i, &v, sizeof(v));
+	}
 }
 
 static u32 qreg(u16 qid, u32 field)
@@ -620,11 +627,6 @@ static void netgpu_queue_fail(struct netgpu_queue *q)
 	wake_up_all(&q->wq);
 }
 
-/* Runs @fn on every published queue (zombies too), under qlock. */
-#define netgpu_for_each_queue(nd, i, q)						\
-	for ((i) = 0; (i) < NETGPU_MAX_QUEUES; (i)++)				\
-		if (((q) = (nd)->queues[i]) != NULL)
-
 static void netgpu_fail_all(struct netgpu_dev *nd)
 {
 	struct netgpu_queue *q;
@@ -632,8 +634,11 @@ static void netgpu_fail_all(struct netgpu_dev *nd)
 	int i;
 
 	spin_lock_irqsave(&nd->qlock, flags);
-	netgpu_for_each_queue(nd, i, q)
-		netgpu_queue_fail(q);
+	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
+		q = nd->queues[i];
+		if (q)
+			netgpu_queue_fail(q);
+	}
 	spin_unlock_irqrestore(&nd->qlock, flags);
 }
 
@@ -643,7 +648,10 @@ static void netgpu_handle_vector(struct netgpu_dev *nd, int vector)
 	int i;
 
 	spin_lock(&nd->qlock);
-	netgpu_for_each_queue(nd, i, q) {
+	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
+		q = nd->queues[i];
+		if (!q)
+			continue;
 		if (vector < 0 || q->vector == vector)
 			netgpu_process_cq(q);
 		/* A device event (status change, e.g. FATAL): let waiters look at once. */
@@ -741,7 +749,7 @@ static bool netgpu_queue_stop(struct netgpu_queue *q)
 			return true;
 		if (time_after(jiffies, deadline))
 			return false;
-		msleep(1);
+		usleep_range(1000, 2000);
 	}
 }
 
@@ -943,7 +951,7 @@ static bool netgpu_index_stopped(struct netgpu_dev *nd, u16 qid)
 	       (st & NETGPU_QSTATUS_ENABLED)) {
 		if (time_after(jiffies, deadline))
 			return false;
-		msleep(1);
+		usleep_range(1000, 2000);
 	}
 	return true;
 }
@@ -1486,7 +1494,8 @@ static long netgpu_wait(struct netgpu_queue *q, struct netgpu_ioc_wait __user *u
 			/* Still pending (ANY), or unknown. */
 			spin_lock_irqsave(&q->lock, flags);
 			p = xa_load(&q->queued, (unsigned long)r->seq);
-			r->state = p && p->seq == r->seq ? NETGPU_REAP_PENDING : NETGPU_REAP_UNKNOWN;
+			r->state = p && p->seq == r->seq ? NETGPU_REAP_PENDING :
+							   NETGPU_REAP_UNKNOWN;
 			spin_unlock_irqrestore(&q->lock, flags);
 			continue;
 		}
@@ -1538,7 +1547,6 @@ static long netgpu_info(struct netgpu_queue *q, void __user *uarg)
 {
 	struct netgpu_dev *nd = q->ndev;
 	struct netgpu_ioc_info info = {};
-	int i;
 
 	info.uapi_version = NETGPU_UAPI_VERSION;
 	info.queue = q->qid;
@@ -1557,10 +1565,8 @@ static long netgpu_info(struct netgpu_queue *q, void __user *uarg)
 	info.driver_version = rd32(nd, NETGPU_REG_GPU_DRIVER_VERSION);
 	info.total_mem = rd64(nd, NETGPU_REG_GPU_TOTAL_MEM);
 	info.memory_quota = rd64(nd, NETGPU_REG_MEMORY_QUOTA);
-	for (i = 0; i < 16; i += 4)
-		put_unaligned_le32(rd32(nd, NETGPU_REG_GPU_UUID + i), &info.uuid[i]);
-	for (i = 0; i < NETGPU_GPU_NAME_LEN; i += 4)
-		put_unaligned_le32(rd32(nd, NETGPU_REG_GPU_NAME + i), &info.name[i]);
+	netgpu_read_bytes(nd, NETGPU_REG_GPU_UUID, info.uuid, sizeof(info.uuid));
+	netgpu_read_bytes(nd, NETGPU_REG_GPU_NAME, info.name, NETGPU_GPU_NAME_LEN);
 	up_read(&nd->io_sem);
 	info.name[sizeof(info.name) - 1] = 0;
 	return copy_to_user(uarg, &info, sizeof(info)) ? -EFAULT : 0;
@@ -1694,12 +1700,10 @@ static ssize_t gpu_name_show(struct device *dev, struct device_attribute *attr, 
 {
 	struct netgpu_dev *nd = to_ndev(dev);
 	char name[NETGPU_GPU_NAME_LEN + 1] = {};
-	int i;
 
 	down_read(&nd->io_sem);
 	if (!nd->dead)
-		for (i = 0; i < NETGPU_GPU_NAME_LEN; i += 4)
-			put_unaligned_le32(rd32(nd, NETGPU_REG_GPU_NAME + i), &name[i]);
+		netgpu_read_bytes(nd, NETGPU_REG_GPU_NAME, name, NETGPU_GPU_NAME_LEN);
 	up_read(&nd->io_sem);
 	return sysfs_emit(buf, "%s\n", name);
 }
@@ -1782,8 +1786,11 @@ static int netgpu_count_queues(struct netgpu_dev *nd, bool zombies)
 	int i, n = 0;
 
 	spin_lock_irqsave(&nd->qlock, flags);
-	netgpu_for_each_queue(nd, i, q)
-		n += q->zombie == zombies;
+	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
+		q = nd->queues[i];
+		if (q && q->zombie == zombies)
+			n++;
+	}
 	spin_unlock_irqrestore(&nd->qlock, flags);
 	return n;
 }
@@ -1839,7 +1846,9 @@ static int netgpu_setup_irqs(struct netgpu_dev *nd)
 	struct pci_dev *pdev = nd->pdev;
 	int i, ret;
 
-	nd->nvec = msix ? pci_alloc_irq_vectors(pdev, 2, NETGPU_MSIX_VECTORS, PCI_IRQ_MSIX) : -ENOSPC;
+	nd->nvec = -ENOSPC;
+	if (msix)
+		nd->nvec = pci_alloc_irq_vectors(pdev, 2, NETGPU_MSIX_VECTORS, PCI_IRQ_MSIX);
 	if (nd->nvec >= 2) {
 		nd->msix = true;
 		for (i = 0; i < nd->nvec; i++) {
@@ -2023,7 +2032,7 @@ static void netgpu_remove(struct pci_dev *pdev)
 
 		while ((st = rd32(nd, qreg(i, NETGPU_QREG_STATUS))) != ~0u &&
 		       (st & NETGPU_QSTATUS_ENABLED) && time_before(jiffies, deadline))
-			msleep(1);
+			usleep_range(1000, 2000);
 		if (!netgpu_all_ones(st) && (st & NETGPU_QSTATUS_ENABLED)) {
 			dev_err(&pdev->dev, "queue %d still running at removal: its memory stays pinned\n",
 				i);

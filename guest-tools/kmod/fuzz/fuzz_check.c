@@ -68,6 +68,8 @@ static const struct rule_row rules[] = {
 	{ NETGPU_OP_EVENT_DESTROY, 0, 0, false, NETGPU_ARG_NONE },
 };
 
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
 #define CHECK(cond)								\
 	do {									\
 		if (!(cond)) {							\
@@ -86,7 +88,7 @@ static bool oracle_valid(const struct netgpu_command *c, const struct netgpu_lim
 	size_t i;
 
 	*row = NULL;
-	for (i = 0; i < sizeof(rules) / sizeof(rules[0]); i++)
+	for (i = 0; i < ARRAY_SIZE(rules); i++)
 		if (rules[i].op == op)
 			*row = &rules[i];
 	if (!*row)
@@ -152,10 +154,13 @@ static void check_layout(const struct netgpu_command *user, const struct netgpu_
 		CHECK(table);
 	}
 	netgpu_sg_begin(cmd);
-	for (i = 0; i < spec->nbufs; i++)
+	for (i = 0; i < spec->nbufs; i++) {
+		u32 fl = netgpu_sg_flags(lim, spec->bufs[i].device_writes);
+
 		for (j = 0; j < nsegs[i]; j++)
 			CHECK(netgpu_sg_put(cmd, table, &plan, k++, ((u64)i << 48) | j, j + 1,
-					    netgpu_sg_flags(lim, spec->bufs[i].device_writes)) == 0);
+					    fl) == 0);
+	}
 	CHECK(netgpu_sg_put(cmd, table, &plan, k, 0, 0, 0) == -EINVAL);
 	netgpu_sg_finish(cmd, &plan, 0xabc000);
 	CHECK(le32toh(cmd->sg_count) == total);

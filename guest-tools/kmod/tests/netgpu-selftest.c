@@ -40,7 +40,7 @@ static long vm_pin_kb(void)
 	return kb;
 }
 
-static void basic(int fd, uint64_t *ctx_out, uint64_t *dptr_out)
+static void test_basic(int fd, uint64_t *ctx_out, uint64_t *dptr_out)
 {
 	struct netgpu_ioc_info info;
 	struct netgpu_completion cpl;
@@ -139,7 +139,7 @@ static void basic(int fd, uint64_t *ctx_out, uint64_t *dptr_out)
 }
 
 /* Finding 1: the device must never write a buffer the module pinned read-only. */
-static void finding1(int fd, uint64_t ctx)
+static void test_finding1(int fd, uint64_t ctx)
 {
 	unsigned char table[64 * NETGPU_PARAM_RECORD_SIZE], before[64], after[64];
 	struct netgpu_completion cpl;
@@ -196,7 +196,7 @@ static void finding1(int fd, uint64_t ctx)
 }
 
 /* NETGPU_IOC_QUEUE / NETGPU_IOC_WAIT / poll. */
-static void nonblocking(int fd, uint64_t ctx, uint64_t dptr)
+static void test_nonblocking(int fd, uint64_t ctx, uint64_t dptr)
 {
 	struct netgpu_command c[3];
 	struct netgpu_ioc_reap r[3];
@@ -262,7 +262,8 @@ static void nonblocking(int fd, uint64_t ctx, uint64_t dptr)
 	      wait_cmds(fd, r, 1, NETGPU_WAIT_COLLECT, 0, &done) == -1 && errno == ETIMEDOUT);
 
 	/* A long command: not done at once (timeout 0), done later; ANY returns the short one. */
-	uint64_t module = load_test_module(fd, ctx), func = module ? get_function(fd, module, "spin") : 0;
+	uint64_t module = load_test_module(fd, ctx);
+	uint64_t func = module ? get_function(fd, module, "spin") : 0;
 	uint64_t params[2], out = dptr;
 
 	check("spin-kernel", func != 0);
@@ -288,14 +289,15 @@ static void nonblocking(int fd, uint64_t ctx, uint64_t dptr)
 	check("wait-zero-count-refused", wait_cmds(fd, r, 0, 0, 0, NULL) == -1 && errno == EINVAL);
 	struct netgpu_ioc_queue bad = { .cmds = 0, .count = 1, .flags = 1 };
 
-	check("queue-bad-flags-refused", ioctl(fd, NETGPU_IOC_QUEUE, &bad) == -1 && errno == EINVAL);
+	check("queue-bad-flags-refused",
+	      ioctl(fd, NETGPU_IOC_QUEUE, &bad) == -1 && errno == EINVAL);
 }
 
 /*
  * Finding 8: a process over its memlock limit gets ENOMEM. The child drops every privilege
  * (CAP_IPC_LOCK lifts the limit) and keeps using the parent's open file.
  */
-static void finding8_memlock(int fd, uint64_t ctx, uint64_t dptr)
+static void test_finding8_memlock(int fd, uint64_t ctx, uint64_t dptr)
 {
 	pid_t pid = fork();
 	int status = 0;
@@ -353,7 +355,7 @@ static int set_param(const char *name, const char *value)
  * Finding 8: one user holds at most max_queues_per_user queues (here 2), and another user
  * (root, which holds one queue already) still gets its own while the first is at its cap.
  */
-static void finding8_queue_cap(void)
+static void test_finding8_queue_cap(void)
 {
 	int status = 0, held[2], go[2];
 	char ch = 0;
@@ -396,7 +398,8 @@ static void finding8_queue_cap(void)
 		perror("pipe");
 	waitpid(pid, &status, 0);
 	check("finding8-cap-allows-up-to-limit", WIFEXITED(status) && !(WEXITSTATUS(status) & 9));
-	check("finding8-cap-refuses-beyond-limit", WIFEXITED(status) && !(WEXITSTATUS(status) & 10));
+	check("finding8-cap-refuses-beyond-limit",
+	      WIFEXITED(status) && !(WEXITSTATUS(status) & 10));
 	check("finding8-cap-frees-on-close", WIFEXITED(status) && !(WEXITSTATUS(status) & 12));
 	set_param("max_queues_per_user", "16");
 	chmod("/dev/netgpu0", 0600);
@@ -418,11 +421,11 @@ int main(void)
 		perror("open /dev/netgpu0");
 		return 1;
 	}
-	basic(fd, &ctx, &dptr);
-	finding1(fd, ctx);
-	nonblocking(fd, ctx, dptr);
-	finding8_memlock(fd, ctx, dptr);
-	finding8_queue_cap();
+	test_basic(fd, &ctx, &dptr);
+	test_finding1(fd, ctx);
+	test_nonblocking(fd, ctx, dptr);
+	test_finding8_memlock(fd, ctx, dptr);
+	test_finding8_queue_cap();
 
 	/* A second open file is a second queue: this file's context means nothing there. */
 	int fd2 = open("/dev/netgpu0", O_RDWR);

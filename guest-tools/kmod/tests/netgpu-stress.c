@@ -65,7 +65,9 @@ static int hold(int fd, size_t mib, int queued)
 	fflush(stdout);
 	for (unsigned long i = 0;; i++) {
 		if (!queued) {
-			c = cmd3(i % 2 ? NETGPU_OP_MEMCPY_DTOH : NETGPU_OP_MEMCPY_HTOD, ctx, dptr, 0);
+			uint16_t op = i % 2 ? NETGPU_OP_MEMCPY_DTOH : NETGPU_OP_MEMCPY_HTOD;
+
+			c = cmd3(op, ctx, dptr, 0);
 			buf(&c, b, n);
 			r = one(fd, c, NULL);
 			if (r)
@@ -120,6 +122,31 @@ static int timed_one(int fd, struct netgpu_command c, struct netgpu_completion *
 	return r;
 }
 
+/* One open file's share of the churn: copies until a call fails; returns the copies. */
+static unsigned long churn_session(int fd, unsigned char *b, size_t n, double *slowest)
+{
+	struct netgpu_completion cpl = {};
+	unsigned long copies = 0;
+	uint64_t ctx, dptr;
+
+	if (timed_one(fd, cmd3(NETGPU_OP_CTX_CREATE, 0, 0, 0), &cpl, slowest))
+		return 0;
+	ctx = cpl.value0;
+	if (timed_one(fd, cmd3(NETGPU_OP_MEM_ALLOC, ctx, n, 0), &cpl, slowest))
+		return 0;
+	dptr = cpl.value0;
+	for (unsigned long i = 0; !churn_stop; i++) {
+		uint16_t op = i % 2 ? NETGPU_OP_MEMCPY_DTOH : NETGPU_OP_MEMCPY_HTOD;
+		struct netgpu_command c = cmd3(op, ctx, dptr, 0);
+
+		buf(&c, b, n);
+		if (timed_one(fd, c, NULL, slowest))
+			break;
+		copies++;
+	}
+	return copies;
+}
+
 static int churn(size_t mib)
 {
 	unsigned long copies = 0, failures = 0, reopens = 0;
@@ -133,7 +160,6 @@ static int churn(size_t mib)
 	printf("HOLDING\n");
 	fflush(stdout);
 	while (!churn_stop) {
-		struct netgpu_completion cpl = {};
 		double t0 = now_s();
 		int fd = open("/dev/netgpu0", O_RDWR);
 
@@ -144,23 +170,7 @@ static int churn(size_t mib)
 			continue;
 		}
 		reopens++;
-		if (timed_one(fd, cmd3(NETGPU_OP_CTX_CREATE, 0, 0, 0), &cpl, &slowest) == 0) {
-			uint64_t ctx = cpl.value0;
-
-			if (timed_one(fd, cmd3(NETGPU_OP_MEM_ALLOC, ctx, n, 0), &cpl, &slowest) == 0) {
-				uint64_t dptr = cpl.value0;
-
-				for (unsigned long i = 0; !churn_stop; i++) {
-					struct netgpu_command c = cmd3(i % 2 ? NETGPU_OP_MEMCPY_DTOH :
-								       NETGPU_OP_MEMCPY_HTOD, ctx, dptr, 0);
-
-					buf(&c, b, n);
-					if (timed_one(fd, c, NULL, &slowest))
-						break;
-					copies++;
-				}
-			}
-		}
+		copies += churn_session(fd, b, n, &slowest);
 		failures++;
 		close(fd);
 	}
@@ -181,7 +191,7 @@ static int use_fd(int fd)
 	return ri == ENODEV && rs == -ENODEV ? 0 : 1;
 }
 
-static int openclose(long n)
+static int open_close_cycles(long n)
 {
 	double t0 = now_s();
 
@@ -193,7 +203,8 @@ static int openclose(long n)
 			printf("ERROR open cycle %ld %s\n", i, strerror(errno));
 			return 3;
 		}
-		if (ioctl(fd, NETGPU_IOC_INFO, &info) || one(fd, cmd3(NETGPU_OP_NOP, 0, 0, 0), NULL)) {
+		if (ioctl(fd, NETGPU_IOC_INFO, &info) ||
+		    one(fd, cmd3(NETGPU_OP_NOP, 0, 0, 0), NULL)) {
 			printf("ERROR use cycle %ld %s\n", i, strerror(errno));
 			return 3;
 		}
@@ -243,7 +254,7 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "use-fd") == 0 && argc > 2)
 		return use_fd(atoi(argv[2]));
 	if (strcmp(argv[1], "openclose") == 0 && argc > 2)
-		return openclose(atol(argv[2]));
+		return open_close_cycles(atol(argv[2]));
 	if (strcmp(argv[1], "open-within") == 0 && argc > 2)
 		return open_within(atof(argv[2]));
 	if (strcmp(argv[1], "churn") == 0 && argc > 2)
