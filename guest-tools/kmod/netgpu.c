@@ -988,6 +988,8 @@ static int netgpu_queue_enable(struct netgpu_dev *nd, struct netgpu_queue *q, u1
 		u32 err = rd32(nd, qreg(qid, NETGPU_QREG_ERROR));
 
 		wr32(nd, qreg(qid, NETGPU_QREG_ENABLE), 0);
+		if (err == NETGPU_QERR_BUSY)
+			return -EBUSY;	/* still stopping its previous use: try another index */
 		dev_warn(&nd->pdev->dev, "queue %u refused: status %#x error %u\n", qid, st, err);
 		if (!netgpu_index_stopped(nd, qid))
 			q->leak = true;		/* it may still use our rings: never free them */
@@ -1894,7 +1896,8 @@ static void netgpu_negotiate(struct netgpu_dev *nd)
 {
 	nd->lim.features = rd64(nd, NETGPU_REG_DEVICE_FEATURES) &
 			   (NETGPU_FEATURE_SG_INDIRECT | NETGPU_FEATURE_ASYNC |
-			    NETGPU_FEATURE_INTR_COALESCING);
+			    NETGPU_FEATURE_INTR_COALESCING | NETGPU_FEATURE_WIRE_REQUEST |
+			    NETGPU_FEATURE_OUT_OF_ORDER);
 	wr64(nd, NETGPU_REG_DRIVER_FEATURES, nd->lim.features);
 }
 

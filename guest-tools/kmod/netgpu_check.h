@@ -14,7 +14,9 @@
  *    reserved fields 0; user scatter entries carry no flags (the module sets them);
  *  - every argument the device uses to interpret the buffers is checked against them:
  *    a symbol name's length (args[1]) is the name buffer's length (1..MAX_NAME_LEN), a
+ *    WIRE_REQUEST's control length (args[0]) is its first buffer's length (1..64 KiB), a
  *    kernel parameter buffer fits MAX_PARAM_BUFFER, a device query record fits its buffer;
+ *  - an opcode that needs a device feature (WIRE_REQUEST) is refused without it;
  *  - lengths: no address range wraps, the total is at most the device's MAX_TRANSFER;
  *  - each buffer gets entries of its own, input buffers first; entries of buffers the
  *    device writes carry SG_FLAG_DEVICE_WRITE (when the device's ABI knows the flag), and
@@ -34,7 +36,10 @@
 #include "netgpu_abi.h"
 
 /* Most data buffers one opcode takes. */
-#define NETGPU_MAX_BUFS			2
+#define NETGPU_MAX_BUFS			3
+
+/* Largest control section of a WIRE_REQUEST (the wire protocol's MAX_CTRL_LEN). */
+#define NETGPU_MAX_WIRE_CONTROL		(64u * 1024)
 
 /* What an opcode's first buffer must satisfy besides its direction. */
 enum netgpu_arg_rule {
@@ -42,6 +47,7 @@ enum netgpu_arg_rule {
 	NETGPU_ARG_NAME,	/* args[1] == length of buffer 0, 1..MAX_NAME_LEN */
 	NETGPU_ARG_PARAMS,	/* length of buffer 0 <= MAX_PARAM_BUFFER */
 	NETGPU_ARG_INFO,	/* length of buffer 0 >= DEVICE_INFO_SIZE */
+	NETGPU_ARG_WIRE,	/* args[0] == length of buffer 0, 1..MAX_WIRE_CONTROL */
 };
 
 struct netgpu_op_rule {
@@ -49,6 +55,7 @@ struct netgpu_op_rule {
 	u8 out_mask;		/* bit i: the device writes buffer i */
 	bool may_async;		/* the ASYNC flag is allowed */
 	u8 arg;			/* enum netgpu_arg_rule */
+	u64 feature;		/* a device feature the opcode needs, or 0 */
 };
 
 /* What the device negotiated, as far as validation cares. */
@@ -81,6 +88,7 @@ static inline int netgpu_op_rule(u16 op, struct netgpu_op_rule *r)
 	r->out_mask = 0;
 	r->may_async = false;
 	r->arg = NETGPU_ARG_NONE;
+	r->feature = 0;
 	switch (op) {
 	case NETGPU_OP_NOP:
 	case NETGPU_OP_MEM_GET_INFO:
@@ -135,6 +143,14 @@ static inline int netgpu_op_rule(u16 op, struct netgpu_op_rule *r)
 		r->out_mask = 2;
 		r->arg = NETGPU_ARG_NAME;
 		return 0;
+	case NETGPU_OP_WIRE_REQUEST:
+		/* Control section, data section, output (reply control then reply data). */
+		r->nbufs = 3;
+		r->out_mask = 4;
+		r->may_async = true;
+		r->arg = NETGPU_ARG_WIRE;
+		r->feature = NETGPU_FEATURE_WIRE_REQUEST;
+		return 0;
 	default:
 		return -EINVAL;
 	}
@@ -159,6 +175,8 @@ static inline int netgpu_check_cmd(const struct netgpu_command *cmd,
 	ret = netgpu_op_rule(le16_to_cpu(cmd->opcode), &r);
 	if (ret)
 		return ret;
+	if (r.feature && !(lim->features & r.feature))
+		return -EINVAL;
 	if (flags & ~NETGPU_CMD_FLAG_ASYNC)
 		return -EINVAL;
 	if ((flags & NETGPU_CMD_FLAG_ASYNC) &&
@@ -193,6 +211,11 @@ static inline int netgpu_check_cmd(const struct netgpu_command *cmd,
 		break;
 	case NETGPU_ARG_INFO:
 		if (spec->bufs[0].len < NETGPU_DEVICE_INFO_SIZE)
+			return -EINVAL;
+		break;
+	case NETGPU_ARG_WIRE:
+		if (spec->bufs[0].len == 0 || spec->bufs[0].len > NETGPU_MAX_WIRE_CONTROL ||
+		    le64_to_cpu(cmd->args[0]) != spec->bufs[0].len)
 			return -EINVAL;
 		break;
 	default:

@@ -36,36 +36,38 @@ struct rule_row {
 	u8 out_mask;
 	bool async_ok;
 	u8 arg;
+	u64 needs;	/* device feature */
 };
 
 static const struct rule_row rules[] = {
-	{ NETGPU_OP_NOP, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_DEVICE_QUERY, 1, 1, false, NETGPU_ARG_INFO },
-	{ NETGPU_OP_MEM_GET_INFO, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_CTX_CREATE, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_CTX_DESTROY, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_CTX_SYNCHRONIZE, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_MEM_ALLOC, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_MEM_FREE, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_MEMCPY_HTOD, 1, 0, true, NETGPU_ARG_NONE },
-	{ NETGPU_OP_MEMCPY_DTOH, 1, 1, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_MEMCPY_DTOD, 0, 0, true, NETGPU_ARG_NONE },
-	{ NETGPU_OP_MEMSET, 0, 0, true, NETGPU_ARG_NONE },
-	{ NETGPU_OP_MODULE_LOAD, 1, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_MODULE_UNLOAD, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_MODULE_GET_FUNCTION, 2, 2, false, NETGPU_ARG_NAME },
-	{ NETGPU_OP_MODULE_GET_GLOBAL, 1, 0, false, NETGPU_ARG_NAME },
-	{ NETGPU_OP_LAUNCH_KERNEL, 1, 0, true, NETGPU_ARG_PARAMS },
-	{ NETGPU_OP_STREAM_CREATE, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_STREAM_DESTROY, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_STREAM_SYNCHRONIZE, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_STREAM_QUERY, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_EVENT_CREATE, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_EVENT_RECORD, 0, 0, true, NETGPU_ARG_NONE },
-	{ NETGPU_OP_EVENT_SYNCHRONIZE, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_EVENT_QUERY, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_EVENT_ELAPSED_TIME, 0, 0, false, NETGPU_ARG_NONE },
-	{ NETGPU_OP_EVENT_DESTROY, 0, 0, false, NETGPU_ARG_NONE },
+	{ NETGPU_OP_NOP, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_DEVICE_QUERY, 1, 1, false, NETGPU_ARG_INFO, 0 },
+	{ NETGPU_OP_MEM_GET_INFO, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_CTX_CREATE, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_CTX_DESTROY, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_CTX_SYNCHRONIZE, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_MEM_ALLOC, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_MEM_FREE, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_MEMCPY_HTOD, 1, 0, true, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_MEMCPY_DTOH, 1, 1, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_MEMCPY_DTOD, 0, 0, true, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_MEMSET, 0, 0, true, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_MODULE_LOAD, 1, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_MODULE_UNLOAD, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_MODULE_GET_FUNCTION, 2, 2, false, NETGPU_ARG_NAME, 0 },
+	{ NETGPU_OP_MODULE_GET_GLOBAL, 1, 0, false, NETGPU_ARG_NAME, 0 },
+	{ NETGPU_OP_LAUNCH_KERNEL, 1, 0, true, NETGPU_ARG_PARAMS, 0 },
+	{ NETGPU_OP_STREAM_CREATE, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_STREAM_DESTROY, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_STREAM_SYNCHRONIZE, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_STREAM_QUERY, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_EVENT_CREATE, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_EVENT_RECORD, 0, 0, true, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_EVENT_SYNCHRONIZE, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_EVENT_QUERY, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_EVENT_ELAPSED_TIME, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_EVENT_DESTROY, 0, 0, false, NETGPU_ARG_NONE, 0 },
+	{ NETGPU_OP_WIRE_REQUEST, 3, 4, true, NETGPU_ARG_WIRE, NETGPU_FEATURE_WIRE_REQUEST },
 };
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -93,6 +95,8 @@ static bool oracle_valid(const struct netgpu_command *c, const struct netgpu_lim
 			*row = &rules[i];
 	if (!*row)
 		return false;
+	if ((*row)->needs && !(lim->features & (*row)->needs))
+		return false;
 	if (flags != 0 && flags != NETGPU_CMD_FLAG_ASYNC)
 		return false;
 	if (flags == NETGPU_CMD_FLAG_ASYNC &&
@@ -117,6 +121,9 @@ static bool oracle_valid(const struct netgpu_command *c, const struct netgpu_lim
 		return le32toh(c->sg[0].len) <= NETGPU_MAX_PARAM_BUFFER;
 	case NETGPU_ARG_INFO:
 		return le32toh(c->sg[0].len) >= NETGPU_DEVICE_INFO_SIZE;
+	case NETGPU_ARG_WIRE:
+		return le32toh(c->sg[0].len) >= 1 && le32toh(c->sg[0].len) <= 65536 &&
+		       le64toh(c->args[0]) == le32toh(c->sg[0].len);
 	default:
 		return true;
 	}

@@ -7,9 +7,11 @@
  * its own remote contexts). Commands are the device's own 128-byte descriptors (struct
  * netgpu_command, netgpu_abi.h) in which scatter-list entries hold USER virtual addresses:
  * sg[i].addr = pointer, sg[i].len = length, sg[i].flags = 0, sg_count = the number of buffers
- * the opcode takes (0; 1; 2 for MODULE_GET_FUNCTION: the name, then the output table). The
+ * the opcode takes (0; 1; 2 for MODULE_GET_FUNCTION: the name, then the output table; 3 for
+ * WIRE_REQUEST: the control section, the data section, the output). The
  * module checks each descriptor (opcode, flags, and every argument the device uses to read
- * the buffers: a symbol name's length args[1] must be the name buffer's length), pins the
+ * the buffers: a symbol name's length args[1] must be the name buffer's length, a
+ * WIRE_REQUEST's control length args[0] its first buffer's length), pins the
  * buffers (writable only those the device writes), charges them to RLIMIT_MEMLOCK, and
  * rewrites them into guest-physical scatter lists; user space never supplies a physical
  * address. The module assigns cid itself.
