@@ -362,6 +362,15 @@ impl SgEntry {
         }
     }
 
+    /// An entry the device may write ([`SG_FLAG_DEVICE_WRITE`]): output.
+    pub fn device_write(addr: u64, len: u32) -> Self {
+        Self {
+            addr,
+            len,
+            flags: SG_FLAG_DEVICE_WRITE,
+        }
+    }
+
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut b = [0u8; Self::SIZE];
         b[0..8].copy_from_slice(&self.addr.to_le_bytes());

@@ -7,9 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use netgpu_vdev::config::{Args, Config, SocketSpec};
-use netgpu_vdev::device::Device;
-use netgpu_vdev::server::{self, Source};
+use netgpu_vdev::{Args, Config, Device, SocketSpec, Source};
 use tracing::{error, info};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -66,7 +64,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut device = Device::new(cfg.device.clone(), rt.handle().clone())?;
     info!(device = %device.name(), socket = ?cfg.socket, backend = %cfg.device.backend, "netgpu-vdev listening");
-    server::run(&mut device, source, &stop, cfg.on_disconnect)?;
+    netgpu_vdev::run(&mut device, source, &stop, cfg.on_disconnect)?;
     device.disconnect();
     info!(device = %device.name(), "netgpu-vdev stopped");
     rt.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -196,7 +196,9 @@ pub enum Decoded {
     Forward(DeviceRequest),
 }
 
-fn check_header(cmd: &Command) -> Result<OpSpec, DecodeError> {
+/// Checks a command's opcode, flags and reserved field; returns its [`OpSpec`]. The first
+/// step of decoding: the device needs the spec to split the scatter list.
+pub fn check(cmd: &Command) -> Result<OpSpec, DecodeError> {
     let spec = spec(cmd.opcode).ok_or(DecodeError::UnknownOpcode(cmd.opcode))?;
     if cmd.flags & !abi::CMD_FLAGS_ALL != 0 {
         return Err(DecodeError::UnknownFlags(cmd.flags));
@@ -214,7 +216,7 @@ fn check_header(cmd: &Command) -> Result<OpSpec, DecodeError> {
 /// needs to see: a symbol name or a control section. At most
 /// `max(MAX_NAME_LEN, MAX_CTRL_LEN)`, so the caller may read them into a buffer.
 pub fn prefix_len(cmd: &Command, input_len: u64) -> Result<usize, DecodeError> {
-    check_header(cmd)?;
+    check(cmd)?;
     match cmd.opcode {
         op::MODULE_GET_FUNCTION | op::MODULE_GET_GLOBAL => {
             if input_len == 0 || input_len > u64::from(abi::MAX_NAME_LEN) {
@@ -248,7 +250,7 @@ pub fn decode(
     output_len: u64,
     prefix: &[u8],
 ) -> Result<Decoded, DecodeError> {
-    let spec = check_header(cmd)?;
+    let spec = check(cmd)?;
     let name = op::name(cmd.opcode);
     let is_async = cmd.flags & abi::CMD_FLAG_ASYNC != 0;
     if !spec.input && input_len != 0 {
@@ -566,11 +568,12 @@ fn reply_name(r: &Reply) -> &'static str {
     }
 }
 
-/// Turns the backend's reply (status, raw control section, data section length) to the
-/// request `req` into what the device writes; `output_len` is the command's output size.
-/// A failed request completes with its status and writes nothing.
+/// Turns the backend's reply (status, raw control section, data section length) to a
+/// request of reply form `form` (its [`DeviceRequest::form`]) into what the device writes;
+/// `output_len` is the command's output size. A failed request completes with its status
+/// and writes nothing.
 pub fn encode_reply(
-    req: &DeviceRequest,
+    form: ReplyForm,
     status: CuResult,
     ctrl: &[u8],
     data_len: u64,
@@ -579,7 +582,6 @@ pub fn encode_reply(
     if !status.is_success() {
         return Ok(DeviceReply::status(status));
     }
-    let form = req.form;
     if form == ReplyForm::Wire {
         let need = (ctrl.len() as u64).saturating_add(data_len);
         if need > output_len {

@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use netgpu_proto::abi::Command;
-use netgpu_vdev::memory::GuestMemory;
-use netgpu_vdev::sg::SgList;
+use netgpu_vdev::GuestMemory;
+use netgpu_vdev::SgList;
 
 const BASE: u64 = 0x10000;
 const SIZE: u64 = 0x10000;

@@ -16,8 +16,7 @@ use netgpu_backend::config::{Config, ExecutorKind};
 use netgpu_backend::executor::cpu::CpuExecutor;
 use netgpu_backend::server::{Server, Shared};
 use netgpu_proto::abi::{self, queue as qreg, reg, Command, Completion};
-use netgpu_vdev::device::{Device, DeviceConfig};
-use netgpu_vdev::server::{self, OnDisconnect, Source};
+use netgpu_vdev::{Device, DeviceConfig, OnDisconnect, Source};
 use vfio_user::Client;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -135,7 +134,7 @@ impl Harness {
         let mut device = Device::new(cfg, rt.handle().clone()).unwrap();
         let stop2 = Arc::clone(&stop);
         let server = std::thread::spawn(move || {
-            server::run(&mut device, source, &stop2, OnDisconnect::Wait).unwrap();
+            netgpu_vdev::run(&mut device, source, &stop2, OnDisconnect::Wait).unwrap();
         });
         let client = Client::new(&socket).unwrap();
         let mem = memfd(MEM_SIZE);

@@ -513,7 +513,7 @@ fn round_trip(
     );
     let ctrl = ops::encode(reply).unwrap();
     let out = encode_reply(
-        &d,
+        d.form,
         CuResult::SUCCESS,
         &ctrl,
         reply_data.len() as u64,
@@ -815,9 +815,9 @@ fn replies_that_break_the_protocol_are_errors_not_panics() {
         panic!()
     };
     let done = ops::encode(&Reply::Done).unwrap();
-    assert!(encode_reply(&w, CuResult::SUCCESS, &done, 4, 68).is_ok());
+    assert!(encode_reply(w.form, CuResult::SUCCESS, &done, 4, 68).is_ok());
     assert!(matches!(
-        encode_reply(&w, CuResult::SUCCESS, &done, 100, 68),
+        encode_reply(w.form, CuResult::SUCCESS, &done, 100, 68),
         Err(ReplyError::DataTooLarge { .. })
     ));
     let Decoded::Forward(f) =
@@ -826,20 +826,20 @@ fn replies_that_break_the_protocol_are_errors_not_panics() {
         panic!()
     };
     assert!(matches!(
-        encode_reply(&f, CuResult::SUCCESS, &done, 3, 4),
+        encode_reply(f.form, CuResult::SUCCESS, &done, 3, 4),
         Err(ReplyError::DataLength { got: 3, want: 4 })
     ));
     let handle = ops::encode(&Reply::Handle(1)).unwrap();
     assert!(matches!(
-        encode_reply(&f, CuResult::SUCCESS, &handle, 4, 4),
+        encode_reply(f.form, CuResult::SUCCESS, &handle, 4, 4),
         Err(ReplyError::Unexpected { .. })
     ));
     assert!(matches!(
-        encode_reply(&f, CuResult::SUCCESS, &[0xff, 0xff], 4, 4),
+        encode_reply(f.form, CuResult::SUCCESS, &[0xff, 0xff], 4, 4),
         Err(ReplyError::Control(_))
     ));
     // A failure writes nothing, whatever the reply says.
-    let r = encode_reply(&f, CuResult::ILLEGAL_ADDRESS, &handle, 0, 4).unwrap();
+    let r = encode_reply(f.form, CuResult::ILLEGAL_ADDRESS, &handle, 0, 4).unwrap();
     assert_eq!(r, DeviceReply::status(CuResult::ILLEGAL_ADDRESS));
 }
 
@@ -855,7 +855,7 @@ fn the_fixed_parameter_table_holds_what_fits_and_reports_the_count() {
         panic!()
     };
     let ctrl = ops::encode(&Reply::Function(function())).unwrap();
-    let r = encode_reply(&d, CuResult::SUCCESS, &ctrl, 0, 8).unwrap();
+    let r = encode_reply(d.form, CuResult::SUCCESS, &ctrl, 0, 8).unwrap();
     assert_eq!(r.output.len(), 8, "one record fits");
     assert_eq!(r.value1 >> 32, 2, "but the count says two");
 }
@@ -895,7 +895,7 @@ fn random_commands_and_prefixes_never_panic_the_decoder() {
             if let Ok(Decoded::Forward(d)) = decode(&cmd, input_len, output_len, &prefix) {
                 assert!(d.data_skip + d.data_len <= input_len);
                 let ctrl: Vec<u8> = (0..next() % 40).map(|_| next() as u8).collect();
-                let _ = encode_reply(&d, CuResult::SUCCESS, &ctrl, next() % 3000, output_len);
+                let _ = encode_reply(d.form, CuResult::SUCCESS, &ctrl, next() % 3000, output_len);
             }
         }
     }
