@@ -24,6 +24,8 @@ mod cq;
 mod device;
 mod doorbell;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod interrupts;
 mod memory;
 pub mod protocol;

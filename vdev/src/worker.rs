@@ -327,6 +327,45 @@ impl Pipe {
         }
     }
 
+    /// The in-flight record of a command about to be sent.
+    fn new_cmd(cid: u32, seq: u64, plan: &Plan, output: Run, data_form: bool) -> Arc<Cmd> {
+        Arc::new(Cmd {
+            cid,
+            seq,
+            output,
+            effect: plan.effect,
+            data_form,
+            state: Mutex::new(CmdState {
+                remaining: plan.parts.iter().filter(|p| !p.no_reply).count(),
+                ..CmdState::default()
+            }),
+        })
+    }
+
+    /// The reply part `i` of `plan` waits for, if any.
+    fn waiting(cmd: &Arc<Cmd>, plan: &Plan, i: usize) -> Option<Waiting> {
+        let part = &plan.parts[i];
+        let last = plan.parts.iter().rposition(|p| !p.no_reply);
+        (!part.no_reply).then(|| Waiting {
+            cmd: Arc::clone(cmd),
+            form: part.form,
+            out_skip: part.out_skip,
+            out_len: part.out_len,
+            last: Some(i) == last,
+        })
+    }
+
+    /// Completes a command none of whose parts waits for a reply, once its frames are out.
+    fn posted(self: &Arc<Self>, cmd: &Cmd, data_ok: bool) {
+        let result = if data_ok {
+            CuResult::SUCCESS
+        } else {
+            CuResult::INVALID_VALUE
+        };
+        self.settle(cmd.effect, result, 0);
+        self.complete(cmd.seq, cmd.cid, result, 0, 0, false);
+    }
+
     /// Writes a command's frames; completes it at once if no part waits for a reply.
     async fn send(
         self: &Arc<Self>,
@@ -341,33 +380,12 @@ impl Pipe {
             output,
             data_form,
         } = out;
-        let replies = plan.parts.iter().filter(|p| !p.no_reply).count();
-        let last = plan.parts.iter().rposition(|p| !p.no_reply);
-        let cmd = Arc::new(Cmd {
-            cid,
-            seq,
-            output,
-            effect: plan.effect,
-            data_form,
-            state: Mutex::new(CmdState {
-                remaining: replies,
-                ..CmdState::default()
-            }),
-        });
+        let cmd = Self::new_cmd(cid, seq, &plan, output, data_form);
         let mut data_ok = true;
         for (i, part) in plan.parts.iter().enumerate() {
             let id = tx.next_id();
-            if !part.no_reply {
-                lock(&self.inflight).insert(
-                    id,
-                    Waiting {
-                        cmd: Arc::clone(&cmd),
-                        form: part.form,
-                        out_skip: part.out_skip,
-                        out_len: part.out_len,
-                        last: Some(i) == last,
-                    },
-                );
+            if let Some(w) = Self::waiting(&cmd, &plan, i) {
+                lock(&self.inflight).insert(id, w);
             }
             let flags = if part.no_reply { FLAG_NO_REPLY } else { 0 };
             // `plan` bounds every part's data by the backend's u32 limit.
@@ -390,14 +408,8 @@ impl Pipe {
                 tx.flush().await?;
             }
         }
-        if replies == 0 {
-            let result = if data_ok {
-                CuResult::SUCCESS
-            } else {
-                CuResult::INVALID_VALUE
-            };
-            self.settle(cmd.effect, result, 0);
-            self.complete(seq, cid, result, 0, 0, false);
+        if plan.posted {
+            self.posted(&cmd, data_ok);
         }
         Ok(())
     }
@@ -519,29 +531,11 @@ impl Pipe {
     ) -> session::Result<()> {
         let h = head.header;
         let data_len = u64::from(h.data_len);
-        let cmd = &w.cmd;
-        let mut r = match &head.ctrl {
-            Ctrl::Oversized(n) => {
-                warn!(device = %self.env.device, queue = self.q(), cid = cmd.cid, ctrl_len = n,
-                    "backend reply exceeds the control section limit; failing the command");
-                DeviceReply::status(CuResult::UNKNOWN)
-            }
-            Ctrl::Bytes(ctrl) => {
-                match codec::encode_reply(w.form, h.status, ctrl, data_len, w.out_len) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warn!(device = %self.env.device, queue = self.q(), cid = cmd.cid,
-                        "backend reply does not fit the command: {e}");
-                        DeviceReply::status(CuResult::UNKNOWN)
-                    }
-                }
-            }
-        };
-        let ok = r.result.is_success();
-        if ok && data_len > 0 {
+        let mut r = self.shape(&w, h.status, &head.ctrl, data_len);
+        if r.result.is_success() && data_len > 0 {
             let skip = w.out_skip + r.data_at;
             if !rx
-                .data_into(&self.env.mem, &cmd.output, skip, data_len)
+                .data_into(&self.env.mem, &w.cmd.output, skip, data_len)
                 .await?
             {
                 r = DeviceReply::status(CuResult::INVALID_VALUE);
@@ -549,6 +543,36 @@ impl Pipe {
         } else {
             rx.discard(data_len).await?;
         }
+        self.conclude(w, r, h.console_pending());
+        Ok(())
+    }
+
+    /// What a reply means for its command, before its data section is read: the data goes
+    /// to `data_at` of the part's output if the result is SUCCESS.
+    fn shape(&self, w: &Waiting, status: CuResult, ctrl: &Ctrl, data_len: u64) -> DeviceReply {
+        match ctrl {
+            Ctrl::Oversized(n) => {
+                warn!(device = %self.env.device, queue = self.q(), cid = w.cmd.cid, ctrl_len = n,
+                    "backend reply exceeds the control section limit; failing the command");
+                DeviceReply::status(CuResult::UNKNOWN)
+            }
+            Ctrl::Bytes(ctrl) => {
+                match codec::encode_reply(w.form, status, ctrl, data_len, w.out_len) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        warn!(device = %self.env.device, queue = self.q(), cid = w.cmd.cid,
+                            "backend reply does not fit the command: {e}");
+                        DeviceReply::status(CuResult::UNKNOWN)
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a reply's data: writes its output bytes, counts the part done and completes the
+    /// command once all its replies are in.
+    fn conclude(self: &Arc<Self>, w: Waiting, mut r: DeviceReply, console: bool) {
+        let cmd = &w.cmd;
         if r.result.is_success() && cmd.effect == Effect::MemInfo {
             let wire = w.form == ReplyForm::Wire;
             if let Some(q) = lock(&self.quota).as_ref() {
@@ -576,23 +600,289 @@ impl Pipe {
             if w.last {
                 st.values = (r.value0, r.value1);
             }
-            st.console |= h.console_pending();
+            st.console |= console;
             st.remaining = st.remaining.saturating_sub(1);
-            (st.remaining == 0).then(|| (st.error, st.values, st.console))
+            (st.remaining == 0).then_some((st.error, st.values, st.console))
         };
-        if let Some((error, (mut v0, v1), console)) = done {
+        if let Some((error, (v0, v1), console)) = done {
             let result = error.unwrap_or(CuResult::SUCCESS);
-            let (v0, v1) = if result.is_success() {
-                if cmd.data_form {
-                    v0 = cmd.output.len();
-                }
-                (v0, v1)
-            } else {
-                (0, 0)
+            let (v0, v1) = match (result.is_success(), cmd.data_form) {
+                (false, _) => (0, 0),
+                (true, true) => (cmd.output.len(), v1),
+                (true, false) => (v0, v1),
             };
             self.settle(cmd.effect, result, v0);
             self.complete(cmd.seq, cmd.cid, result, v0, v1, console);
         }
-        Ok(())
+    }
+}
+
+/// A backend reply for [`offline`].
+pub(crate) struct OfflineReply {
+    pub status: CuResult,
+    pub ctrl: Ctrl,
+    pub data_len: u64,
+    pub console: bool,
+}
+
+/// Runs the submission ring of `env` from 0 to `tail` through everything the device does
+/// with hostile input (descriptor, scatter list, directions, decoding, planning, the memory
+/// limit, reply shaping, output and completion writes) with `answer` standing in for the
+/// backend: the fuzz targets' way in, without sockets. Reply data is a fixed pattern.
+pub(crate) fn offline(
+    env: QueueEnv,
+    tail: u32,
+    max_data: u64,
+    mut answer: impl FnMut(&netgpu_proto::wire::ops::Request) -> OfflineReply,
+) -> StopReason {
+    let quota = Quota::new(Arc::clone(&env.mem_used), env.memory_limit);
+    let cq = CompletionRing::new(env.regs.cq_base, env.regs.size, env.out_of_order);
+    let pipe = Arc::new(Pipe {
+        env,
+        cq: Mutex::new(cq),
+        inflight: Mutex::new(HashMap::new()),
+        quota: Mutex::new(Some(quota)),
+    });
+    let size = pipe.env.regs.size;
+    if tail >= size {
+        return StopReason::BadDoorbell { tail };
+    }
+    let mut head = 0u32;
+    let mut seq = 0u64;
+    while head != tail && !pipe.env.ctl.is_stopped() {
+        let mut raw = [0u8; Command::SIZE];
+        let at = pipe.env.regs.sq_base + u64::from(head) * Command::SIZE as u64;
+        if pipe.env.mem.snapshot().read(at, &mut raw).is_err() {
+            pipe.stop(StopReason::RingFault);
+            break;
+        }
+        let cmd = Command::from_bytes(&raw);
+        head = (head + 1) % size;
+        pipe.env
+            .queue
+            .sq_head
+            .store(head, std::sync::atomic::Ordering::Release);
+        let s = seq;
+        seq += 1;
+        let out = match pipe.prepare(&cmd, max_data) {
+            Prepared::Done(r, v0, v1) => {
+                pipe.complete(s, cmd.cid, r, v0, v1, false);
+                continue;
+            }
+            Prepared::Send(out) => out,
+        };
+        let c = Pipe::new_cmd(cmd.cid, s, &out.plan, out.output, out.data_form);
+        let mut data_ok = true;
+        for (i, part) in out.plan.parts.iter().enumerate() {
+            if part.data_len > 0 {
+                // What the sender would stream: every chunk must still be readable.
+                let mut done = 0;
+                while done < part.data_len && data_ok {
+                    let n = (part.data_len - done).min(session::CHUNK);
+                    data_ok = out
+                        .input
+                        .slice(part.data_skip + done, n, 256)
+                        .ok()
+                        .and_then(|(ranges, got)| {
+                            done += got;
+                            pipe.env
+                                .mem
+                                .snapshot()
+                                .with_iovecs(&ranges, false, |_| ())
+                                .ok()
+                        })
+                        .is_some();
+                }
+                if !data_ok {
+                    lock(&c.state).error.get_or_insert(CuResult::INVALID_VALUE);
+                }
+            }
+            let Some(w) = Pipe::waiting(&c, &out.plan, i) else {
+                continue;
+            };
+            let reply = answer(&part.request);
+            let mut r = pipe.shape(&w, reply.status, &reply.ctrl, reply.data_len);
+            if r.result.is_success() && reply.data_len > 0 {
+                let data = vec![0x5au8; reply.data_len.min(1 << 20) as usize];
+                let skip = w.out_skip + r.data_at;
+                if reply.data_len > data.len() as u64
+                    || w.cmd
+                        .output
+                        .scatter(&pipe.env.mem.snapshot(), skip, &data)
+                        .is_err()
+                {
+                    r = DeviceReply::status(CuResult::INVALID_VALUE);
+                }
+            }
+            pipe.conclude(w, r, reply.console);
+        }
+        if out.plan.posted {
+            pipe.posted(&c, data_ok);
+        }
+    }
+    drop(lock(&pipe.quota).take());
+    pipe.env.ctl.reason()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::tests::memfd;
+    use netgpu_proto::abi::{op, SgEntry};
+    use netgpu_proto::wire::ops::{self, Reply, Request};
+
+    const SQ: u64 = 0x1000;
+    const CQ: u64 = 0x2000;
+
+    fn env(mem: &Arc<GuestMemory>, limit: u64, out_of_order: bool) -> QueueEnv {
+        QueueEnv {
+            device: "t".into(),
+            queue: Arc::new(QueueShared::new(0)),
+            regs: QueueRegs {
+                sq_base: SQ,
+                cq_base: CQ,
+                size: 8,
+                vector: abi::NO_VECTOR,
+                coalesce_usecs: 0,
+                coalesce_count: 0,
+            },
+            ctl: Arc::new(RunControl::default()),
+            mem: Arc::clone(mem),
+            irqs: Arc::new(Mutex::new(Interrupts::new("t"))),
+            doorbells: Arc::new(DoorbellPage::new().unwrap()),
+            fast_doorbells: false,
+            out_of_order,
+            session: session::Options {
+                addr: String::new(),
+                token: String::new(),
+                client: String::new(),
+                limits: Default::default(),
+                timeout: Duration::ZERO,
+            },
+            mem_used: Arc::new(AtomicU64::new(0)),
+            memory_limit: limit,
+            poll: Duration::ZERO,
+        }
+    }
+
+    fn guest() -> Arc<GuestMemory> {
+        let m = Arc::new(GuestMemory::new());
+        m.map(0, 0x10_0000, 0, true, Some(memfd(0x10_0000)))
+            .unwrap();
+        m
+    }
+
+    fn put(mem: &GuestMemory, slot: u32, c: Command) {
+        mem.snapshot()
+            .write(SQ + u64::from(slot) * Command::SIZE as u64, &c.to_bytes())
+            .unwrap();
+    }
+
+    fn completion(mem: &GuestMemory, slot: u32) -> Completion {
+        let mut b = [0u8; Completion::SIZE];
+        mem.snapshot()
+            .read(CQ + u64::from(slot) * Completion::SIZE as u64, &mut b)
+            .unwrap();
+        Completion::from_bytes(&b)
+    }
+
+    fn reply(r: &Reply, data_len: u64) -> OfflineReply {
+        OfflineReply {
+            status: CuResult::SUCCESS,
+            ctrl: Ctrl::Bytes(ops::encode(r).unwrap()),
+            data_len,
+            console: false,
+        }
+    }
+
+    #[test]
+    fn each_command_completes_with_its_own_result_and_the_limit_holds() {
+        let mem = guest();
+        put(&mem, 0, Command::new(op::NOP, 1, &[]));
+        put(&mem, 1, Command::new(0x7777, 2, &[]));
+        put(&mem, 2, Command::new(op::MEM_ALLOC, 3, &[1, 600]));
+        put(&mem, 3, Command::new(op::MEM_ALLOC, 4, &[1, 600]));
+        put(&mem, 4, Command::new(op::MEM_GET_INFO, 5, &[]));
+        let mut seen = Vec::new();
+        let why = offline(env(&mem, 1000, false), 5, 1 << 20, |req| {
+            seen.push(req.clone());
+            match req {
+                Request::MemAlloc { .. } => reply(&Reply::DevPtr(0xd000), 0),
+                _ => reply(
+                    &Reply::MemInfo {
+                        free: 1 << 40,
+                        total: 1 << 41,
+                    },
+                    0,
+                ),
+            }
+        });
+        assert_eq!(why, StopReason::Stopped);
+        let c: Vec<Completion> = (0..5).map(|s| completion(&mem, s)).collect();
+        let r: Vec<(u32, CuResult)> = c.iter().map(|c| (c.cid, CuResult(c.result))).collect();
+        assert_eq!(
+            r,
+            vec![
+                (1, CuResult::SUCCESS),
+                (2, CuResult::NOT_SUPPORTED),
+                (3, CuResult::SUCCESS),
+                (4, CuResult::OUT_OF_MEMORY),
+                (5, CuResult::SUCCESS),
+            ]
+        );
+        assert_eq!(c[2].value0, 0xd000);
+        assert_eq!(
+            (c[4].value0, c[4].value1),
+            (400, 1000),
+            "clamped to the limit"
+        );
+        assert_eq!(
+            seen.len(),
+            2,
+            "the refused allocation never reached the backend"
+        );
+        assert_eq!(c[4].sq_head, 5);
+    }
+
+    #[test]
+    fn a_reply_that_does_not_fit_its_command_fails_only_that_command() {
+        let mem = guest();
+        let out = SgEntry::device_write(0x8000, 16);
+        put(
+            &mem,
+            0,
+            Command::new(op::MEMCPY_DTOH, 1, &[1, 0, 0]).with_sg(&[out]),
+        );
+        put(
+            &mem,
+            1,
+            Command::new(op::MEMCPY_DTOH, 2, &[1, 0, 0]).with_sg(&[out]),
+        );
+        let mut n = 0;
+        offline(env(&mem, 0, true), 2, 1 << 20, |_| {
+            n += 1;
+            // The first reply carries 17 bytes for a 16-byte copy.
+            reply(&Reply::Done, if n == 1 { 17 } else { 16 })
+        });
+        assert_eq!(CuResult(completion(&mem, 0).result), CuResult::UNKNOWN);
+        let c = completion(&mem, 1);
+        assert_eq!(
+            (c.cid, CuResult(c.result), c.value0),
+            (2, CuResult::SUCCESS, 16)
+        );
+        let mut b = [0u8; 16];
+        mem.snapshot().read(0x8000, &mut b).unwrap();
+        assert_eq!(b, [0x5a; 16]);
+    }
+
+    #[test]
+    fn an_unmapped_completion_ring_stops_the_queue_with_a_ring_fault() {
+        let mem = guest();
+        put(&mem, 0, Command::new(op::NOP, 1, &[]));
+        let mut e = env(&mem, 0, true);
+        e.regs.cq_base = 0x20_0000;
+        let ctl = Arc::clone(&e.ctl);
+        offline(e, 1, 1 << 20, |_| reply(&Reply::Done, 0));
+        assert_eq!(ctl.reason(), StopReason::RingFault);
     }
 }
