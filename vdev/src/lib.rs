@@ -13,7 +13,8 @@
 //! - `queue`: queue registers and the stop signal; `worker`: the per-queue pipeline;
 //!   `cq`: the completion ring; `forward`: framing and memory-limit policy;
 //!   `session`: a queue's backend connection, data straight from and into guest memory.
-//! - `config`: command line and TOML configuration.
+//! - `config`: command line and TOML configuration; `jail`: dropping to an unprivileged
+//!   user and the seccomp filter.
 //!
 //! The device ABI itself is defined in `netgpu_proto::abi`, and the translation between its
 //! commands and wire requests in `netgpu_proto::abi::codec` (see `docs/device-abi.md`).
@@ -27,6 +28,7 @@ mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 mod interrupts;
+mod jail;
 mod memory;
 pub mod protocol;
 mod queue;
@@ -36,10 +38,16 @@ mod session;
 mod sg;
 mod worker;
 
-pub use config::{parse_size, Args, Config, Error as ConfigError, SocketSpec};
+pub use config::{
+    parse_size, resolve_backend, Args, Config, Error as ConfigError, Seccomp, SocketSpec,
+};
 pub use config_space::{Ids, CONFIG_SPACE_SIZE};
 pub use device::{Device, DeviceConfig, Shared};
 pub use doorbell::Error as DoorbellError;
+pub use jail::{
+    drop_to_user, filter as seccomp_filter, give, install_filter, lookup_user, Error as JailError,
+    User,
+};
 pub use memory::{Error as MemoryError, GuestMemory, Snapshot};
 pub use queue::{QueueShared, StopReason};
 pub use server::{run, serve, Error as ServerError, OnDisconnect, Source};
