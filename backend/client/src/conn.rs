@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netgpu_proto::cuda::CuResult;
+use netgpu_proto::wire::client::{self, HandshakeError};
 use netgpu_proto::wire::frame::{FrameHeader, FrameKind, FLAG_NO_REPLY};
 use netgpu_proto::wire::ops::{
-    self, DevPtr, DeviceInfo, FunctionInfo, Handle, Reply, Request, SessionLimits,
+    DevPtr, DeviceInfo, FunctionInfo, Handle, Reply, Request, SessionLimits,
 };
-use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -109,13 +110,7 @@ impl Client {
             next_id: 1,
             ctrl: Vec::new(),
         };
-        let hello = Request::Hello {
-            version_min: MIN_PROTOCOL_VERSION,
-            version_max: PROTOCOL_VERSION,
-            token: token.to_string(),
-            client: opts.name.clone(),
-            limits: opts.limits,
-        };
+        let hello = client::hello(token, &opts.name, opts.limits);
         write_frame(&mut writer, &hello, &[], 0)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
@@ -129,47 +124,34 @@ impl Client {
             .map_err(|_| connect_err("no answer to the handshake".into()))?
             .map_err(|e| connect_err(e.to_string()))?;
         let (h, resp) = handshake;
-        match (h.kind, resp.reply) {
-            (
-                FrameKind::Reply,
-                Some(Reply::Welcome {
-                    version,
-                    session_id,
-                    max_data_len,
-                    server,
-                }),
-            ) if resp.status.is_success() => {
-                debug!(version, session_id, %server, "session open");
-                let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
-                let dead = Arc::new(Mutex::new(None));
-                let closed = Arc::new(AtomicBool::new(false));
-                let reader = tokio::spawn(reader_task(
-                    reader,
-                    pending.clone(),
-                    dead.clone(),
-                    closed.clone(),
-                ));
-                Ok(Client {
-                    inner: Arc::new(Inner {
-                        writer: tokio::sync::Mutex::new(writer),
-                        pending,
-                        dead,
-                        closed,
-                        max_data: max_data_len.max(4096),
-                        session_id,
-                        reader,
-                    }),
-                })
-            }
-            (_, Some(Reply::Error(reason))) => Err(ClientError::Refused {
+        let session = client::welcome(&h, resp.reply).map_err(|e| match e {
+            HandshakeError::Refused { status, reason } => ClientError::Refused { status, reason },
+            HandshakeError::Unexpected(reason) => ClientError::Refused {
                 status: h.status,
                 reason,
+            },
+        })?;
+        debug!(version = session.version, session_id = session.session_id, server = %session.server, "session open");
+        let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
+        let dead = Arc::new(Mutex::new(None));
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(reader_task(
+            reader,
+            pending.clone(),
+            dead.clone(),
+            closed.clone(),
+        ));
+        Ok(Client {
+            inner: Arc::new(Inner {
+                writer: tokio::sync::Mutex::new(writer),
+                pending,
+                dead,
+                closed,
+                max_data: session.max_data_len,
+                session_id: session.session_id,
+                reader,
             }),
-            (_, other) => Err(ClientError::Refused {
-                status: h.status,
-                reason: format!("unexpected handshake reply {other:?}"),
-            }),
-        }
+        })
     }
 
     /// The backend's id for this session (for logs).
@@ -743,16 +725,14 @@ async fn write_frame_id(
     data: &[u8],
     flags: u8,
 ) -> Result<()> {
-    w.ctrl.clear();
-    ops::encode_into(req, &mut w.ctrl).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let data_len =
-        u32::try_from(data.len()).map_err(|_| ClientError::Cuda(CuResult::INVALID_VALUE))?;
-    let h = FrameHeader::request(id, flags, w.ctrl.len() as u32, data_len);
+    client::encode_request(id, flags, req, data.len(), &mut w.ctrl).map_err(|e| match e {
+        client::FramingError::TooLarge(_) => ClientError::Cuda(CuResult::INVALID_VALUE),
+        other => ClientError::Protocol(other.to_string()),
+    })?;
     let io_err = |e: std::io::Error| ClientError::Disconnected(e.to_string());
-    w.io.write_all(&h.encode()).await.map_err(io_err)?;
-    let ctrl = std::mem::take(&mut w.ctrl);
-    let r = w.io.write_all(&ctrl).await;
-    w.ctrl = ctrl;
+    let head = std::mem::take(&mut w.ctrl);
+    let r = w.io.write_all(&head).await;
+    w.ctrl = head;
     r.map_err(io_err)?;
     // Large data bypasses the buffer (tokio's BufWriter writes it straight from `data`).
     w.io.write_all(data).await.map_err(io_err)
@@ -784,11 +764,7 @@ async fn read_head(
         .map_err(|e| invalid(e.to_string()))?;
     let mut ctrl = vec![0u8; h.ctrl_len as usize];
     r.read_exact(&mut ctrl).await?;
-    let reply = if ctrl.is_empty() {
-        None
-    } else {
-        Some(ops::decode::<Reply>(&ctrl).map_err(|e| invalid(e.to_string()))?)
-    };
+    let reply = client::decode_reply(&ctrl).map_err(|e| invalid(e.to_string()))?;
     Ok((h, reply))
 }
 

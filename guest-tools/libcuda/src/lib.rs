@@ -12,6 +12,9 @@
 //! See `docs/libcuda.md`.
 
 pub mod api;
+pub mod dark;
+pub mod image;
+pub mod memmap;
 pub mod state;
 pub mod transport;
 

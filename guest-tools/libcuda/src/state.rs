@@ -1,43 +1,112 @@
 //! Process-wide driver state.
 //!
-//! Contexts, modules, functions, streams and events are the backend's handles, handed to the
-//! program as opaque pointer values (a handle is never 0). The library keeps only what it
-//! needs locally: kernel parameter layouts (to pack `kernelParams`), the primary context's
-//! reference count, and each thread's current-context stack.
+//! The program sees this library's own handles for contexts, functions, kernels and libraries
+//! (opaque pointer values from one counter, never 0 and never dereferenced), so they stay
+//! valid and stable whatever the backend does: the primary context keeps one `CUcontext`
+//! across release and reset, as in CUDA, and a `CUkernel` is usable as a `CUfunction`. Modules,
+//! streams and events are the backend's handles. Each thread has its own current-context stack.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::ffi::{c_void, CString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::ops::{DeviceInfo, FunctionInfo, Handle, Reply, Request};
 
+use crate::image::Image;
 use crate::transport::{self, Transport};
+
+/// A context-local-storage destructor: `dtor(ctx, key, value)`.
+pub type ClsDtor = extern "C" fn(*mut c_void, *mut c_void, *mut c_void);
+
+struct ClsEntry {
+    key: usize,
+    value: usize,
+    dtor: Option<ClsDtor>,
+}
+
+struct CtxInner {
+    /// The backend's context, 0 while it has none (an inactive primary context).
+    backend: Handle,
+    /// Primary context: `cuDevicePrimaryCtxRetain` references.
+    refs: u32,
+    flags: u32,
+    destroyed: bool,
+    cls: Vec<ClsEntry>,
+}
+
+pub struct Context {
+    /// The `CUcontext` value.
+    pub id: u64,
+    pub primary: bool,
+    inner: Mutex<CtxInner>,
+}
+
+/// A kernel function loaded in one backend context.
+pub struct Function {
+    pub id: u64,
+    pub ctx: Handle,
+    pub module: Handle,
+    pub name: CString,
+    pub info: FunctionInfo,
+    /// Values set with `cuFuncSetAttribute`.
+    pub set_attributes: Mutex<Vec<(u32, i32)>>,
+}
+
+impl Function {
+    pub fn backend(&self) -> Handle {
+        self.info.handle
+    }
+}
+
+/// A `CUlibrary`: an image, loaded into each context on first use.
+pub struct Library {
+    pub id: u64,
+    pub image: Image,
+    /// Backend context -> module.
+    modules: Mutex<HashMap<Handle, Handle>>,
+    kernels: Mutex<HashMap<String, Arc<Kernel>>>,
+}
+
+/// A `CUkernel`: a library's kernel, a function in each context that uses it.
+pub struct Kernel {
+    pub id: u64,
+    pub library: Arc<Library>,
+    pub name: CString,
+}
+
+#[derive(Clone)]
+pub enum Object {
+    Context(Arc<Context>),
+    Function(Arc<Function>),
+    Library(Arc<Library>),
+    Kernel(Arc<Kernel>),
+}
 
 pub struct Driver {
     pub transport: Box<dyn Transport>,
     pub info: DeviceInfo,
-    functions: Mutex<HashMap<Handle, FunctionInfo>>,
-    primary: Mutex<Primary>,
-    contexts: Mutex<HashSet<Handle>>,
-    unsupported: Mutex<HashSet<&'static str>>,
-}
-
-#[derive(Default)]
-struct Primary {
-    ctx: Handle,
-    refs: u32,
-    flags: u32,
+    pub primary: Arc<Context>,
+    objects: Mutex<HashMap<u64, Object>>,
+    /// (module, name) -> function, so a name looked up twice is one `CUfunction`.
+    module_functions: Mutex<HashMap<(Handle, String), Arc<Function>>>,
 }
 
 static DRIVER: OnceLock<Result<Driver, CuResult>> = OnceLock::new();
+static NEXT_ID: AtomicU64 = AtomicU64::new(0x1000);
 
 thread_local! {
-    static CTX_STACK: RefCell<Vec<Handle>> = const { RefCell::new(Vec::new()) };
+    static CTX_STACK: RefCell<Vec<Arc<Context>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(16, Ordering::Relaxed)
 }
 
 /// `cuInit`: opens the transport and reads the device record, once per process.
@@ -46,13 +115,15 @@ pub fn init() -> Result<&'static Driver, CuResult> {
         .get_or_init(|| {
             let transport = transport::from_env()?;
             let info = transport.device_query()?;
+            let primary = Arc::new(Context::new(true, 0, 0));
+            let mut objects = HashMap::new();
+            objects.insert(primary.id, Object::Context(primary.clone()));
             Ok(Driver {
                 transport,
                 info,
-                functions: Mutex::new(HashMap::new()),
-                primary: Mutex::new(Primary::default()),
-                contexts: Mutex::new(HashSet::new()),
-                unsupported: Mutex::new(HashSet::new()),
+                primary,
+                objects: Mutex::new(objects),
+                module_functions: Mutex::new(HashMap::new()),
             })
         })
         .as_ref()
@@ -69,30 +140,143 @@ pub fn driver() -> Result<&'static Driver, CuResult> {
 }
 
 /// The calling thread's current context.
-pub fn current() -> Result<Handle, CuResult> {
+pub fn current_context() -> Result<Arc<Context>, CuResult> {
     driver()?;
     CTX_STACK
-        .with(|s| s.borrow().last().copied())
+        .with(|s| s.borrow().last().cloned())
         .ok_or(CuResult::INVALID_CONTEXT)
 }
 
-pub fn push(ctx: Handle) {
+/// The backend context of the calling thread's current context.
+pub fn current() -> Result<Handle, CuResult> {
+    let drv = driver()?;
+    current_context()?.backend(drv)
+}
+
+pub fn push(ctx: Arc<Context>) {
     CTX_STACK.with(|s| s.borrow_mut().push(ctx));
 }
 
-pub fn pop() -> Option<Handle> {
+pub fn pop() -> Option<Arc<Context>> {
     CTX_STACK.with(|s| s.borrow_mut().pop())
 }
 
-/// `cuCtxSetCurrent`: replaces the top of the stack (0 empties it).
-pub fn set_current(ctx: Handle) {
+/// `cuCtxSetCurrent`: replaces the top of the stack (`None` empties it).
+pub fn set_current(ctx: Option<Arc<Context>>) {
     CTX_STACK.with(|s| {
         let mut s = s.borrow_mut();
         s.pop();
-        if ctx != 0 {
-            s.push(ctx);
+        if let Some(c) = ctx {
+            s.push(c);
         }
     });
+}
+
+impl Context {
+    fn new(primary: bool, backend: Handle, flags: u32) -> Context {
+        Context {
+            id: next_id(),
+            primary,
+            inner: Mutex::new(CtxInner {
+                backend,
+                refs: 0,
+                flags,
+                destroyed: false,
+                cls: Vec::new(),
+            }),
+        }
+    }
+
+    /// The backend context, created on first use (a primary context that is current
+    /// without being retained gets one too, as cudart expects of the runtime's context).
+    pub fn backend(&self, drv: &Driver) -> Result<Handle, CuResult> {
+        let mut i = lock(&self.inner);
+        if i.backend != 0 {
+            return Ok(i.backend);
+        }
+        if i.destroyed {
+            return Err(CuResult::CONTEXT_IS_DESTROYED);
+        }
+        i.backend = drv.handle(&Request::CtxCreate { flags: i.flags })?;
+        Ok(i.backend)
+    }
+
+    /// The backend context if it exists.
+    pub fn backend_if_active(&self) -> Option<Handle> {
+        let b = lock(&self.inner).backend;
+        (b != 0).then_some(b)
+    }
+
+    pub fn flags(&self) -> u32 {
+        lock(&self.inner).flags
+    }
+
+    /// Runs every context-local-storage destructor, then destroys the backend context.
+    fn teardown(&self, drv: &Driver) -> Result<(), CuResult> {
+        let (backend, cls) = {
+            let mut i = lock(&self.inner);
+            (std::mem::take(&mut i.backend), std::mem::take(&mut i.cls))
+        };
+        for e in cls {
+            if let Some(d) = e.dtor {
+                d(
+                    self.id as usize as *mut c_void,
+                    e.key as *mut c_void,
+                    e.value as *mut c_void,
+                );
+            }
+        }
+        if backend != 0 {
+            drv.transport.flush()?;
+            drv.call(&Request::CtxDestroy { ctx: backend })?;
+            drv.forget_context(backend);
+        }
+        Ok(())
+    }
+
+    pub fn cls_put(&self, key: usize, value: usize, dtor: Option<ClsDtor>) {
+        let mut i = lock(&self.inner);
+        match i.cls.iter_mut().find(|e| e.key == key) {
+            Some(e) => {
+                e.value = value;
+                e.dtor = dtor;
+            }
+            None => i.cls.push(ClsEntry { key, value, dtor }),
+        }
+    }
+
+    pub fn cls_delete(&self, key: usize) -> bool {
+        let mut i = lock(&self.inner);
+        let n = i.cls.len();
+        i.cls.retain(|e| e.key != key);
+        i.cls.len() != n
+    }
+
+    pub fn cls_get(&self, key: usize) -> Option<usize> {
+        lock(&self.inner)
+            .cls
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value)
+    }
+}
+
+impl Library {
+    /// The library's module in backend context `ctx`, loaded on first use.
+    pub fn module(&self, drv: &Driver, ctx: Handle) -> Result<Handle, CuResult> {
+        let mut m = lock(&self.modules);
+        if let Some(h) = m.get(&ctx) {
+            return Ok(*h);
+        }
+        let h = crate::api::module::load_image(drv, ctx, &self.image)?;
+        m.insert(ctx, h);
+        Ok(h)
+    }
+
+    /// Every module loaded so far, emptying the cache.
+    pub fn take_modules(&self) -> Vec<Handle> {
+        lock(&self.modules).drain().map(|(_, m)| m).collect()
+    }
 }
 
 impl Driver {
@@ -107,85 +291,209 @@ impl Driver {
         }
     }
 
-    pub fn ctx_create(&self, flags: u32) -> Result<Handle, CuResult> {
-        let h = self.handle(&Request::CtxCreate { flags })?;
-        lock(&self.contexts).insert(h);
-        Ok(h)
+    pub fn object(&self, id: u64) -> Option<Object> {
+        lock(&self.objects).get(&id).cloned()
     }
 
-    pub fn ctx_destroy(&self, ctx: Handle) -> Result<(), CuResult> {
-        if !lock(&self.contexts).remove(&ctx) {
+    pub fn context(&self, id: u64) -> Result<Arc<Context>, CuResult> {
+        match self.object(id) {
+            Some(Object::Context(c)) => Ok(c),
+            _ => Err(CuResult::INVALID_CONTEXT),
+        }
+    }
+
+    /// `cuCtxCreate`: a new context with its backend context.
+    pub fn ctx_create(&self, flags: u32) -> Result<Arc<Context>, CuResult> {
+        let backend = self.handle(&Request::CtxCreate { flags })?;
+        let c = Arc::new(Context::new(false, backend, flags));
+        lock(&self.objects).insert(c.id, Object::Context(c.clone()));
+        Ok(c)
+    }
+
+    /// `cuCtxDestroy`.
+    pub fn ctx_destroy(&self, id: u64) -> Result<(), CuResult> {
+        let c = self.context(id)?;
+        if c.primary {
             return Err(CuResult::INVALID_CONTEXT);
         }
-        self.transport.flush()?;
-        self.call(&Request::CtxDestroy { ctx })?;
-        CTX_STACK.with(|s| s.borrow_mut().retain(|c| *c != ctx));
-        Ok(())
+        lock(&self.objects).remove(&id);
+        lock(&c.inner).destroyed = true;
+        CTX_STACK.with(|s| s.borrow_mut().retain(|x| x.id != id));
+        c.teardown(self)
     }
 
-    pub fn is_context(&self, ctx: Handle) -> bool {
-        lock(&self.contexts).contains(&ctx)
+    /// Drops what this library remembers about a destroyed backend context.
+    fn forget_context(&self, backend: Handle) {
+        lock(&self.module_functions).retain(|_, f| f.ctx != backend);
+        lock(&self.objects).retain(|_, o| match o {
+            Object::Function(f) => f.ctx != backend,
+            Object::Library(l) => {
+                lock(&l.modules).remove(&backend);
+                true
+            }
+            _ => true,
+        });
     }
 
     /// `cuDevicePrimaryCtxRetain`.
-    pub fn primary_retain(&self) -> Result<Handle, CuResult> {
-        let mut p = lock(&self.primary);
-        if p.refs == 0 || p.ctx == 0 {
-            p.ctx = self.ctx_create(p.flags)?;
-        }
-        p.refs += 1;
-        Ok(p.ctx)
+    pub fn primary_retain(&self) -> Result<Arc<Context>, CuResult> {
+        self.primary.backend(self)?;
+        lock(&self.primary.inner).refs += 1;
+        Ok(self.primary.clone())
     }
 
-    /// `cuDevicePrimaryCtxRelease`: the context is destroyed with its last reference.
+    /// `cuDevicePrimaryCtxRelease`: the context's resources go with its last reference.
     pub fn primary_release(&self) -> Result<(), CuResult> {
-        let mut p = lock(&self.primary);
-        if p.refs == 0 {
-            return Err(CuResult::INVALID_CONTEXT);
-        }
-        p.refs -= 1;
-        if p.refs == 0 {
-            let ctx = std::mem::take(&mut p.ctx);
-            self.ctx_destroy(ctx)?;
+        let last = {
+            let mut i = lock(&self.primary.inner);
+            if i.refs == 0 {
+                return Err(CuResult::INVALID_CONTEXT);
+            }
+            i.refs -= 1;
+            i.refs == 0
+        };
+        if last {
+            self.primary.teardown(self)?;
         }
         Ok(())
     }
 
+    /// `cuDevicePrimaryCtxReset`: destroys the primary context's resources now (running the
+    /// context-local-storage destructors); the handle stays valid for a later retain.
     pub fn primary_reset(&self) -> Result<(), CuResult> {
-        let mut p = lock(&self.primary);
-        if p.ctx != 0 {
-            let ctx = std::mem::take(&mut p.ctx);
-            self.ctx_destroy(ctx)?;
-        }
-        p.refs = 0;
-        Ok(())
+        lock(&self.primary.inner).refs = 0;
+        self.primary.teardown(self)
     }
 
     /// `(flags, active)` of the primary context.
     pub fn primary_state(&self) -> (u32, bool) {
-        let p = lock(&self.primary);
-        (p.flags, p.refs > 0)
+        let i = lock(&self.primary.inner);
+        (i.flags, i.refs > 0)
     }
 
     pub fn primary_set_flags(&self, flags: u32) {
-        lock(&self.primary).flags = flags;
+        lock(&self.primary.inner).flags = flags;
     }
 
-    pub fn remember_function(&self, f: FunctionInfo) {
-        lock(&self.functions).insert(f.handle, f);
+    /// The function `name` of backend module `module`, looked up once.
+    pub fn module_function(
+        &self,
+        ctx: Handle,
+        module: Handle,
+        name: &str,
+    ) -> Result<Arc<Function>, CuResult> {
+        let key = (module, name.to_string());
+        if let Some(f) = lock(&self.module_functions).get(&key) {
+            return Ok(f.clone());
+        }
+        let info = match self.call(&Request::ModuleGetFunction {
+            module,
+            name: name.to_string(),
+        })? {
+            Reply::Function(f) => f,
+            _ => return Err(CuResult::UNKNOWN),
+        };
+        let f = Arc::new(Function {
+            id: next_id(),
+            ctx,
+            module,
+            name: CString::new(name).map_err(|_| CuResult::INVALID_VALUE)?,
+            info,
+            set_attributes: Mutex::new(Vec::new()),
+        });
+        lock(&self.objects).insert(f.id, Object::Function(f.clone()));
+        lock(&self.module_functions).insert(key, f.clone());
+        Ok(f)
     }
 
-    pub fn function(&self, h: Handle) -> Option<FunctionInfo> {
-        lock(&self.functions).get(&h).cloned()
+    /// Forgets the functions of an unloaded module.
+    pub fn forget_module(&self, module: Handle) {
+        lock(&self.module_functions).retain(|(m, _), _| *m != module);
+        lock(&self.objects).retain(|_, o| !matches!(o, Object::Function(f) if f.module == module));
+    }
+
+    pub fn library_create(&self, image: Image) -> Arc<Library> {
+        let l = Arc::new(Library {
+            id: next_id(),
+            image,
+            modules: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(HashMap::new()),
+        });
+        lock(&self.objects).insert(l.id, Object::Library(l.clone()));
+        l
+    }
+
+    pub fn library(&self, id: u64) -> Result<Arc<Library>, CuResult> {
+        match self.object(id) {
+            Some(Object::Library(l)) => Ok(l),
+            _ => Err(CuResult::INVALID_HANDLE),
+        }
+    }
+
+    /// `cuLibraryUnload`.
+    pub fn library_unload(&self, id: u64) -> Result<(), CuResult> {
+        let l = self.library(id)?;
+        lock(&self.objects)
+            .retain(|k, o| *k != id && !matches!(o, Object::Kernel(kern) if kern.library.id == id));
+        self.transport.flush()?;
+        let mut first_err = None;
+        for m in l.take_modules() {
+            self.forget_module(m);
+            if let Err(e) = self.call(&Request::ModuleUnload { module: m }) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// `cuLibraryGetKernel`: one `CUkernel` per (library, name).
+    pub fn kernel(&self, lib: &Arc<Library>, name: &str) -> Result<Arc<Kernel>, CuResult> {
+        let mut ks = lock(&lib.kernels);
+        if let Some(k) = ks.get(name) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(Kernel {
+            id: next_id(),
+            library: lib.clone(),
+            name: CString::new(name).map_err(|_| CuResult::INVALID_VALUE)?,
+        });
+        ks.insert(name.to_string(), k.clone());
+        lock(&self.objects).insert(k.id, Object::Kernel(k.clone()));
+        Ok(k)
+    }
+
+    /// The function a `CUfunction` argument names in the current context: a function, or a
+    /// kernel (loaded into the current context on first use).
+    pub fn function(&self, id: u64) -> Result<Arc<Function>, CuResult> {
+        match self.object(id) {
+            Some(Object::Function(f)) => Ok(f),
+            Some(Object::Kernel(k)) => self.kernel_function(&k),
+            _ => Err(CuResult::INVALID_HANDLE),
+        }
+    }
+
+    pub fn kernel_function(&self, k: &Kernel) -> Result<Arc<Function>, CuResult> {
+        let ctx = current()?;
+        let module = k.library.module(self, ctx)?;
+        let name = k.name.to_str().map_err(|_| CuResult::INVALID_VALUE)?;
+        self.module_function(ctx, module, name)
     }
 
     /// Logs the first use of a call this library does not implement.
     pub fn unsupported(&self, name: &'static str) -> CuResult {
-        if lock(&self.unsupported).insert(name) {
-            crate::log(&format!(
-                "{name} is not supported; returning CUDA_ERROR_NOT_SUPPORTED"
-            ));
-        }
-        CuResult::NOT_SUPPORTED
+        unsupported(name)
     }
+}
+
+static UNSUPPORTED: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+
+/// Logs (once per name) that a call is not supported; returns `CUDA_ERROR_NOT_SUPPORTED`.
+pub fn unsupported(name: &'static str) -> CuResult {
+    let set = UNSUPPORTED.get_or_init(|| Mutex::new(HashSet::new()));
+    if lock(set).insert(name) {
+        crate::log(&format!(
+            "{name} is not supported; returning CUDA_ERROR_NOT_SUPPORTED (see docs/libcuda.md)"
+        ));
+    }
+    CuResult::NOT_SUPPORTED
 }

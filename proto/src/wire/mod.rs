@@ -11,6 +11,7 @@
 //! the small postcard-encoded control section, so it can be written from and read into the
 //! caller's buffers directly. See `docs/wire-protocol.md`.
 
+pub mod client;
 pub mod frame;
 pub mod ops;
 

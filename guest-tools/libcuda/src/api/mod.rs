@@ -5,11 +5,15 @@
 //! `CUDA_ERROR_UNKNOWN` instead of unwinding into C), and checks each out-pointer before
 //! writing through it (`CUDA_ERROR_INVALID_VALUE` for NULL).
 
+#[rustfmt::skip]
+pub mod abi_versions;
 pub mod context;
 pub mod device;
 pub mod errors;
 pub mod memory;
 pub mod module;
+pub mod occupancy;
+pub mod pools;
 pub mod proc;
 pub mod stream;
 

@@ -1,34 +1,347 @@
 //! Streams and events. Work on a stream is ordered by the backend; `cuStreamWaitEvent`
 //! waits on the host for the event (correct, if more conservative than a device-side wait).
 
+use std::collections::HashMap;
 use std::ffi::{c_float, c_int, c_uint};
+use std::sync::Mutex;
 
 use netgpu_proto::cuda::CuResult;
-use netgpu_proto::wire::ops::{Reply, Request};
+use netgpu_proto::wire::ops::{Handle, Reply, Request};
 
-use super::{ctx, guard, handle_of, opaque, put, stream_of, CUresult, Opaque};
-use crate::state;
+use super::context::{GREATEST_PRIORITY, LEAST_PRIORITY};
+use super::{ctx, guard, handle_of, opaque, put, stream_of, CUresult, Opaque, R};
+use crate::state::{self, lock};
 
 /// # Safety
 /// `ph` must be NULL or valid for writing a pointer.
 #[no_mangle]
 pub unsafe extern "C" fn cuStreamCreate(ph: *mut Opaque, flags: c_uint) -> CUresult {
-    guard(|| {
-        let ctx = ctx()?;
-        if ph.is_null() {
-            return Err(CuResult::INVALID_VALUE);
-        }
-        let h = state::driver()?.handle(&Request::StreamCreate {
-            ctx,
+    // SAFETY: same contract.
+    guard(|| unsafe { create(ph, flags, 0) })
+}
+
+/// What the program may ask about a stream later.
+#[derive(Clone, Copy)]
+struct StreamInfo {
+    flags: c_uint,
+    priority: c_int,
+    /// The `CUcontext` it belongs to.
+    ctx: u64,
+}
+
+static STREAMS: Mutex<Option<HashMap<Handle, StreamInfo>>> = Mutex::new(None);
+
+/// # Safety
+/// `ph` must be NULL or writable.
+unsafe fn create(ph: *mut Opaque, flags: c_uint, priority: c_int) -> R {
+    let c = state::current_context()?;
+    let ctx = ctx()?;
+    if ph.is_null() || flags & !1 != 0 {
+        return Err(CuResult::INVALID_VALUE);
+    }
+    let priority = priority.clamp(GREATEST_PRIORITY, LEAST_PRIORITY);
+    let h = state::driver()?.handle(&Request::StreamCreate {
+        ctx,
+        flags,
+        priority,
+    })?;
+    lock(&STREAMS).get_or_insert_with(HashMap::new).insert(
+        h,
+        StreamInfo {
             flags,
+            priority,
+            ctx: c.id,
+        },
+    );
+    // SAFETY: the caller's out-pointer, checked above.
+    unsafe { put(ph, opaque(h)) }
+}
+
+/// A stream's description; the null and per-thread streams are the current context's
+/// default stream (flags 0, priority 0).
+fn info(s: Opaque) -> Result<StreamInfo, CuResult> {
+    let h = stream_of(s);
+    if h == 0 {
+        return Ok(StreamInfo {
+            flags: 0,
             priority: 0,
-        })?;
-        // SAFETY: the caller's out-pointer, checked above.
-        unsafe { put(ph, opaque(h)) }
+            ctx: state::current_context()?.id,
+        });
+    }
+    lock(&STREAMS)
+        .as_ref()
+        .and_then(|m| m.get(&h).copied())
+        .ok_or(CuResult::INVALID_HANDLE)
+}
+
+/// # Safety
+/// `flags` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetFlags(s: Opaque, flags: *mut c_uint) -> CUresult {
+    // SAFETY: the caller's out-pointer.
+    guard(|| unsafe { put(flags, info(s)?.flags) })
+}
+
+/// # Safety
+/// `priority` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetPriority(s: Opaque, priority: *mut c_int) -> CUresult {
+    // SAFETY: the caller's out-pointer.
+    guard(|| unsafe { put(priority, info(s)?.priority) })
+}
+
+/// # Safety
+/// `pctx` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetCtx(s: Opaque, pctx: *mut Opaque) -> CUresult {
+    // SAFETY: the caller's out-pointer.
+    guard(|| unsafe { put(pctx, opaque(info(s)?.ctx)) })
+}
+
+/// `cuStreamGetCtx_v2`: no green contexts, so that output is NULL.
+///
+/// # Safety
+/// Both pointers NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetCtx_v2(
+    s: Opaque,
+    pctx: *mut Opaque,
+    green: *mut Opaque,
+) -> CUresult {
+    guard(|| {
+        let i = info(s)?;
+        // SAFETY: the caller's out-pointers (`green` optional).
+        unsafe {
+            if !pctx.is_null() {
+                put(pctx, opaque(i.ctx))?;
+            }
+            if !green.is_null() {
+                put(green, std::ptr::null_mut())?;
+            }
+        }
+        Ok(())
     })
 }
 
-/// Priorities are accepted and ignored.
+/// # Safety
+/// `id` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetId(s: Opaque, id: *mut u64) -> CUresult {
+    guard(|| {
+        info(s)?;
+        // SAFETY: the caller's out-pointer.
+        unsafe { put(id, s as usize as u64) }
+    })
+}
+
+/// # Safety
+/// `device` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetDevice(s: Opaque, device: *mut c_int) -> CUresult {
+    guard(|| {
+        info(s)?;
+        // SAFETY: the caller's out-pointer.
+        unsafe { put(device, 0) }
+    })
+}
+
+/// Stream capture (CUDA graphs) is not supported, so no stream is ever capturing.
+///
+/// # Safety
+/// `status` must be NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamIsCapturing(s: Opaque, status: *mut c_int) -> CUresult {
+    guard(|| {
+        info(s)?;
+        // SAFETY: the caller's out-pointer (CU_STREAM_CAPTURE_STATUS_NONE).
+        unsafe { put(status, 0) }
+    })
+}
+
+/// As [`cuStreamIsCapturing`], in the forms that also describe the capture (there is none).
+///
+/// # Safety
+/// Each pointer NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetCaptureInfo(
+    s: Opaque,
+    status: *mut c_int,
+    id: *mut u64,
+) -> CUresult {
+    guard(|| {
+        info(s)?;
+        // SAFETY: the caller's out-pointers (`id` optional).
+        unsafe {
+            put(status, 0)?;
+            if !id.is_null() {
+                put(id, 0)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// CUDA 11.3 / 12.3 forms (`graph`, `dependencies`, edge data and count outputs).
+///
+/// # Safety
+/// Each pointer NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
+    s: Opaque,
+    status: *mut c_int,
+    id: *mut u64,
+    graph: *mut Opaque,
+    deps: *mut *const Opaque,
+    num_deps: *mut usize,
+) -> CUresult {
+    guard(|| {
+        // SAFETY: the caller's out-pointers.
+        CuResult(unsafe { cuStreamGetCaptureInfo(s, status, id) }).ok()?;
+        // SAFETY: optional outputs, written only when given.
+        unsafe {
+            if !graph.is_null() {
+                put(graph, std::ptr::null_mut())?;
+            }
+            if !deps.is_null() {
+                put(deps, std::ptr::null())?;
+            }
+            if !num_deps.is_null() {
+                put(num_deps, 0)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// # Safety
+/// As [`cuStreamGetCaptureInfo_v2`], with an edge-data output.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamGetCaptureInfo_v3(
+    s: Opaque,
+    status: *mut c_int,
+    id: *mut u64,
+    graph: *mut Opaque,
+    deps: *mut *const Opaque,
+    edges: *mut *const std::ffi::c_void,
+    num_deps: *mut usize,
+) -> CUresult {
+    // SAFETY: same contract.
+    let r = unsafe { cuStreamGetCaptureInfo_v2(s, status, id, graph, deps, num_deps) };
+    if r == 0 && !edges.is_null() {
+        // SAFETY: the caller's optional out-pointer.
+        unsafe { *edges = std::ptr::null() };
+    }
+    r
+}
+
+thread_local! {
+    static CAPTURE_MODE: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
+}
+
+/// The per-thread capture mode (which matters only while capturing, which never happens).
+///
+/// # Safety
+/// `mode` must be valid for reading and writing an int.
+#[no_mangle]
+pub unsafe extern "C" fn cuThreadExchangeStreamCaptureMode(mode: *mut c_int) -> CUresult {
+    guard(|| {
+        if mode.is_null() {
+            return Err(CuResult::INVALID_VALUE);
+        }
+        // SAFETY: the caller's in/out int.
+        unsafe { *mode = CAPTURE_MODE.with(|m| m.replace(*mode)) };
+        Ok(())
+    })
+}
+
+/// `CUhostFn`.
+pub type HostFn = Option<extern "C" fn(*mut std::ffi::c_void)>;
+/// `CUstreamCallback`.
+pub type StreamCallback = Option<extern "C" fn(Opaque, c_int, *mut std::ffi::c_void)>;
+
+/// Runs `f` once all earlier work on `s` is done; later work waits for it (it runs before
+/// this call returns).
+fn after_stream(s: Opaque, f: impl FnOnce(CuResult)) -> R {
+    ctx()?;
+    let drv = state::driver()?;
+    let r = drv.call(&Request::StreamSynchronize {
+        stream: stream_of(s),
+    });
+    match r {
+        Ok(_) => {
+            f(CuResult::SUCCESS);
+            Ok(())
+        }
+        Err(e) if e == CuResult::DEVICE_UNAVAILABLE => Err(e),
+        Err(e) => {
+            f(e);
+            Err(e)
+        }
+    }
+}
+
+/// # Safety
+/// `f` must be a valid host function.
+#[no_mangle]
+pub unsafe extern "C" fn cuLaunchHostFunc(
+    s: Opaque,
+    f: HostFn,
+    data: *mut std::ffi::c_void,
+) -> CUresult {
+    guard(|| {
+        let f = f.ok_or(CuResult::INVALID_VALUE)?;
+        let data = data as usize;
+        after_stream(s, |r| {
+            if r.is_success() {
+                f(data as *mut std::ffi::c_void)
+            }
+        })
+    })
+}
+
+/// `cuLaunchHostFunc_v2` (CUDA 13.1): the sync mode changes nothing when the function runs
+/// after the stream has drained.
+///
+/// # Safety
+/// As [`cuLaunchHostFunc`].
+#[no_mangle]
+pub unsafe extern "C" fn cuLaunchHostFunc_v2(
+    s: Opaque,
+    f: HostFn,
+    data: *mut std::ffi::c_void,
+    _mode: c_uint,
+) -> CUresult {
+    // SAFETY: same contract.
+    unsafe { cuLaunchHostFunc(s, f, data) }
+}
+
+/// # Safety
+/// `cb` must be a valid callback.
+#[no_mangle]
+pub unsafe extern "C" fn cuStreamAddCallback(
+    s: Opaque,
+    cb: StreamCallback,
+    data: *mut std::ffi::c_void,
+    flags: c_uint,
+) -> CUresult {
+    guard(|| {
+        let cb = cb.ok_or(CuResult::INVALID_VALUE)?;
+        if flags != 0 {
+            return Err(CuResult::INVALID_VALUE);
+        }
+        let data = data as usize;
+        // The callback also runs (with the error) when earlier work failed, as in CUDA.
+        after_stream(s, |r| cb(s, r.0 as c_int, data as *mut std::ffi::c_void)).or_else(|e| {
+            if e == CuResult::DEVICE_UNAVAILABLE {
+                Err(e)
+            } else {
+                Ok(())
+            }
+        })
+    })
+}
+
+/// The priority goes to the backend (clamped to [`GREATEST_PRIORITY`, `LEAST_PRIORITY`]).
 ///
 /// # Safety
 /// As [`cuStreamCreate`].
@@ -36,16 +349,19 @@ pub unsafe extern "C" fn cuStreamCreate(ph: *mut Opaque, flags: c_uint) -> CUres
 pub unsafe extern "C" fn cuStreamCreateWithPriority(
     ph: *mut Opaque,
     flags: c_uint,
-    _priority: c_int,
+    priority: c_int,
 ) -> CUresult {
     // SAFETY: same contract.
-    unsafe { cuStreamCreate(ph, flags) }
+    guard(|| unsafe { create(ph, flags, priority) })
 }
 
 #[no_mangle]
 pub extern "C" fn cuStreamDestroy_v2(s: Opaque) -> CUresult {
     guard(|| {
         let drv = state::driver()?;
+        if let Some(m) = lock(&STREAMS).as_mut() {
+            m.remove(&stream_of(s));
+        }
         drv.transport.flush()?;
         drv.call(&Request::StreamDestroy {
             stream: stream_of(s),

@@ -22,6 +22,18 @@ pub trait Transport: Send + Sync {
     fn call(&self, req: &Request, input: &[u8], output: &mut [u8]) -> Result<Reply, CuResult>;
     /// Queues stream-ordered work; its failure is reported by a later synchronising call.
     fn post(&self, req: &Request, input: &[u8]) -> Result<(), CuResult>;
+    /// A device-to-host read whose bytes land in `dst` when its reply arrives; the call
+    /// returns at once. Every later synchronising call waits for it (and reports its
+    /// failure). A transport that cannot do this waits here.
+    ///
+    /// # Safety
+    /// `dst` must stay valid for `len` bytes, untouched by the program, until a later
+    /// synchronising call returns.
+    unsafe fn post_read(&self, req: &Request, dst: *mut u8, len: usize) -> Result<(), CuResult> {
+        // SAFETY: the caller's buffer, valid for `len` bytes.
+        let out = unsafe { std::slice::from_raw_parts_mut(dst, len) };
+        self.call(req, &[], out).map(|_| ())
+    }
     /// Sends queued work now.
     fn flush(&self) -> Result<(), CuResult>;
     /// The remote GPU's description (`DeviceQuery`; each transport knows where its reply lands).

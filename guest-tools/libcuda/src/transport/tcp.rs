@@ -1,36 +1,95 @@
-//! The wire protocol over a blocking TCP socket (no async runtime inside a user process).
+//! The wire protocol over a blocking TCP socket (no async runtime inside a user process),
+//! framed and handshaken by `netgpu_proto::wire::client`, the code the async client uses too.
 //!
-//! Replies come back in request order, so a call writes its frame (after any posted ones),
-//! flushes, and reads frames until its own reply. A lost connection makes every later call
-//! fail with `CUDA_ERROR_DEVICE_UNAVAILABLE`; nothing ever waits on a dead peer.
+//! Many threads may call at once. A call registers itself under its request id, writes its
+//! frame (after any posted ones) under the writer lock, and waits for its reply without
+//! holding any lock another call needs; one reader thread matches replies to ids and reads
+//! each reply's data straight into the waiting caller's buffer. A device-to-host copy into
+//! pinned memory ([`Transport::post_read`]) returns at once: its bytes land when its reply
+//! arrives, and every synchronising call waits for such copies first. A reply flagged
+//! `FLAG_CONSOLE_PENDING` makes the next call read the kernels' console output and write it
+//! to the program's stdout. A lost connection makes every call, waiting or later, fail with
+//! `CUDA_ERROR_DEVICE_UNAVAILABLE`; nothing ever waits on a dead peer.
 
+use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::TcpStream;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use netgpu_proto::cuda::CuResult;
-use netgpu_proto::wire::frame::{FrameHeader, FrameKind, FLAG_NO_REPLY};
-use netgpu_proto::wire::ops::{self, DeviceInfo, Reply, Request};
-use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use netgpu_proto::wire::client::{self, FramingError};
+use netgpu_proto::wire::frame::{FrameKind, FLAG_NO_REPLY};
+use netgpu_proto::wire::ops::{DeviceInfo, Reply, Request};
+use netgpu_proto::wire::HEADER_LEN;
 
 use super::Transport;
 
-struct Conn {
-    r: BufReader<TcpStream>,
-    w: BufWriter<TcpStream>,
+const LOST: CuResult = CuResult::DEVICE_UNAVAILABLE;
+/// Largest reply data accepted (the client's own limit).
+const MAX_REPLY_DATA: u32 = 1 << 30;
+/// Largest console chunk read at once.
+const CONSOLE_CHUNK: u32 = 64 << 10;
+
+/// Where a reply's data goes: the caller's buffer, valid until the slot completes (a
+/// synchronous caller waits for it; a posted read's buffer is the program's pinned memory,
+/// which it may not touch before synchronising).
+#[derive(Clone, Copy)]
+struct Dst {
+    ptr: *mut u8,
+    len: usize,
+}
+// SAFETY: the buffer is written only by the reader thread, while its owner waits (or, for a
+// posted read, until the owner synchronises), and never after the slot completes.
+unsafe impl Send for Dst {}
+
+enum State {
+    Waiting,
+    /// The result, and how many data bytes arrived.
+    Done(Result<Reply, CuResult>, usize),
+}
+
+struct Slot {
+    dst: Dst,
+    /// The reply's data must fill `dst` (all but `ConsoleRead`, whose reply may be shorter).
+    exact: bool,
+    posted: bool,
+    state: State,
+}
+
+#[derive(Default)]
+struct Pending {
+    slots: HashMap<u64, Slot>,
+    /// Posted reads not yet complete.
+    posted: usize,
+    /// First failure of a posted read, for the next synchronising call.
+    deferred: Option<CuResult>,
+    dead: Option<String>,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    done: Condvar,
+    console: AtomicBool,
+}
+
+struct Writer {
+    io: BufWriter<TcpStream>,
     next_id: u64,
-    ctrl: Vec<u8>,
-    dead: bool,
+    buf: Vec<u8>,
 }
 
 pub struct TcpTransport {
-    conn: Mutex<Conn>,
+    writer: Mutex<Writer>,
+    shared: Arc<Shared>,
     max_data: u32,
     addr: String,
 }
 
-const LOST: CuResult = CuResult::DEVICE_UNAVAILABLE;
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 impl TcpTransport {
     pub fn connect(addr: &str, token: &str) -> Result<TcpTransport, CuResult> {
@@ -40,138 +99,300 @@ impl TcpTransport {
         })?;
         let _ = s.set_nodelay(true);
         let w = s.try_clone().map_err(|_| CuResult::NO_DEVICE)?;
-        let mut conn = Conn {
-            r: BufReader::with_capacity(256 << 10, s),
-            w: BufWriter::with_capacity(256 << 10, w),
+        let mut reader = BufReader::with_capacity(256 << 10, s);
+        let mut writer = Writer {
+            io: BufWriter::with_capacity(256 << 10, w),
             next_id: 1,
-            ctrl: Vec::new(),
-            dead: false,
+            buf: Vec::new(),
         };
-        let hello = Request::Hello {
-            version_min: MIN_PROTOCOL_VERSION,
-            version_max: PROTOCOL_VERSION,
-            token: token.to_string(),
-            client: format!(
-                "libcuda (netgpu {}) pid {}",
-                env!("CARGO_PKG_VERSION"),
-                std::process::id()
-            ),
-            limits: Default::default(),
+        let name = format!(
+            "libcuda (netgpu {}) pid {}",
+            env!("CARGO_PKG_VERSION"),
+            std::process::id()
+        );
+        let refused = |why: String| {
+            crate::log(&format!("backend {addr} refused the session: {why}"));
+            CuResult::NO_DEVICE
         };
-        let _ = conn
-            .r
+        let hello = client::hello(token, &name, Default::default());
+        writer
+            .send(&hello, &[], 0)
+            .and_then(|_| writer.io.flush().map_err(|_| LOST))
+            .map_err(|_| refused("connection lost during the handshake".into()))?;
+        let _ = reader
             .get_ref()
             .set_read_timeout(Some(Duration::from_secs(10)));
-        let reply = conn.call(&hello, &[], &mut []).map_err(|e| {
-            crate::log(&format!("backend {addr} refused the session ({e})"));
-            CuResult::NO_DEVICE
-        })?;
-        let _ = conn.r.get_ref().set_read_timeout(None);
-        let Reply::Welcome { max_data_len, .. } = reply else {
-            return Err(CuResult::NO_DEVICE);
-        };
+        let (h, reply) = read_head(&mut reader).map_err(|e| refused(e.to_string()))?;
+        let session = client::welcome(&h, reply).map_err(|e| refused(e.to_string()))?;
+        let _ = reader.get_ref().set_read_timeout(None);
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Pending::default()),
+            done: Condvar::new(),
+            console: AtomicBool::new(false),
+        });
+        let s2 = shared.clone();
+        std::thread::Builder::new()
+            .name("netgpu-reader".into())
+            .spawn(move || reader_loop(reader, &s2))
+            .map_err(|_| CuResult::OPERATING_SYSTEM)?;
         Ok(TcpTransport {
-            conn: Mutex::new(conn),
-            max_data: max_data_len.max(4096),
+            writer: Mutex::new(writer),
+            shared,
+            max_data: session.max_data_len,
             addr: addr.to_string(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Conn> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Conn {
-    fn write(&mut self, req: &Request, data: &[u8], flags: u8) -> Result<u64, CuResult> {
-        if self.dead {
-            return Err(LOST);
+    /// Registers a slot for the next request id and sends the request; returns the id.
+    fn send(&self, req: &Request, input: &[u8], dst: Dst, posted: bool) -> Result<u64, CuResult> {
+        let mut w = lock(&self.writer);
+        let id = w.next_id;
+        {
+            let mut p = lock(&self.shared.pending);
+            if p.dead.is_some() {
+                return Err(LOST);
+            }
+            p.slots.insert(
+                id,
+                Slot {
+                    dst,
+                    exact: !matches!(req, Request::ConsoleRead { .. }),
+                    posted,
+                    state: State::Waiting,
+                },
+            );
+            if posted {
+                p.posted += 1;
+            }
         }
-        let id = self.next_id;
-        self.next_id += 1;
-        self.ctrl.clear();
-        ops::encode_into(req, &mut self.ctrl).map_err(|_| CuResult::INVALID_VALUE)?;
-        let len = u32::try_from(data.len()).map_err(|_| CuResult::INVALID_VALUE)?;
-        let h = FrameHeader::request(id, flags, self.ctrl.len() as u32, len);
-        let ok = self
-            .w
-            .write_all(&h.encode())
-            .and_then(|_| self.w.write_all(&self.ctrl))
-            .and_then(|_| self.w.write_all(data));
-        if ok.is_err() {
-            self.dead = true;
-            return Err(LOST);
+        let sent = w
+            .send(req, input, 0)
+            .and_then(|_| w.io.flush().map_err(|_| LOST));
+        drop(w);
+        if let Err(e) = sent {
+            let mut p = lock(&self.shared.pending);
+            if p.slots.remove(&id).is_some() && posted {
+                p.posted -= 1;
+            }
+            if e == LOST {
+                mark_dead(&mut p, "cannot write to the backend".into());
+                self.shared.done.notify_all();
+            }
+            return Err(e);
         }
         Ok(id)
     }
 
-    fn call(&mut self, req: &Request, input: &[u8], output: &mut [u8]) -> Result<Reply, CuResult> {
-        let id = self.write(req, input, 0)?;
-        if self.w.flush().is_err() {
-            self.dead = true;
-            return Err(LOST);
-        }
-        match self.read_reply(id, output) {
-            Ok(r) => r,
-            Err(e) => {
-                self.dead = true;
-                Err(e)
+    /// Waits for the reply to `id`: its result and the number of data bytes that arrived.
+    fn wait(&self, id: u64) -> (Result<Reply, CuResult>, usize) {
+        let mut p = lock(&self.shared.pending);
+        loop {
+            if matches!(
+                p.slots.get(&id),
+                Some(Slot {
+                    state: State::Done(..),
+                    ..
+                })
+            ) {
+                if let Some(Slot {
+                    state: State::Done(r, n),
+                    ..
+                }) = p.slots.remove(&id)
+                {
+                    return (r, n);
+                }
             }
+            if !p.slots.contains_key(&id) {
+                return (Err(LOST), 0);
+            }
+            p = self.shared.done.wait(p).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// Reads the reply to `id`. The outer error is a broken connection; the inner one the
-    /// request's own CUDA result.
-    fn read_reply(
-        &mut self,
-        id: u64,
-        output: &mut [u8],
-    ) -> Result<Result<Reply, CuResult>, CuResult> {
-        let mut hdr = [0u8; HEADER_LEN];
-        self.r.read_exact(&mut hdr).map_err(|_| LOST)?;
-        let h = FrameHeader::decode(&hdr, MAX_CTRL_LEN, u32::MAX).map_err(|_| LOST)?;
-        let mut ctrl = vec![0u8; h.ctrl_len as usize];
-        self.r.read_exact(&mut ctrl).map_err(|_| LOST)?;
-        if h.kind == FrameKind::Goodbye {
-            if let Ok(Reply::Error(why)) = ops::decode::<Reply>(&ctrl) {
-                crate::log(&format!("backend closed the session: {why}"));
-            }
+    /// Waits for every posted read; returns the first failure among them.
+    fn wait_posted(&self) -> Result<(), CuResult> {
+        let mut p = lock(&self.shared.pending);
+        while p.posted > 0 && p.dead.is_none() {
+            p = self.shared.done.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        if p.dead.is_some() {
             return Err(LOST);
         }
-        if h.kind != FrameKind::Reply || h.request_id != id {
-            return Err(LOST);
-        }
-        if h.data_len != 0 {
-            if h.data_len as usize != output.len() {
-                return Err(LOST);
-            }
-            self.r.read_exact(output).map_err(|_| LOST)?;
-        }
-        if !h.status.is_success() {
-            return Ok(Err(h.status));
-        }
-        let reply = if ctrl.is_empty() {
-            Reply::Done
-        } else {
-            ops::decode(&ctrl).map_err(|_| LOST)?
-        };
-        Ok(Ok(reply))
+        p.deferred.take().map_or(Ok(()), Err)
     }
+
+    /// Writes pending kernel console output to stdout.
+    fn drain_console(&self) {
+        while self.shared.console.swap(false, Ordering::AcqRel) {
+            let mut buf = vec![0u8; CONSOLE_CHUNK as usize];
+            let req = Request::ConsoleRead { max: CONSOLE_CHUNK };
+            let dst = Dst {
+                ptr: buf.as_mut_ptr(),
+                len: buf.len(),
+            };
+            let Ok(id) = self.send(&req, &[], dst, false) else {
+                return;
+            };
+            let n = match self.wait(id) {
+                (Ok(_), n) => n,
+                _ => return,
+            };
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&buf[..n.min(buf.len())]);
+            let _ = out.flush();
+        }
+    }
+}
+
+impl Writer {
+    fn send(&mut self, req: &Request, data: &[u8], flags: u8) -> Result<(), CuResult> {
+        let id = self.next_id;
+        self.next_id += 1;
+        client::encode_request(id, flags, req, data.len(), &mut self.buf)
+            .map_err(|_| CuResult::INVALID_VALUE)?;
+        self.io
+            .write_all(&self.buf)
+            .and_then(|_| self.io.write_all(data))
+            .map_err(|_| LOST)
+    }
+}
+
+fn mark_dead(p: &mut Pending, why: String) {
+    if p.dead.is_none() {
+        crate::log(&format!("backend connection lost: {why}"));
+        p.dead = Some(why);
+    }
+    for s in p.slots.values_mut() {
+        if matches!(s.state, State::Waiting) {
+            s.state = State::Done(Err(LOST), 0);
+        }
+    }
+    p.slots.retain(|_, s| !s.posted);
+    p.posted = 0;
+}
+
+fn read_head(
+    r: &mut BufReader<TcpStream>,
+) -> Result<(netgpu_proto::wire::FrameHeader, Option<Reply>), FramingError> {
+    let mut hdr = [0u8; HEADER_LEN];
+    r.read_exact(&mut hdr)
+        .map_err(|_| FramingError::TooLarge(0))?;
+    let h = client::decode_header(&hdr, MAX_REPLY_DATA)?;
+    let mut ctrl = vec![0u8; h.ctrl_len as usize];
+    r.read_exact(&mut ctrl)
+        .map_err(|_| FramingError::TooLarge(0))?;
+    Ok((h, client::decode_reply(&ctrl)?))
+}
+
+fn reader_loop(mut r: BufReader<TcpStream>, shared: &Shared) {
+    let why = loop {
+        let (h, reply) = match read_head(&mut r) {
+            Ok(x) => x,
+            Err(_) => {
+                break "the backend closed the connection or sent a malformed frame".to_string()
+            }
+        };
+        if h.kind == FrameKind::Goodbye {
+            break match reply {
+                Some(Reply::Error(why)) => format!("backend closed the session: {why}"),
+                _ => format!("backend closed the session ({})", h.status),
+            };
+        }
+        if h.console_pending() {
+            shared.console.store(true, Ordering::Release);
+        }
+        let (dst, exact) = {
+            let p = lock(&shared.pending);
+            match p.slots.get(&h.request_id) {
+                Some(s) if matches!(s.state, State::Waiting) => (s.dst, s.exact),
+                _ => break format!("backend answered unknown request {}", h.request_id),
+            }
+        };
+        let n = h.data_len as usize;
+        if n > dst.len {
+            break format!("reply of {n} bytes for a {}-byte buffer", dst.len);
+        }
+        if n > 0 {
+            // SAFETY: `dst` is the waiting caller's buffer of `dst.len` bytes (see `Dst`).
+            let out = unsafe { std::slice::from_raw_parts_mut(dst.ptr, n) };
+            if r.read_exact(out).is_err() {
+                break "connection lost in the middle of a reply".to_string();
+            }
+        }
+        let result = if !h.status.is_success() {
+            Err(h.status)
+        } else if exact && n != dst.len {
+            Err(CuResult::UNKNOWN)
+        } else {
+            Ok(reply.unwrap_or(Reply::Done))
+        };
+        let mut p = lock(&shared.pending);
+        let posted = p.slots.get(&h.request_id).is_some_and(|s| s.posted);
+        if posted {
+            p.slots.remove(&h.request_id);
+            p.posted -= 1;
+            if let Err(e) = result {
+                p.deferred.get_or_insert(e);
+            }
+        } else if let Some(s) = p.slots.get_mut(&h.request_id) {
+            s.state = State::Done(result, n);
+        }
+        drop(p);
+        shared.done.notify_all();
+    };
+    let mut p = lock(&shared.pending);
+    mark_dead(&mut p, why);
+    drop(p);
+    shared.done.notify_all();
 }
 
 impl Transport for TcpTransport {
     fn call(&self, req: &Request, input: &[u8], output: &mut [u8]) -> Result<Reply, CuResult> {
-        self.lock().call(req, input, output)
+        let dst = Dst {
+            ptr: output.as_mut_ptr(),
+            len: output.len(),
+        };
+        let id = self.send(req, input, dst, false)?;
+        let (r, _) = self.wait(id);
+        if req.is_synchronising(false) {
+            // Copies posted earlier land before a synchronising call returns.
+            let posted = self.wait_posted();
+            r.as_ref().map_err(|e| *e)?;
+            posted?;
+        }
+        if self.shared.console.load(Ordering::Acquire)
+            && !matches!(req, Request::ConsoleRead { .. })
+        {
+            self.drain_console();
+        }
+        r
     }
 
     fn post(&self, req: &Request, input: &[u8]) -> Result<(), CuResult> {
-        self.lock().write(req, input, FLAG_NO_REPLY).map(|_| ())
+        if lock(&self.shared.pending).dead.is_some() {
+            return Err(LOST);
+        }
+        let mut w = lock(&self.writer);
+        let r = w.send(req, input, FLAG_NO_REPLY);
+        if r == Err(LOST) {
+            drop(w);
+            let mut p = lock(&self.shared.pending);
+            mark_dead(&mut p, "cannot write to the backend".into());
+            self.shared.done.notify_all();
+        }
+        r
+    }
+
+    unsafe fn post_read(&self, req: &Request, dst: *mut u8, len: usize) -> Result<(), CuResult> {
+        self.send(req, &[], Dst { ptr: dst, len }, true).map(|_| ())
     }
 
     fn flush(&self) -> Result<(), CuResult> {
-        let mut c = self.lock();
-        if c.dead || c.w.flush().is_err() {
-            c.dead = true;
+        let r = lock(&self.writer).io.flush();
+        if r.is_err() {
+            let mut p = lock(&self.shared.pending);
+            mark_dead(&mut p, "cannot write to the backend".into());
+            self.shared.done.notify_all();
             return Err(LOST);
         }
         Ok(())
