@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
- * netgpu device ABI 1.0, as the guest driver sees it. The definition is proto/src/abi.rs;
+ * netgpu device ABI 1.1, as the guest driver sees it. The definition is proto/src/abi.rs;
  * proto/tests/c_header.rs compiles tests/abi-dump.c (which prints every constant, size and
  * offset below) and compares each value with the Rust side, so the two cannot drift
  * (guest-tools/kmod/check-abi.sh runs just that check). See docs/device-abi.md.
@@ -24,7 +24,7 @@
 
 #define NETGPU_MAGIC			0x5550474e	/* "NGPU" */
 #define NETGPU_ABI_VERSION_MAJOR	1
-#define NETGPU_ABI_VERSION_MINOR	0
+#define NETGPU_ABI_VERSION_MINOR	1
 
 /* BAR0 registers */
 #define NETGPU_REG_MAGIC		0x000
