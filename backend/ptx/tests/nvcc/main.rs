@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::needless_range_loop)]
 
 mod atomics;
+mod barriers;
 mod calls;
 mod control;
 mod convert;
