@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::needless_range_loop)]
 
+mod alu;
 mod atomics;
 mod barriers;
 mod calls;
