@@ -18,7 +18,7 @@ mod kernels;
 pub mod memory;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,7 @@ impl Executor for CpuExecutor {
                 exec,
                 seq: AtomicU64::new(1),
                 threads: self.threads,
+                kicks_pending: AtomicBool::new(false),
             }),
         }))
     }
@@ -224,6 +225,8 @@ struct Inner {
     /// Dispatch sequence numbers of work that may touch memory (see `memory`).
     seq: AtomicU64,
     threads: usize,
+    /// Streams wait in `State::kicks` (lets `flush` skip the lock when none do).
+    kicks_pending: AtomicBool,
 }
 
 pub struct CpuEngine {
@@ -270,6 +273,7 @@ impl Inner {
         let (fence, start) = q.push(deps, work, done);
         if start {
             st.kicks.push(q.clone());
+            self.kicks_pending.store(true, Ordering::Release);
             if st.kicks.len() >= KICK_BATCH {
                 for q in st.kicks.drain(..) {
                     kick(q);
@@ -1206,6 +1210,10 @@ impl Engine for CpuEngine {
     }
 
     fn flush(&mut self) {
+        // Called before every wait for input: cheap when nothing is waiting to start.
+        if !self.inner.kicks_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let kicks = std::mem::take(&mut self.inner.lock().kicks);
         for q in kicks {
             kick(q);
