@@ -150,6 +150,9 @@ struct Function {
     data: Arc<CpuModule>,
     kernel: Arc<str>,
     span: u32,
+    /// `.maxntid`/`.reqntid` limits of the kernel.
+    max_threads: u32,
+    reqntid: Option<[u32; 3]>,
     shared_static: u32,
     max_dynamic_shared: u32,
     carveout: i32,
@@ -916,12 +919,15 @@ impl Engine for CpuEngine {
             Some(&h) if st.functions.get(h).is_some() => h,
             _ => {
                 let shared_static = data.shared_static(name);
+                let (max_threads, reqntid) = data.block_limits(name);
                 let h = st.functions.insert(Function {
                     ctx,
                     module,
                     data: data.clone(),
                     kernel: Arc::from(name),
                     span,
+                    max_threads,
+                    reqntid,
                     shared_static,
                     max_dynamic_shared: default_dynamic_shared(shared_static),
                     carveout: -1,
@@ -990,7 +996,7 @@ impl Engine for CpuEngine {
         if flags & !LAUNCH_COOPERATIVE != 0 {
             return Err(CuResult::INVALID_VALUE);
         }
-        let (max_threads, reqntid) = f.data.block_limits(&f.kernel);
+        let (max_threads, reqntid) = (f.max_threads, f.reqntid);
         limits::check_launch(
             &dims,
             MAX_THREADS_PER_BLOCK,
