@@ -50,12 +50,18 @@ async fn measure(addr: String) {
                     match name {
                         "htod" => c.memcpy_htod(ctx, p, &data, 0).await.unwrap(),
                         "dtoh" => {
-                            buf = c.memcpy_dtoh_into(ctx, p, size as u64, 0, buf).await.unwrap()
+                            buf = c
+                                .memcpy_dtoh_into(ctx, p, size as u64, 0, buf)
+                                .await
+                                .unwrap()
                         }
                         _ => c.null().await.unwrap(),
                     }
                 }
-                println!("{name} {size}: {:.1} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+                println!(
+                    "{name} {size}: {:.1} us",
+                    t.elapsed().as_secs_f64() * 1e6 / n as f64
+                );
             }
         }
     }

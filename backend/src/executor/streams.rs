@@ -32,6 +32,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What work of a session that is ending (its client gone, the backend shutting down) reports
+/// instead of running: the device is gone for it.
+pub const CANCELLED: CuResult = CuResult::DEVICE_UNAVAILABLE;
+
 /// Shared/exclusive access to a session's device memory (see the module docs). Taking and
 /// leaving it shared is two atomic operations; only a shared taker that finds it exclusive
 /// waits (on a condition variable, woken when the exclusive holder lets go).
@@ -146,6 +150,15 @@ impl Exec {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// The result of waiting for work of a context in `state`: the context's sticky error,
+    /// or [`CANCELLED`] once the session is ending (its work did not all run).
+    pub fn outcome(&self, state: &CtxState) -> ExecResult<()> {
+        if self.is_cancelled() {
+            return Err(CANCELLED);
+        }
+        state.check()
     }
 
     /// Waits until no item is queued or running, at most `timeout`; true if idle.
@@ -604,7 +617,7 @@ fn run_strand(q: Arc<StreamQ>) {
             }
             let work = item.work.take();
             let step = if q.exec.is_cancelled() {
-                Step::Done(Err(CuResult::CONTEXT_IS_DESTROYED))
+                Step::Done(Err(CANCELLED))
             } else if let Some(e) = q.ctx.poisoned() {
                 Step::Done(Err(e))
             } else {

@@ -416,7 +416,7 @@ impl CpuEngine {
             };
             match module.launch(&kernel, dims, &params, mem, threads, &control) {
                 Ok(()) => {}
-                Err(e) if e == CuResult::CONTEXT_IS_DESTROYED => {}
+                Err(e) if e == streams::CANCELLED => {}
                 Err(e) => {
                     ctx.poison(e);
                     exec.sink.deferred(e);
@@ -473,7 +473,8 @@ impl Engine for CpuEngine {
             Err(e) => return done.fail(e),
         };
         drop(st);
-        when_all(fences, move || done.result(state.check()));
+        let exec = self.inner.exec.clone();
+        when_all(fences, move || done.result(exec.outcome(&state)));
     }
 
     fn mem_alloc(&mut self, ctx: Handle, size: u64, done: Completion) {
@@ -1076,8 +1077,9 @@ impl Engine for CpuEngine {
             (q.last().into_iter().collect(), vec![q.ctx.clone()])
         };
         drop(st);
+        let exec = self.inner.exec.clone();
         when_all(fences, move || {
-            done.result(states.iter().try_for_each(|s| s.check()))
+            done.result(states.iter().try_for_each(|s| exec.outcome(s)))
         });
     }
 
@@ -1172,7 +1174,10 @@ impl Engine for CpuEngine {
         drop(st);
         match fence {
             None => done.done(),
-            Some(f) => f.on_done(move || done.result(state.check())),
+            Some(f) => {
+                let exec = self.inner.exec.clone();
+                f.on_done(move || done.result(exec.outcome(&state)))
+            }
         }
     }
 
