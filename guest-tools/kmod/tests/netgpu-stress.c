@@ -38,11 +38,12 @@ static int fail(const char *what, int r)
 	return 3;
 }
 
-static int hold(int fd, size_t mib, int queued)
+static int hold(int fd, size_t mib, int queued, double t_start, double t_open)
 {
 	struct netgpu_completion cpl;
 	struct netgpu_command c;
 	size_t n = mib << 20;
+	double t_ctx, t_alloc;
 	int r;
 
 	c = cmd3(NETGPU_OP_CTX_CREATE, 0, 0, 0);
@@ -51,17 +52,20 @@ static int hold(int fd, size_t mib, int queued)
 		return fail("ctx-create", r);
 	uint64_t ctx = cpl.value0;
 
+	t_ctx = now_s();
 	c = cmd3(NETGPU_OP_MEM_ALLOC, ctx, n, 0);
 	r = one(fd, c, &cpl);
 	if (r)
 		return fail("mem-alloc", r);
+	t_alloc = now_s();
 	uint64_t dptr = cpl.value0;
 	unsigned char *b = malloc(n);
 
 	if (!b)
 		return 2;
 	memset(b, 0x5a, n);
-	printf("HOLDING\n");
+	printf("HOLDING after %.2f s (open %.2f, context %.2f, allocation %.2f)\n",
+	       now_s() - t_start, t_open - t_start, t_ctx - t_open, t_alloc - t_ctx);
 	fflush(stdout);
 	for (unsigned long i = 0;; i++) {
 		if (!queued) {
@@ -245,6 +249,7 @@ static int open_within(double limit)
 int main(int argc, char **argv)
 {
 	struct netgpu_completion cpl;
+	double t_start, t_open;
 	int fd, r;
 
 	if (argc < 2) {
@@ -259,11 +264,13 @@ int main(int argc, char **argv)
 		return open_within(atof(argv[2]));
 	if (strcmp(argv[1], "churn") == 0 && argc > 2)
 		return churn((size_t)atoi(argv[2]));
+	t_start = now_s();
 	fd = open("/dev/netgpu0", O_RDWR);
 	if (fd < 0) {
 		printf("ERROR open %s\n", strerror(errno));
 		return 3;
 	}
+	t_open = now_s();
 	if (strcmp(argv[1], "meminfo") == 0) {
 		r = one(fd, cmd3(NETGPU_OP_MEM_GET_INFO, 0, 0, 0), &cpl);
 		if (r)
@@ -279,6 +286,7 @@ int main(int argc, char **argv)
 			pause();
 	}
 	if (strcmp(argv[1], "hold") == 0 && argc > 2)
-		return hold(fd, (size_t)atoi(argv[2]), argc > 3 && strcmp(argv[3], "queued") == 0);
+		return hold(fd, (size_t)atoi(argv[2]), argc > 3 && strcmp(argv[3], "queued") == 0,
+			    t_start, t_open);
 	return 2;
 }
