@@ -17,6 +17,9 @@
  *   netgpu-stress open-within S  opens and runs MEM_GET_INFO, retrying failed opens for up
  *                                to S seconds; prints "OPEN ok|<errno> after <s> s"; exit 0 on
  *                                success
+ *   netgpu-stress spin N         loads a kernel that loops N times and launches it
+ *                                synchronously (one long command): prints "SPINNING" before
+ *                                the launch, "SPUN <CUresult>" after
  *   netgpu-stress churn MiB      forever: open, context, MiB of device memory, copies back and
  *                                forth; on any failure close and start again (a device reset
  *                                or removal ends its calls). Every call is timed; on SIGTERM
@@ -183,6 +186,29 @@ static int churn(size_t mib)
 	return slowest > 5.0;
 }
 
+static int spin(int fd, uint64_t n)
+{
+	struct netgpu_completion cpl;
+	uint64_t params[2], ctx, dptr, module, func;
+	int r;
+
+	if (one(fd, cmd3(NETGPU_OP_CTX_CREATE, 0, 0, 0), &cpl))
+		return fail("ctx-create", -EIO);
+	ctx = cpl.value0;
+	if (one(fd, cmd3(NETGPU_OP_MEM_ALLOC, ctx, 4096, 0), &cpl))
+		return fail("mem-alloc", -EIO);
+	dptr = cpl.value0;
+	module = load_test_module(fd, ctx);
+	func = module ? get_function(fd, module, "spin") : 0;
+	if (!func)
+		return fail("module", -EIO);
+	printf("SPINNING\n");
+	fflush(stdout);
+	r = one(fd, spin_launch(func, params, n, dptr, 0), NULL);
+	printf("SPUN %d\n", r);
+	return r ? 3 : 0;
+}
+
 static int use_fd(int fd)
 {
 	struct netgpu_ioc_info info;
@@ -253,7 +279,7 @@ int main(int argc, char **argv)
 	int fd, r;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: netgpu-stress meminfo | hold MiB [queued] | idle | use-fd N | openclose N | open-within S | churn MiB\n");
+		fprintf(stderr, "usage: netgpu-stress meminfo | hold MiB [queued] | idle | spin N | use-fd N | openclose N | open-within S | churn MiB\n");
 		return 2;
 	}
 	if (strcmp(argv[1], "use-fd") == 0 && argc > 2)
@@ -279,6 +305,8 @@ int main(int argc, char **argv)
 		       (unsigned long long)cpl.value1);
 		return 0;
 	}
+	if (strcmp(argv[1], "spin") == 0 && argc > 2)
+		return spin(fd, strtoull(argv[2], NULL, 0));
 	if (strcmp(argv[1], "idle") == 0) {
 		printf("HOLDING\n");
 		fflush(stdout);
