@@ -46,6 +46,13 @@ exits_within() {
   wait "$1" 2>/dev/null
   return 0
 }
+# Where a process that should have made progress waits (kernel stack), and the driver's view.
+stuck_report() {
+  echo "--- process $1: $(cat /proc/$1/wchan 2>/dev/null)"
+  cat /proc/$1/stack 2>/dev/null
+  echo "--- queues $(cat $sys/queues_in_use) stuck $(cat $sys/queues_stuck) pinned $(cat $sys/pinned_pages) link $(cat $sys/link_state)"
+  dmesg | tail -n 5
+}
 # Keeps the slowest "HOLDING after S s (...)" line seen in /tmp/slowest.
 echo "HOLDING after 0.00 s" > /tmp/slowest
 slowest_start() {
@@ -98,7 +105,7 @@ while [ $n -lt "$cycles" ]; do
   ./netgpu-stress hold 4 $mode > /tmp/hold.out 2>&1 &
   h=$!
   # A holder that needs more than 30 s to start is hung; the slowest start is reported.
-  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "kill cycle $n: no HOLDING in 30 s: $(cat /tmp/hold.out)"; }
+  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "kill cycle $n: no HOLDING in 30 s: $(cat /tmp/hold.out)"; stuck_report $h; }
   slowest_start /tmp/hold.out
   case $((n % 4)) in 0) ;; 1) sleep 0.05 ;; 2) sleep 0.15 ;; 3) sleep 0.3 ;; esac
   kill -9 $h 2>/dev/null
@@ -126,7 +133,7 @@ while [ $n -lt "$cycles" ]; do
   exec 3<>/dev/netgpu0
   ./netgpu-stress hold 1 > /tmp/hold.out 2>&1 &
   h=$!
-  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "reload cycle $n: no HOLDING in 30 s: $(cat /tmp/hold.out)"; }
+  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "reload cycle $n: no HOLDING in 30 s: $(cat /tmp/hold.out)"; stuck_report $h; }
   slowest_start /tmp/hold.out
   if rmmod netgpu 2>/dev/null; then ok=0; echo "cycle $n: rmmod succeeded with files open"; fi
   echo "$bdf" > /sys/bus/pci/drivers/netgpu/unbind || ok=0
