@@ -221,6 +221,24 @@ impl Run {
         self.len == 0
     }
 
+    /// Whether `offset` falls on a boundary between entries (or an end).
+    pub fn is_boundary(&self, offset: u64) -> bool {
+        let mut at = 0u64;
+        if offset == 0 {
+            return true;
+        }
+        for &(_, len) in &self.ranges {
+            at += u64::from(len);
+            if at == offset {
+                return true;
+            }
+            if at > offset {
+                return false;
+            }
+        }
+        false
+    }
+
     /// The guest ranges of bytes `skip..skip+len`, at most `max_ranges` of them: the caller
     /// moves them and asks again for the rest. Returns the ranges and their total length.
     pub fn slice(&self, skip: u64, len: u64, max_ranges: usize) -> Result<(Vec<(u64, u64)>, u64)> {
@@ -506,6 +524,8 @@ mod tests {
         assert_eq!(m, 650);
         assert_eq!(b[0], (0x3000, 100));
         assert!(r.slice(0, 1001, 1).is_err());
+        assert!(r.is_boundary(0) && r.is_boundary(100) && r.is_boundary(1000));
+        assert!(!r.is_boundary(50) && !r.is_boundary(1001));
         assert!(r.slice(u64::MAX, 2, 1).is_err());
     }
 }

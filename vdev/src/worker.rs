@@ -285,6 +285,12 @@ impl Pipe {
         let (in_len, out_len) = (bufs.input.len(), bufs.output.len());
         let prefix = match codec::prefix_len(cmd, in_len) {
             Ok(0) => Vec::new(),
+            // A control section is a buffer of its own: the guest's length only picks which
+            // entry boundary ends it.
+            Ok(n) if cmd.opcode == abi::op::WIRE_REQUEST && !bufs.input.is_boundary(n as u64) => {
+                debug!(device = %name, cid = cmd.cid, "control section ends inside an entry");
+                return fail(CuResult::INVALID_VALUE);
+            }
             Ok(n) => match bufs.input.gather(&mem, 0, n as u64) {
                 Ok(p) => p,
                 Err(_) => return fail(CuResult::INVALID_VALUE),
@@ -873,6 +879,42 @@ mod tests {
         let mut b = [0u8; 16];
         mem.snapshot().read(0x8000, &mut b).unwrap();
         assert_eq!(b, [0x5a; 16]);
+    }
+
+    #[test]
+    fn a_wire_control_section_must_be_a_buffer_of_its_own() {
+        let mem = guest();
+        let req = ops::encode(&Request::MemGetInfo).unwrap();
+        let mut both = req.clone();
+        both.extend_from_slice(&[0; 4]);
+        mem.snapshot().write(0x8000, &both).unwrap();
+        let n = req.len() as u64;
+        let out = SgEntry::device_write(0x9000, 64);
+        // Control and 4 bytes more in one entry: the split would fall inside it.
+        put(
+            &mem,
+            0,
+            Command::new(op::WIRE_REQUEST, 1, &[n])
+                .with_sg(&[SgEntry::new(0x8000, both.len() as u32), out]),
+        );
+        // The control section as its own entry.
+        put(
+            &mem,
+            1,
+            Command::new(op::WIRE_REQUEST, 2, &[n]).with_sg(&[SgEntry::new(0x8000, n as u32), out]),
+        );
+        let mut asked = 0;
+        offline(env(&mem, 0, true), 2, 1 << 20, |_| {
+            asked += 1;
+            reply(&Reply::MemInfo { free: 1, total: 2 }, 0)
+        });
+        assert_eq!(
+            CuResult(completion(&mem, 0).result),
+            CuResult::INVALID_VALUE
+        );
+        let c = completion(&mem, 1);
+        assert_eq!((c.cid, c.result), (2, 0));
+        assert_eq!(asked, 1);
     }
 
     #[test]
