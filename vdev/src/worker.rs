@@ -29,7 +29,7 @@ use crate::cq::CompletionRing;
 use crate::doorbell::DoorbellPage;
 use crate::forward::{self, Effect, Plan, Quota};
 use crate::interrupts::Interrupts;
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, Snapshot};
 use crate::queue::{QueueRegs, QueueShared, RunControl, StopReason};
 use crate::session::{self, Ctrl, Head, Receiver, Sender};
 use crate::sg::{Run, SgList};
@@ -205,6 +205,22 @@ impl Pipe {
         v1: u64,
         console: bool,
     ) {
+        let mem = self.env.mem.snapshot();
+        self.complete_in(&mem, seq, cid, result, v0, v1, console);
+    }
+
+    /// As [`Pipe::complete`], with the guest memory view the caller holds.
+    #[allow(clippy::too_many_arguments)]
+    fn complete_in(
+        self: &Arc<Self>,
+        mem: &Snapshot,
+        seq: u64,
+        cid: u32,
+        result: CuResult,
+        v0: u64,
+        v1: u64,
+        console: bool,
+    ) {
         let mut flags = 0;
         if console {
             flags |= abi::CQE_FLAG_CONSOLE_PENDING;
@@ -225,8 +241,7 @@ impl Pipe {
             .queue
             .sq_head
             .load(std::sync::atomic::Ordering::Acquire) as u16;
-        let mem = self.env.mem.snapshot();
-        let posted = match cq.post(&mem, seq, c, head) {
+        let posted = match cq.post(mem, seq, c, head) {
             Ok(n) => n,
             Err(e) => {
                 drop(cq);
@@ -235,7 +250,6 @@ impl Pipe {
                 return;
             }
         };
-        drop(mem);
         self.env
             .queue
             .cq_tail
@@ -263,8 +277,8 @@ impl Pipe {
         }
     }
 
-    /// Checks and decodes one descriptor.
-    fn prepare(&self, cmd: &Command, max_data: u64) -> Prepared {
+    /// Checks and decodes one descriptor (`mem`: the current guest memory view).
+    fn prepare(&self, mem: &Snapshot, cmd: &Command, max_data: u64) -> Prepared {
         let name = &self.env.device;
         let fail = |r: CuResult| Prepared::Done(r, 0, 0);
         let spec = match codec::check(cmd) {
@@ -274,8 +288,7 @@ impl Pipe {
                 return fail(e.cuda_result());
             }
         };
-        let mem = self.env.mem.snapshot();
-        let bufs = match SgList::resolve(cmd, &mem).and_then(|l| l.split(&spec)) {
+        let bufs = match SgList::resolve(cmd, mem).and_then(|l| l.split(&spec)) {
             Ok(b) => b,
             Err(e) => {
                 debug!(device = %name, cid = cmd.cid, "bad scatter-gather list: {e}");
@@ -291,7 +304,7 @@ impl Pipe {
                 debug!(device = %name, cid = cmd.cid, "control section ends inside an entry");
                 return fail(CuResult::INVALID_VALUE);
             }
-            Ok(n) => match bufs.input.gather(&mem, 0, n as u64) {
+            Ok(n) => match bufs.input.gather(mem, 0, n as u64) {
                 Ok(p) => p,
                 Err(_) => return fail(CuResult::INVALID_VALUE),
             },
@@ -300,7 +313,6 @@ impl Pipe {
                 return fail(e.cuda_result());
             }
         };
-        drop(mem);
         let dr = match codec::decode(cmd, in_len, out_len, &prefix) {
             Ok(Decoded::Nop) => return Prepared::Done(CuResult::SUCCESS, 0, 0),
             Ok(Decoded::Forward(dr)) => dr,
@@ -465,7 +477,9 @@ impl Pipe {
             }
             let mut raw = [0u8; Command::SIZE];
             let at = env.regs.sq_base + u64::from(head) * Command::SIZE as u64;
-            if env.mem.snapshot().read(at, &mut raw).is_err() {
+            // One view of guest memory per descriptor, never held across a wait.
+            let mem = env.mem.snapshot();
+            if mem.read(at, &mut raw).is_err() {
                 warn!(device = %env.device, queue = q, "submission ring no longer mapped");
                 return StopReason::RingFault;
             }
@@ -476,9 +490,10 @@ impl Pipe {
                 .store(head, std::sync::atomic::Ordering::Release);
             let s = seq;
             seq += 1;
-            match self.prepare(&cmd, max_data) {
-                Prepared::Done(r, v0, v1) => self.complete(s, cmd.cid, r, v0, v1, false),
+            match self.prepare(&mem, &cmd, max_data) {
+                Prepared::Done(r, v0, v1) => self.complete_in(&mem, s, cmd.cid, r, v0, v1, false),
                 Prepared::Send(out) => {
+                    drop(mem);
                     let sent = self.send(&mut tx, cmd.cid, s, out).await;
                     if let Err(e) = sent {
                         return StopReason::BackendLost(e.to_string());
@@ -670,7 +685,7 @@ pub(crate) fn offline(
             .store(head, std::sync::atomic::Ordering::Release);
         let s = seq;
         seq += 1;
-        let out = match pipe.prepare(&cmd, max_data) {
+        let out = match pipe.prepare(&pipe.env.mem.snapshot(), &cmd, max_data) {
             Prepared::Done(r, v0, v1) => {
                 pipe.complete(s, cmd.cid, r, v0, v1, false);
                 continue;
