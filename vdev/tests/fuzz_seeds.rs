@@ -166,7 +166,8 @@ fn register_seeds() -> Vec<Vec<u8>> {
 }
 
 /// `command_rings`: 8 header bytes, read-only memory (ring, tables, inputs), writable memory
-/// (completion ring at its start, outputs), then the backend's script.
+/// (completion ring at its start, outputs), then the backend's script. Read-only memory is
+/// 0x0..0x4000, writable 0x4000..0x8000.
 fn ring_seeds() -> Vec<Vec<u8>> {
     let mut ro = vec![0u8; 0x4000];
     let mut slot = 0usize;
@@ -185,13 +186,13 @@ fn ring_seeds() -> Vec<Vec<u8>> {
     put(
         &mut ro,
         Command::new(op::MEMCPY_DTOH, 5, &[1, 0x1000, 0])
-            .with_sg(&[SgEntry::device_write(0x10400, 16)]),
+            .with_sg(&[SgEntry::device_write(0x4400, 16)]),
     );
     ro[0x2100..0x2104].copy_from_slice(b"kern");
     put(
         &mut ro,
         Command::new(op::MODULE_GET_FUNCTION, 6, &[2, 4])
-            .with_sg(&[SgEntry::new(0x2100, 4), SgEntry::device_write(0x10800, 64)]),
+            .with_sg(&[SgEntry::new(0x2100, 4), SgEntry::device_write(0x4800, 64)]),
     );
     let prefix = ops::encode(&Request::MemGetInfo).unwrap();
     ro[0x2200..0x2200 + prefix.len()].copy_from_slice(&prefix);
@@ -199,7 +200,7 @@ fn ring_seeds() -> Vec<Vec<u8>> {
         &mut ro,
         Command::new(op::WIRE_REQUEST, 7, &[prefix.len() as u64]).with_sg(&[
             SgEntry::new(0x2200, prefix.len() as u32),
-            SgEntry::device_write(0x10c00, 64),
+            SgEntry::device_write(0x4c00, 64),
         ]),
     );
     put(
@@ -335,10 +336,10 @@ fn the_ring_seed_completes_every_command() {
     let ro_len = (usize::from(head[2]) << 8) | usize::from(head[3]);
     let rig = netgpu_vdev::fuzzing::Rig::new().unwrap();
     let mem = Arc::new(netgpu_vdev::GuestMemory::new());
-    let ro = memfd_with(&rest[..ro_len], 0x10000);
-    let rw = memfd_with(&[], 0x10000);
-    mem.map(0, 0x10000, 0, false, Some(ro)).unwrap();
-    mem.map(0x10000, 0x10000, 0, true, Some(rw)).unwrap();
+    let ro = memfd_with(&rest[..ro_len], 0x4000);
+    let rw = memfd_with(&[], 0x4000);
+    mem.map(0, 0x4000, 0, false, Some(ro)).unwrap();
+    mem.map(0x4000, 0x4000, 0, true, Some(rw)).unwrap();
     let replies = [
         Reply::Handle(1),
         Reply::DevPtr(0x1000),
@@ -358,7 +359,7 @@ fn the_ring_seed_completes_every_command() {
         &mem,
         netgpu_vdev::fuzzing::Ring {
             sq_base: 0,
-            cq_base: 0x10000,
+            cq_base: 0x4000,
             size: 16,
             tail: u32::from(head[1]),
             out_of_order: true,
@@ -386,7 +387,7 @@ fn the_ring_seed_completes_every_command() {
     let snap = mem.snapshot();
     for slot in 0..u64::from(head[1]) {
         let mut b = [0u8; 32];
-        snap.read(0x10000 + slot * 32, &mut b).unwrap();
+        snap.read(0x4000 + slot * 32, &mut b).unwrap();
         let c = abi::Completion::from_bytes(&b);
         results.push((c.cid, c.result));
     }

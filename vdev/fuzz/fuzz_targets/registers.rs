@@ -82,7 +82,7 @@ fuzz_target!(|data: &[u8]| {
     let mut ops = 0;
     while let Some(kind) = inp.u8() {
         ops += 1;
-        if ops > 256 {
+        if ops > 64 {
             break;
         }
         let region = [0u32, 2, 4, 7, 1, 3, 9][usize::from(kind >> 4) % 7];
@@ -104,9 +104,12 @@ fuzz_target!(|data: &[u8]| {
                     break;
                 };
                 let addr = u64::from(page) * 4096;
-                let size = u64::from(pages % 64) * 4096;
+                let size = u64::from(pages % 16) * 4096;
                 let f = memfd().try_clone().expect("dup");
-                let _ = dev.shared().memory().map(addr, size, addr % (1 << 19), w & 1 == 1, Some(f));
+                let _ =
+                    dev.shared()
+                        .memory()
+                        .map(addr, size, addr % (1 << 19), w & 1 == 1, Some(f));
             }
             3 => {
                 let (Some(page), Some(pages)) = (inp.u8(), inp.u8()) else {
@@ -128,7 +131,11 @@ fuzz_target!(|data: &[u8]| {
                         dev.region_write(abi::REGS_BAR, block + 4 * i as u64, chunk);
                     }
                 }
-                dev.region_write(abi::REGS_BAR, block + abi::queue::ENABLE, &1u32.to_le_bytes());
+                dev.region_write(
+                    abi::REGS_BAR,
+                    block + abi::queue::ENABLE,
+                    &1u32.to_le_bytes(),
+                );
             }
         }
     }
