@@ -12,15 +12,13 @@ use libfuzzer_sys::fuzz_target;
 use netgpu_proto::abi;
 use netgpu_vdev::{Device, DeviceConfig};
 
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
+/// A runtime that is never driven: tasks the device spawns (the backend probe after a reset,
+/// queue workers) are queued and dropped with it, so a run is deterministic and touches no
+/// network; what is fuzzed is the register file and the device state machine.
+fn idle_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
 }
 
 fn memfd() -> &'static File {
@@ -75,7 +73,8 @@ fuzz_target!(|data: &[u8]| {
         backend: "127.0.0.1:1".into(),
         ..DeviceConfig::default()
     };
-    let Ok(mut dev) = Device::new(cfg, runtime().handle().clone()) else {
+    let rt = idle_runtime();
+    let Ok(mut dev) = Device::new(cfg, rt.handle().clone()) else {
         return;
     };
     let mut inp = Input(data);
@@ -146,4 +145,6 @@ fuzz_target!(|data: &[u8]| {
     dev.region_read(abi::REGS_BAR, abi::REGS_BAR_SIZE, &mut out);
     assert_eq!(out, [0xff; 4]);
     dev.disconnect();
+    drop(dev);
+    drop(rt);
 });
