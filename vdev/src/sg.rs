@@ -212,6 +212,11 @@ impl Run {
         }
     }
 
+    /// Number of guest ranges.
+    pub fn entries(&self) -> usize {
+        self.ranges.len()
+    }
+
     /// Total bytes.
     pub fn len(&self) -> u64 {
         self.len

@@ -95,6 +95,28 @@ struct Pipe {
     inflight: Mutex<HashMap<u64, Waiting>>,
     /// Taken (and dropped, returning the queue's share) when the worker stops.
     quota: Mutex<Option<Quota>>,
+    /// Commands waiting for replies, and the output entries they hold: bounded, so a guest
+    /// that floods the ring (or a backend that never answers) cannot grow vdev's memory.
+    outstanding: Mutex<Outstanding>,
+}
+
+/// Most commands of one queue waiting for the backend at once.
+pub const MAX_OUTSTANDING: usize = 256;
+/// Most output scatter-gather entries those hold together (room for four of the largest).
+pub const MAX_OUTSTANDING_ENTRIES: usize = 4 * abi::MAX_SG_ENTRIES as usize;
+
+#[derive(Default)]
+struct Outstanding {
+    commands: usize,
+    entries: usize,
+}
+
+impl Outstanding {
+    /// Whether another command of any size may be sent.
+    fn has_room(&self) -> bool {
+        self.commands < MAX_OUTSTANDING
+            && self.entries + abi::MAX_SG_ENTRIES as usize <= MAX_OUTSTANDING_ENTRIES
+    }
 }
 
 /// What a descriptor asks for, once checked.
@@ -140,6 +162,7 @@ pub async fn run(env: QueueEnv) -> StopReason {
         cq: Mutex::new(cq),
         inflight: Mutex::new(HashMap::new()),
         quota: Mutex::new(Some(quota)),
+        outstanding: Mutex::new(Outstanding::default()),
     });
     let replies = tokio::spawn(Arc::clone(&pipe).replies(rx));
     let ctl = Arc::clone(&pipe.env.ctl);
@@ -399,6 +422,11 @@ impl Pipe {
             data_form,
         } = out;
         let cmd = Self::new_cmd(cid, seq, &plan, output, data_form);
+        if !plan.posted {
+            let mut o = lock(&self.outstanding);
+            o.commands += 1;
+            o.entries += cmd.output.entries();
+        }
         let mut data_ok = true;
         for (i, part) in plan.parts.iter().enumerate() {
             let id = tx.next_id();
@@ -469,6 +497,17 @@ impl Pipe {
                 }
                 env.queue.notify.notified().await;
                 last_work = Instant::now();
+                continue;
+            }
+            if !lock(&self.outstanding).has_room() {
+                // Back-pressure: the next command waits until a reply makes room.
+                if let Err(e) = tx.flush().await {
+                    return StopReason::BackendLost(e.to_string());
+                }
+                let notified = env.queue.notify.notified();
+                if !lock(&self.outstanding).has_room() {
+                    notified.await;
+                }
                 continue;
             }
             if env.fast_doorbells && !polling {
@@ -626,6 +665,15 @@ impl Pipe {
             (st.remaining == 0).then_some((st.error, st.values, st.console))
         };
         if let Some((error, (v0, v1), console)) = done {
+            {
+                let mut o = lock(&self.outstanding);
+                let was_full = !o.has_room();
+                o.commands = o.commands.saturating_sub(1);
+                o.entries = o.entries.saturating_sub(cmd.output.entries());
+                if was_full {
+                    self.env.queue.wake(); // the submit loop waits for room
+                }
+            }
             let result = error.unwrap_or(CuResult::SUCCESS);
             let (v0, v1) = match (result.is_success(), cmd.data_form) {
                 (false, _) => (0, 0),
@@ -663,6 +711,7 @@ pub(crate) fn offline(
         cq: Mutex::new(cq),
         inflight: Mutex::new(HashMap::new()),
         quota: Mutex::new(Some(quota)),
+        outstanding: Mutex::new(Outstanding::default()),
     });
     let size = pipe.env.regs.size;
     if tail >= size {
