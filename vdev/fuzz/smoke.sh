@@ -10,12 +10,12 @@ set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-10}
 targets=(vfio_messages scatter_lists registers command_rings codec)
-cargo +nightly fuzz build -O
+cargo +nightly fuzz build -O -a
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
-  if ! cargo +nightly fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
+  if ! cargo +nightly fuzz run -O -a "$t" "corpus/$t" "seeds/$t" -- \
       -max_total_time="$secs" -print_final_stats=1 > "$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "fuzz smoke: $t failed (input in vdev/fuzz/artifacts/$t)" >&2
