@@ -44,8 +44,6 @@ pub enum Error {
     StillRoot,
     #[error("cannot build the seccomp filter")]
     Filter(#[source] seccompiler::BackendError),
-    #[error("cannot build the seccomp filter")]
-    Compile(#[source] seccompiler::Error),
     #[error("cannot install the seccomp filter (run with --no-seccomp to debug)")]
     Install(#[source] seccompiler::Error),
 }
