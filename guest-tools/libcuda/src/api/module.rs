@@ -43,7 +43,11 @@ pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuRe
             | Err(CuResult::NOT_SUPPORTED)
     );
     let reply = if refused && image::is_binary(&img.data) {
-        let cc = drv.info.cc_major.saturating_mul(10).saturating_add(drv.info.cc_minor);
+        let cc = drv
+            .info
+            .cc_major
+            .saturating_mul(10)
+            .saturating_add(drv.info.cc_minor);
         match image::best_ptx(img, cc) {
             Some(ptx) => {
                 drv.transport
