@@ -113,7 +113,7 @@ pub struct Driver {
     pub info: DeviceInfo,
     pub limits: DevLimits,
     pub primary: Arc<Context>,
-    objects: Mutex<HashMap<u64, Object>>,
+    objects: Mutex<HashMap<u64, Object, IdHash>>,
     /// (module, name) -> function, so a name looked up twice is one `CUfunction`.
     module_functions: Mutex<HashMap<(Handle, String), Arc<Function>>>,
 }
@@ -123,6 +123,37 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0x1000);
 
 thread_local! {
     static CTX_STACK: RefCell<Vec<Arc<Context>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hashes the library's own object ids (multiples of 16 it hands out; a launch looks one up):
+/// a multiply-shift instead of SipHash, whose flooding resistance guards nothing here (a
+/// program can only slow down its own lookups).
+#[derive(Clone, Copy, Default)]
+pub struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // The table indexes by the low bits: fold the well-mixed high ones in.
+        self.0 ^ (self.0 >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,7 +172,7 @@ pub fn init() -> Result<&'static Driver, CuResult> {
             let info = transport.device_query()?;
             let limits = DevLimits::of(&info);
             let primary = Arc::new(Context::new(true, 0, 0));
-            let mut objects = HashMap::new();
+            let mut objects = HashMap::with_hasher(IdHash);
             objects.insert(primary.id, Object::Context(primary.clone()));
             Ok(Driver {
                 transport,
