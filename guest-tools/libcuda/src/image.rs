@@ -183,6 +183,42 @@ pub fn best_ptx(img: &Image, cc: u32) -> Option<Vec<u8>> {
     }
 }
 
+/// The compute capability (`major * 10 + minor`) the code a device of capability `cc` runs
+/// from this image was compiled for: its PTX target, else its SASS's. This is what
+/// `CU_FUNC_ATTRIBUTE_PTX_VERSION` reports (CUB picks its tuning by it, so it must name an
+/// architecture the image has code for). Headers only: nothing is decompressed.
+pub fn code_arch(img: &Image, cc: u32) -> Option<u32> {
+    let limits = netgpu_image::Limits::default();
+    let one = |b: &[u8]| -> Option<u32> {
+        match netgpu_image::detect(b)? {
+            netgpu_image::ImageKind::Ptx => {
+                let text = netgpu_image::ptx::text(b).ok()?;
+                Some(netgpu_image::ptx::info(text).ok()?.arch.sm)
+            }
+            netgpu_image::ImageKind::Fatbin => {
+                let f = netgpu_image::Fatbin::parse(b, &limits).ok()?;
+                match f.best_ptx(cc, MAX_PTX) {
+                    Ok(e) => Some(e.arch.sm),
+                    Err(_) => f.best_elf(cc).map(|e| e.arch.sm),
+                }
+            }
+            netgpu_image::ImageKind::Cubin => netgpu_image::Cubin::parse(b).ok().map(|c| c.arch.sm),
+            _ => None,
+        }
+    };
+    img.images().into_iter().find_map(|b| {
+        if link::is_link_container(b) {
+            let parts = link::decode(b, &limits).ok()?;
+            parts
+                .iter()
+                .filter(|p| p.role == Role::Input)
+                .find_map(|p| one(p.data))
+        } else {
+            one(b)
+        }
+    })
+}
+
 /// Whether the image is binary (fatbin, cubin, link container), as opposed to PTX text.
 pub fn is_binary(data: &[u8]) -> bool {
     !matches!(
@@ -227,6 +263,12 @@ mod tests {
         assert_eq!(best.trim_end_matches('\0'), new.trim_end_matches('\0'));
         let best = String::from_utf8(best_ptx(&img, 75).unwrap()).unwrap();
         assert!(best.contains("sm_75"), "the PTX a 7.5 device runs: {best}");
+        assert_eq!(code_arch(&img, 75), Some(75));
+        assert_eq!(
+            code_arch(&img, 86),
+            Some(80),
+            "the newest PTX that runs on 8.6"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use netgpu_proto::cuda::{attr, CuResult};
+use netgpu_proto::cuda::{attr, func_attr, CuResult};
 use netgpu_proto::wire::ops::{DeviceInfo, FunctionInfo, Handle, Reply, Request};
 
 use crate::image::Image;
@@ -116,6 +116,9 @@ pub struct Driver {
     objects: Mutex<HashMap<u64, Object, IdHash>>,
     /// (module, name) -> function, so a name looked up twice is one `CUfunction`.
     module_functions: Mutex<HashMap<(Handle, String), Arc<Function>>>,
+    /// Module -> the architecture its code was compiled for (`image::code_arch`), for a
+    /// backend that reports no `PTX_VERSION` of its functions.
+    module_arch: Mutex<HashMap<Handle, u32>>,
 }
 
 static DRIVER: OnceLock<Result<Driver, CuResult>> = OnceLock::new();
@@ -181,6 +184,7 @@ pub fn init() -> Result<&'static Driver, CuResult> {
                 primary,
                 objects: Mutex::new(objects),
                 module_functions: Mutex::new(HashMap::new()),
+                module_arch: Mutex::new(HashMap::new()),
             })
         })
         .as_ref()
@@ -470,13 +474,19 @@ impl Driver {
         if let Some(f) = lock(&self.module_functions).get(&key) {
             return Ok(f.clone());
         }
-        let info = match self.call(&Request::ModuleGetFunction {
+        let mut info = match self.call(&Request::ModuleGetFunction {
             module,
             name: name.to_string(),
         })? {
             Reply::Function(f) => f,
             _ => return Err(CuResult::UNKNOWN),
         };
+        if info.attribute(func_attr::PTX_VERSION).is_none() {
+            if let Some(&arch) = lock(&self.module_arch).get(&module) {
+                info.attributes
+                    .push((func_attr::PTX_VERSION, arch.min(i32::MAX as u32) as i32));
+            }
+        }
         let f = Arc::new(Function {
             id: next_id(),
             ctx,
@@ -492,7 +502,15 @@ impl Driver {
     }
 
     /// Forgets the functions of an unloaded module.
+    /// Records what architecture module `module`'s code was compiled for.
+    pub fn set_module_arch(&self, module: Handle, arch: Option<u32>) {
+        if let Some(a) = arch {
+            lock(&self.module_arch).insert(module, a);
+        }
+    }
+
     pub fn forget_module(&self, module: Handle) {
+        lock(&self.module_arch).remove(&module);
         self.forget_kernel_functions(|f| f.module == module);
         lock(&self.module_functions).retain(|(m, _), _| *m != module);
         lock(&self.objects).retain(|_, o| !matches!(o, Object::Function(f) if f.module == module));

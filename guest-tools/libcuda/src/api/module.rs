@@ -27,6 +27,11 @@ const CU_LAUNCH_PARAM_BUFFER_SIZE: usize = 0x02;
 /// what its executor runs. A backend that takes only PTX text (today's CPU executor) refuses
 /// a fatbin; then the fatbin's newest PTX is sent instead.
 pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuResult> {
+    let cc = drv
+        .info
+        .cc_major
+        .saturating_mul(10)
+        .saturating_add(drv.info.cc_minor);
     let req = Request::ModuleLoad {
         ctx,
         parts: img.parts.clone(),
@@ -64,7 +69,10 @@ pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuRe
         first
     };
     match reply {
-        Ok(Reply::Handle(h)) => Ok(h),
+        Ok(Reply::Handle(h)) => {
+            drv.set_module_arch(h, image::code_arch(img, cc));
+            Ok(h)
+        }
         Ok(_) => Err(CuResult::UNKNOWN),
         Err(e) => {
             // Some programs and libraries ignore a failed load (CuPy's CUB reductions then
