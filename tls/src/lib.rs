@@ -29,6 +29,7 @@ pub mod pem;
 pub mod policy;
 pub mod reload;
 pub mod server;
+pub mod split;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
