@@ -12,8 +12,8 @@ use netgpu_proto::wire::ops::{
     DevPtr, DeviceInfo, FunctionInfo, Handle, Reply, Request, SessionLimits,
 };
 use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use netgpu_tls::{ClientTls, NetTuning};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tracing::debug;
@@ -21,6 +21,10 @@ use tracing::debug;
 use crate::error::{ClientError, Result};
 
 const IO_BUFFER: usize = 256 * 1024;
+
+/// The connection's byte stream, plain TCP or TLS, split for the reader task and the writer.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 /// Largest reply data the client accepts (its own limit, independent of the backend's).
 const MAX_REPLY_DATA: u32 = 1 << 30;
 
@@ -32,6 +36,12 @@ pub struct ClientOptions {
     /// Limits asked for in the handshake (the backend applies the stricter of these and its
     /// own).
     pub limits: SessionLimits,
+    /// TLS to the backend; `None` is plain TCP, which is refused unless every address the
+    /// backend's name resolves to is loopback (see `docs/security.md`).
+    pub tls: Option<Arc<ClientTls>>,
+    /// Keepalive and user timeout of the connection: how soon a partition fails the calls
+    /// waiting on it.
+    pub net: NetTuning,
 }
 
 impl Default for ClientOptions {
@@ -40,6 +50,8 @@ impl Default for ClientOptions {
             name: format!("netgpu-client {}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(10),
             limits: SessionLimits::default(),
+            tls: None,
+            net: NetTuning::default(),
         }
     }
 }
@@ -60,7 +72,7 @@ struct Waiter {
 type Pending = Mutex<HashMap<u64, Waiter>>;
 
 struct Writer {
-    io: BufWriter<OwnedWriteHalf>,
+    io: BufWriter<WriteHalf>,
     next_id: u64,
     ctrl: Vec<u8>,
 }
@@ -98,17 +110,18 @@ impl Client {
             addr: addr.to_string(),
             reason,
         };
-        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| connect_err("timed out".into()))?
-            .map_err(|e| connect_err(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+        let (r, w) = open(addr, &opts).await?;
         let mut reader = BufReader::with_capacity(IO_BUFFER, r);
         let mut writer = Writer {
             io: BufWriter::with_capacity(IO_BUFFER, w),
             next_id: 1,
             ctrl: Vec::new(),
+        };
+        // With TLS 1.3 the backend checks this client's certificate after the client's side
+        // of the handshake is done: a refusal shows up here, and is explained.
+        let explain = |e: std::io::Error| match &opts.tls {
+            Some(tls) => tls.explain(&e, addr),
+            None => e.to_string(),
         };
         let hello = client::hello(token, &opts.name, opts.limits);
         write_frame(&mut writer, &hello, &[], 0)
@@ -118,11 +131,11 @@ impl Client {
             .io
             .flush()
             .await
-            .map_err(|e| connect_err(e.to_string()))?;
+            .map_err(|e| connect_err(explain(e)))?;
         let handshake = tokio::time::timeout(opts.connect_timeout, read_frame(&mut reader))
             .await
             .map_err(|_| connect_err("no answer to the handshake".into()))?
-            .map_err(|e| connect_err(e.to_string()))?;
+            .map_err(|e| connect_err(explain(e)))?;
         let (h, resp) = handshake;
         let session = client::welcome(&h, resp.reply).map_err(|e| match e {
             HandshakeError::Refused { status, reason } => ClientError::Refused { status, reason },
@@ -683,6 +696,42 @@ impl Client {
     }
 }
 
+/// Connects to `addr` as `opts` say: TLS, or plain TCP to a loopback address only; the socket
+/// gets the keepalive and user timeout of `opts.net`.
+async fn open(addr: &str, opts: &ClientOptions) -> Result<(ReadHalf, WriteHalf)> {
+    let connect_err = |reason: String| ClientError::Connect {
+        addr: addr.to_string(),
+        reason,
+    };
+    let targets = match &opts.tls {
+        Some(_) => tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?
+            .collect::<Vec<_>>(),
+        None => netgpu_tls::policy::resolve_plain(addr).map_err(|e| connect_err(e.to_string()))?,
+    };
+    let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&targets[..]))
+        .await
+        .map_err(|_| connect_err("timed out".into()))?
+        .map_err(|e| connect_err(e.to_string()))?;
+    opts.net
+        .apply(&stream)
+        .map_err(|e| connect_err(format!("cannot set socket options: {e}")))?;
+    match &opts.tls {
+        None => {
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        Some(tls) => {
+            let s = netgpu_tls::tokio::connect(stream, tls, addr, opts.connect_timeout)
+                .await
+                .map_err(|e| connect_err(e.explanation))?;
+            let (r, w) = tokio::io::split(s);
+            Ok((Box::new(r), Box::new(w)))
+        }
+    }
+}
+
 fn unexpected(r: Reply) -> ClientError {
     ClientError::Protocol(format!("unexpected reply {r:?}"))
 }
@@ -738,7 +787,7 @@ async fn write_frame_id(
     w.io.write_all(data).await.map_err(io_err)
 }
 
-async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<(FrameHeader, Response)> {
+async fn read_frame(r: &mut BufReader<ReadHalf>) -> std::io::Result<(FrameHeader, Response)> {
     let (h, reply) = read_head(r).await?;
     let mut data = Vec::new();
     read_data(r, h.data_len, &mut data).await?;
@@ -754,9 +803,7 @@ async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<(FrameH
 }
 
 /// Reads a frame's header and control section, leaving its data section unread.
-async fn read_head(
-    r: &mut BufReader<OwnedReadHalf>,
-) -> std::io::Result<(FrameHeader, Option<Reply>)> {
+async fn read_head(r: &mut BufReader<ReadHalf>) -> std::io::Result<(FrameHeader, Option<Reply>)> {
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let mut hdr = [0u8; HEADER_LEN];
     r.read_exact(&mut hdr).await?;
@@ -771,7 +818,7 @@ async fn read_head(
 /// Reads a data section into `data`; a reused vector of the right length is not rewritten
 /// before the read.
 async fn read_data(
-    r: &mut BufReader<OwnedReadHalf>,
+    r: &mut BufReader<ReadHalf>,
     len: u32,
     data: &mut Vec<u8>,
 ) -> std::io::Result<()> {
@@ -780,7 +827,7 @@ async fn read_data(
 }
 
 async fn reader_task(
-    mut r: BufReader<OwnedReadHalf>,
+    mut r: BufReader<ReadHalf>,
     pending: Arc<Pending>,
     dead: Arc<Mutex<Option<String>>>,
     closed: Arc<AtomicBool>,
@@ -828,5 +875,21 @@ async fn reader_task(
     // Dropping the senders wakes every waiter with the disconnect error.
     if let Ok(mut p) = pending.lock() {
         p.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn plain_tcp_to_a_non_loopback_address_is_refused_before_connecting() {
+        let e = Client::connect("198.18.0.2:7070", "t").await.err().unwrap();
+        let s = e.to_string();
+        assert!(
+            s.contains("plain TCP refused") && s.contains("configure [tls]"),
+            "{s}"
+        );
+        assert_eq!(e.cuda_result(), CuResult::DEVICE_UNAVAILABLE);
     }
 }
