@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::error::{ClientError, Result};
+use crate::liveness::{Liveness, Progress, Stamped};
 
 const IO_BUFFER: usize = 256 * 1024;
 
@@ -42,6 +43,9 @@ pub struct ClientOptions {
     /// Keepalive and user timeout of the connection: how soon a partition fails the calls
     /// waiting on it.
     pub net: NetTuning,
+    /// Fail waiting calls when the backend stops answering although the connection stays
+    /// up (see [`Liveness`]); `None` leaves that to the backend and TCP.
+    pub liveness: Option<Liveness>,
 }
 
 impl Default for ClientOptions {
@@ -52,6 +56,7 @@ impl Default for ClientOptions {
             limits: SessionLimits::default(),
             tls: None,
             net: NetTuning::default(),
+            liveness: None,
         }
     }
 }
@@ -85,11 +90,15 @@ struct Inner {
     max_data: u32,
     session_id: u64,
     reader: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.reader.abort();
+        if let Some(w) = &self.watchdog {
+            w.abort();
+        }
     }
 }
 
@@ -111,6 +120,11 @@ impl Client {
             reason,
         };
         let (r, w) = open(addr, &opts).await?;
+        let progress = Progress::new();
+        let (r, w): (ReadHalf, WriteHalf) = (
+            Box::new(Stamped::new(r, progress.clone())),
+            Box::new(Stamped::new(w, progress.clone())),
+        );
         let mut reader = BufReader::with_capacity(IO_BUFFER, r);
         let mut writer = Writer {
             io: BufWriter::with_capacity(IO_BUFFER, w),
@@ -154,17 +168,19 @@ impl Client {
             dead.clone(),
             closed.clone(),
         ));
-        Ok(Client {
-            inner: Arc::new(Inner {
-                writer: tokio::sync::Mutex::new(writer),
-                pending,
-                dead,
-                closed,
-                max_data: session.max_data_len,
-                session_id: session.session_id,
-                reader,
-            }),
-        })
+        let inner = Arc::new_cyclic(|me: &std::sync::Weak<Inner>| Inner {
+            writer: tokio::sync::Mutex::new(writer),
+            pending,
+            dead,
+            closed,
+            max_data: session.max_data_len,
+            session_id: session.session_id,
+            reader,
+            watchdog: opts
+                .liveness
+                .map(|l| tokio::spawn(watchdog(me.clone(), progress, l))),
+        });
+        Ok(Client { inner })
     }
 
     /// The backend's id for this session (for logs).
@@ -693,6 +709,76 @@ impl Client {
             .step_by(max)
             .map(|off| (off, max.min(len - off)))
             .collect()
+    }
+}
+
+/// Probes a silent connection while requests wait, and ends it when it stays silent (see
+/// [`crate::liveness`]).
+async fn watchdog(inner: std::sync::Weak<Inner>, progress: Arc<Progress>, l: Liveness) {
+    let tick = (l.probe_after / 4).max(Duration::from_millis(50));
+    let mut probed_at: Option<Duration> = None;
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let waiting = inner.pending.lock().map(|p| p.len()).unwrap_or(0);
+        let silence = progress.silence();
+        if waiting == 0 || silence < l.probe_after {
+            probed_at = None;
+            continue;
+        }
+        if silence >= l.timeout {
+            let why = format!(
+                "the backend sent nothing for {} ms while {waiting} request(s) waited (the backend or the network is stuck)",
+                silence.as_millis()
+            );
+            debug!(reason = %why, "connection declared dead");
+            if let Ok(mut d) = inner.dead.lock() {
+                d.get_or_insert(why);
+            }
+            inner.closed.store(true, Ordering::Release);
+            inner.reader.abort();
+            if let Ok(mut p) = inner.pending.lock() {
+                p.clear();
+            }
+            return;
+        }
+        // One probe per silence: a `Null` the backend answers at once if it is alive. A
+        // writer busy with a large request is progress of its own and is not interrupted.
+        if probed_at.is_none() {
+            probed_at = Some(silence);
+            // On its own task: a probe stuck behind a full socket must not stop the watch.
+            let probe = inner.clone();
+            tokio::spawn(async move {
+                let Ok(mut w) = probe.writer.try_lock() else {
+                    return;
+                };
+                let id = w.next_id;
+                w.next_id += 1;
+                let (tx, _rx) = oneshot::channel();
+                if let Ok(mut p) = probe.pending.lock() {
+                    p.insert(
+                        id,
+                        Waiter {
+                            tx,
+                            buf: Vec::new(),
+                        },
+                    );
+                }
+                let send = async {
+                    if write_frame_id(&mut w, id, &Request::Null, &[], 0)
+                        .await
+                        .is_ok()
+                    {
+                        let _ = w.io.flush().await;
+                    }
+                };
+                // Bounded, so a stuck probe does not keep the connection alive forever.
+                let _ = tokio::time::timeout(l.timeout, send).await;
+            });
+        }
     }
 }
 

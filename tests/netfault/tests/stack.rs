@@ -187,3 +187,70 @@ async fn a_graceful_backend_stop_says_goodbye_and_frees_everything() {
     assert!(e.to_string().contains("shutting down"), "{e}");
     assert_eq!(b.wait_idle(FIVE).await, (0, 0));
 }
+
+fn with_liveness() -> netgpu_client::ClientOptions {
+    netgpu_client::ClientOptions {
+        liveness: Some(netgpu_client::Liveness::default()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_without_rst_fails_waiting_calls_within_five_seconds() {
+    let s = Stack::start().await;
+    let c = Client::connect_with(&s.proxy.addr().to_string(), TOKEN, with_liveness())
+        .await
+        .unwrap();
+    let ctx = c.ctx_create(0).await.unwrap();
+    let len = 64 << 20;
+    let p = c.mem_alloc(ctx, len as u64).await.unwrap();
+    // An idle connection is not probed: quiet is fine.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.null().await.unwrap();
+    // Stall mid-copy: nothing forwarded, no FIN, no RST.
+    let data = pattern(len, 5);
+    let copy = {
+        let c = c.clone();
+        tokio::spawn(async move { c.memcpy_htod(ctx, p, &data, 0).await })
+    };
+    while s
+        .proxy
+        .stats()
+        .bytes_up
+        .load(std::sync::atomic::Ordering::Relaxed)
+        < (1 << 20)
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    s.proxy.set(Fault::Stall);
+    let t = Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(10), copy)
+        .await
+        .expect("the copy hangs")
+        .unwrap()
+        .unwrap_err();
+    let took = t.elapsed();
+    eprintln!("stalled copy failed after {took:?}: {e}");
+    assert_eq!(e.cuda_result(), CuResult::DEVICE_UNAVAILABLE, "{e}");
+    assert!(took < FIVE, "{took:?}");
+    assert!(e.to_string().contains("sent nothing"), "{e}");
+    // A waiting call on a fresh session through the stalled proxy fails the same way.
+    let addr = s.proxy.addr().to_string();
+    let opts = netgpu_client::ClientOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..with_liveness()
+    };
+    let c2 = Client::connect_with(&addr, TOKEN, opts);
+    let r = tokio::time::timeout(FIVE, c2).await.expect("connect hangs");
+    assert!(r.is_err(), "a stalled handshake fails");
+    // Healed: the backend dropped nothing it should keep, and new sessions work.
+    s.proxy.set(Fault::Reset);
+    drop(c);
+    assert_eq!(
+        s.backend.wait_idle(FIVE).await,
+        (0, 0),
+        "the stalled session was freed"
+    );
+    s.proxy.set(Fault::Pass);
+    s.client().await.null().await.unwrap();
+}
