@@ -82,8 +82,21 @@ pub fn lex(src: &str) -> Result<Vec<Token>, LoadError> {
         } else if ident_start(c) {
             let start = i;
             i += 1;
-            while i < chars.len() && ident_char(chars[i]) {
-                i += 1;
+            loop {
+                while i < chars.len() && ident_char(chars[i]) {
+                    i += 1;
+                }
+                // Qualifiers such as `.L1::evict_last` and `.L2::128B` belong to the opcode.
+                if chars.get(i) == Some(&':')
+                    && chars.get(i + 1) == Some(&':')
+                    && chars
+                        .get(i + 2)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+                {
+                    i += 2;
+                } else {
+                    break;
+                }
             }
             out.push(Token {
                 tok: Tok::Ident(chars[start..i].iter().collect()),
@@ -144,6 +157,17 @@ mod tests {
         assert_eq!(toks[3], Tok::Ident("$L__BB0_2".into()));
         assert_eq!(t[5].line, 2);
         assert!(toks.contains(&Tok::F32(0x3f80_0000)));
+    }
+
+    #[test]
+    fn cache_qualifiers_stay_in_the_opcode() {
+        let t = lex("ld.global.L1::evict_last.L2::128B.u32 %r1, [%rd1];").unwrap();
+        assert_eq!(
+            t[0].tok,
+            Tok::Ident("ld.global.L1::evict_last.L2::128B.u32".into())
+        );
+        let t = lex("$L1:\n").unwrap();
+        assert_eq!(t[1].tok, Tok::Punct(':'));
     }
 
     #[test]
