@@ -11,11 +11,14 @@ pub enum LoadErrorKind {
 }
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
-#[error("PTX line {line}: {message}")]
+#[error("PTX {}line {line}: {message}", module.map(|m| format!("module {m} ")).unwrap_or_default())]
 pub struct LoadError {
     pub line: usize,
     pub message: String,
     pub kind: LoadErrorKind,
+    /// In a link of several modules ([`crate::Module::link`]), the index of the module the
+    /// line is in.
+    pub module: Option<usize>,
 }
 
 impl LoadError {
@@ -24,6 +27,7 @@ impl LoadError {
             line,
             message: message.into(),
             kind: LoadErrorKind::InvalidPtx,
+            module: None,
         }
     }
 
@@ -32,6 +36,7 @@ impl LoadError {
             line,
             message: message.into(),
             kind: LoadErrorKind::NotSupported,
+            module: None,
         }
     }
 

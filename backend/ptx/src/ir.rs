@@ -519,6 +519,8 @@ pub enum Op {
         dty: Ty,
         sty: Ty,
         m: FMode,
+        /// Width of the destination register (a narrower signed result is sign-extended).
+        ext: u8,
         d: u32,
         a: Src,
     },
@@ -547,6 +549,9 @@ pub enum Op {
     Ld {
         ty: Ty,
         sem: Sem,
+        /// Width of the destination registers: a signed value narrower than them is
+        /// sign-extended to it (PTX's rule for wide operands).
+        ext: u8,
         d: [u32; 4],
         n: u8,
         addr: Addr,
@@ -711,6 +716,12 @@ pub enum Op {
         base: u32,
         off: i64,
     },
+    /// `ld.global.{b,u,s,f}32 d, [base+off]` (relaxed).
+    LdGlobal32 {
+        d: u32,
+        base: u32,
+        off: i64,
+    },
     /// `fma.rn.f32` / `mad.f32`.
     FmaF32 {
         d: u32,
@@ -748,6 +759,7 @@ impl Op {
                 sem: Sem::Relaxed,
                 d,
                 n: 1,
+                ext,
                 addr:
                     Addr {
                         space: Space::Shared,
@@ -755,8 +767,32 @@ impl Op {
                         global: None,
                         offset,
                     },
-            } if ty.bits == 32 && matches!(ty.kind, Kind::U | Kind::S | Kind::F) => {
+            } if ty.bits == 32
+                && (matches!(ty.kind, Kind::U | Kind::F) || (ty.kind == Kind::S && ext <= 32)) =>
+            {
                 Op::LdShared32 {
+                    d: d[0],
+                    base,
+                    off: offset,
+                }
+            }
+            Op::Ld {
+                ty,
+                sem: Sem::Relaxed,
+                d,
+                n: 1,
+                ext,
+                addr:
+                    Addr {
+                        space: Space::Global,
+                        base: Some(base),
+                        global: None,
+                        offset,
+                    },
+            } if ty.bits == 32
+                && (matches!(ty.kind, Kind::U | Kind::F) || (ty.kind == Kind::S && ext <= 32)) =>
+            {
+                Op::LdGlobal32 {
                     d: d[0],
                     base,
                     off: offset,

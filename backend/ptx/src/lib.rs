@@ -63,6 +63,33 @@ impl Module {
         })
     }
 
+    /// Links several PTX modules into one program (`nvcc -rdc=true` device code, the JIT
+    /// linker `cuLink*`): `.extern` functions and variables resolve across modules, `.weak`
+    /// and `.common` definitions yield to strong ones, and two strong definitions of a name
+    /// are refused with the name (and errors name the module: [`LoadError::module`]).
+    pub fn link(ptx: &[&str]) -> Result<Module, LoadError> {
+        if ptx.is_empty() {
+            return Err(LoadError::invalid(0, "no modules to link"));
+        }
+        let total = ptx
+            .iter()
+            .map(|p| p.len())
+            .fold(0usize, usize::saturating_add);
+        if total > MAX_PTX_LEN {
+            return Err(LoadError::invalid(
+                0,
+                "PTX images larger than 64 MiB together",
+            ));
+        }
+        let n = ptx.len();
+        let ast = link::link_ast(ptx).map_err(|e| link::locate(e, n))?;
+        let (kernels, globals) = decode::decode(&ast).map_err(|e| link::locate(e, n))?;
+        Ok(Module {
+            kernels: kernels.into_iter().map(|k| (k.name.clone(), k)).collect(),
+            globals,
+        })
+    }
+
     pub fn kernel(&self, name: &str) -> Option<&Kernel> {
         self.kernels.get(name)
     }

@@ -35,10 +35,11 @@ pub fn sext(v: u64, bits: u8) -> i64 {
     }
 }
 
-/// A loaded value as its register holds it (signed narrow loads are sign-extended).
-pub fn load_ext(v: u64, t: Ty) -> u64 {
+/// A loaded or converted value as a register of `reg_bits` holds it: a signed value
+/// narrower than the register is sign-extended to its width, others zero-extended.
+pub fn load_ext(v: u64, t: Ty, reg_bits: u8) -> u64 {
     match t.kind {
-        Kind::S if t.bits < 32 => (sext(v, t.bits) as u64) & mask(32),
+        Kind::S if t.bits < reg_bits => (sext(v, t.bits) as u64) & mask(reg_bits),
         _ => norm(v, t),
     }
 }
@@ -1081,25 +1082,20 @@ pub fn atom(op: AtomOp, t: Ty, old: u64, b: u64, c: u64) -> u64 {
 
 pub fn bfe(t: Ty, a: u64, pos: u64, len: u64) -> u64 {
     let bits = u64::from(t.bits);
+    let msb = bits - 1;
     let pos = pos & 0xff;
     let len = len & 0xff;
     let v = a & mask(t.bits);
-    if len == 0 {
-        return 0;
-    }
-    let field = if pos >= bits {
+    let sbit = t.kind == Kind::S && len != 0 && (v >> (pos + len - 1).min(msb)) & 1 == 1;
+    // Bits taken from `a`: those below `len` that lie within the type.
+    let take = if pos > msb { 0 } else { len.min(bits - pos) };
+    let field = if take == 0 {
         0
     } else {
-        (v >> pos) & mask(len.min(64) as u8)
+        (v >> pos) & mask(take as u8)
     };
-    if t.kind == Kind::S {
-        let sbit = (pos + len - 1).min(bits - 1);
-        let sign = (v >> sbit) & 1 == 1;
-        let mut r = field;
-        if sign && len < bits {
-            r |= !mask(len as u8);
-        }
-        r & mask(t.bits)
+    if sbit {
+        (field | !mask(take as u8)) & mask(t.bits)
     } else {
         field
     }

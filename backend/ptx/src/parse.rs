@@ -45,10 +45,11 @@ impl P {
 
     fn next(&mut self) -> R<Tok> {
         let line = self.line();
+        // Tokens are read once: move each out rather than copy it.
         let t = self
             .t
-            .get(self.i)
-            .map(|t| t.tok.clone())
+            .get_mut(self.i)
+            .map(|t| std::mem::replace(&mut t.tok, Tok::Punct(' ')))
             .ok_or_else(|| LoadError::invalid(line, "unexpected end of module"))?;
         self.i += 1;
         Ok(t)

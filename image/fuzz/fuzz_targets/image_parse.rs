@@ -6,7 +6,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use netgpu_image::link::{decode, encode};
-use netgpu_image::{probe, select_ptx, units, Cubin, Fatbin, Limits, Probe, PtxVersion, Target};
+use netgpu_image::{
+    detect, probe, select_ptx, Cubin, EntryKind, Fatbin, ImageKind, Limits, Probe, PtxVersion,
+    Target,
+};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {
@@ -31,30 +34,40 @@ fuzz_target!(|data: &[u8]| {
             _ => break,
         }
     }
-    for sm in [75, 90] {
-        let target = Target {
-            sm,
-            max_ptx: PtxVersion::new(9, 5),
-        };
-        if let Ok(sel) = select_ptx(&[data], &target, &limits) {
-            assert!(sel.iter().all(|s| s.info.version <= target.max_ptx));
-        }
+    // select_ptx runs units() (every kind, link containers expanded) and decompresses the
+    // chosen PTX entry.
+    let target = Target {
+        sm: 80,
+        max_ptx: PtxVersion::new(9, 5),
+    };
+    if let Ok(sel) = select_ptx(&[data], &target, &limits) {
+        assert!(sel.iter().all(|s| s.info.version <= target.max_ptx));
     }
-    if let Ok(us) = units(&[data], &limits) {
-        assert!(us.len() <= limits.max_parts);
-    }
-    if let Ok(f) = Fatbin::parse(data, &limits) {
-        assert!(f.len() <= data.len());
-        for e in &f.entries {
-            if let Ok(c) = e.contents(&limits) {
-                assert!(c.len() as u64 <= limits.max_entry_bytes.max(e.stored.len() as u64));
-                let _ = Cubin::parse(&c);
+    match detect(data) {
+        Some(ImageKind::Fatbin) => {
+            if let Ok(f) = Fatbin::parse(data, &limits) {
+                assert!(f.len() <= data.len());
+                for e in &f.entries {
+                    if let Ok(c) = e.contents(&limits) {
+                        assert!(
+                            c.len() as u64 <= limits.max_entry_bytes.max(e.stored.len() as u64)
+                        );
+                        if e.kind == EntryKind::Elf {
+                            let _ = Cubin::parse(&c);
+                        }
+                    }
+                }
             }
         }
-    }
-    let _ = Cubin::parse(data);
-    if let Ok(parts) = decode(data, &limits) {
-        let again = encode(&parts).expect("re-encode");
-        assert_eq!(decode(&again, &limits).expect("decode re-encoded"), parts);
+        Some(ImageKind::Cubin) => {
+            let _ = Cubin::parse(data);
+        }
+        Some(ImageKind::LinkContainer) => {
+            if let Ok(parts) = decode(data, &limits) {
+                let again = encode(&parts).expect("re-encode");
+                assert_eq!(decode(&again, &limits).expect("decode re-encoded"), parts);
+            }
+        }
+        _ => {}
     }
 });

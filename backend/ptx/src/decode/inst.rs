@@ -966,11 +966,13 @@ impl<'a> Decoder<'a> {
         i.need(2)?;
         // A float-to-float conversion that narrows needs a rounding mode; one to an integer
         // needs an integer rounding (PTX requires them; nvcc always writes them).
+        let d = self.d(i, 0)?;
         Ok(Op::Cvt {
             dty: dt,
             sty: st,
             m,
-            d: self.d(i, 0)?,
+            ext: self.widths.get(d as usize).copied().unwrap_or(64),
+            d,
             a: i.s(1, st)?,
         })
     }
@@ -1037,9 +1039,11 @@ impl<'a> Decoder<'a> {
                     o => dst(i.scope, o, i.line)?,
                 };
             }
+            let ext = self.widths.get(dd[0] as usize).copied().unwrap_or(64);
             Ok(Op::Ld {
                 ty: t,
                 sem,
+                ext,
                 d: dd,
                 n: nvec,
                 addr,
@@ -1384,9 +1388,7 @@ impl<'a> Decoder<'a> {
 
 pub(super) fn reg(scope: &Scope, name: &str, line: usize) -> R<u32> {
     scope
-        .regs
-        .get(name)
-        .copied()
+        .reg(name)
         .ok_or_else(|| LoadError::invalid(line, format!("undeclared register {name}")))
 }
 
@@ -1454,8 +1456,8 @@ fn src(scope: &Scope, o: &Operand, t: Ty, line: usize) -> R<Src> {
             _ => Src::I(*b & mask(t.bits)),
         },
         Operand::Sym(s) => {
-            if let Some(r) = scope.regs.get(s) {
-                return Ok(Src::R(*r));
+            if let Some(r) = scope.reg(s) {
+                return Ok(Src::R(r));
             }
             match scope.vars.get(s) {
                 Some(Loc::Shared(o)) | Some(Loc::Local(o)) | Some(Loc::KParam(o)) => Src::I(*o),
@@ -1510,10 +1512,10 @@ fn address(scope: &Scope, o: &Operand, space: Space, line: usize) -> R<Addr> {
             offset: offset.wrapping_add(*v as i64),
         }),
         Operand::Sym(s) => {
-            if let Some(r) = scope.regs.get(s) {
+            if let Some(r) = scope.reg(s) {
                 return Ok(Addr {
                     space,
-                    base: Some(*r),
+                    base: Some(r),
                     global: None,
                     offset,
                 });

@@ -153,6 +153,9 @@ struct ModuleCtx<'a> {
 #[derive(Default)]
 struct Scope {
     regs: HashMap<String, u32>,
+    /// `%r<N>` declarations: prefix to (first register, count), so `%r17` needs no name
+    /// of its own.
+    vecs: HashMap<String, (u32, u32)>,
     vars: HashMap<String, Loc>,
     undo: Vec<Undo>,
     marks: Vec<usize>,
@@ -160,10 +163,33 @@ struct Scope {
 
 enum Undo {
     Reg(String, Option<u32>),
+    Vec(String, Option<(u32, u32)>),
     Var(String, Option<Loc>),
 }
 
 impl Scope {
+    /// The register a name refers to.
+    fn reg(&self, name: &str) -> Option<u32> {
+        if let Some(r) = self.regs.get(name) {
+            return Some(*r);
+        }
+        let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        let digits = &name[stem.len()..];
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        let idx: u32 = digits.parse().ok()?;
+        let (first, count) = self.vecs.get(stem)?;
+        (idx < *count).then(|| first + idx)
+    }
+
+    fn set_vec(&mut self, name: String, first: u32, count: u32) {
+        let old = self.vecs.insert(name.clone(), (first, count));
+        if !self.marks.is_empty() {
+            self.undo.push(Undo::Vec(name, old));
+        }
+    }
+
     fn set_reg(&mut self, name: String, r: u32) {
         let old = self.regs.insert(name.clone(), r);
         if !self.marks.is_empty() {
@@ -192,6 +218,12 @@ impl Scope {
                 Some(Undo::Reg(n, None)) => {
                     self.regs.remove(&n);
                 }
+                Some(Undo::Vec(n, Some(v))) => {
+                    self.vecs.insert(n, v);
+                }
+                Some(Undo::Vec(n, None)) => {
+                    self.vecs.remove(&n);
+                }
                 Some(Undo::Var(n, Some(l))) => {
                     self.vars.insert(n, l);
                 }
@@ -216,6 +248,8 @@ struct Decoder<'a> {
     cc: Option<u32>,
     /// Where `_` destinations write.
     sink: Option<u32>,
+    /// Declared width in bits of each register.
+    widths: Vec<u8>,
     /// Functions being inlined (recursion check).
     stack: Vec<&'a str>,
 }
@@ -516,6 +550,7 @@ fn kernel<'a>(ctx: &'a ModuleCtx<'a>, f: &'a Function) -> Result<Kernel, LoadErr
         dyn_base,
         cc: None,
         sink: None,
+        widths: Vec::new(),
         stack: vec![f.name.as_str()],
     };
     d.body(f, body, &mut scope, None, 0)?;
@@ -572,7 +607,7 @@ struct Labels<'b> {
 }
 
 impl<'a> Decoder<'a> {
-    fn new_regs(&mut self, n: u32, line: usize) -> Result<u32, LoadError> {
+    fn new_regs(&mut self, n: u32, bits: u8, line: usize) -> Result<u32, LoadError> {
         let first = self.nregs;
         self.nregs = self
             .nregs
@@ -584,6 +619,7 @@ impl<'a> Decoder<'a> {
                     format!("more than {MAX_REGISTERS} registers in one kernel"),
                 )
             })?;
+        self.widths.resize(self.nregs as usize, bits);
         Ok(first)
     }
 
@@ -591,7 +627,7 @@ impl<'a> Decoder<'a> {
         match self.cc {
             Some(r) => Ok(r),
             None => {
-                let r = self.new_regs(1, line)?;
+                let r = self.new_regs(1, 64, line)?;
                 self.cc = Some(r);
                 Ok(r)
             }
@@ -602,7 +638,7 @@ impl<'a> Decoder<'a> {
         match self.sink {
             Some(r) => Ok(r),
             None => {
-                let r = self.new_regs(1, line)?;
+                let r = self.new_regs(1, 64, line)?;
                 self.sink = Some(r);
                 Ok(r)
             }
@@ -664,17 +700,20 @@ impl<'a> Decoder<'a> {
                     scope.close();
                     labels.stack.pop();
                 }
-                Stmt::Reg { names, line, .. } => {
+                Stmt::Reg { names, line, elem } => {
+                    let bits = if *elem == 1 {
+                        8
+                    } else {
+                        (*elem * 8).min(64) as u8
+                    };
                     for (name, count) in names {
                         match count {
                             Some(n) => {
-                                let first = self.new_regs(*n, *line)?;
-                                for i in 0..*n {
-                                    scope.set_reg(format!("{name}{i}"), first + i);
-                                }
+                                let first = self.new_regs(*n, bits, *line)?;
+                                scope.set_vec(name.clone(), first, *n);
                             }
                             None => {
-                                let r = self.new_regs(1, *line)?;
+                                let r = self.new_regs(1, bits, *line)?;
                                 scope.set_reg(name.clone(), r);
                             }
                         }

@@ -56,7 +56,8 @@ impl Block {
     }
 
     /// Host pointer for a global access, bounds- and alignment-checked.
-    fn global_ptr(
+    #[inline]
+    pub(super) fn global_ptr(
         &mut self,
         ctx: &Ctx,
         a: u64,

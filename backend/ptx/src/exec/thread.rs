@@ -313,9 +313,14 @@ impl Block {
                 Op::Testp { kind, ty, d, a } => {
                     r[d as usize] = u64::from(num::testp(kind, ty, val(r, a, g)))
                 }
-                Op::Cvt { dty, sty, m, d, a } => {
-                    r[d as usize] = num::cvt(dty, sty, m, val(r, a, g))
-                }
+                Op::Cvt {
+                    dty,
+                    sty,
+                    m,
+                    ext,
+                    d,
+                    a,
+                } => r[d as usize] = num::load_ext(num::cvt(dty, sty, m, val(r, a, g)), dty, ext),
                 Op::CvtPack { dty, m, d, a, b } => {
                     r[d as usize] = num::cvt_pack(dty, m, val(r, a, g), val(r, b, g))
                 }
@@ -365,6 +370,7 @@ impl Block {
                 Op::Ld {
                     ty,
                     sem,
+                    ext,
                     d,
                     n,
                     addr,
@@ -383,7 +389,7 @@ impl Block {
                         &mut out,
                     )?;
                     for (k, dk) in d.iter().enumerate().take(usize::from(n)) {
-                        self.regs[t * nregs + *dk as usize] = num::load_ext(out[k], ty);
+                        self.regs[t * nregs + *dk as usize] = num::load_ext(out[k], ty, ext);
                     }
                 }
                 Op::St {
@@ -565,6 +571,16 @@ impl Block {
                         Some(b) => b.copy_from_slice(&v.to_le_bytes()),
                         None => break Err(shared_fault(a, line)),
                     }
+                }
+                Op::LdGlobal32 { d, base, off } => {
+                    let a = r[base as usize].wrapping_add(off as u64);
+                    let p = self.global_ptr(ctx, a, 4, 4, line)?;
+                    // SAFETY: `p` points to 4 bytes of one live allocation, 4-aligned
+                    // (checked).
+                    let v = unsafe {
+                        std::sync::atomic::AtomicU32::from_ptr(p.cast()).load(Ordering::Relaxed)
+                    };
+                    self.regs[t * nregs + d as usize] = u64::from(v);
                 }
                 Op::FmaF32 { d, a, b, c } => {
                     let f = |v: u64| f32::from_bits(v as u32);
