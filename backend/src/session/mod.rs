@@ -316,6 +316,8 @@ fn limits(shared: &Shared, tenant: &TenantConfig, asked: &SessionLimits) -> Limi
     }
 }
 
+// The session's pieces, each needed once; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn handshake<R: Read, W: io::Write + Send + 'static>(
     frames: &mut FrameReader<R>,
     writer: &Writer<W>,
