@@ -26,7 +26,10 @@ const BULK: usize = 64 << 20;
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let trials = if quick { 2 } else { 5 };
-    println!("netgpu TLS cost (loopback, TLS 1.3 via rustls/ring){}", if quick { " [quick]" } else { "" });
+    println!(
+        "netgpu TLS cost (loopback, TLS 1.3 via rustls/ring){}",
+        if quick { " [quick]" } else { "" }
+    );
     println!();
     println!("AEAD throughput, one core, 16 KiB records:");
     for (name, alg) in [
@@ -34,7 +37,10 @@ fn main() {
         ("AES-256-GCM", &aead::AES_256_GCM),
         ("ChaCha20-Poly1305", &aead::CHACHA20_POLY1305),
     ] {
-        println!("  {name:<18} {:>6.2} GB/s", aead_gbps(alg, if quick { 256 << 20 } else { 1 << 30 }));
+        println!(
+            "  {name:<18} {:>6.2} GB/s",
+            aead_gbps(alg, if quick { 256 << 20 } else { 1 << 30 })
+        );
     }
     println!();
 
@@ -52,7 +58,10 @@ fn main() {
         let (a, b) = tls_pair(&server, &client);
         best[3] = best[3].min(bulk(a, b));
     }
-    println!("{:<34} {:>12} {:>12} {:>8}", "", "plain TCP", "TLS 1.3", "ratio");
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "", "plain TCP", "TLS 1.3", "ratio"
+    );
     println!(
         "{:<34} {:>9.1} us {:>9.1} us {:>7.2}x",
         "24-byte round trip",
@@ -73,7 +82,8 @@ fn main() {
 }
 
 fn aead_gbps(alg: &'static aead::Algorithm, total: usize) -> f64 {
-    let key = aead::LessSafeKey::new(aead::UnboundKey::new(alg, &vec![7u8; alg.key_len()]).unwrap());
+    let key =
+        aead::LessSafeKey::new(aead::UnboundKey::new(alg, &vec![7u8; alg.key_len()]).unwrap());
     let mut rec = vec![0u8; 16 << 10];
     let t = Instant::now();
     let mut n = 0u64;
@@ -81,7 +91,11 @@ fn aead_gbps(alg: &'static aead::Algorithm, total: usize) -> f64 {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&(i as u64).to_be_bytes());
         let tag = key
-            .seal_in_place_separate_tag(aead::Nonce::assume_unique_for_key(nonce), aead::Aad::empty(), &mut rec)
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::empty(),
+                &mut rec,
+            )
             .unwrap();
         n += u64::from(tag.as_ref()[0]);
     }
@@ -94,10 +108,24 @@ fn pki(dir: &std::path::Path) -> (ServerTls, ClientTls) {
     std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
     let ca = Ca::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
     let b = ca
-        .issue("b", &Role::Backend { dns: vec!["localhost".into()], ips: vec![] }, 1)
+        .issue(
+            "b",
+            &Role::Backend {
+                dns: vec!["localhost".into()],
+                ips: vec![],
+            },
+            1,
+        )
         .unwrap();
     let h = ca
-        .issue("h", &Role::Hypervisor { tenant: TenantName::new("bench").unwrap(), dns: vec![] }, 1)
+        .issue(
+            "h",
+            &Role::Hypervisor {
+                tenant: TenantName::new("bench").unwrap(),
+                dns: vec![],
+            },
+            1,
+        )
         .unwrap();
     for (n, i) in [("b", &b), ("h", &h)] {
         std::fs::write(dir.join(format!("{n}.crt")), &i.cert_pem).unwrap();
