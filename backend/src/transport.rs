@@ -19,8 +19,20 @@ pub trait Control: Send + Sync {
     fn shutdown(&self, how: Shutdown);
     /// Bounds each read (`None`: no bound); used for the handshake.
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Bounds each write (`None`: no bound); used for the goodbye of a session that ends, so
+    /// a client that stopped reading cannot hold the session open.
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// The peer's address, for logs.
     fn peer(&self) -> String;
+}
+
+/// Who is at the other end, as far as the transport knows.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The client's certificate identity (TLS with a client certificate).
+    pub identity: Option<netgpu_tls::PeerIdentity>,
 }
 
 /// A session's byte stream.
@@ -28,7 +40,9 @@ pub trait Transport: Send + 'static {
     type Reader: Read + Send + 'static;
     type Writer: Write + Send + 'static;
     fn control(&self) -> io::Result<Arc<dyn Control>>;
-    fn split(self) -> io::Result<(Self::Reader, Self::Writer)>;
+    /// The two halves, after whatever the transport's own handshake is (TLS's runs here, on
+    /// the session's thread), and what it learnt of the peer.
+    fn split(self) -> io::Result<(Self::Reader, Self::Writer, Peer)>;
 }
 
 impl Control for TcpStream {
@@ -38,6 +52,10 @@ impl Control for TcpStream {
 
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
     }
 
     fn peer(&self) -> String {
@@ -55,9 +73,9 @@ impl Transport for TcpStream {
         Ok(Arc::new(self.try_clone()?))
     }
 
-    fn split(self) -> io::Result<(TcpStream, TcpStream)> {
+    fn split(self) -> io::Result<(TcpStream, TcpStream, Peer)> {
         let _ = self.set_nodelay(true);
         let w = self.try_clone()?;
-        Ok((self, w))
+        Ok((self, w, Peer::default()))
     }
 }

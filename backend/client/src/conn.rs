@@ -44,7 +44,7 @@ pub struct ClientOptions {
     /// waiting on it.
     pub net: NetTuning,
     /// Fail waiting calls when the backend stops answering although the connection stays
-    /// up (see [`Liveness`]); `None` leaves that to the backend and TCP.
+    /// up (see [`Liveness`]; on by default); `None` leaves that to TCP alone.
     pub liveness: Option<Liveness>,
 }
 
@@ -56,7 +56,9 @@ impl Default for ClientOptions {
             limits: SessionLimits::default(),
             tls: None,
             net: NetTuning::default(),
-            liveness: None,
+            // The backend answers a Null while other work of the session runs (its
+            // dispatcher never blocks), so probing a silent connection is safe.
+            liveness: Some(Liveness::default()),
         }
     }
 }

@@ -10,9 +10,8 @@
 //! `CUDA_ERROR_DEVICE_UNAVAILABLE`. An idle connection (nothing waiting) is never probed.
 //!
 //! This relies on the backend answering a `Null` while other requests of the session are
-//! running (the out-of-order dispatcher does); a backend that executes strictly in order
-//! would look dead during a kernel longer than `timeout`, so the watchdog is off unless
-//! [`Liveness`] is set in the client's options.
+//! running, which its dispatcher does (it never blocks on work); the watchdog is on by
+//! default (`ClientOptions::liveness`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};

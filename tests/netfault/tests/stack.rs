@@ -254,3 +254,21 @@ async fn a_stall_without_rst_fails_waiting_calls_within_five_seconds() {
     s.proxy.set(Fault::Pass);
     s.client().await.null().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_keeps_a_session_that_waits_for_a_long_kernel() {
+    // The backend answers the watchdog's probes while the kernel runs, so a synchronize
+    // longer than the liveness timeout is not mistaken for a dead connection.
+    let s = Stack::start().await;
+    let c = Client::connect_with(&s.proxy.addr().to_string(), TOKEN, with_liveness())
+        .await
+        .unwrap();
+    let spin = Spin::load(&c).await;
+    let n = spin.calibrate(&c, Duration::from_secs(5)).await;
+    spin.launch(&c, n).await;
+    let t = Instant::now();
+    c.ctx_synchronize(spin.ctx).await.unwrap();
+    eprintln!("synchronized a {:?} kernel with liveness on", t.elapsed());
+    let r = c.memcpy_dtoh(spin.ctx, spin.out, 4, 0).await.unwrap();
+    assert_eq!(u32::from_le_bytes(r.try_into().unwrap()), n);
+}
