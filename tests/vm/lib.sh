@@ -114,7 +114,7 @@ vm_start_netgpu() {
   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   NETGPU_BACKEND_ADDR="127.0.0.1:$port"
-  "$target/debug/netgpu-backend" --listen "$NETGPU_BACKEND_ADDR" --executor cpu \
+  "$target/debug/netgpu-backend" --listen "$NETGPU_BACKEND_ADDR" --executor cpu --insecure-plain-loopback \
     --token-file "$work/token" > "$work/backend.log" 2>&1 &
   NETGPU_BACKEND_PID=$!
   local extra=()

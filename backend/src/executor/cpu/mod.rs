@@ -123,6 +123,7 @@ impl Executor for CpuExecutor {
                 state: Mutex::new(State::default()),
                 heap: Arc::new(Heap::new(
                     self.pool.clone(),
+                    setup.tenant_memory.clone(),
                     setup.quota.min(self.pool.total()),
                 )),
                 exec,
