@@ -334,6 +334,7 @@ async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, Cli
         name: format!("netgpu-vdev {}", cfg.name),
         connect_timeout: CONNECT_TIMEOUT,
         limits,
+        ..ClientOptions::default()
     };
     let client = Client::connect_with(&cfg.backend, &cfg.token, opts).await?;
     let d = client.device_query().await?;
