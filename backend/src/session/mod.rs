@@ -191,13 +191,31 @@ pub fn run<T: Transport>(transport: T, shared: Arc<Shared>, session_id: u64) {
         }
     };
     let peer = control.peer();
-    let result = serve(transport, control.clone(), &shared, session_id, &peer);
-    match result {
-        Ok(()) | Err(SessionError::Closed) => info!(session = session_id, %peer, "session closed"),
-        Err(SessionError::Shutdown) => {
-            info!(session = session_id, %peer, "session ended by shutdown")
+    let mut opened = false;
+    let result = serve(
+        transport,
+        control.clone(),
+        &shared,
+        session_id,
+        &peer,
+        &mut opened,
+    );
+    // Every "session open" line gets exactly one "session closed" line (operators and the
+    // lifecycle tests count them); a connection that never got that far is a refusal.
+    match (opened, result) {
+        (true, Ok(()) | Err(SessionError::Closed)) => {
+            info!(session = session_id, %peer, "session closed")
         }
-        Err(e) => warn!(session = session_id, %peer, error = %e, "session ended"),
+        (true, Err(SessionError::Shutdown)) => {
+            info!(session = session_id, %peer, "session closed by shutdown")
+        }
+        (true, Err(e)) => {
+            warn!(session = session_id, %peer, error = %e, "session closed with an error")
+        }
+        (false, Ok(()) | Err(SessionError::Closed | SessionError::Shutdown)) => {
+            info!(session = session_id, %peer, "connection ended before the handshake")
+        }
+        (false, Err(e)) => warn!(session = session_id, %peer, error = %e, "handshake failed"),
     }
     // The caller's session slot closes the connection once the slot is free again.
 }
@@ -208,6 +226,7 @@ fn serve<T: Transport>(
     shared: &Shared,
     session_id: u64,
     peer: &str,
+    opened: &mut bool,
 ) -> Result<(), SessionError> {
     control.set_read_timeout(Some(Duration::from_millis(
         shared.config.handshake_timeout_ms,
@@ -249,6 +268,7 @@ fn serve<T: Transport>(
             return Err(e);
         }
     };
+    *opened = true;
     control.set_read_timeout(None)?;
     let mut d = dispatch::Dispatcher {
         frames: &mut frames,
