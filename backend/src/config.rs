@@ -75,6 +75,10 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     pub cpu: CpuConfig,
     pub cuda: CudaConfig,
+    /// Joining a netgpu pool (docs/operators.md).
+    pub pool: crate::pool::PoolConfig,
+    /// The Prometheus endpoint.
+    pub metrics: crate::pool::MetricsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -109,6 +113,8 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             cpu: CpuConfig::default(),
             cuda: CudaConfig::default(),
+            pool: crate::pool::PoolConfig::default(),
+            metrics: crate::pool::MetricsConfig::default(),
         }
     }
 }

@@ -7,5 +7,6 @@
 
 pub mod config;
 pub mod executor;
+pub mod pool;
 pub mod server;
 pub mod session;

@@ -64,7 +64,7 @@ impl Shared {
         for t in &self.tokens {
             ok |= constant_time_eq(t.as_bytes(), token.as_bytes());
         }
-        ok
+        ok | crate::pool::admits(token)
     }
 
     /// Sessions currently open.
@@ -73,7 +73,7 @@ impl Shared {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -233,7 +233,10 @@ fn handshake(
     }
     let engine = shared
         .executor
-        .open(shared.config.session_memory_quota.as_u64())
+        .open(crate::pool::quota_for(
+            &token,
+            shared.config.session_memory_quota.as_u64(),
+        ))
         .map_err(|e| SessionError::Refused(format!("cannot open a device session: {e}")))?;
     let welcome = Reply::Welcome {
         version,
