@@ -33,6 +33,18 @@ pub struct DeviceConfig {
     pub memory_quota: u64,
     /// How long a queue worker keeps polling the fast doorbell page after its last command.
     pub poll: Duration,
+    /// `--vgpu`: backend and token come from the vGPU's current placement in the pool.
+    pub pool: Option<crate::pool::Follow>,
+}
+
+impl DeviceConfig {
+    /// Backend address and token for a session opened now.
+    pub fn endpoint(&self) -> (String, String) {
+        match &self.pool {
+            Some(f) => f.endpoint(),
+            None => (self.backend.clone(), self.token.clone()),
+        }
+    }
 }
 
 impl Default for DeviceConfig {
@@ -44,6 +56,7 @@ impl Default for DeviceConfig {
             token: String::new(),
             memory_quota: 0,
             poll: Duration::from_micros(50),
+            pool: None,
         }
     }
 }
@@ -227,7 +240,8 @@ impl Shared {
 }
 
 async fn connect_backend(cfg: &DeviceConfig) -> Result<(Client, GpuInfo), ClientError> {
-    let client = Client::connect(&cfg.backend, &cfg.token).await?;
+    let (addr, token) = cfg.endpoint();
+    let client = Client::connect(&addr, &token).await?;
     let d = client.device_query().await?;
     let mut uuid = [0u8; 16];
     uuid.copy_from_slice(&d.uuid);

@@ -18,6 +18,7 @@ pub mod doorbell;
 pub mod forward;
 pub mod interrupts;
 pub mod memory;
+pub mod pool;
 pub mod protocol;
 pub mod queue;
 pub mod regs;

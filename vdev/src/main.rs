@@ -31,12 +31,29 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = Config::resolve(args)?;
+    let mut cfg = Config::resolve(args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("vdev-worker")
         .enable_all()
         .build()?;
+    if let Some(p) = cfg.pool.clone() {
+        let follow = rt.block_on(netgpu_vdev::pool::Follow::start(&p.store, &p.vgpu))?;
+        let t = follow.target();
+        cfg.device.backend = t.address.clone();
+        cfg.device.memory_quota = match cfg.device.memory_quota {
+            0 => t.memory,
+            m => m.min(t.memory),
+        };
+        cfg.device.pool = Some(follow);
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        rt.block_on(netgpu_vdev::pool::serve_metrics(
+            addr,
+            &cfg.device.name,
+            cfg.device.memory_quota,
+        ))?;
+    }
     let stop = Arc::new(EventFd::new(libc::EFD_CLOEXEC)?);
     {
         let stop = Arc::clone(&stop);

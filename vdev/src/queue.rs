@@ -282,7 +282,8 @@ impl Worker {
         // reach no other process's contexts or memory (the backend isolates sessions), its
         // memory is accounted on its own, and closing the session frees everything it made.
         // Connecting happens here, off the vfio-user message loop.
-        let client = match Client::connect(&self.s.cfg.backend, &self.s.cfg.token).await {
+        let (addr, token) = self.s.cfg.endpoint();
+        let client = match Client::connect(&addr, &token).await {
             Ok(c) => c,
             Err(e) => {
                 warn!(device = %name, queue = self.q, "cannot open the queue's backend session: {e}");
