@@ -87,16 +87,26 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         shared.config.metrics.clone(),
         shared.config.cuda.device,
     );
+    let counted = Arc::clone(&shared);
+    let sessions = move || counted.session_count();
     rt.block_on(async move {
         let server = Server::bind(shared).await?;
         let addr = server.local_addr()?;
         info!(%addr, "listening");
         let agent = if netgpu_backend::pool::enabled(&pool_cfg) {
             let host = netgpu_backend::pool::reported_host(&pool_cfg, addr, gpu_index, &info)?;
-            netgpu_backend::pool::serve_metrics(&metrics_cfg, &host.name, gpu_index, &info).await?;
+            netgpu_backend::pool::serve_metrics(
+                &metrics_cfg,
+                &host.name,
+                gpu_index,
+                &info,
+                sessions,
+            )
+            .await?;
             Some(netgpu_backend::pool::join(&pool_cfg, host).await?)
         } else {
-            netgpu_backend::pool::serve_metrics(&metrics_cfg, "", gpu_index, &info).await?;
+            netgpu_backend::pool::serve_metrics(&metrics_cfg, "", gpu_index, &info, sessions)
+                .await?;
             None
         };
         server.run(shutdown_signal()).await?;

@@ -203,12 +203,14 @@ pub async fn join(cfg: &PoolConfig, host: Host) -> Result<HostAgent, Error> {
     Ok(agent)
 }
 
-/// Starts `/metrics` and sets the GPU's gauges.
+/// Starts `/metrics`, sets the GPU's gauges and samples `sessions()` (open sessions) every
+/// two seconds.
 pub async fn serve_metrics(
     cfg: &MetricsConfig,
     hostname_: &str,
     gpu_index: u32,
     info: &DeviceInfo,
+    sessions: impl Fn() -> usize + Send + 'static,
 ) -> Result<(), Error> {
     let Some(addr) = cfg.listen else {
         return Ok(());
@@ -226,6 +228,16 @@ pub async fn serve_metrics(
         .set(info.total_mem.min(i64::MAX as u64) as i64);
     let bound = netgpu_metrics::serve(addr).await?;
     info!(%bound, "metrics on /metrics");
+    tokio::spawn(async move {
+        let gauge = netgpu_metrics::DataPath::global()
+            .gpu_sessions
+            .get_or_create(&labels)
+            .clone();
+        loop {
+            gauge.set(sessions().min(i64::MAX as usize) as i64);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
     Ok(())
 }
 

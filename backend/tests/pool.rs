@@ -19,6 +19,7 @@ const GIB: u64 = 1 << 30;
 struct Backend {
     child: Child,
     addr: String,
+    metrics: String,
     _dir: TempDir,
 }
 
@@ -30,11 +31,14 @@ impl Drop for Backend {
 }
 
 fn start_backend(store: &str, name: &str) -> Backend {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (port, mport) = (free(), free());
     let dir = TempDir::new("pool-backend").unwrap();
     let cfg = dir.0.join("backend.toml");
     std::fs::write(
@@ -42,7 +46,8 @@ fn start_backend(store: &str, name: &str) -> Backend {
         format!(
             "listen = \"127.0.0.1:{port}\"\nexecutor = \"cpu\"\nsession_memory_quota = \"8GiB\"\n\
              [cpu]\ntotal_memory = \"6GiB\"\nthreads = 1\n\
-             [pool]\nstore = \"{store}\"\nname = \"{name}\"\nzone = \"z1\"\nlease_ttl_s = 2\n"
+             [pool]\nstore = \"{store}\"\nname = \"{name}\"\nzone = \"z1\"\nlease_ttl_s = 2\n\
+             [metrics]\nlisten = \"127.0.0.1:{mport}\"\n"
         ),
     )
     .unwrap();
@@ -57,7 +62,25 @@ fn start_backend(store: &str, name: &str) -> Backend {
     Backend {
         child,
         addr: format!("127.0.0.1:{port}"),
+        metrics: format!("127.0.0.1:{mport}"),
         _dir: dir,
+    }
+}
+
+async fn http_get(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            return out;
+        }
+        assert!(Instant::now() < deadline, "no metrics endpoint on {addr}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -109,6 +132,14 @@ async fn three_backends(store: String) {
             backends[h.host.name[4..].parse::<usize>().unwrap()].addr
         );
     }
+    // Each backend serves Prometheus metrics with DCGM-style GPU labels.
+    let body = http_get(&backends[0].metrics).await;
+    assert!(
+        body.contains(r#"netgpu_gpu_memory_total_bytes{gpu="0",UUID="GPU-"#)
+            && body.contains(r#"Hostname="gpu-0"} 6442450944"#),
+        "{body}"
+    );
+    assert!(body.contains("netgpu_gpu_sessions{"), "{body}");
     c.create_pool(Pool {
         name: "p".into(),
         failover_grace_s: 1,
