@@ -73,6 +73,10 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     /// On SIGTERM/SIGINT, how long to wait for sessions to finish their current operation.
     pub shutdown_grace_ms: u64,
+    /// Longest one kernel may run before it fails with `CUDA_ERROR_LAUNCH_TIMEOUT` (which
+    /// poisons that session's context, as a GPU watchdog does); none by default. A client may
+    /// ask for a shorter limit in its handshake, never a longer one.
+    pub kernel_time_limit_ms: Option<u64>,
     pub cpu: CpuConfig,
     pub cuda: CudaConfig,
     /// Joining a netgpu pool (docs/operators.md).
@@ -111,6 +115,7 @@ impl Default for Config {
             max_frame_data: ByteSize::b(netgpu_proto::wire::DEFAULT_MAX_DATA_LEN as u64),
             handshake_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
+            kernel_time_limit_ms: None,
             cpu: CpuConfig::default(),
             cuda: CudaConfig::default(),
             pool: crate::pool::PoolConfig::default(),
@@ -170,6 +175,9 @@ impl Config {
         )?;
         range("max_sessions", self.max_sessions.into(), 1, 65_536)?;
         range("cpu.threads", self.cpu.threads.into(), 0, 4096)?;
+        if let Some(ms) = self.kernel_time_limit_ms {
+            range("kernel_time_limit_ms", ms, 1, 86_400_000)?;
+        }
         Ok(())
     }
 

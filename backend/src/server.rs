@@ -2,24 +2,30 @@
 //! gracefully on request (SIGTERM/SIGINT in the daemon).
 //!
 //! Shutdown stops accepting, marks the backend as shutting down and shuts the read side of
-//! every session's socket: each session finishes the operation it is running, sends its
-//! client a goodbye frame (`CUDA_ERROR_DEVICE_UNAVAILABLE`, "backend shutting down"), frees
-//! its device memory and ends. Sessions still busy after the grace period are abandoned to
-//! process exit.
+//! every session's connection: each session cancels its work, sends its client a goodbye
+//! frame (`CUDA_ERROR_DEVICE_UNAVAILABLE`, "backend shutting down"), frees its device memory
+//! and ends. Sessions still busy after the grace period are abandoned to process exit.
+//!
+//! A session holds one of `max_sessions` slots from accept until its thread is done, however
+//! it ends: the slot is a guard released on drop (also when a bug panics the session, which
+//! is caught and logged), and the session's connection is closed then, so its client never
+//! waits on a dead session.
 
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::session;
+use crate::transport::{Control, Transport};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -41,7 +47,7 @@ pub struct Shared {
     tokens: Vec<String>,
     pub shutting_down: AtomicBool,
     next_session: AtomicU64,
-    sessions: Mutex<HashMap<u64, TcpStream>>,
+    sessions: Mutex<HashMap<u64, Arc<dyn Control>>>,
 }
 
 impl Shared {
@@ -70,6 +76,60 @@ impl Shared {
     /// Sessions currently open.
     pub fn session_count(&self) -> usize {
         self.sessions.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    /// Takes a session slot for a new connection, or `None` at `max_sessions`.
+    pub fn claim_slot(self: &Arc<Self>, control: Arc<dyn Control>) -> Option<Slot> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if sessions.len() >= self.config.max_sessions as usize {
+            return None;
+        }
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        sessions.insert(id, control.clone());
+        Some(Slot {
+            shared: self.clone(),
+            id,
+            control,
+        })
+    }
+
+    /// Runs one session on the calling thread, holding `slot` until it is done.
+    pub fn serve<T: Transport>(self: &Arc<Self>, transport: T, slot: Slot) {
+        let id = slot.id;
+        let shared = self.clone();
+        let r = std::panic::catch_unwind(AssertUnwindSafe(move || {
+            session::run(transport, shared, id)
+        }));
+        if r.is_err() {
+            error!(
+                session = id,
+                "session panicked (a backend bug); its slot and connection are released"
+            );
+        }
+        drop(slot);
+    }
+}
+
+/// A session's claim on one of `max_sessions`; dropping it frees the slot and closes the
+/// session's connection.
+pub struct Slot {
+    shared: Arc<Shared>,
+    id: u64,
+    control: Arc<dyn Control>,
+}
+
+impl Slot {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.control.shutdown(Shutdown::Both);
+        if let Ok(mut s) = self.shared.sessions.lock() {
+            s.remove(&self.id);
+        }
     }
 }
 
@@ -151,42 +211,25 @@ impl Server {
                 return None;
             }
         };
+        let control = match stream.control() {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(%peer, error = %e, "cannot register connection");
+                return None;
+            }
+        };
+        let Some(slot) = self.shared.claim_slot(control) else {
+            warn!(%peer, max = self.shared.config.max_sessions, "session limit reached, refusing connection");
+            refuse_busy(stream);
+            return None;
+        };
         let shared = self.shared.clone();
-        let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-        {
-            let Ok(mut sessions) = shared.sessions.lock() else {
-                return None;
-            };
-            if sessions.len() >= shared.config.max_sessions as usize {
-                warn!(%peer, max = shared.config.max_sessions, "session limit reached, refusing connection");
-                drop(sessions);
-                refuse_busy(stream);
-                return None;
-            }
-            match stream.try_clone() {
-                Ok(s) => {
-                    sessions.insert(id, s);
-                }
-                Err(e) => {
-                    warn!(%peer, error = %e, "cannot register connection");
-                    return None;
-                }
-            }
-        }
-        let builder = std::thread::Builder::new().name(format!("session-{id}"));
-        let spawned = builder.spawn(move || {
-            session::run(stream, shared.clone(), id);
-            if let Ok(mut s) = shared.sessions.lock() {
-                s.remove(&id);
-            }
-        });
-        match spawned {
+        let builder = std::thread::Builder::new().name(format!("session-{}", slot.id()));
+        match builder.spawn(move || shared.serve(stream, slot)) {
             Ok(t) => Some(t),
             Err(e) => {
+                // The closure (and with it the slot) was dropped: the slot is free again.
                 warn!(%peer, error = %e, "cannot start session thread");
-                if let Ok(mut s) = self.shared.sessions.lock() {
-                    s.remove(&id);
-                }
                 None
             }
         }
@@ -212,14 +255,10 @@ async fn shutdown_sessions(shared: &Arc<Shared>, threads: Vec<std::thread::JoinH
         let sessions = shared
             .sessions
             .lock()
-            .map(|s| {
-                s.values()
-                    .filter_map(|s| s.try_clone().ok())
-                    .collect::<Vec<_>>()
-            })
+            .map(|s| s.values().cloned().collect::<Vec<_>>())
             .unwrap_or_default();
         for s in &sessions {
-            let _ = s.shutdown(Shutdown::Read);
+            s.shutdown(Shutdown::Read);
         }
         sessions.len()
     };

@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
+use netgpu_backend::executor::blocking::Blocking;
 use netgpu_backend::executor::cpu::CpuExecutor;
 use netgpu_backend::executor::cuda::CudaExecutor;
-use netgpu_backend::executor::{Engine, Executor};
+use netgpu_backend::executor::Executor;
 use netgpu_proto::cuda::CuResult;
 
 fn executors() -> Vec<(&'static str, Arc<dyn Executor>)> {
@@ -26,10 +27,10 @@ fn executors() -> Vec<(&'static str, Arc<dyn Executor>)> {
     v
 }
 
-fn each(test: impl Fn(&str, &mut dyn Engine)) {
+fn each(test: impl Fn(&str, &mut Blocking)) {
     for (name, exec) in executors() {
-        let mut engine = exec.open(256 << 20).unwrap();
-        test(name, engine.as_mut());
+        let mut engine = Blocking::open(exec.as_ref(), 256 << 20).unwrap();
+        test(name, &mut engine);
     }
 }
 
@@ -136,7 +137,7 @@ fn quota_is_enforced_and_reported() {
 fn streams_and_events_order_work() {
     each(|name, e| {
         let ctx = e.ctx_create(0).unwrap();
-        let s = e.stream_create(ctx, 0).unwrap();
+        let s = e.stream_create(ctx, 0, 0).unwrap();
         let (e1, e2) = (
             e.event_create(ctx, 0).unwrap(),
             e.event_create(ctx, 0).unwrap(),

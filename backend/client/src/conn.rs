@@ -830,3 +830,128 @@ async fn reader_task(
         p.clear();
     }
 }
+
+/// Protocol-2 operations (stream priorities, launch flags, function attributes, event waits,
+/// pitched copies, stream-ordered frees, linked modules, kernel console output).
+impl Client {
+    /// `cuStreamCreateWithPriority` (the backend clamps `priority` to its range).
+    pub async fn stream_create_with_priority(
+        &self,
+        ctx: Handle,
+        flags: u32,
+        priority: i32,
+    ) -> Result<Handle> {
+        let req = Request::StreamCreate {
+            ctx,
+            flags,
+            priority,
+        };
+        handle(self.call_reply(&req, &[]).await?)
+    }
+
+    /// As [`Client::launch_kernel`], with `LAUNCH_*` flags (`LAUNCH_COOPERATIVE`). Does not
+    /// wait.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn launch_kernel_flags(
+        &self,
+        func: Handle,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem_bytes: u32,
+        stream: Handle,
+        flags: u32,
+        params: &[u8],
+    ) -> Result<()> {
+        let req = Request::LaunchKernel {
+            func,
+            grid,
+            block,
+            shared_mem_bytes,
+            stream,
+            flags,
+        };
+        self.send(&req, params, false).await.map(|_| ())
+    }
+
+    /// A launch that answers at once with its validation result (the launch still runs
+    /// asynchronously): `cuLaunchKernel`'s own errors without waiting for a sync.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn launch_kernel_checked(
+        &self,
+        func: Handle,
+        grid: [u32; 3],
+        block: [u32; 3],
+        shared_mem_bytes: u32,
+        stream: Handle,
+        flags: u32,
+        params: &[u8],
+    ) -> Result<()> {
+        let req = Request::LaunchKernel {
+            func,
+            grid,
+            block,
+            shared_mem_bytes,
+            stream,
+            flags,
+        };
+        self.call(&req, params).await.map(|_| ())
+    }
+
+    /// `cuFuncSetAttribute`.
+    pub async fn func_set_attribute(&self, func: Handle, attr: u32, value: i32) -> Result<()> {
+        self.call(&Request::FuncSetAttribute { func, attr, value }, &[])
+            .await
+            .map(|_| ())
+    }
+
+    /// `cuStreamWaitEvent`; stream-ordered, does not wait.
+    pub async fn stream_wait_event(&self, stream: Handle, event: Handle) -> Result<()> {
+        self.send(&Request::StreamWaitEvent { stream, event }, &[], false)
+            .await
+            .map(|_| ())
+    }
+
+    /// `cuMemcpy3D`: `host` is the packed host side of a host-to-device copy; a
+    /// device-to-host copy returns its packed bytes. Waits for the copy.
+    pub async fn memcpy_3d(
+        &self,
+        ctx: Handle,
+        copy: netgpu_proto::wire::ops::Copy3D,
+        host: &[u8],
+        stream: Handle,
+    ) -> Result<Vec<u8>> {
+        let req = Request::Memcpy3D { ctx, copy, stream };
+        Ok(self.call(&req, host).await?.data)
+    }
+
+    /// `cuMemFreeAsync`; stream-ordered, does not wait.
+    pub async fn mem_free_async(&self, ptr: DevPtr, stream: Handle) -> Result<()> {
+        self.send(&Request::MemFreeAsync { ptr, stream }, &[], false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Loads several images linked into one module (`cuLinkCreate` ... `cuLinkComplete`).
+    pub async fn module_link(&self, ctx: Handle, images: &[&[u8]]) -> Result<Handle> {
+        let mut data = Vec::new();
+        let mut parts = Vec::with_capacity(images.len());
+        for i in images {
+            parts.push(
+                u32::try_from(i.len()).map_err(|_| ClientError::Cuda(CuResult::INVALID_IMAGE))?,
+            );
+            data.extend_from_slice(i);
+        }
+        if data.len() > self.inner.max_data as usize {
+            return Err(ClientError::Cuda(CuResult::INVALID_IMAGE));
+        }
+        handle(
+            self.call_reply(&Request::ModuleLoad { ctx, parts }, &data)
+                .await?,
+        )
+    }
+
+    /// Takes up to `max` bytes of the session's kernel console output (device `printf`).
+    pub async fn console_read(&self, max: u32) -> Result<Vec<u8>> {
+        Ok(self.call(&Request::ConsoleRead { max }, &[]).await?.data)
+    }
+}

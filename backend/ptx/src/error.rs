@@ -11,11 +11,14 @@ pub enum LoadErrorKind {
 }
 
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
-#[error("PTX line {line}: {message}")]
+#[error("PTX {}line {line}: {message}", module.map(|m| format!("module {m} ")).unwrap_or_default())]
 pub struct LoadError {
     pub line: usize,
     pub message: String,
     pub kind: LoadErrorKind,
+    /// In a link of several modules ([`crate::Module::link`]), the index of the module the
+    /// line is in.
+    pub module: Option<usize>,
 }
 
 impl LoadError {
@@ -24,6 +27,7 @@ impl LoadError {
             line,
             message: message.into(),
             kind: LoadErrorKind::InvalidPtx,
+            module: None,
         }
     }
 
@@ -32,6 +36,7 @@ impl LoadError {
             line,
             message: message.into(),
             kind: LoadErrorKind::NotSupported,
+            module: None,
         }
     }
 
@@ -47,30 +52,68 @@ impl LoadError {
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum LaunchError {
     /// `CUDA_ERROR_ILLEGAL_ADDRESS`.
-    #[error("illegal address {addr:#x} ({len} bytes) at instruction {pc}")]
-    IllegalAddress { addr: u64, len: usize, pc: usize },
+    #[error("illegal address {addr:#x} ({len} bytes) at PTX line {line}")]
+    IllegalAddress { addr: u64, len: usize, line: u32 },
     /// `CUDA_ERROR_MISALIGNED_ADDRESS`.
-    #[error("misaligned address {addr:#x} for a {len}-byte access at instruction {pc}")]
-    MisalignedAddress { addr: u64, len: usize, pc: usize },
+    #[error("misaligned address {addr:#x} for a {len}-byte access at PTX line {line}")]
+    MisalignedAddress { addr: u64, len: usize, line: u32 },
     /// `CUDA_ERROR_INVALID_VALUE`: geometry, shared memory or parameters the kernel cannot take.
     #[error("invalid launch: {0}")]
     InvalidConfig(String),
+    /// `CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES`: the block needs more registers or local
+    /// memory than the executor gives one block.
+    #[error("launch out of resources: {0}")]
+    OutOfResources(String),
+    /// `CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE`: more blocks than can be resident at once.
+    #[error("cooperative launch of {blocks} blocks, at most {max} can be resident")]
+    CooperativeTooLarge { blocks: u64, max: u64 },
     /// `CUDA_ERROR_ILLEGAL_INSTRUCTION`: threads that can never meet at a barrier.
     #[error("barrier deadlock in block {block:?}")]
     BarrierDeadlock { block: [u32; 3] },
-    /// `CUDA_ERROR_ASSERT` / trap instruction.
-    #[error("trap at instruction {pc}")]
-    Trap { pc: usize },
+    /// `CUDA_ERROR_LAUNCH_FAILED`: the `trap` instruction (`__trap()`).
+    #[error("trap at PTX line {line} in block {block:?}, thread {thread:?}")]
+    Trap {
+        line: u32,
+        block: [u32; 3],
+        thread: [u32; 3],
+    },
+    /// `CUDA_ERROR_ASSERT`: a device-side `assert` failed (its message is in the console
+    /// output).
+    #[error("device assertion failed at PTX line {line} in block {block:?}, thread {thread:?}")]
+    Assert {
+        line: u32,
+        block: [u32; 3],
+        thread: [u32; 3],
+    },
+    /// `CUDA_ERROR_LAUNCH_TIMEOUT`: the launch ran past its deadline.
+    #[error("kernel ran past its time limit")]
+    Timeout,
+    /// The launch was cancelled (its session is going away).
+    #[error("launch cancelled")]
+    Cancelled,
+    /// The launch executed more thread-instructions than its limit allows.
+    #[error("instruction limit exceeded")]
+    InstructionLimit,
 }
 
+/// `CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE`.
+pub const CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE: u32 = 720;
+
 impl LaunchError {
+    /// The `CUresult` a driver reports for this error. `Cancelled` has no driver
+    /// counterpart: it reads as `CUDA_ERROR_LAUNCH_FAILED`.
     pub fn cuda_error(&self) -> u32 {
         match self {
             LaunchError::IllegalAddress { .. } => 700,
             LaunchError::MisalignedAddress { .. } => 716,
             LaunchError::InvalidConfig(_) => 1,
+            LaunchError::OutOfResources(_) => 701,
+            LaunchError::CooperativeTooLarge { .. } => CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE,
             LaunchError::BarrierDeadlock { .. } => 715,
-            LaunchError::Trap { .. } => 710,
+            LaunchError::Trap { .. } => 719,
+            LaunchError::Assert { .. } => 710,
+            LaunchError::Timeout | LaunchError::InstructionLimit => 702,
+            LaunchError::Cancelled => 719,
         }
     }
 }

@@ -20,83 +20,106 @@ pub struct Token {
     pub line: usize,
 }
 
-fn ident_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || matches!(c, '_' | '$' | '%' | '.')
+fn ident_start(c: u8) -> bool {
+    c.is_ascii_alphabetic() || matches!(c, b'_' | b'$' | b'%' | b'.')
 }
 
-fn ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.')
+fn ident_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'_' | b'$' | b'.')
 }
 
 pub fn lex(src: &str) -> Result<Vec<Token>, LoadError> {
-    let chars: Vec<char> = src.chars().collect();
-    let mut out = Vec::new();
+    let b = src.as_bytes();
+    let mut out = Vec::with_capacity(b.len() / 4);
     let mut i = 0;
     let mut line = 1;
     let err = |line, msg: String| LoadError {
         line,
         message: msg,
         kind: LoadErrorKind::InvalidPtx,
+        module: None,
     };
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '\n' {
+    // Every token's text is ASCII (the lexer only takes ASCII bytes into tokens but for
+    // strings), so slicing `src` at these byte offsets is at character boundaries.
+    let text = |s: usize, e: usize| String::from_utf8_lossy(&b[s..e]).into_owned();
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\n' {
             line += 1;
             i += 1;
-        } else if c.is_whitespace() {
+        } else if c.is_ascii_whitespace() {
             i += 1;
-        } else if c == '/' && chars.get(i + 1) == Some(&'/') {
-            while i < chars.len() && chars[i] != '\n' {
+        } else if c == b'/' && b.get(i + 1) == Some(&b'/') {
+            while i < b.len() && b[i] != b'\n' {
                 i += 1;
             }
-        } else if c == '/' && chars.get(i + 1) == Some(&'*') {
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
             i += 2;
-            while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
-                if chars[i] == '\n' {
+            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                if b[i] == b'\n' {
                     line += 1;
                 }
                 i += 1;
             }
             i += 2;
-        } else if c == '"' {
+        } else if c == b'"' {
             let start = i + 1;
             i += 1;
-            while i < chars.len() && chars[i] != '"' {
+            while i < b.len() && b[i] != b'"' {
+                if b[i] == b'\n' {
+                    line += 1;
+                }
                 i += 1;
             }
             out.push(Token {
-                tok: Tok::Str(chars[start..i.min(chars.len())].iter().collect()),
+                tok: Tok::Str(text(start, i.min(b.len()))),
                 line,
             });
             i += 1;
         } else if c.is_ascii_digit() {
             let start = i;
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
                 i += 1;
             }
-            let text: String = chars[start..i].iter().collect();
+            let t = text(start, i);
             out.push(Token {
-                tok: number(&text).ok_or_else(|| err(line, format!("bad number `{text}`")))?,
+                tok: number(&t).ok_or_else(|| err(line, format!("bad number `{t}`")))?,
                 line,
             });
         } else if ident_start(c) {
             let start = i;
             i += 1;
-            while i < chars.len() && ident_char(chars[i]) {
-                i += 1;
+            loop {
+                while i < b.len() && ident_char(b[i]) {
+                    i += 1;
+                }
+                // Qualifiers such as `.L1::evict_last` and `.L2::128B` belong to the opcode.
+                if b.get(i) == Some(&b':')
+                    && b.get(i + 1) == Some(&b':')
+                    && b.get(i + 2)
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                {
+                    i += 2;
+                } else {
+                    break;
+                }
             }
             out.push(Token {
-                tok: Tok::Ident(chars[start..i].iter().collect()),
+                tok: Tok::Ident(text(start, i)),
                 line,
             });
-        } else if "{}()[];:,+-|!@<>=".contains(c) {
+        } else if b"{}()[];:,+-|!@<>=".contains(&c) {
             out.push(Token {
-                tok: Tok::Punct(c),
+                tok: Tok::Punct(c as char),
                 line,
             });
             i += 1;
         } else {
-            return Err(err(line, format!("unexpected character `{c}`")));
+            let ch = src
+                .get(i..)
+                .and_then(|s| s.chars().next())
+                .unwrap_or(char::REPLACEMENT_CHARACTER);
+            return Err(err(line, format!("unexpected character `{ch}`")));
         }
     }
     Ok(out)
@@ -144,6 +167,17 @@ mod tests {
         assert_eq!(toks[3], Tok::Ident("$L__BB0_2".into()));
         assert_eq!(t[5].line, 2);
         assert!(toks.contains(&Tok::F32(0x3f80_0000)));
+    }
+
+    #[test]
+    fn cache_qualifiers_stay_in_the_opcode() {
+        let t = lex("ld.global.L1::evict_last.L2::128B.u32 %r1, [%rd1];").unwrap();
+        assert_eq!(
+            t[0].tok,
+            Tok::Ident("ld.global.L1::evict_last.L2::128B.u32".into())
+        );
+        let t = lex("$L1:\n").unwrap();
+        assert_eq!(t[1].tok, Tok::Punct(':'));
     }
 
     #[test]

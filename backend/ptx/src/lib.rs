@@ -6,7 +6,8 @@
 //!   device functions inlined; every unsupported construct is refused here with its line.
 //! - [`exec`]: the interpreter: blocks in parallel, threads of a block cooperatively
 //!   scheduled around barriers, shuffles and votes; every memory access checked.
-//! - [`num`]: typed arithmetic.
+//! - [`num`]: typed arithmetic; [`printf`]: device-side `printf` formatting.
+//! - [`link`]: several modules into one program (`-rdc=true`, `cuLink*`).
 //!
 //! ```ignore
 //! let m = Module::load(ptx_text)?;
@@ -21,16 +22,21 @@ pub mod error;
 pub mod exec;
 pub mod ir;
 pub mod lexer;
+pub mod link;
 pub mod num;
 pub mod parse;
+pub mod printf;
 
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::Mutex;
 
-pub use decode::{GlobalSpace, GlobalVar, Kernel, ParamInfo};
-pub use error::{LaunchError, LoadError, LoadErrorKind};
-pub use exec::{launch, launch_counted, DeviceMemory, LaunchConfig};
+pub use decode::{GlobalSpace, GlobalVar, Kernel, KernelAttrs, ParamInfo, Reloc};
+pub use error::{LaunchError, LoadError, LoadErrorKind, CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE};
+pub use exec::{
+    blocks_per_sm, launch, launch_counted, launch_with, max_cooperative_blocks, DeviceMemory,
+    LaunchConfig, LaunchOptions, LaunchOutput, DEFAULT_CONSOLE_LIMIT,
+};
 
 /// Largest PTX image accepted.
 pub const MAX_PTX_LEN: usize = 64 << 20;
@@ -57,6 +63,33 @@ impl Module {
         })
     }
 
+    /// Links several PTX modules into one program (`nvcc -rdc=true` device code, the JIT
+    /// linker `cuLink*`): `.extern` functions and variables resolve across modules, `.weak`
+    /// and `.common` definitions yield to strong ones, and two strong definitions of a name
+    /// are refused with the name (and errors name the module: [`LoadError::module`]).
+    pub fn link(ptx: &[&str]) -> Result<Module, LoadError> {
+        if ptx.is_empty() {
+            return Err(LoadError::invalid(0, "no modules to link"));
+        }
+        let total = ptx
+            .iter()
+            .map(|p| p.len())
+            .fold(0usize, usize::saturating_add);
+        if total > MAX_PTX_LEN {
+            return Err(LoadError::invalid(
+                0,
+                "PTX images larger than 64 MiB together",
+            ));
+        }
+        let n = ptx.len();
+        let ast = link::link_ast(ptx).map_err(|e| link::locate(e, n))?;
+        let (kernels, globals) = decode::decode(&ast).map_err(|e| link::locate(e, n))?;
+        Ok(Module {
+            kernels: kernels.into_iter().map(|k| (k.name.clone(), k)).collect(),
+            globals,
+        })
+    }
+
     pub fn kernel(&self, name: &str) -> Option<&Kernel> {
         self.kernels.get(name)
     }
@@ -68,6 +101,30 @@ impl Module {
     /// Module-scope `.global`/`.const` variables, which the executor allocates.
     pub fn globals(&self) -> &[GlobalVar] {
         &self.globals
+    }
+
+    /// The initial bytes of global `index` once every global is placed (`addrs[i]` is the
+    /// device address of global `i`): its initializer with the addresses it names filled in
+    /// ([`GlobalVar::relocs`]); the rest of the variable is zero. `None` if `index` or
+    /// `addrs` do not match the module.
+    pub fn init_image(&self, index: usize, addrs: &[u64]) -> Option<Vec<u8>> {
+        let g = self.globals.get(index)?;
+        if addrs.len() != self.globals.len() {
+            return None;
+        }
+        let mut img = g.init.clone();
+        for r in &g.relocs {
+            let at = usize::try_from(r.offset).ok()?;
+            let v = addrs
+                .get(r.target as usize)?
+                .wrapping_add(r.addend as u64)
+                .to_le_bytes();
+            if img.len() < at + 8 {
+                img.resize(at + 8, 0);
+            }
+            img[at..at + 8].copy_from_slice(&v);
+        }
+        Some(img)
     }
 }
 

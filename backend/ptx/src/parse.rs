@@ -1,7 +1,9 @@
 //! PTX text to [`ast::Module`]: a hand-written recursive-descent parser for the PTX that
 //! compilers emit (see docs/ptx-executor.md for why not a generated grammar).
 
-use crate::ast::{Function, Inst, Module, Operand, ParamDecl, Space, Stmt, VarDecl};
+use crate::ast::{
+    Directives, Function, Inst, Linkage, Module, Operand, ParamDecl, Space, Stmt, VarDecl,
+};
 use crate::error::LoadError;
 use crate::lexer::{lex, Tok, Token};
 
@@ -18,12 +20,15 @@ pub fn type_size(ty: &str) -> Option<u32> {
         ".pred" => 1,
         ".b8" | ".u8" | ".s8" => 1,
         ".b16" | ".u16" | ".s16" | ".f16" | ".bf16" => 2,
-        ".b32" | ".u32" | ".s32" | ".f32" | ".f16x2" | ".bf16x2" => 4,
+        ".b32" | ".u32" | ".s32" | ".f32" | ".f16x2" | ".bf16x2" | ".tf32" => 4,
         ".b64" | ".u64" | ".s64" | ".f64" => 8,
         ".b128" => 16,
         _ => return None,
     })
 }
+
+/// Largest array any declaration may have, in elements (refused beyond as malformed).
+const MAX_COUNT: u64 = 1 << 48;
 
 impl P {
     fn line(&self) -> usize {
@@ -40,10 +45,11 @@ impl P {
 
     fn next(&mut self) -> R<Tok> {
         let line = self.line();
+        // Tokens are read once: move each out rather than copy it.
         let t = self
             .t
-            .get(self.i)
-            .map(|t| t.tok.clone())
+            .get_mut(self.i)
+            .map(|t| std::mem::replace(&mut t.tok, Tok::Punct(' ')))
             .ok_or_else(|| LoadError::invalid(line, "unexpected end of module"))?;
         self.i += 1;
         Ok(t)
@@ -74,10 +80,11 @@ impl P {
     }
 
     fn ident(&mut self) -> R<String> {
+        let line = self.line();
         match self.next()? {
             Tok::Ident(s) => Ok(s),
             other => Err(LoadError::invalid(
-                self.line(),
+                line,
                 format!("expected a name, found {other:?}"),
             )),
         }
@@ -91,17 +98,23 @@ impl P {
     }
 
     fn int(&mut self) -> R<i128> {
+        let line = self.line();
         let neg = self.eat_punct('-');
         match self.next()? {
             Tok::Int(v) => Ok(if neg { -v } else { v }),
             other => Err(LoadError::invalid(
-                self.line(),
+                line,
                 format!("expected a number, found {other:?}"),
             )),
         }
     }
 
-    /// Skips the rest of the current source line (`.loc`, `.file`, `.section` ...).
+    fn u32(&mut self, what: &str) -> R<u32> {
+        let line = self.line();
+        u32::try_from(self.int()?).map_err(|_| LoadError::invalid(line, format!("bad {what}")))
+    }
+
+    /// Skips the rest of the current source line (`.loc`, `.file` ...).
     fn skip_line(&mut self) {
         let line = self
             .t
@@ -119,35 +132,111 @@ impl P {
         }
         Ok(())
     }
+
+    /// `.section name { ... }` (debug sections): skipped whole.
+    fn skip_section(&mut self) -> R<()> {
+        self.ident()?;
+        if !self.eat_punct('{') {
+            return Ok(());
+        }
+        let mut depth = 1;
+        while depth > 0 {
+            match self.next()? {
+                Tok::Punct('{') => depth += 1,
+                Tok::Punct('}') => depth -= 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits dotted directive words (`.reg.b32`, `.ptr.global.align`) into their parts, as if
+/// they had been written apart.
+fn split_directives(toks: Vec<Token>) -> Vec<Token> {
+    let mut out = Vec::with_capacity(toks.len());
+    for t in toks {
+        match &t.tok {
+            Tok::Ident(s) if s.starts_with('.') && s[1..].contains('.') => {
+                for part in s[1..].split('.') {
+                    out.push(Token {
+                        tok: Tok::Ident(format!(".{part}")),
+                        line: t.line,
+                    });
+                }
+            }
+            _ => out.push(t),
+        }
+    }
+    out
 }
 
 pub fn parse(src: &str) -> R<Module> {
-    let mut p = P { t: lex(src)?, i: 0 };
+    let mut p = P {
+        t: split_directives(lex(src)?),
+        i: 0,
+    };
     let mut m = Module::default();
+    let mut linkage = Linkage::Internal;
     while p.peek().is_some() {
         let line = p.line();
         let word = p.ident()?;
         match word.as_str() {
-            ".version" | ".address_size" => {
-                p.next()?;
-            }
-            ".target" => {
-                p.ident()?;
-                while p.eat_punct(',') {
-                    p.ident()?;
+            ".version" => {
+                m.version = match p.next()? {
+                    Tok::F64(bits) => {
+                        let v = f64::from_bits(bits);
+                        (v * 10.0).round() as u32
+                    }
+                    Tok::Int(v) => u32::try_from(v.saturating_mul(10)).unwrap_or(0),
+                    other => {
+                        return Err(LoadError::invalid(line, format!("bad .version {other:?}")))
+                    }
                 }
             }
-            ".file" | ".loc" | ".section" => p.skip_line(),
+            ".address_size" => {
+                let v = p.int()?;
+                if v != 64 {
+                    return Err(LoadError::unsupported(
+                        line,
+                        format!(".address_size {v} (only 64-bit addressing)"),
+                    ));
+                }
+            }
+            ".target" => loop {
+                let t = p.ident()?;
+                if let Some(n) = t.strip_prefix("sm_") {
+                    let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+                    m.target = digits.parse().unwrap_or(0);
+                }
+                if t == "texmode_independent" || t == "map_f64_to_f32" {
+                    return Err(LoadError::unsupported(line, format!(".target {t}")));
+                }
+                if !p.eat_punct(',') {
+                    break;
+                }
+            },
+            ".file" | ".loc" => p.skip_line(),
+            ".section" => p.skip_section()?,
             ".pragma" => p.skip_to_semicolon()?,
-            ".visible" | ".extern" | ".weak" | ".common" => {}
-            ".entry" | ".func" => m.functions.push(function(&mut p, word == ".entry", line)?),
+            ".visible" => linkage = Linkage::Visible,
+            ".extern" => linkage = Linkage::Extern,
+            ".weak" => linkage = Linkage::Weak,
+            ".common" => linkage = Linkage::Common,
+            ".entry" | ".func" => {
+                let mut f = function(&mut p, word == ".entry", line)?;
+                f.linkage = std::mem::take(&mut linkage);
+                m.functions.push(f);
+            }
             ".global" | ".const" | ".shared" => {
                 let space = match word.as_str() {
                     ".global" => Space::Global,
                     ".const" => Space::Const,
                     _ => Space::Shared,
                 };
-                m.vars.push(var_decl(&mut p, space, line)?);
+                let mut v = var_decl(&mut p, space, line)?;
+                v.linkage = std::mem::take(&mut linkage);
+                m.vars.push(v);
             }
             other => {
                 return Err(LoadError::unsupported(
@@ -162,20 +251,86 @@ pub fn parse(src: &str) -> R<Module> {
 
 /// After the state space: `[.align N] [.vN] .type name[dims] [= init] ;`
 fn var_decl(p: &mut P, space: Space, line: usize) -> R<VarDecl> {
+    let mut d = var_head(p, space, line)?;
+    if p.eat_punct('=') {
+        let scalar = d.align_scalar;
+        let mut vals = Vec::new();
+        init_values(p, &mut vals)?;
+        let size = d.v.size().ok_or_else(|| too_large(line, &d.v.name))?;
+        let mut bytes = Vec::new();
+        for v in vals {
+            let off = bytes.len() as u64;
+            let b = match v {
+                Init::Tok(Tok::Int(i)) => (i as u64).to_le_bytes(),
+                Init::Tok(Tok::F32(f)) => {
+                    if scalar == 8 {
+                        f64::from(f32::from_bits(f)).to_bits().to_le_bytes()
+                    } else {
+                        u64::from(f).to_le_bytes()
+                    }
+                }
+                Init::Tok(Tok::F64(f)) => {
+                    if scalar == 4 {
+                        u64::from((f64::from_bits(f) as f32).to_bits()).to_le_bytes()
+                    } else {
+                        f.to_le_bytes()
+                    }
+                }
+                Init::Sym(s, add) => {
+                    if scalar != 8 {
+                        return Err(LoadError::unsupported(
+                            line,
+                            format!("address of {s} in a {scalar}-byte initializer"),
+                        ));
+                    }
+                    d.v.init_syms.push((off, s, add));
+                    [0; 8]
+                }
+                Init::Tok(other) => {
+                    return Err(LoadError::invalid(
+                        line,
+                        format!("bad initializer {other:?}"),
+                    ))
+                }
+            };
+            bytes.extend_from_slice(&b[..(scalar as usize).min(8)]);
+            if bytes.len() as u64 > size {
+                return Err(LoadError::invalid(
+                    line,
+                    format!("initializer of {} larger than the variable", d.v.name),
+                ));
+            }
+        }
+        d.v.init = Some(bytes);
+    }
+    p.expect_punct(';')?;
+    Ok(d.v)
+}
+
+fn too_large(line: usize, name: &str) -> LoadError {
+    LoadError::invalid(line, format!("size of {name} overflows"))
+}
+
+struct Head {
+    v: VarDecl,
+    /// Size of one scalar element (of a vector type: one component).
+    align_scalar: u32,
+}
+
+/// `[.align N] [.ptr .space] [.vN] .type name[dims]...` of a variable or parameter.
+fn var_head(p: &mut P, space: Space, line: usize) -> R<Head> {
     let mut align = 0;
     let mut vec = 1;
-    let elem = loop {
+    let scalar = loop {
         let w = p.ident()?;
         match w.as_str() {
-            ".align" => {
-                align = u32::try_from(p.int()?)
-                    .map_err(|_| LoadError::invalid(line, "bad alignment"))?
-            }
+            ".align" => align = p.u32("alignment")?,
             ".v2" => vec = 2,
             ".v4" => vec = 4,
-            ".ptr" | ".global" | ".shared" | ".const" | ".local" => {}
+            ".v8" => vec = 8,
+            ".ptr" | ".global" | ".shared" | ".const" | ".local" | ".param" => {}
             t => match type_size(t) {
-                Some(s) => break s * vec,
+                Some(s) => break s,
                 None => {
                     return Err(LoadError::unsupported(
                         line,
@@ -185,59 +340,66 @@ fn var_decl(p: &mut P, space: Space, line: usize) -> R<VarDecl> {
             },
         }
     };
+    // `.ptr .global .align 8` may also follow the type of a parameter.
+    while let Some(w) = p.peek_ident() {
+        match w {
+            ".ptr" | ".global" | ".shared" | ".const" | ".local" => {
+                p.next()?;
+            }
+            ".align" => {
+                p.next()?;
+                align = p.u32("alignment")?;
+            }
+            _ => break,
+        }
+    }
+    if align != 0 && !align.is_power_of_two() {
+        return Err(LoadError::invalid(line, format!("alignment {align}")));
+    }
+    let elem = scalar * vec;
     let name = p.ident()?;
     let mut count: Option<u64> = None;
     while p.eat_punct('[') {
         let n = if p.is_punct(']') {
             0
         } else {
-            u64::try_from(p.int()?).map_err(|_| LoadError::invalid(line, "bad array size"))?
+            let l = p.line();
+            u64::try_from(p.int()?)
+                .ok()
+                .filter(|n| *n <= MAX_COUNT)
+                .ok_or_else(|| LoadError::invalid(l, format!("bad array size of {name}")))?
         };
         p.expect_punct(']')?;
-        count = Some(count.unwrap_or(1) * n);
+        count = Some(
+            count
+                .unwrap_or(1)
+                .checked_mul(n)
+                .filter(|n| *n <= MAX_COUNT)
+                .ok_or_else(|| too_large(line, &name))?,
+        );
     }
-    let mut d = VarDecl {
-        space,
-        align: if align == 0 { elem } else { align },
-        elem,
-        name,
-        count,
-        init: None,
-        line,
-    };
-    if p.eat_punct('=') {
-        let mut vals = Vec::new();
-        init_values(p, &mut vals)?;
-        let mut bytes = Vec::with_capacity(d.size() as usize);
-        for v in vals {
-            let b = match v {
-                Tok::Int(i) => (i as u64).to_le_bytes(),
-                Tok::F32(f) => u64::from(f).to_le_bytes(),
-                Tok::F64(f) => {
-                    if elem == 4 {
-                        u64::from((f64::from_bits(f) as f32).to_bits()).to_le_bytes()
-                    } else {
-                        f.to_le_bytes()
-                    }
-                }
-                _ => return Err(LoadError::unsupported(line, "symbolic initializers")),
-            };
-            bytes.extend_from_slice(&b[..(elem as usize).min(8)]);
-        }
-        if bytes.len() as u64 > d.size() {
-            return Err(LoadError::invalid(
-                line,
-                format!("initializer of {} larger than the variable", d.name),
-            ));
-        }
-        bytes.resize(d.size() as usize, 0);
-        d.init = Some(bytes);
-    }
-    p.expect_punct(';')?;
-    Ok(d)
+    Ok(Head {
+        v: VarDecl {
+            space,
+            linkage: Linkage::Internal,
+            align: if align == 0 { elem } else { align },
+            elem,
+            name,
+            count,
+            init: None,
+            init_syms: Vec::new(),
+            line,
+        },
+        align_scalar: scalar,
+    })
 }
 
-fn init_values(p: &mut P, out: &mut Vec<Tok>) -> R<()> {
+enum Init {
+    Tok(Tok),
+    Sym(String, i64),
+}
+
+fn init_values(p: &mut P, out: &mut Vec<Init>) -> R<()> {
     if p.eat_punct('{') {
         loop {
             if p.eat_punct('}') {
@@ -250,19 +412,31 @@ fn init_values(p: &mut P, out: &mut Vec<Tok>) -> R<()> {
             }
         }
     }
+    let line = p.line();
     let neg = p.eat_punct('-');
     let t = p.next()?;
     out.push(match (neg, t) {
-        (true, Tok::Int(v)) => Tok::Int(-v),
-        (true, Tok::F64(f)) => Tok::F64((-f64::from_bits(f)).to_bits()),
-        (true, Tok::F32(f)) => Tok::F32(f ^ 0x8000_0000),
-        (false, t) => t,
-        (true, other) => {
-            return Err(LoadError::invalid(
-                p.line(),
-                format!("cannot negate {other:?}"),
-            ))
+        (true, Tok::Int(v)) => Init::Tok(Tok::Int(-v)),
+        (true, Tok::F64(f)) => Init::Tok(Tok::F64((-f64::from_bits(f)).to_bits())),
+        (true, Tok::F32(f)) => Init::Tok(Tok::F32(f ^ 0x8000_0000)),
+        (false, Tok::Ident(s)) => {
+            // `sym`, `sym+N`, `generic(sym)`, `generic(sym)+N`.
+            let name = if s == "generic" && p.eat_punct('(') {
+                let n = p.ident()?;
+                p.expect_punct(')')?;
+                n
+            } else {
+                s
+            };
+            let mut add = 0i64;
+            if p.eat_punct('+') {
+                add = i64::try_from(p.int()?)
+                    .map_err(|_| LoadError::invalid(line, "bad initializer offset"))?;
+            }
+            Init::Sym(name, add)
         }
+        (false, t) => Init::Tok(t),
+        (true, other) => return Err(LoadError::invalid(line, format!("cannot negate {other:?}"))),
     });
     Ok(())
 }
@@ -282,12 +456,13 @@ fn param_list(p: &mut P) -> R<Vec<ParamDecl>> {
                 format!("expected .param, found `{w}`"),
             ));
         }
-        let d = var_decl_no_semicolon(p, line)?;
+        let d = var_head(p, Space::Param, line)?.v;
         out.push(ParamDecl {
             name: d.name,
             elem: d.elem,
             align: d.align,
             count: d.count,
+            line,
         });
         if p.eat_punct(')') {
             return Ok(out);
@@ -296,43 +471,15 @@ fn param_list(p: &mut P) -> R<Vec<ParamDecl>> {
     }
 }
 
-fn var_decl_no_semicolon(p: &mut P, line: usize) -> R<VarDecl> {
-    let mut align = 0;
-    let elem = loop {
-        let w = p.ident()?;
-        match w.as_str() {
-            ".align" => {
-                align = u32::try_from(p.int()?)
-                    .map_err(|_| LoadError::invalid(line, "bad alignment"))?
-            }
-            ".ptr" | ".global" | ".shared" | ".const" | ".local" => {}
-            t => match type_size(t) {
-                Some(s) => break s,
-                None => {
-                    return Err(LoadError::unsupported(
-                        line,
-                        format!("parameter attribute `{t}`"),
-                    ))
-                }
-            },
+fn dims(p: &mut P) -> R<[u32; 3]> {
+    let mut d = [1u32; 3];
+    for (k, v) in d.iter_mut().enumerate() {
+        if k > 0 && !p.eat_punct(',') {
+            break;
         }
-    };
-    let name = p.ident()?;
-    let mut count = None;
-    if p.eat_punct('[') {
-        count =
-            Some(u64::try_from(p.int()?).map_err(|_| LoadError::invalid(line, "bad array size"))?);
-        p.expect_punct(']')?;
+        *v = p.u32("thread count")?;
     }
-    Ok(VarDecl {
-        space: Space::Param,
-        align: if align == 0 { elem } else { align },
-        elem,
-        name,
-        count,
-        init: None,
-        line,
-    })
+    Ok(d)
 }
 
 fn function(p: &mut P, entry: bool, line: usize) -> R<Function> {
@@ -347,24 +494,40 @@ fn function(p: &mut P, entry: bool, line: usize) -> R<Function> {
     } else {
         Vec::new()
     };
-    // Performance directives: .maxntid 256, 1, 1 / .reqntid / .minnctapersm 2 / .noreturn
+    let mut directives = Directives::default();
     while let Some(d) = p.peek_ident() {
         if !d.starts_with('.') {
             break;
         }
-        p.next()?;
-        while matches!(p.peek(), Some(Tok::Int(_))) {
-            p.next()?;
-            p.eat_punct(',');
+        let dl = p.line();
+        let d = p.ident()?;
+        match d.as_str() {
+            ".maxntid" => directives.maxntid = Some(dims(p)?),
+            ".reqntid" => directives.reqntid = Some(dims(p)?),
+            ".minnctapersm" => directives.minnctapersm = Some(p.u32(".minnctapersm")?),
+            ".maxnctapersm" => {
+                p.u32(".maxnctapersm")?;
+            }
+            ".maxnreg" => directives.maxnreg = Some(p.u32(".maxnreg")?),
+            ".noreturn" => {}
+            ".pragma" => p.skip_to_semicolon()?,
+            other => {
+                return Err(LoadError::unsupported(
+                    dl,
+                    format!("function directive `{other}`"),
+                ))
+            }
         }
     }
     if p.eat_punct(';') {
         return Ok(Function {
             name,
             entry,
+            linkage: Linkage::Internal,
             params,
             rets,
             body: None,
+            directives,
             line,
         });
     }
@@ -420,9 +583,11 @@ fn function(p: &mut P, entry: bool, line: usize) -> R<Function> {
     Ok(Function {
         name,
         entry,
+        linkage: Linkage::Internal,
         params,
         rets,
         body: Some(body),
+        directives,
         line,
     })
 }
@@ -444,8 +609,7 @@ fn reg_decl(p: &mut P, line: usize) -> R<Stmt> {
     loop {
         let name = p.ident()?;
         let count = if p.eat_punct('<') {
-            let n = u32::try_from(p.int()?)
-                .map_err(|_| LoadError::invalid(line, "bad register count"))?;
+            let n = p.u32("register count")?;
             p.expect_punct('>')?;
             Some(n)
         } else {
@@ -551,14 +715,16 @@ fn operand(p: &mut P) -> R<Operand> {
         };
     }
     match p.next()? {
-        Tok::Ident(s) if s.starts_with('%') => {
+        Tok::Ident(s) if s == "_" => Ok(Operand::Sink),
+        Tok::Ident(s) => {
             if p.eat_punct('|') {
                 Ok(Operand::RegPair(s, p.ident()?))
-            } else {
+            } else if s.starts_with('%') {
                 Ok(Operand::Reg(s))
+            } else {
+                Ok(Operand::Sym(s))
             }
         }
-        Tok::Ident(s) => Ok(Operand::Sym(s)),
         Tok::Int(v) => Ok(Operand::Int(v)),
         Tok::F32(f) => Ok(Operand::F32(f)),
         Tok::F64(f) => Ok(Operand::F64(f)),
@@ -576,11 +742,16 @@ mod tests {
     #[test]
     fn parses_an_entry_with_params_registers_labels_and_predicates() {
         let m = parse(
-            ".version 8.8\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 k_p0, .param .u32 k_p1)\n{\n.reg .pred %p<2>;\n.reg .b32 %r<4>;\nld.param.u32 %r1, [k_p1];\nsetp.ge.s32 %p1, %r1, 4;\n@%p1 bra $L1;\n$L1:\nret;\n}\n",
+            ".version 8.8\n.target sm_80\n.address_size 64\n.visible .entry k(.param .u64 k_p0, .param .u32 k_p1)\n.maxntid 256, 1, 1\n.minnctapersm 2\n{\n.reg .pred %p<2>;\n.reg .b32 %r<4>;\nld.param.u32 %r1, [k_p1];\nsetp.ge.s32 %p1, %r1, 4;\n@%p1 bra $L1;\n$L1:\nret;\n}\n",
         )
         .unwrap();
+        assert_eq!(m.version, 88);
+        assert_eq!(m.target, 80);
         let f = &m.functions[0];
         assert!(f.entry);
+        assert_eq!(f.linkage, Linkage::Visible);
+        assert_eq!(f.directives.maxntid, Some([256, 1, 1]));
+        assert_eq!(f.directives.minnctapersm, Some(2));
         assert_eq!(f.params.len(), 2);
         let body = f.body.as_ref().unwrap();
         assert!(
@@ -592,14 +763,46 @@ mod tests {
 
     #[test]
     fn parses_globals_with_initializers_and_extern_shared() {
-        let m = parse(".global .align 4 .u32 g[3] = {1, 2, 3};\n.extern .shared .align 16 .b8 s[];\n.const .f32 c = 0f3F800000;\n").unwrap();
+        let m = parse(".global .align 4 .u32 g[3] = {1, 2, 3};\n.extern .shared .align 16 .b8 s[];\n.const .f32 c = 0f3F800000;\n.global .align 8 .u64 p[2] = {g, generic(g)+4};\n.global .u32 big[4] = {7};\n").unwrap();
         assert_eq!(
             m.vars[0].init.as_deref(),
             Some(&[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0][..])
         );
         assert_eq!(m.vars[1].count, Some(0));
         assert_eq!(m.vars[1].align, 16);
+        assert_eq!(m.vars[1].linkage, Linkage::Extern);
         assert_eq!(m.vars[2].init.as_deref(), Some(&1f32.to_le_bytes()[..]));
+        assert_eq!(
+            m.vars[3].init_syms,
+            vec![(0, "g".to_string(), 0), (8, "g".to_string(), 4)]
+        );
+        // Initializers are kept as written; the rest of the variable is zero.
+        assert_eq!(m.vars[4].init.as_deref(), Some(&[7, 0, 0, 0][..]));
+    }
+
+    #[test]
+    fn inline_assembly_blocks_with_bare_register_names() {
+        let m = parse(".entry k() {\n.reg .b32 %r<3>;\n{  .reg .s32 r0;  .reg .pred p;  shfl.sync.up.b32 r0|p, %r1, 1, 0, -1;  @p add.s32 r0, r0, %r1;  mov.s32 %r2, r0;}\n{.reg.b32 f;\n mov.b32 f, _;}\n}\n").unwrap();
+        let body = m.functions[0].body.as_ref().unwrap();
+        assert!(body.iter().any(|s| matches!(s, Stmt::Inst(i) if i.operands[0] == Operand::RegPair("r0".into(), "p".into()))));
+        assert!(body
+            .iter()
+            .any(|s| matches!(s, Stmt::Inst(i) if i.guard == Some(("p".into(), false)))));
+        assert!(body
+            .iter()
+            .any(|s| matches!(s, Stmt::Reg { names, .. } if names[0].0 == "f")));
+        assert!(body
+            .iter()
+            .any(|s| matches!(s, Stmt::Inst(i) if i.operands[1] == Operand::Sink)));
+    }
+
+    #[test]
+    fn array_sizes_that_overflow_are_refused() {
+        let e = parse(".global .b8 a[4294967296][4294967296];\n").unwrap_err();
+        assert_eq!(e.kind, crate::LoadErrorKind::InvalidPtx);
+        assert_eq!(e.line, 1);
+        let e = parse(".global .u64 a[2305843009213693952];\n").unwrap_err();
+        assert!(e.message.contains("array size"), "{e}");
     }
 
     #[test]
@@ -607,5 +810,7 @@ mod tests {
         let e = parse(".version 8.8\n.texref t;\n").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.message.contains(".texref"));
+        let e = parse(".address_size 32\n").unwrap_err();
+        assert_eq!(e.kind, crate::LoadErrorKind::NotSupported);
     }
 }

@@ -1,6 +1,8 @@
 //! A backend with the CPU executor on 127.0.0.1, started in-process for tests.
 #![allow(dead_code)]
 
+pub mod kernels;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,6 +92,26 @@ impl TestBackend {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.executor.memory_used()
+    }
+}
+
+impl TestBackend {
+    /// Waits until at most `n` sessions are open; returns the count.
+    pub async fn wait_sessions(&self, n: usize, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        while self.shared.session_count() > n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.shared.session_count()
+    }
+
+    /// Waits until no pool thread of the executor runs work; returns how many still do.
+    pub async fn wait_idle(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        while self.executor.busy_threads() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.executor.busy_threads()
     }
 }
 

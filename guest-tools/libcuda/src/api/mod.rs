@@ -10,6 +10,7 @@ pub mod abi_versions;
 pub mod context;
 pub mod device;
 pub mod errors;
+pub mod link;
 pub mod memory;
 pub mod module;
 pub mod occupancy;

@@ -83,20 +83,39 @@ pub unsafe extern "C" fn cuModuleLoadData(module: *mut Opaque, image: *const c_v
     })
 }
 
-/// JIT options are accepted and ignored: the backend compiles for its own GPU.
+/// JIT options steer the backend's compiler (for its own GPU) and are accepted; the log
+/// buffers and the wall time are filled in (`api::link::JitReport`).
 ///
 /// # Safety
-/// As [`cuModuleLoadData`].
+/// As [`cuModuleLoadData`]; the option arrays hold `num_options` entries.
 #[no_mangle]
 pub unsafe extern "C" fn cuModuleLoadDataEx(
     module: *mut Opaque,
     image: *const c_void,
-    _num_options: c_uint,
-    _options: *mut c_int,
-    _values: *mut *mut c_void,
+    num_options: c_uint,
+    options: *mut c_int,
+    values: *mut *mut c_void,
 ) -> CUresult {
+    let started = std::time::Instant::now();
+    // SAFETY: the caller's option arrays.
+    let report = match unsafe { super::link::JitReport::new(num_options, options, values) } {
+        Ok(r) => r,
+        Err(e) => return e.0,
+    };
     // SAFETY: same contract.
-    unsafe { cuModuleLoadData(module, image) }
+    let r = unsafe { cuModuleLoadData(module, image) };
+    if r == 0 {
+        report.done("", started);
+    } else {
+        report.failed(
+            &format!(
+                "module load failed: {} (the backend refused the image)",
+                CuResult(r).name()
+            ),
+            started,
+        );
+    }
+    r
 }
 
 /// # Safety

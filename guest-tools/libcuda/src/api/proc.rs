@@ -17,8 +17,8 @@ use netgpu_proto::cuda::CuResult;
 
 use super::abi_versions::ABI;
 use super::{
-    context::*, device::*, errors::*, guard, memory::*, module::*, occupancy::*, pools::*, put,
-    stream::*, CUresult,
+    context::*, device::*, errors::*, guard, link::*, memory::*, module::*, occupancy::*, pools::*,
+    put, stream::*, CUresult,
 };
 use crate::dark::cuGetExportTable;
 
@@ -136,6 +136,14 @@ rows! {
     "cuModuleGetFunction" 2000 => cuModuleGetFunction;
     "cuModuleGetGlobal" 3020 => cuModuleGetGlobal_v2;
     "cuModuleGetLoadingMode" 11070 => cuModuleGetLoadingMode;
+    "cuLinkCreate" 5050 => cuLinkCreate_v2;
+    "cuLinkCreate" 6050 => cuLinkCreate_v2;
+    "cuLinkAddData" 5050 => cuLinkAddData_v2;
+    "cuLinkAddData" 6050 => cuLinkAddData_v2;
+    "cuLinkAddFile" 5050 => cuLinkAddFile_v2;
+    "cuLinkAddFile" 6050 => cuLinkAddFile_v2;
+    "cuLinkComplete" 5050 => cuLinkComplete;
+    "cuLinkDestroy" 5050 => cuLinkDestroy;
     "cuLibraryLoadData" 12000 => cuLibraryLoadData;
     "cuLibraryLoadFromFile" 12000 => cuLibraryLoadFromFile;
     "cuLibraryUnload" 12000 => cuLibraryUnload;

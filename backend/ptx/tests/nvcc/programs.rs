@@ -1,0 +1,198 @@
+//! Whole programs' PTX: a thrust program (sort, scan, reduce of int and float through
+//! device_vector), a CUB device-algorithm program and a cooperative-groups program load
+//! whole, every kernel; CUB's single-tile reduce and radix sort kernels run as the library
+//! launches them.
+
+use netgpu_ptx::Module;
+
+use crate::util::*;
+
+fn entries(text: &str) -> Vec<String> {
+    text.split(".entry ")
+        .skip(1)
+        .filter_map(|s| s.split('(').next())
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+fn kernel_like<'m>(m: &'m Module, parts: &[&str]) -> &'m str {
+    let mut names: Vec<&str> = m
+        .kernel_names()
+        .filter(|n| parts.iter().all(|p| n.contains(p)))
+        .collect();
+    names.sort();
+    names
+        .first()
+        .copied()
+        .unwrap_or_else(|| panic!("no kernel with {parts:?}"))
+}
+
+#[test]
+fn every_kernel_of_thrust_cub_and_cooperative_groups_programs_loads() {
+    for (file, count) in [
+        ("thrust_algos.ptx", 41),
+        ("cub_device.ptx", 22),
+        ("coop_groups.ptx", 3),
+    ] {
+        let text = ptx(file);
+        let m = Module::load(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mut want = entries(&text);
+        want.sort();
+        let mut got: Vec<&str> = m.kernel_names().collect();
+        got.sort();
+        assert_eq!(got.len(), count, "{file}");
+        assert_eq!(got, want, "{file}");
+        for k in &got {
+            let a = m.kernel(k).unwrap().attributes();
+            assert!(a.max_threads_per_block <= 1024 && a.ptx_version >= 90 && a.target == 75);
+        }
+    }
+}
+
+#[test]
+fn cub_single_tile_reduce_as_device_reduce_runs_it() {
+    let m = module("cub_device.ptx");
+    let name = kernel_like(&m, &["DeviceReduceSingleTileKernel", "plus"]);
+    let block = m.kernel(name).unwrap().attributes().max_threads_per_block;
+    let n = 10_000usize;
+    let mut r = Rng(71);
+    let x: Vec<i32> = (0..n).map(|_| r.range(-1000, 1000)).collect();
+    let gpu = Gpu::new();
+    let dx = gpu.upload(&x);
+    let out = gpu.zeros(4);
+    Launch::new(&m, name, 1, block)
+        .run(
+            &gpu,
+            &[&u64b(dx), &u64b(out), &i32b(n as i32), &[0], &i32b(7), &[0]],
+        )
+        .unwrap();
+    assert_eq!(gpu.download::<i32>(out, 1)[0], 7 + x.iter().sum::<i32>());
+
+    let name = kernel_like(&m, &["DeviceReduceSingleTileKernel", "maximum"]);
+    Launch::new(&m, name, 1, block)
+        .run(
+            &gpu,
+            &[
+                &u64b(dx),
+                &u64b(out),
+                &i32b(n as i32),
+                &[0],
+                &i32b(i32::MIN),
+                &[0],
+            ],
+        )
+        .unwrap();
+    assert_eq!(gpu.download::<i32>(out, 1)[0], *x.iter().max().unwrap());
+}
+
+#[test]
+fn thrust_reduce_to_long_long_and_float() {
+    let m = module("thrust_algos.ptx");
+    let n = 5000usize;
+    let mut r = Rng(73);
+    let x: Vec<i32> = (0..n).map(|_| r.range(-5000, 5000)).collect();
+    let gpu = Gpu::new();
+    let dx = gpu.upload(&x);
+    let out = gpu.zeros(8);
+    let name = kernel_like(
+        &m,
+        &[
+            "DeviceReduceSingleTileKernel",
+            "IxjN4cuda3std3__44plusIxEE",
+            "normal_iterator",
+        ],
+    );
+    let block = m.kernel(name).unwrap().attributes().max_threads_per_block;
+    Launch::new(&m, name, 1, block)
+        .run(
+            &gpu,
+            &[&u64b(dx), &u64b(out), &i32b(n as i32), &[0], &u64b(0), &[0]],
+        )
+        .unwrap();
+    let want: i64 = x.iter().map(|&v| i64::from(v)).sum();
+    assert_eq!(gpu.download::<i64>(out, 1)[0], want);
+
+    let f: Vec<f32> = (0..n).map(|i| (i % 100) as f32 * 0.25).collect();
+    let df = gpu.upload(&f);
+    let name = kernel_like(
+        &m,
+        &[
+            "DeviceReduceSingleTileKernel",
+            "IfjN4cuda3std3__44plusIfEE",
+            "normal_iterator",
+        ],
+    );
+    Launch::new(&m, name, 1, block)
+        .run(
+            &gpu,
+            &[
+                &u64b(df),
+                &u64b(out),
+                &i32b(n as i32),
+                &[0],
+                &1.5f32.to_le_bytes(),
+                &[0],
+            ],
+        )
+        .unwrap();
+    // Quarter-integers sum exactly in any order.
+    assert_eq!(gpu.download::<f32>(out, 1)[0], 1.5 + f.iter().sum::<f32>());
+}
+
+#[test]
+fn cub_single_tile_radix_sort_of_pairs_and_keys() {
+    let m = module("cub_device.ptx");
+    let pairs = kernel_like(&m, &["DeviceRadixSortSingleTileKernel", "IjijEE"]);
+    let block = m.kernel(pairs).unwrap().attributes().max_threads_per_block;
+    let n = 1500usize;
+    let mut r = Rng(75);
+    let keys: Vec<u32> = (0..n).map(|_| r.next() % 100_000).collect();
+    let vals: Vec<i32> = (0..n as i32).collect();
+    let gpu = Gpu::new();
+    let (dk, dv) = (gpu.upload(&keys), gpu.upload(&vals));
+    let (ok, ov) = (gpu.zeros(n * 4), gpu.zeros(n * 4));
+    Launch::new(&m, pairs, 1, block)
+        .run(
+            &gpu,
+            &[
+                &u64b(dk),
+                &u64b(ok),
+                &u64b(dv),
+                &u64b(ov),
+                &i32b(n as i32),
+                &i32b(0),
+                &i32b(32),
+                &[0],
+            ],
+        )
+        .unwrap();
+    let mut want: Vec<(u32, i32)> = keys.iter().copied().zip(vals.iter().copied()).collect();
+    want.sort_by_key(|p| p.0);
+    let got: Vec<(u32, i32)> = gpu
+        .download::<u32>(ok, n)
+        .into_iter()
+        .zip(gpu.download::<i32>(ov, n))
+        .collect();
+    assert_eq!(got, want);
+
+    let only = kernel_like(&m, &["DeviceRadixSortSingleTileKernel", "NullType"]);
+    let ok2 = gpu.zeros(n * 4);
+    Launch::new(&m, only, 1, block)
+        .run(
+            &gpu,
+            &[
+                &u64b(dk),
+                &u64b(ok2),
+                &u64b(0),
+                &u64b(0),
+                &i32b(n as i32),
+                &i32b(0),
+                &i32b(32),
+                &[0],
+            ],
+        )
+        .unwrap();
+    let mut k = keys.clone();
+    k.sort();
+    assert_eq!(gpu.download::<u32>(ok2, n), k);
+}

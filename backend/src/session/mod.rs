@@ -1,0 +1,384 @@
+//! One client connection: the handshake, the dispatcher loop and teardown.
+//!
+//! A session has one dispatcher thread that reads frames and hands each request to the
+//! session's [`Engine`], which never blocks it: work runs on the executor's pool and
+//! completes later, answering through the session's [`writer`] in whatever order it finishes
+//! (replies carry their request id). So a `StreamSynchronize` waiting for a one-second kernel
+//! does not hold up a `MemAlloc` sent after it. See `docs/backend.md` for the dispatcher's
+//! rules, `docs/wire-protocol.md` for what clients see.
+//!
+//! Bulk data moves without staging where the engine allows it: a host-to-device copy is read
+//! from the socket straight into device memory when it can run at once, a device-to-host copy
+//! is written to the socket straight from device memory.
+//!
+//! However the session ends (client gone, protocol violation, shutdown, a bug), its work is
+//! cancelled, its engine dropped (freeing everything it held) and its connection closed.
+
+mod dispatch;
+pub mod writer;
+
+use std::io::{self, BufReader, Read};
+use std::net::Shutdown;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netgpu_proto::cuda::CuResult;
+use netgpu_proto::wire::frame::{FrameError, FrameHeader, FrameKind};
+use netgpu_proto::wire::ops::{self, Reply, Request, SessionLimits};
+use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::executor::{Completion, Console, Engine, ExecResult, Mode, Output, SessionSetup, Sink};
+use crate::server::Shared;
+use crate::transport::{Control, Transport};
+use writer::{Out, Writer};
+
+const IO_BUFFER: usize = 256 * 1024;
+/// How long a session that is ending waits for its running work to stop.
+pub const TEARDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a session ended.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("connection closed by the client")]
+    Closed,
+    #[error("socket error")]
+    Io(#[from] io::Error),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("bad frame")]
+    Frame(#[from] FrameError),
+    #[error("handshake refused: {0}")]
+    Refused(String),
+    #[error("backend shutting down")]
+    Shutdown,
+}
+
+/// Routes completions to the writer; keeps the first failure of `NO_REPLY` work until a
+/// synchronising request takes it.
+struct Replies<W: io::Write> {
+    writer: Arc<Writer<W>>,
+    deferred: Mutex<Option<CuResult>>,
+}
+
+impl<W: io::Write + Send> Replies<W> {
+    fn take_deferred(&self) -> Option<CuResult> {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// Answers request `id` with a reply body (immediate results).
+    fn answer(
+        &self,
+        id: u64,
+        mode: Mode,
+        r: ExecResult<(Reply, Option<crate::executor::HostBuf>)>,
+    ) {
+        let r = match (mode, r) {
+            (Mode::NoReply, Err(e)) => return self.deferred(e),
+            (Mode::NoReply, Ok(_)) => return,
+            (Mode::SyncReply, r) => match self.take_deferred() {
+                Some(e) => Err(e),
+                None => r,
+            },
+            (Mode::Reply, r) => r,
+        };
+        let out = match r {
+            Ok((body, data)) => Out::Reply {
+                id,
+                status: CuResult::SUCCESS,
+                body: Some(body),
+                data,
+            },
+            Err(status) => Out::Reply {
+                id,
+                status,
+                body: None,
+                data: None,
+            },
+        };
+        self.writer.send(out);
+    }
+}
+
+impl<W: io::Write + Send> Sink for Replies<W> {
+    fn complete(&self, id: u64, mode: Mode, result: ExecResult<Output>) {
+        self.answer(
+            id,
+            mode,
+            result.map(|o| match o {
+                Output::Done => (Reply::Done, None),
+                Output::Handle(h) => (Reply::Handle(h), None),
+                Output::DevPtr(p) => (Reply::DevPtr(p), None),
+                Output::Function(f) => (Reply::Function(f), None),
+                Output::Data(d) => (Reply::Done, Some(d)),
+            }),
+        );
+    }
+
+    fn deferred(&self, error: CuResult) {
+        self.deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(error);
+    }
+}
+
+/// Reads frames (header and control section; the data section is left to the caller).
+struct FrameReader<R: Read> {
+    r: BufReader<R>,
+    max_data: u32,
+    ctrl: Vec<u8>,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// The next request frame; `Ok(None)` on a clean end of stream.
+    fn next(&mut self) -> Result<Option<FrameHeader>, SessionError> {
+        let mut hdr = [0u8; HEADER_LEN];
+        match self.r.read_exact(&mut hdr[..1]) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        self.r.read_exact(&mut hdr[1..])?;
+        let h = FrameHeader::decode(&hdr, MAX_CTRL_LEN, self.max_data)?;
+        if h.kind != FrameKind::Request {
+            return Err(SessionError::Protocol(format!(
+                "client sent a {:?} frame",
+                h.kind
+            )));
+        }
+        self.ctrl.resize(h.ctrl_len as usize, 0);
+        self.r.read_exact(&mut self.ctrl)?;
+        Ok(Some(h))
+    }
+
+    fn read_into(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.r.read_exact(buf)
+    }
+
+    fn read_vec(&mut self, len: u32) -> io::Result<Vec<u8>> {
+        let mut v = vec![0u8; len as usize];
+        self.r.read_exact(&mut v)?;
+        Ok(v)
+    }
+
+    fn skip(&mut self, len: u32) -> io::Result<()> {
+        let n = io::copy(&mut (&mut self.r).take(u64::from(len)), &mut io::sink())?;
+        if n != u64::from(len) {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    fn has_buffered_input(&self) -> bool {
+        !self.r.buffer().is_empty()
+    }
+}
+
+/// Serves one connection until it ends. Never panics on client input; whatever happens, the
+/// connection is closed when this returns.
+pub fn run<T: Transport>(transport: T, shared: Arc<Shared>, session_id: u64) {
+    let control = match transport.control() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(session = session_id, error = %e, "cannot set up connection");
+            return;
+        }
+    };
+    let peer = control.peer();
+    let result = serve(transport, control.clone(), &shared, session_id, &peer);
+    match result {
+        Ok(()) | Err(SessionError::Closed) => info!(session = session_id, %peer, "session closed"),
+        Err(SessionError::Shutdown) => {
+            info!(session = session_id, %peer, "session ended by shutdown")
+        }
+        Err(e) => warn!(session = session_id, %peer, error = %e, "session ended"),
+    }
+    control.shutdown(Shutdown::Both);
+}
+
+fn serve<T: Transport>(
+    transport: T,
+    control: Arc<dyn Control>,
+    shared: &Shared,
+    session_id: u64,
+    peer: &str,
+) -> Result<(), SessionError> {
+    control.set_read_timeout(Some(Duration::from_millis(
+        shared.config.handshake_timeout_ms,
+    )))?;
+    let (r, w) = transport.split()?;
+    let console = Arc::new(Console::new());
+    let writer = Arc::new(Writer::new(w, console.clone(), control.clone()));
+    let mut frames = FrameReader {
+        r: BufReader::with_capacity(IO_BUFFER, r),
+        max_data: shared.max_data,
+        ctrl: Vec::new(),
+    };
+    let replies = Arc::new(Replies {
+        writer: writer.clone(),
+        deferred: Mutex::new(None),
+    });
+    let (mut engine, limits) = match handshake(
+        &mut frames,
+        &writer,
+        &replies,
+        &console,
+        shared,
+        session_id,
+        peer,
+    ) {
+        Ok(e) => e,
+        Err(e) => {
+            let (status, why) = match &e {
+                SessionError::Refused(why) => (CuResult::NOT_PERMITTED, why.clone()),
+                SessionError::Shutdown => {
+                    (CuResult::DEVICE_UNAVAILABLE, "backend shutting down".into())
+                }
+                other => (CuResult::INVALID_VALUE, other.to_string()),
+            };
+            writer.send(Out::Goodbye { status, why });
+            writer.settle(Duration::from_secs(1));
+            return Err(e);
+        }
+    };
+    control.set_read_timeout(None)?;
+    let mut d = dispatch::Dispatcher {
+        frames: &mut frames,
+        engine: engine.as_mut(),
+        replies: replies.clone(),
+        console: console.clone(),
+        shared,
+        limits,
+    };
+    let result = d.run();
+    let goodbye = match &result {
+        Err(SessionError::Frame(e)) => Some((CuResult::INVALID_VALUE, e.to_string())),
+        Err(SessionError::Protocol(e)) => Some((CuResult::INVALID_VALUE, e.clone())),
+        Err(SessionError::Shutdown) => {
+            Some((CuResult::DEVICE_UNAVAILABLE, "backend shutting down".into()))
+        }
+        _ => None,
+    };
+    // Stop the session's work first (running kernels are cancelled), then say goodbye: no
+    // reply can follow it.
+    engine.shutdown(TEARDOWN_GRACE);
+    if let Some((status, why)) = goodbye {
+        writer.send(Out::Goodbye { status, why });
+        writer.settle(Duration::from_secs(1));
+    }
+    // Dropping the engine frees everything the session held, however it ended.
+    drop(engine);
+    result
+}
+
+/// Session limits: the stricter of the backend's and the client's.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub quota: u64,
+    pub kernel_time_limit: Option<Duration>,
+}
+
+fn limits(shared: &Shared, asked: &SessionLimits) -> Limits {
+    let quota = match asked.memory_quota {
+        Some(q) => q.min(shared.config.session_memory_quota.as_u64()),
+        None => shared.config.session_memory_quota.as_u64(),
+    };
+    let ms = match (
+        shared.config.kernel_time_limit_ms,
+        asked.kernel_time_limit_ms,
+    ) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    Limits {
+        quota,
+        // A limit of 0 would fail every kernel: the smallest limit is 1 ms.
+        kernel_time_limit: ms.map(|m| Duration::from_millis(m.max(1))),
+    }
+}
+
+fn handshake<R: Read, W: io::Write + Send + 'static>(
+    frames: &mut FrameReader<R>,
+    writer: &Writer<W>,
+    replies: &Arc<Replies<W>>,
+    console: &Arc<Console>,
+    shared: &Shared,
+    session_id: u64,
+    peer: &str,
+) -> Result<(Box<dyn Engine>, Limits), SessionError> {
+    let h = frames.next()?.ok_or(SessionError::Closed)?;
+    if h.data_len != 0 || h.no_reply() {
+        return Err(SessionError::Protocol("malformed hello frame".into()));
+    }
+    let req: Request =
+        ops::decode(&frames.ctrl).map_err(|e| SessionError::Protocol(e.to_string()))?;
+    let Request::Hello {
+        version_min,
+        version_max,
+        token,
+        client,
+        limits: asked,
+    } = req
+    else {
+        return Err(SessionError::Protocol(
+            "the first request must be Hello".into(),
+        ));
+    };
+    if !shared.token_ok(&token) {
+        warn!(session = session_id, %peer, "unknown token refused");
+        return Err(SessionError::Refused(
+            "authentication failed: unknown token".into(),
+        ));
+    }
+    let version = PROTOCOL_VERSION.min(version_max);
+    if version < MIN_PROTOCOL_VERSION.max(version_min) {
+        return Err(SessionError::Refused(format!(
+            "no common protocol version: client speaks {version_min}..={version_max}, backend {MIN_PROTOCOL_VERSION}..={PROTOCOL_VERSION}"
+        )));
+    }
+    if shared.shutting_down.load(Ordering::Acquire) {
+        return Err(SessionError::Shutdown);
+    }
+    let mut limits = limits(shared, &asked);
+    // A pool vGPU's token: never more than the vGPU's recorded quota.
+    limits.quota = crate::pool::quota_for(&token, limits.quota);
+    let sink: Arc<dyn Sink> = replies.clone();
+    let engine = shared
+        .executor
+        .open(SessionSetup {
+            quota: limits.quota,
+            kernel_time_limit: limits.kernel_time_limit,
+            sink,
+            console: console.clone(),
+        })
+        .map_err(|e| SessionError::Refused(format!("cannot open a device session: {e}")))?;
+    writer.send(Out::Reply {
+        id: h.request_id,
+        status: CuResult::SUCCESS,
+        body: Some(Reply::Welcome {
+            version,
+            session_id,
+            max_data_len: shared.max_data,
+            server: format!("netgpu-backend {}", env!("CARGO_PKG_VERSION")),
+        }),
+        data: None,
+    });
+    info!(session = session_id, %peer, %client, version, quota = limits.quota, time_limit_ms = limits.kernel_time_limit.map(|d| d.as_millis() as u64), "session open");
+    Ok((engine, limits))
+}
+
+/// A completion for request `id` answered through `replies`.
+fn completion<W: io::Write + Send + 'static>(
+    replies: &Arc<Replies<W>>,
+    id: u64,
+    mode: Mode,
+) -> Completion {
+    let sink: Arc<dyn Sink> = replies.clone();
+    Completion::new(sink, id, mode)
+}

@@ -1,0 +1,63 @@
+//! The byte stream a session runs over, kept generic so that TLS (rustls) can wrap the TCP
+//! connection without the session knowing.
+//!
+//! A [`Transport`] splits into a reading half (used by the session's dispatcher thread only) and
+//! a writing half (behind the session's reply writer), so reading and writing never wait for
+//! each other. Its [`Control`] reaches the underlying connection from anywhere: the server
+//! uses it to shut a session down, and the session to close its connection for certain when
+//! it ends (however it ends), so a client never waits on a half-dead session.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The connection under a session's byte stream.
+pub trait Control: Send + Sync {
+    /// Shuts the connection down (reading: the session's reader sees end of stream; both:
+    /// the peer sees the connection close).
+    fn shutdown(&self, how: Shutdown);
+    /// Bounds each read (`None`: no bound); used for the handshake.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// The peer's address, for logs.
+    fn peer(&self) -> String;
+}
+
+/// A session's byte stream.
+pub trait Transport: Send + 'static {
+    type Reader: Read + Send + 'static;
+    type Writer: Write + Send + 'static;
+    fn control(&self) -> io::Result<Arc<dyn Control>>;
+    fn split(self) -> io::Result<(Self::Reader, Self::Writer)>;
+}
+
+impl Control for TcpStream {
+    fn shutdown(&self, how: Shutdown) {
+        let _ = TcpStream::shutdown(self, how);
+    }
+
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn peer(&self) -> String {
+        self.peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".into())
+    }
+}
+
+impl Transport for TcpStream {
+    type Reader = TcpStream;
+    type Writer = TcpStream;
+
+    fn control(&self) -> io::Result<Arc<dyn Control>> {
+        Ok(Arc::new(self.try_clone()?))
+    }
+
+    fn split(self) -> io::Result<(TcpStream, TcpStream)> {
+        let _ = self.set_nodelay(true);
+        let w = self.try_clone()?;
+        Ok((self, w))
+    }
+}

@@ -1,0 +1,99 @@
+//! The backend's TLS endpoint: a rustls server configuration built from the `[tls]` section
+//! (TLS 1.3, client certificates from `client_ca` required or optional, ALPN `netgpu`),
+//! rebuilt when the files change, and the tenant identity of a connected client.
+
+use std::sync::Arc;
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::SingleCertAndKey;
+use rustls::ServerConfig;
+
+use crate::config::{ClientAuth, ServerTlsConfig};
+use crate::identity::{peer_identity, IdentityError, PeerIdentity};
+use crate::pem::{load_certified_key, load_roots, LoadError};
+use crate::reload::Reloading;
+use crate::{provider, ALPN, VERSIONS};
+
+/// The backend's TLS state: its configuration and the current rustls server config.
+pub struct ServerTls {
+    config: ServerTlsConfig,
+    current: Reloading<ServerConfig>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("config", &self.config)
+            .field("generation", &self.current.generation())
+            .finish()
+    }
+}
+
+impl ServerTls {
+    /// Loads and checks the files; errors here name the file that failed.
+    pub fn load(config: ServerTlsConfig) -> Result<ServerTls, LoadError> {
+        config.validate().map_err(|e| LoadError::Build {
+            files: "[tls]".into(),
+            reason: e.to_string(),
+        })?;
+        let c = config.clone();
+        let current = Reloading::new("backend certificate", config.files(), move || build(&c))?;
+        Ok(ServerTls { config, current })
+    }
+
+    /// The rustls configuration for a new connection (reloaded if the files changed).
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.current.get()
+    }
+
+    pub fn config(&self) -> &ServerTlsConfig {
+        &self.config
+    }
+
+    /// How many times the files have been loaded successfully.
+    pub fn generation(&self) -> u64 {
+        self.current.generation()
+    }
+
+    /// The identity in the client's certificate after a completed handshake; `None` when the
+    /// client presented none (only possible with `client_auth = "optional"`).
+    pub fn identify(conn: &rustls::CommonState) -> Result<Option<PeerIdentity>, IdentityError> {
+        match conn.peer_certificates().and_then(|c| c.first()) {
+            Some(leaf) => peer_identity(leaf).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+fn build(cfg: &ServerTlsConfig) -> Result<ServerConfig, LoadError> {
+    let provider = provider();
+    let key = load_certified_key(&cfg.cert, &cfg.key, &provider)?;
+    let roots = load_roots("client CA", &cfg.client_ca)?;
+    let files = || {
+        format!(
+            "{}, {}, {}",
+            cfg.cert.display(),
+            cfg.key.display(),
+            cfg.client_ca.display()
+        )
+    };
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+    if cfg.client_auth == ClientAuth::Optional {
+        verifier = verifier.allow_unauthenticated();
+    }
+    let verifier = verifier.build().map_err(|e| LoadError::Build {
+        files: cfg.client_ca.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut sc = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)
+        .map_err(|e| LoadError::Build {
+            files: files(),
+            reason: e.to_string(),
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
+    sc.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(sc)
+}
