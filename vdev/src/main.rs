@@ -91,10 +91,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         netgpu_vdev::drop_to_user(&user).context("--user")?;
         info!(device = %device.name(), user = %name, uid = user.uid, "running as an unprivileged user");
     }
+    // A file:// pool store is files: the filter then admits what the store does to them.
+    let store_files = cfg.pool.as_ref().is_some_and(|p| {
+        matches!(
+            netgpu_pool::store::parse_url(&p.store),
+            Ok(netgpu_pool::store::StoreUrl::File(_))
+        )
+    });
     match cfg.seccomp {
-        Seccomp::Enforce => netgpu_vdev::install_filter(false)?,
+        Seccomp::Enforce => netgpu_vdev::install_filter(false, store_files)?,
         Seccomp::Log => {
-            netgpu_vdev::install_filter(true)?;
+            netgpu_vdev::install_filter(true, store_files)?;
             warn!(device = %device.name(), "seccomp filter in log mode: refused calls are only logged");
         }
         Seccomp::Off => {
