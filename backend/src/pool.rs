@@ -4,7 +4,7 @@
 //! with (the stricter of it and `session_memory_quota`). Also the `[metrics]` endpoint.
 //!
 //! The admitted set lives in a process-wide table that the pool agent keeps current, so the
-//! server only asks [`admits`] and [`quota_for`]; without `[pool]` both are no-ops. When the
+//! server only asks [`admits`] and [`grant_for`]; without `[pool]` both are no-ops. When the
 //! store is unreachable the last admitted set stays (running VMs keep working).
 
 use std::collections::BTreeMap;
@@ -105,6 +105,12 @@ pub fn quota_for(token: &str, configured: u64) -> u64 {
         .map_or(configured, |m| m.min(configured))
 }
 
+/// The grant (vGPU, tenant, quota) of a pool token placed here.
+pub fn grant_for(token: &str) -> Option<netgpu_pool::agent::Grant> {
+    let g = GRANTS.read().ok()?;
+    g.as_ref()?.get(token).cloned()
+}
+
 /// Whether this backend admits pool tokens (so it may start without a configured token).
 pub fn enabled(cfg: &PoolConfig) -> bool {
     !cfg.store.is_empty()
@@ -192,6 +198,7 @@ pub async fn join(cfg: &PoolConfig, host: Host) -> Result<HostAgent, Error> {
         loop {
             let g = rx.borrow_and_update().clone();
             info!(vgpus = g.len(), "admitted vGPUs updated");
+            crate::session::metrics::forget_vgpus(&g.values().map(|v| v.vgpu.clone()).collect());
             if let Ok(mut cur) = GRANTS.write() {
                 *cur = Some(g);
             }
@@ -226,6 +233,7 @@ pub async fn serve_metrics(
         .gpu_memory_total
         .get_or_create(&labels)
         .set(info.total_mem.min(i64::MAX as u64) as i64);
+    crate::session::metrics::enable(labels.clone());
     let bound = netgpu_metrics::serve(addr).await?;
     info!(%bound, "metrics on /metrics");
     tokio::spawn(async move {

@@ -175,6 +175,22 @@ async fn three_backends(store: String) {
     let ctx = cl.ctx_create(0).await.unwrap();
     cl.mem_alloc(ctx, GIB / 2).await.unwrap();
     assert!(cl.mem_alloc(ctx, GIB).await.is_err(), "past the quota");
+    // Its series carry the grant's vGPU and tenant (not a name the client chose).
+    let body = http_get(&backends[host[4..].parse::<usize>().unwrap()].metrics).await;
+    assert!(
+        body.contains(r#"netgpu_session_memory_quota_bytes{gpu="0",UUID="GPU-"#)
+            && body.contains(&format!(
+                r#"Hostname="{host}",vgpu="vm0",tenant="t",session="#
+            )),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"netgpu_operation_duration_seconds_count{vgpu="vm0",op="MemAlloc"} 2"#)
+            && body.contains(
+                r#"netgpu_operation_errors_total{vgpu="vm0",op="MemAlloc",error="CUDA_ERROR_OUT_OF_MEMORY"} 1"#
+            ),
+        "{body}"
+    );
     drop(cl);
     // Its token means nothing on another host, nor does a made-up one.
     let token = c.vgpu("vm0").await.unwrap().token;

@@ -15,11 +15,12 @@
 //! cancelled, its engine dropped (freeing everything it held) and its connection closed.
 
 mod dispatch;
+pub mod metrics;
 pub mod writer;
 
 use std::io::{self, BufReader, Read};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use netgpu_proto::cuda::CuResult;
@@ -32,6 +33,7 @@ use tracing::{info, warn};
 use crate::executor::{Completion, Console, Engine, ExecResult, Mode, Output, SessionSetup, Sink};
 use crate::server::Shared;
 use crate::transport::{Control, Transport};
+use metrics::SessionMetrics;
 use writer::{Out, Writer};
 
 const IO_BUFFER: usize = 256 * 1024;
@@ -60,6 +62,8 @@ pub enum SessionError {
 struct Replies<W: io::Write> {
     writer: Arc<Writer<W>>,
     deferred: Mutex<Option<CuResult>>,
+    /// Set after the handshake when the backend serves metrics.
+    metrics: OnceLock<Arc<SessionMetrics>>,
 }
 
 impl<W: io::Write + Send> Replies<W> {
@@ -77,8 +81,11 @@ impl<W: io::Write + Send> Replies<W> {
         mode: Mode,
         r: ExecResult<(Reply, Option<crate::executor::HostBuf>)>,
     ) {
+        if let Some(m) = self.metrics.get() {
+            m.finish(id, r.as_ref().map(|_| ()).map_err(|e| *e));
+        }
         let r = match (mode, r) {
-            (Mode::NoReply, Err(e)) => return self.deferred(e),
+            (Mode::NoReply, Err(e)) => return self.keep_deferred(e),
             (Mode::NoReply, Ok(_)) => return,
             (Mode::SyncReply, r) => match self.take_deferred() {
                 Some(e) => Err(e),
@@ -120,6 +127,15 @@ impl<W: io::Write + Send> Sink for Replies<W> {
     }
 
     fn deferred(&self, error: CuResult) {
+        if let Some(m) = self.metrics.get() {
+            m.error(metrics::ASYNC_OP, error);
+        }
+        self.keep_deferred(error);
+    }
+}
+
+impl<W: io::Write + Send> Replies<W> {
+    fn keep_deferred(&self, error: CuResult) {
         self.deferred
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -222,6 +238,7 @@ fn serve<T: Transport>(
     let replies = Arc::new(Replies {
         writer: writer.clone(),
         deferred: Mutex::new(None),
+        metrics: OnceLock::new(),
     });
     let (mut engine, limits) = match handshake(
         &mut frames,
@@ -349,7 +366,10 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
     }
     let mut limits = limits(shared, &asked);
     // A pool vGPU's token: never more than the vGPU's recorded quota.
-    limits.quota = crate::pool::quota_for(&token, limits.quota);
+    let grant = crate::pool::grant_for(&token);
+    if let Some(g) = &grant {
+        limits.quota = limits.quota.min(g.memory);
+    }
     let sink: Arc<dyn Sink> = replies.clone();
     let engine = shared
         .executor
@@ -360,6 +380,14 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
             console: console.clone(),
         })
         .map_err(|e| SessionError::Refused(format!("cannot open a device session: {e}")))?;
+    if let Some(m) = SessionMetrics::open(metrics::Identity {
+        session_id,
+        vgpu: grant.as_ref().map_or("", |g| g.vgpu.as_str()),
+        tenant: grant.as_ref().map_or("", |g| g.tenant.as_str()),
+        quota: limits.quota,
+    }) {
+        let _ = replies.metrics.set(m);
+    }
     writer.send(Out::Reply {
         id: h.request_id,
         status: CuResult::SUCCESS,
