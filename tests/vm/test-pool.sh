@@ -68,12 +68,15 @@ ctl() { "$target/debug/netgpuctl" --store "$store" "$@"; }
 vm_log "store $store"
 
 # Three GPU hosts.
-declare -A backend_pid
+declare -A backend_pid backend_metrics
 for i in 0 1 2; do
   port=$(free_port)
+  backend_metrics[gpu-$i]="127.0.0.1:$(free_port)"
   cat > "$work/backend-$i.toml" <<TOML
 listen = "127.0.0.1:$port"
 executor = "cpu"
+[metrics]
+listen = "${backend_metrics[gpu-$i]}"
 [cpu]
 total_memory = "2GiB"
 [pool]
@@ -100,8 +103,10 @@ vm_log "vm1 placed on $first"
 mkdir -p "$VM_ROOT/run/netgpu"
 sock="$VM_ROOT/run/netgpu/pool-$$.sock"
 # device resets are logged at debug: the test checks the guest recovered without one.
+vdev_metrics="127.0.0.1:$(free_port)"
 RUST_LOG=info,netgpu_vdev::device=debug \
-  "$target/debug/netgpu-vdev" --socket "$sock" --vgpu vm1 --store "$store" > "$work/vdev.log" 2>&1 &
+  "$target/debug/netgpu-vdev" --socket "$sock" --vgpu vm1 --store "$store" \
+  --metrics-listen "$vdev_metrics" > "$work/vdev.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
 [ -S "$sock" ] || { cat "$work/vdev.log" >&2; vm_die "netgpu-vdev did not create its socket"; }
@@ -135,6 +140,17 @@ if ! grep -q "session open" "$work/backend-${host#gpu-}.log"; then
   echo "the new host $host never served vm1" >&2; tail -20 "$work/backend-${host#gpu-}.log" >&2; rc=1
 fi
 ctl events | grep -q "Failover .*vgpu/vm1" || { echo "no Failover event" >&2; rc=1; }
+# vdev's metrics: its quota, a session opened, one move followed.
+vm=$(curl -fs "http://$vdev_metrics/metrics" || true)
+for want in 'netgpu_vgpu_memory_quota_bytes{vgpu="vm1",Hostname=""} 1073741824' \
+  'netgpu_vgpu_connected{vgpu="vm1",Hostname=""} 1' 'netgpu_vgpu_reconnects_total{vgpu="vm1",Hostname=""} 1'; do
+  grep -qF "$want" <<< "$vm" || { echo "vdev /metrics lacks: $want" >&2; echo "$vm" | grep netgpu_vgpu >&2; rc=1; }
+done
+# The new host's metrics: the guest's kernels under the vGPU's name, from its grant.
+bm=$(curl -fs "http://${backend_metrics[$host]}/metrics" || true)
+if ! grep -qE '^netgpu_kernels_total\{vgpu="vm1",op="LaunchKernel"\} [1-9]' <<< "$bm"; then
+  echo "the new host's /metrics has no kernels of vm1:" >&2; grep -E "kernels|vgpu=" <<< "$bm" | head >&2; rc=1
+fi
 resets_after=$(grep -c "device reset" "$work/vdev.log" || true)
 if [ "$(cat "$work/resets-before" 2>/dev/null)" != "$resets_after" ]; then
   echo "the device was reset after the host was lost ($(cat "$work/resets-before" 2>/dev/null) resets before, $resets_after after): recovery must not need one" >&2

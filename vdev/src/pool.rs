@@ -103,10 +103,12 @@ impl Follow {
         (t.address, t.token)
     }
 
+    /// The same series for the vGPU's whole life, wherever it is placed (as the quota's,
+    /// set in [`serve_metrics`]): a move does not leave a stale `connected` behind.
     fn labels(&self) -> netgpu_metrics::labels::Vgpu {
         netgpu_metrics::labels::Vgpu {
             vgpu: self.vgpu.clone(),
-            Hostname: self.inner.current().host,
+            Hostname: String::new(),
         }
     }
 }
