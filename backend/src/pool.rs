@@ -4,7 +4,7 @@
 //! with (the stricter of it and `session_memory_quota`). Also the `[metrics]` endpoint.
 //!
 //! The admitted set lives in a process-wide table that the pool agent keeps current, so the
-//! server only asks [`admits`] and [`grant_for`]; without `[pool]` both are no-ops. When the
+//! server only asks [`grant_for`]; without `[pool]` it finds nothing. When the
 //! store is unreachable the last admitted set stays (running VMs keep working).
 
 use std::collections::BTreeMap;
@@ -79,22 +79,6 @@ pub struct MetricsConfig {
 
 static GRANTS: LazyLock<RwLock<Option<Grants>>> = LazyLock::new(|| RwLock::new(None));
 
-/// Whether `token` belongs to a vGPU placed on this host (always false outside a pool).
-/// Compares in constant time against every admitted token.
-pub fn admits(token: &str) -> bool {
-    let Ok(g) = GRANTS.read() else {
-        return false;
-    };
-    let Some(g) = g.as_ref() else {
-        return false;
-    };
-    let mut ok = false;
-    for t in g.keys() {
-        ok |= crate::server::constant_time_eq(t.as_bytes(), token.as_bytes());
-    }
-    ok
-}
-
 /// The memory quota to open a session with: the vGPU's recorded quota for a pool token
 /// (never more than `configured`), else `configured`.
 pub fn quota_for(token: &str, configured: u64) -> u64 {
@@ -106,9 +90,16 @@ pub fn quota_for(token: &str, configured: u64) -> u64 {
 }
 
 /// The grant (vGPU, tenant, quota) of a pool token placed here.
+/// Compares in constant time against every admitted token.
 pub fn grant_for(token: &str) -> Option<netgpu_pool::agent::Grant> {
     let g = GRANTS.read().ok()?;
-    g.as_ref()?.get(token).cloned()
+    let mut found = None;
+    for (t, grant) in g.as_ref()? {
+        if crate::tenant::constant_time_eq(t.as_bytes(), token.as_bytes()) {
+            found = Some(grant);
+        }
+    }
+    found.cloned()
 }
 
 /// Whether this backend admits pool tokens (so it may start without a configured token).
@@ -301,7 +292,7 @@ mod tests {
 
     #[test]
     fn pool_tokens_are_admitted_with_their_quota_only() {
-        assert!(!admits("t"));
+        assert!(grant_for("t").is_none());
         assert_eq!(quota_for("t", 100), 100);
         let mut g = Grants::new();
         g.insert(
@@ -313,8 +304,8 @@ mod tests {
             },
         );
         *GRANTS.write().unwrap() = Some(g);
-        assert!(admits("tok"));
-        assert!(!admits("tok2"));
+        assert_eq!(grant_for("tok").map(|g| g.memory), Some(40));
+        assert!(grant_for("tok2").is_none());
         assert_eq!(quota_for("tok", 100), 40);
         assert_eq!(quota_for("tok", 10), 10);
         assert_eq!(quota_for("other", 100), 100);

@@ -95,7 +95,7 @@ async fn a_session_fills_the_data_path_families_and_its_series_go_with_it() {
         ),
         1.0
     );
-    let session = r#"{gpu="0",UUID="GPU-test",Hostname="h",vgpu="",tenant="",session="#;
+    let session = r#"{gpu="0",UUID="GPU-test",Hostname="h",vgpu="",tenant="default",session="#;
     let text = netgpu_metrics::encode_text();
     let quota = text
         .lines()

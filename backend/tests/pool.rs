@@ -44,7 +44,7 @@ fn start_backend(store: &str, name: &str) -> Backend {
     std::fs::write(
         &cfg,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nexecutor = \"cpu\"\nsession_memory_quota = \"8GiB\"\n\
+            "listen = \"127.0.0.1:{port}\"\ninsecure_plain_loopback = true\nexecutor = \"cpu\"\nsession_memory_quota = \"8GiB\"\n\
              [cpu]\ntotal_memory = \"6GiB\"\nthreads = 1\n\
              [pool]\nstore = \"{store}\"\nname = \"{name}\"\nzone = \"z1\"\nlease_ttl_s = 2\n\
              [metrics]\nlisten = \"127.0.0.1:{mport}\"\n"

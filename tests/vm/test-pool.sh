@@ -74,6 +74,7 @@ for i in 0 1 2; do
   backend_metrics[gpu-$i]="127.0.0.1:$(free_port)"
   cat > "$work/backend-$i.toml" <<TOML
 listen = "127.0.0.1:$port"
+insecure_plain_loopback = true
 executor = "cpu"
 [metrics]
 listen = "${backend_metrics[gpu-$i]}"

@@ -32,7 +32,8 @@ use tracing::{info, warn};
 
 use crate::executor::{Completion, Console, Engine, ExecResult, Mode, Output, SessionSetup, Sink};
 use crate::server::Shared;
-use crate::transport::{Control, Transport};
+use crate::tenant::{TenantConfig, TenantSession};
+use crate::transport::{Control, Peer, Transport};
 use metrics::SessionMetrics;
 use writer::{Out, Writer};
 
@@ -227,7 +228,7 @@ fn serve<T: Transport>(
     control.set_read_timeout(Some(Duration::from_millis(
         shared.config.handshake_timeout_ms,
     )))?;
-    let (r, w) = transport.split()?;
+    let (r, w, peer_id) = transport.split()?;
     let console = Arc::new(Console::new());
     let writer = Arc::new(Writer::new(w, console.clone(), control.clone()));
     let mut frames = FrameReader {
@@ -240,7 +241,7 @@ fn serve<T: Transport>(
         deferred: Mutex::new(None),
         metrics: OnceLock::new(),
     });
-    let (mut engine, limits) = match handshake(
+    let (mut engine, limits, _tenant) = match handshake(
         &mut frames,
         &writer,
         &replies,
@@ -248,6 +249,7 @@ fn serve<T: Transport>(
         shared,
         session_id,
         peer,
+        &peer_id,
     ) {
         Ok(e) => e,
         Err(e) => {
@@ -303,18 +305,27 @@ pub struct Limits {
     pub kernel_time_limit: Option<Duration>,
 }
 
-fn limits(shared: &Shared, asked: &SessionLimits) -> Limits {
+fn limits(shared: &Shared, tenant: &TenantConfig, asked: &SessionLimits) -> Limits {
+    // The tenant's limits stand in for the backend's; the client can only ask for less.
+    let own = tenant
+        .session_memory_quota
+        .unwrap_or(shared.config.session_memory_quota)
+        .as_u64();
     let quota = match asked.memory_quota {
-        Some(q) => q.min(shared.config.session_memory_quota.as_u64()),
-        None => shared.config.session_memory_quota.as_u64(),
+        Some(q) => q.min(own),
+        None => own,
     };
-    let ms = match (
-        shared.config.kernel_time_limit_ms,
-        asked.kernel_time_limit_ms,
-    ) {
+    let stricter = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
+    let ms = stricter(
+        stricter(
+            shared.config.kernel_time_limit_ms,
+            tenant.kernel_time_limit_ms,
+        ),
+        asked.kernel_time_limit_ms,
+    );
     Limits {
         quota,
         // A limit of 0 would fail every kernel: the smallest limit is 1 ms.
@@ -322,6 +333,8 @@ fn limits(shared: &Shared, asked: &SessionLimits) -> Limits {
     }
 }
 
+// The session's pieces, each needed once; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn handshake<R: Read, W: io::Write + Send + 'static>(
     frames: &mut FrameReader<R>,
     writer: &Writer<W>,
@@ -330,7 +343,8 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
     shared: &Shared,
     session_id: u64,
     peer: &str,
-) -> Result<(Box<dyn Engine>, Limits), SessionError> {
+    peer_id: &Peer,
+) -> Result<(Box<dyn Engine>, Limits, TenantSession), SessionError> {
     let h = frames.next()?.ok_or(SessionError::Closed)?;
     if h.data_len != 0 || h.no_reply() {
         return Err(SessionError::Protocol("malformed hello frame".into()));
@@ -349,12 +363,21 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
             "the first request must be Hello".into(),
         ));
     };
-    if !shared.token_ok(&token) {
-        warn!(session = session_id, %peer, "unknown token refused");
-        return Err(SessionError::Refused(
-            "authentication failed: unknown token".into(),
-        ));
-    }
+    let cert_tenant = peer_id.identity.as_ref().and_then(|i| i.tenant.as_ref());
+    // A pool vGPU placed here: its token names its tenant (which a certificate must match).
+    let grant = crate::pool::grant_for(&token);
+    let auth = match &grant {
+        Some(g) => shared
+            .tenants
+            .authenticate_grant(cert_tenant, &g.tenant, &g.vgpu),
+        None => shared.tenants.authenticate(cert_tenant, &token),
+    };
+    let tenant = auth
+        .and_then(|t| t.admit())
+        .map_err(|e| {
+            warn!(session = session_id, %peer, subject = ?peer_id.identity.as_ref().map(|i| &i.subject), reason = %e, "session refused");
+            SessionError::Refused(e.to_string())
+        })?;
     let version = PROTOCOL_VERSION.min(version_max);
     if version < MIN_PROTOCOL_VERSION.max(version_min) {
         return Err(SessionError::Refused(format!(
@@ -364,9 +387,8 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
     if shared.shutting_down.load(Ordering::Acquire) {
         return Err(SessionError::Shutdown);
     }
-    let mut limits = limits(shared, &asked);
+    let mut limits = limits(shared, &tenant.tenant().config, &asked);
     // A pool vGPU's token: never more than the vGPU's recorded quota.
-    let grant = crate::pool::grant_for(&token);
     if let Some(g) = &grant {
         limits.quota = limits.quota.min(g.memory);
     }
@@ -376,6 +398,7 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
         .open(SessionSetup {
             quota: limits.quota,
             kernel_time_limit: limits.kernel_time_limit,
+            tenant_memory: tenant.tenant().memory.clone(),
             sink,
             console: console.clone(),
         })
@@ -383,7 +406,10 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
     if let Some(m) = SessionMetrics::open(metrics::Identity {
         session_id,
         vgpu: grant.as_ref().map_or("", |g| g.vgpu.as_str()),
-        tenant: grant.as_ref().map_or("", |g| g.tenant.as_str()),
+        // The grant's tenant even when served under `default`'s limits.
+        tenant: grant
+            .as_ref()
+            .map_or(tenant.tenant().name.as_str(), |g| g.tenant.as_str()),
         quota: limits.quota,
     }) {
         let _ = replies.metrics.set(m);
@@ -399,8 +425,8 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
         }),
         data: None,
     });
-    info!(session = session_id, %peer, %client, version, quota = limits.quota, time_limit_ms = limits.kernel_time_limit.map(|d| d.as_millis() as u64), "session open");
-    Ok((engine, limits))
+    info!(session = session_id, %peer, %client, tenant = %tenant.tenant().name, tls = peer_id.tls, version, quota = limits.quota, time_limit_ms = limits.kernel_time_limit.map(|d| d.as_millis() as u64), "session open");
+    Ok((engine, limits, tenant))
 }
 
 /// A completion for request `id` answered through `replies`.
