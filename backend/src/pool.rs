@@ -318,5 +318,7 @@ mod tests {
         let cfg: crate::config::Config = toml::from_str(text).unwrap();
         assert!(enabled(&cfg.pool));
         assert_eq!(cfg.metrics.listen.map(|a| a.port()), Some(9400));
+        // It listens off loopback: only with TLS does the backend start.
+        assert!(cfg.tls.is_some() && !cfg.insecure_plain_loopback);
     }
 }
