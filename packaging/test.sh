@@ -38,6 +38,13 @@ out="$(systemd-analyze verify --root="$root" \
   /lib/systemd/system/netgpu-vdev@vm1.service \
   /lib/systemd/system/netgpu-controller.service 2>&1)" || fail "systemd-analyze verify: $out"
 [ -z "$out" ] || fail "systemd-analyze verify warned: $out"
-"$root/usr/bin/netgpuctl" --help >/dev/null || fail "netgpuctl from the package does not run"
+# Every ExecStart's options exist in the packaged binary (clap refuses unknown ones before
+# it prints --help); %i becomes an instance name, $VDEV_ARGS is empty.
+for unit in "$root"/lib/systemd/system/netgpu-*.service; do
+  line=$(sed -n 's/^ExecStart=//p' "$unit" | sed 's/%i/vm1/g; s/\$VDEV_ARGS//')
+  read -r -a argv <<< "$line"
+  "$root${argv[0]}" "${argv[@]:1}" --help > /dev/null 2>"$work/err" \
+    || fail "$(basename "$unit"): ExecStart options refused: $(cat "$work/err")"
+done
 echo "packaging: $(basename "$deb") ok, units verified"
 echo "1 passed, 0 failed"

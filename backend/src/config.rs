@@ -88,6 +88,10 @@ pub struct Config {
     pub tenants: Vec<crate::tenant::TenantConfig>,
     pub cpu: CpuConfig,
     pub cuda: CudaConfig,
+    /// Joining a netgpu pool (docs/operators.md).
+    pub pool: crate::pool::PoolConfig,
+    /// The Prometheus endpoint.
+    pub metrics: crate::pool::MetricsConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -127,6 +131,8 @@ impl Default for Config {
             tenants: Vec::new(),
             cpu: CpuConfig::default(),
             cuda: CudaConfig::default(),
+            pool: crate::pool::PoolConfig::default(),
+            metrics: crate::pool::MetricsConfig::default(),
         }
     }
 }

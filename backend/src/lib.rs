@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod executor;
+pub mod pool;
 pub mod server;
 pub mod session;
 pub mod tenant;

@@ -76,8 +76,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(mut t) = config.load_tokens() {
         tokens.append(&mut t);
     }
-    if tokens.is_empty() && config.tenants.is_empty() {
-        return Err("no tenant and no token configured: add [[tenants]] (clients then authenticate by certificate) or pass --token-file FILE / set `tokens` in the config".into());
+    if tokens.is_empty()
+        && config.tenants.is_empty()
+        && !netgpu_backend::pool::enabled(&config.pool)
+    {
+        return Err("no tenant and no token configured: add [[tenants]] (clients then authenticate by certificate), pass --token-file FILE / set `tokens` in the config, or join a pool with [pool] store".into());
     }
     config.insecure_plain_loopback |= args.insecure_plain_loopback;
     let config_name = args
@@ -102,17 +105,44 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let executor = select_executor(&config)?;
-    let info = executor.device_info();
+    let info = executor.device_info().clone();
     info!(executor = %info.executor, device = %info.name, memory = info.total_mem, "executor ready");
     let shared = Shared::build(config, tokens, executor, security)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
+    let (pool_cfg, metrics_cfg, gpu_index) = (
+        shared.config.pool.clone(),
+        shared.config.metrics.clone(),
+        shared.config.cuda.device,
+    );
+    let counted = Arc::clone(&shared);
+    let sessions = move || counted.session_count();
     rt.block_on(async move {
         let server = Server::bind(shared).await?;
-        info!(addr = %server.local_addr()?, "listening");
+        let addr = server.local_addr()?;
+        info!(%addr, "listening");
+        let agent = if netgpu_backend::pool::enabled(&pool_cfg) {
+            let host = netgpu_backend::pool::reported_host(&pool_cfg, addr, gpu_index, &info)?;
+            netgpu_backend::pool::serve_metrics(
+                &metrics_cfg,
+                &host.name,
+                gpu_index,
+                &info,
+                sessions,
+            )
+            .await?;
+            Some(netgpu_backend::pool::join(&pool_cfg, host).await?)
+        } else {
+            netgpu_backend::pool::serve_metrics(&metrics_cfg, "", gpu_index, &info, sessions)
+                .await?;
+            None
+        };
         server.run(shutdown_signal()).await?;
+        if agent.is_some() {
+            netgpu_backend::pool::leave(agent).await;
+        }
         info!("stopped");
         Ok::<_, Box<dyn std::error::Error>>(())
     })

@@ -78,6 +78,12 @@ pub enum AuthError {
     BadToken,
     #[error("the token belongs to tenant {token} but the client certificate names tenant {cert}: use the token of the certificate's tenant")]
     TokenOfAnotherTenant { cert: String, token: String },
+    #[error("the token is pool vGPU {vgpu}'s, of tenant {grant:?}, but the client certificate names tenant {cert}: serve the vGPU from a hypervisor whose certificate names tenant {grant:?}, or give the vGPU the certificate's tenant")]
+    GrantOfAnotherTenant {
+        cert: String,
+        grant: String,
+        vgpu: String,
+    },
     #[error(
         "tenant {0} requires a token in addition to its certificate: set the client's token file"
     )]
@@ -155,6 +161,9 @@ impl Drop for TenantSession {
 #[derive(Debug, Default)]
 pub struct Tenants {
     by_name: HashMap<TenantName, Arc<Tenant>>,
+    /// Pool vGPUs of tenants not listed here: `default` (the backend's own limits unless
+    /// `[[tenants]]` lists it). Not a tenant a certificate or token can name unless listed.
+    pool_default: Option<Arc<Tenant>>,
 }
 
 /// The backend-wide defaults a tenant entry falls back to.
@@ -228,7 +237,32 @@ impl Tenants {
                 return Err(TenantConfigError::Duplicate(c.name.to_string()));
             }
         }
-        Ok(Tenants { by_name })
+        let pool_default = match TenantName::new(DEFAULT_TENANT) {
+            Ok(name) => Some(match by_name.get(&name) {
+                Some(t) => Arc::clone(t),
+                None => Arc::new(Tenant {
+                    config: TenantConfig {
+                        name: name.clone(),
+                        memory_quota: None,
+                        max_sessions: None,
+                        session_memory_quota: None,
+                        kernel_time_limit_ms: None,
+                        tokens: Vec::new(),
+                        token_files: Vec::new(),
+                    },
+                    name,
+                    memory: None,
+                    max_sessions: defaults.max_sessions,
+                    sessions: AtomicU32::new(0),
+                    tokens: Vec::new(),
+                }),
+            }),
+            Err(_) => None,
+        };
+        Ok(Tenants {
+            by_name,
+            pool_default,
+        })
     }
 
     pub fn get(&self, name: &TenantName) -> Option<&Arc<Tenant>> {
@@ -241,6 +275,39 @@ impl Tenants {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
         self.by_name.values()
+    }
+
+    /// The tenant of a connection that presented the token of pool vGPU `vgpu` placed here,
+    /// whose record says tenant `grant`: the pool's word on the tenant, which a certificate
+    /// must agree with. The session gets the tenant's `[[tenants]]` entry when listed, else
+    /// the backend's own limits (`default`). With a certificate, its tenant must be listed,
+    /// as for any certificate.
+    pub fn authenticate_grant(
+        &self,
+        cert_tenant: Option<&TenantName>,
+        grant: &str,
+        vgpu: &str,
+    ) -> Result<Arc<Tenant>, AuthError> {
+        if let Some(cert) = cert_tenant {
+            if cert.as_str() != grant {
+                return Err(AuthError::GrantOfAnotherTenant {
+                    cert: cert.to_string(),
+                    grant: grant.into(),
+                    vgpu: vgpu.into(),
+                });
+            }
+            return self
+                .by_name
+                .get(cert)
+                .cloned()
+                .ok_or_else(|| AuthError::UnknownTenant(cert.to_string()));
+        }
+        let listed = TenantName::new(grant)
+            .ok()
+            .and_then(|n| self.by_name.get(&n).cloned());
+        listed
+            .or_else(|| self.pool_default.clone())
+            .ok_or(AuthError::BadToken)
     }
 
     /// The tenant of a connection: from its certificate's tenant (if it presented one) and
@@ -289,7 +356,7 @@ impl Tenants {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -359,6 +426,49 @@ mod tests {
             e.to_string().contains("gamma") && e.to_string().contains("[[tenants]]"),
             "{e}"
         );
+    }
+
+    /// A pool vGPU's token names the vGPU's tenant; a certificate must agree with it.
+    #[test]
+    fn a_pool_grant_names_the_tenant_and_a_certificate_must_agree() {
+        let t = tenants();
+        let a = t.authenticate_grant(None, "beta", "vm1").unwrap();
+        assert_eq!(a.name.as_str(), "beta", "listed: its limits and pool");
+        assert!(a.memory.is_some());
+        assert_eq!(
+            t.authenticate_grant(Some(&name("acme")), "acme", "vm1")
+                .unwrap()
+                .name
+                .as_str(),
+            "acme"
+        );
+        let e = t
+            .authenticate_grant(Some(&name("acme")), "beta", "vm1")
+            .unwrap_err();
+        assert!(matches!(e, AuthError::GrantOfAnotherTenant { .. }));
+        assert!(
+            e.to_string().contains("vm1") && e.to_string().contains("acme"),
+            "{e}"
+        );
+        // Not listed: served under `default` (the backend's limits), by token only.
+        let d = t.authenticate_grant(None, "zeta", "vm2").unwrap();
+        assert_eq!(d.name.as_str(), DEFAULT_TENANT);
+        assert!(matches!(
+            t.authenticate_grant(Some(&name("zeta")), "zeta", "vm2"),
+            Err(AuthError::UnknownTenant(_))
+        ));
+        // Without any `default` entry there is still one for unlisted pool tenants, which no
+        // certificate or token can name.
+        let bare =
+            Tenants::build(&[cfg("acme", &[])], vec![], Defaults { max_sessions: 4 }).unwrap();
+        assert_eq!(
+            bare.authenticate_grant(None, "zeta", "vm2")
+                .unwrap()
+                .name
+                .as_str(),
+            DEFAULT_TENANT
+        );
+        assert!(bare.authenticate(Some(&name(DEFAULT_TENANT)), "").is_err());
     }
 
     #[test]

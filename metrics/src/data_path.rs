@@ -38,9 +38,9 @@ pub struct DataPath {
     pub errors: Family<labels::OpError, Counter>,
     /// vdev: the vGPU's memory quota.
     pub vgpu_memory_quota: Family<labels::Vgpu, Gauge>,
-    /// vdev: 1 while connected to a backend.
+    /// vdev: 1 once a session was opened at the vGPU's current placement.
     pub vgpu_connected: Family<labels::Vgpu, Gauge>,
-    /// vdev: reconnections to a backend (after a lost one or a move).
+    /// vdev: new sessions that followed the vGPU to a new placement.
     pub vgpu_reconnects: Family<labels::Vgpu, Counter>,
 }
 
@@ -108,12 +108,12 @@ static GLOBAL: LazyLock<DataPath> = LazyLock::new(|| {
     );
     crate::register(
         "vgpu_connected",
-        "1 while the vGPU's vdev has a backend session",
+        "1 once the vGPU's vdev opened a backend session",
         d.vgpu_connected.clone(),
     );
     crate::register(
         "vgpu_reconnects",
-        "Backend sessions opened after a lost backend or a move",
+        "Times the vGPU's new sessions followed it to a new placement (move, failover)",
         d.vgpu_reconnects.clone(),
     );
     d

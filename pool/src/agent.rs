@@ -57,21 +57,17 @@ impl HostAgent {
             let renew = (ttl / 3).max(Duration::from_millis(200));
             loop {
                 // 1. Hold a lease and a registration.
-                let ok = match lease {
-                    Some(l) => match ctl.store().keep_alive(l).await {
-                        Ok(()) => true,
+                if let Some(l) = lease {
+                    match ctl.store().keep_alive(l).await {
+                        Ok(()) => {}
                         Err(store::Error::NoLease(_)) => {
                             warn!(host = %name, "liveness lease expired; registering again");
                             lease = None;
-                            false
                         }
-                        Err(e) => {
-                            debug!(host = %name, error = %e, "lease renewal failed");
-                            false
-                        }
-                    },
-                    None => false,
-                };
+                        // Transient: the lease may well be alive; renew again next turn.
+                        Err(e) => debug!(host = %name, error = %e, "lease renewal failed"),
+                    }
+                }
                 if lease.is_none() {
                     match register(&ctl, &reported, ttl).await {
                         Ok(l) => {
@@ -84,7 +80,6 @@ impl HostAgent {
                     }
                 }
                 let _ = reg_tx.send(lease.is_some());
-                let _ = ok;
                 // 2. Refresh the grants when vGPUs changed (or the watch was lost).
                 let changed = match &mut watch {
                     Some(w) => {

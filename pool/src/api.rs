@@ -161,7 +161,7 @@ fn check_name(n: &str) -> Result<()> {
 /// The hosts, vGPUs and liveness of one snapshot, decoded.
 pub(crate) struct View {
     pub revision: i64,
-    pub hosts: BTreeMap<String, (Host, i64)>,
+    pub hosts: BTreeMap<String, (Arc<Host>, i64)>,
     pub alive: BTreeSet<String>,
 }
 
@@ -170,15 +170,40 @@ fn random_token() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// Decoded host records by key, with the revision they were decoded at.
+type DecodeCache = Arc<std::sync::Mutex<BTreeMap<String, (i64, Arc<Host>)>>>;
+
 /// The control plane on one store.
 #[derive(Clone)]
 pub struct Control {
     store: Arc<dyn Store>,
+    /// Decoded host records by key, with the revision they were decoded at: a snapshot
+    /// re-decodes only the hosts that changed since (at 1 000 hosts decoding dominates a
+    /// create otherwise).
+    decoded: DecodeCache,
 }
 
 impl Control {
     pub fn new(store: Arc<dyn Store>) -> Control {
-        Control { store }
+        Control {
+            store,
+            decoded: Arc::default(),
+        }
+    }
+
+    fn decode_host(&self, kv: &Kv) -> Result<Arc<Host>> {
+        if let Ok(cache) = self.decoded.lock() {
+            if let Some((rev, h)) = cache.get(&kv.key) {
+                if *rev == kv.mod_revision {
+                    return Ok(Arc::clone(h));
+                }
+            }
+        }
+        let h: Arc<Host> = Arc::new(decode(kv)?);
+        if let Ok(mut cache) = self.decoded.lock() {
+            cache.insert(kv.key.clone(), (kv.mod_revision, Arc::clone(&h)));
+        }
+        Ok(h)
     }
 
     pub async fn open(url: &str) -> Result<Control> {
@@ -283,8 +308,16 @@ impl Control {
         let rest = snap.results.split_off(2);
         let mut hosts = BTreeMap::new();
         for kv in &snap.results[0] {
-            let h: Host = decode(kv)?;
+            let h = self.decode_host(kv)?;
             hosts.insert(h.name.clone(), (h, kv.mod_revision));
+        }
+        if let Ok(mut cache) = self.decoded.lock() {
+            if cache.len() > hosts.len() {
+                cache.retain(|k, _| {
+                    k.strip_prefix(keys::HOSTS)
+                        .is_some_and(|n| hosts.contains_key(n))
+                });
+            }
         }
         let alive = snap.results[1]
             .iter()
@@ -315,7 +348,7 @@ impl Control {
             .map(|(h, _)| HostView {
                 up: v.alive.contains(&h.name),
                 connected: connected.remove(&h.name).unwrap_or_default(),
-                host: h,
+                host: Arc::unwrap_or_clone(h),
             })
             .collect())
     }
@@ -496,10 +529,15 @@ impl Control {
         spec.token = random_token();
         spec.created_at = model::now_s();
         let vkey = keys::vgpu(&spec.name);
+        let mut seen: Option<(View, Vec<Vec<Kv>>)> = None;
         for attempt in 0..ATTEMPTS {
-            let (view, rest) = self
-                .view(&[Read::Key(keys::pool(&spec.pool)), Read::Key(vkey.clone())])
-                .await?;
+            let (view, rest) = match seen.take() {
+                Some(v) => v,
+                None => {
+                    self.view(&[Read::Key(keys::pool(&spec.pool)), Read::Key(vkey.clone())])
+                        .await?
+                }
+            };
             if !rest[1].is_empty() {
                 return Err(Error::Exists {
                     kind: "vGPU",
@@ -524,8 +562,9 @@ impl Control {
                     vgpu: &spec,
                     alive: &view.alive,
                     exclude: None,
+                    among: if attempt == 0 { 1 } else { 8 },
                 },
-                view.hosts.values().map(|(h, _)| h),
+                view.hosts.values().map(|(h, _)| &**h),
             );
             let choice = match choice {
                 Ok(c) => c,
@@ -537,7 +576,7 @@ impl Control {
             let Some((host, hrev)) = view.hosts.get(&choice.host) else {
                 continue;
             };
-            let mut host = host.clone();
+            let mut host = Host::clone(host);
             host.allocations.insert(
                 spec.name.clone(),
                 Allocation {
@@ -581,6 +620,37 @@ impl Control {
             if out.committed() {
                 return Ok(v);
             }
+            // Lost a race: another placement changed this host (or created this name).
+            // Re-read just that host, its liveness and the name, and decide again with the
+            // rest of the snapshot: one round trip instead of every host record.
+            let hkey = keys::host(&host.name);
+            let fresh = self
+                .store
+                .read(&[
+                    Read::Key(hkey),
+                    Read::Key(keys::alive(&host.name)),
+                    Read::Key(vkey.clone()),
+                ])
+                .await?;
+            let mut view = view;
+            let mut rest = rest;
+            match fresh.results[0].first() {
+                Some(kv) => {
+                    let h = self.decode_host(kv)?;
+                    view.hosts.insert(h.name.clone(), (h, kv.mod_revision));
+                }
+                None => {
+                    view.hosts.remove(&host.name);
+                }
+            }
+            if fresh.results[1].is_empty() {
+                view.alive.remove(&host.name);
+            }
+            rest[1] = fresh.results[2].clone();
+            // Every fourth attempt re-reads everything (the rest of the snapshot ages too).
+            if attempt % 4 != 3 {
+                seen = Some((view, rest));
+            }
             Self::backoff(attempt).await;
         }
         Err(Error::Contended(ATTEMPTS))
@@ -598,7 +668,7 @@ impl Control {
             let mut cmps = vec![Compare::ModRevision(vkey.clone(), vkv.mod_revision)];
             let mut ops = vec![Op::Delete(vkey.clone())];
             if let Some((h, hrev)) = v.placement.as_ref().and_then(|p| view.hosts.get(&p.host)) {
-                let mut h = h.clone();
+                let mut h = Host::clone(h);
                 if h.allocations.remove(name).is_some() {
                     cmps.push(Compare::ModRevision(keys::host(&h.name), *hrev));
                     ops.push(Op::put(keys::host(&h.name), encode(&h)));
@@ -609,7 +679,7 @@ impl Control {
                 if h.allocations.contains_key(name)
                     && v.placement.as_ref().is_none_or(|p| p.host != h.name)
                 {
-                    let mut h = h.clone();
+                    let mut h = Host::clone(h);
                     h.allocations.remove(name);
                     cmps.push(Compare::ModRevision(keys::host(&h.name), *hrev));
                     ops.push(Op::put(keys::host(&h.name), encode(&h)));
@@ -649,7 +719,7 @@ impl Control {
             let candidates: Vec<&Host> = view
                 .hosts
                 .values()
-                .map(|(h, _)| h)
+                .map(|(h, _)| &**h)
                 .filter(|h| to.is_none_or(|t| t == h.name))
                 .collect();
             if let Some(t) = to {
@@ -667,6 +737,7 @@ impl Control {
                     vgpu: &v,
                     alive: &view.alive,
                     exclude: from.as_deref(),
+                    among: if attempt == 0 { 1 } else { 8 },
                 },
                 candidates,
             )
@@ -677,7 +748,7 @@ impl Control {
             let Some((target, trev)) = view.hosts.get(&choice.host) else {
                 continue;
             };
-            let mut target = target.clone();
+            let mut target = Host::clone(target);
             target.allocations.insert(
                 name.to_string(),
                 Allocation {
@@ -691,7 +762,7 @@ impl Control {
             ];
             let mut ops = vec![Op::put(keys::host(&target.name), encode(&target))];
             if let Some((old, orev)) = from.as_ref().and_then(|f| view.hosts.get(f)) {
-                let mut old = old.clone();
+                let mut old = Host::clone(old);
                 old.allocations.remove(name);
                 cmps.push(Compare::ModRevision(keys::host(&old.name), *orev));
                 ops.push(Op::put(keys::host(&old.name), encode(&old)));

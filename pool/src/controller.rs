@@ -300,7 +300,7 @@ impl Controller {
 }
 
 fn update_gauges(
-    hosts: &BTreeMap<String, (Host, i64)>,
+    hosts: &BTreeMap<String, (std::sync::Arc<Host>, i64)>,
     alive: &BTreeSet<String>,
     pools: &BTreeMap<String, Pool>,
     vgpus: &[Vgpu],

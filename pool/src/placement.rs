@@ -164,6 +164,10 @@ pub struct Request<'a> {
     pub alive: &'a BTreeSet<String>,
     /// A host not to choose (the one a vGPU moves away from).
     pub exclude: Option<&'a str>,
+    /// Choose at random among this many best hosts instead of the best one (0 and 1: the
+    /// best). Callers retrying after losing a race use it so concurrent placements stop
+    /// all choosing the same host.
+    pub among: usize,
 }
 
 fn first_failing(req: &Request<'_>, h: &Host) -> Option<Reason> {
@@ -230,7 +234,7 @@ pub fn place<'h>(
         ..Rejection::default()
     };
     // (host score, host name, gpu, free)
-    let mut best: Option<(u64, &str, u32, u64)> = None;
+    let mut feasible: Vec<(u64, &str, u32, u64)> = Vec::new();
     for h in hosts {
         rej.hosts += 1;
         if let Some(r) = first_failing(req, h) {
@@ -272,18 +276,28 @@ pub fn place<'h>(
             *rej.by_reason.entry(Reason::Memory).or_default() += 1;
             continue;
         };
-        let hs = free_ppm(host_free, host_cap);
-        let better = match (best, req.pool.host_strategy) {
-            (None, _) => true,
-            (Some((bs, bn, _, _)), Strategy::Spread) => hs > bs || (hs == bs && *h.name < *bn),
-            (Some((bs, bn, _, _)), Strategy::Pack) => hs < bs || (hs == bs && *h.name < *bn),
-        };
-        if better {
-            best = Some((hs, &h.name, gi, gf));
-        }
+        feasible.push((free_ppm(host_free, host_cap), &h.name, gi, gf));
     }
-    match best {
-        Some((_, name, gpu, free_before)) => Ok(Choice {
+    if feasible.is_empty() {
+        return Err(rej);
+    }
+    // Best first: by score for the strategy, then by name.
+    let order = |a: &(u64, &str, u32, u64), b: &(u64, &str, u32, u64)| {
+        let by_score = match req.pool.host_strategy {
+            Strategy::Spread => b.0.cmp(&a.0),
+            Strategy::Pack => a.0.cmp(&b.0),
+        };
+        by_score.then_with(|| a.1.cmp(b.1))
+    };
+    let k = req.among.clamp(1, feasible.len());
+    let pick = if k == 1 {
+        feasible.iter().min_by(|a, b| order(a, b))
+    } else {
+        feasible.sort_by(order);
+        feasible.get(rand::random::<usize>() % k)
+    };
+    match pick {
+        Some(&(_, name, gpu, free_before)) => Ok(Choice {
             host: name.to_string(),
             gpu,
             free_before,
@@ -338,6 +352,7 @@ mod tests {
                 vgpu: v,
                 alive: &a,
                 exclude: None,
+                among: 1,
             },
             hosts,
         )
@@ -447,6 +462,7 @@ mod tests {
                     vgpu: v,
                     alive: &a,
                     exclude: None,
+                    among: 1,
                 },
                 [h],
             )
@@ -513,6 +529,7 @@ mod tests {
                 vgpu: &v,
                 alive: &a,
                 exclude: Some("h"),
+                among: 1,
             },
             [&base],
         )
@@ -529,6 +546,30 @@ mod tests {
         assert!(m.contains("oversubscription"), "{m}");
         let none = place_on(&Pool::default(), &[], &vgpu(GIB)).unwrap_err();
         assert!(none.to_string().contains("no GPU host is registered"));
+    }
+
+    #[test]
+    fn retries_may_pick_among_the_best_but_never_an_unfit_host() {
+        let mut full = host("full", &[GIB]);
+        alloc(&mut full, "x", 0, GIB);
+        let hosts = [host("a", &[GIB]), host("b", &[GIB]), full];
+        let a = alive(&hosts.iter().collect::<Vec<_>>());
+        let mut seen = BTreeSet::new();
+        for _ in 0..200 {
+            let c = place(
+                &Request {
+                    pool: &Pool::default(),
+                    vgpu: &vgpu(1),
+                    alive: &a,
+                    exclude: None,
+                    among: 8,
+                },
+                &hosts,
+            )
+            .unwrap();
+            seen.insert(c.host);
+        }
+        assert_eq!(seen, ["a".to_string(), "b".to_string()].into());
     }
 
     #[test]

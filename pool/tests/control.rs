@@ -671,3 +671,52 @@ suite!(
 
 #[allow(dead_code)]
 fn _uses(_: Arc<dyn Store>) {}
+
+/// Losing etcd: the backend keeps admitting what it admitted, vdev keeps its placement, the
+/// controller does nothing (and does not mistake the outage for dead hosts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_etcd_leaves_agents_with_their_last_state() {
+    let mut etcd = Etcd::start().expect("start etcd");
+    let c = Control::new(store::open(&etcd.url).await.unwrap());
+    let a = HostAgent::start(
+        c.clone(),
+        host("gpu-a", 1, 16 * GIB),
+        Duration::from_secs(2),
+    );
+    let mut reg = a.registered();
+    tokio::time::timeout(Duration::from_secs(10), reg.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+    c.create_pool(Pool {
+        name: "p".into(),
+        failover_grace_s: 1,
+        ..Pool::default()
+    })
+    .await
+    .unwrap();
+    let v = c.create_vgpu(vgpu("vm0", "p", GIB)).await.unwrap();
+    let mut g = a.grants();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        g.wait_for(|g| g.contains_key(&v.token)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let f = VgpuFollower::start(c.clone(), "vm0").await.unwrap();
+    let mut ctl = fast_controller(&c, "test");
+    assert!(ctl.round().await.unwrap().leader);
+    etcd.stop();
+    // Well past the lease TTL and the grace period.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            ctl.round().await.is_err(),
+            "no store: the round must fail, not act"
+        );
+    }
+    assert!(a.grants().borrow().contains_key(&v.token));
+    assert_eq!(f.current().host, "gpu-a");
+    assert_eq!(f.current().token, v.token);
+}

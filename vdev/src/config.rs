@@ -24,8 +24,12 @@ pub enum Error {
     Parse(PathBuf, #[source] toml::de::Error),
     #[error("one of --socket, --socket-path or --fd is required")]
     NoSocket,
-    #[error("--backend is required")]
+    #[error("--backend is required (or --vgpu NAME --store URL to take it from the pool)")]
     NoBackend,
+    #[error("--vgpu needs --store URL (or `store` in the config): where the pool's records are")]
+    NoStore,
+    #[error("invalid --metrics-listen address {0:?} (e.g. 127.0.0.1:9501)")]
+    MetricsAddr(String),
     #[error("the token file {0} is empty")]
     EmptyToken(PathBuf),
     #[error("invalid size {0:?} (e.g. 16GiB, 512MiB, 1073741824)")]
@@ -98,6 +102,16 @@ pub struct Args {
     /// (diagnosis).
     #[arg(long, hide = true)]
     pub seccomp_log: bool,
+    /// Serve this vGPU from the pool: backend, token and memory quota come from its record,
+    /// and new sessions follow its placement (moves, failover). Needs --store.
+    #[arg(long, value_name = "NAME")]
+    pub vgpu: Option<String>,
+    /// The pool's store: etcd://HOST:PORT[,HOST:PORT...] or file:///DIR.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// Serve Prometheus metrics on this address (one port per vdev instance).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The TOML file: the same options as the command line.
@@ -117,6 +131,16 @@ pub struct FileConfig {
     pub poll_us: Option<u64>,
     pub user: Option<String>,
     pub seccomp: Option<bool>,
+    pub vgpu: Option<String>,
+    pub store: Option<String>,
+    pub metrics_listen: Option<String>,
+}
+
+/// `--vgpu` with its store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    pub vgpu: String,
+    pub store: String,
 }
 
 /// Where the vfio-user socket comes from.
@@ -144,6 +168,9 @@ pub struct Config {
     /// Drop to this user after start-up.
     pub user: Option<String>,
     pub seccomp: Seccomp,
+    /// Set with `--vgpu`: main resolves it before the device starts.
+    pub pool: Option<PoolSpec>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub fn parse_size(s: &str) -> Result<u64> {
@@ -209,7 +236,23 @@ impl Config {
             (None, Some(p)) => SocketSpec::Path(p),
             (None, None) => return Err(Error::NoSocket),
         };
-        let backend = args.backend.or(file.backend).ok_or(Error::NoBackend)?;
+        let pool = match args.vgpu.or(file.vgpu) {
+            Some(vgpu) => Some(PoolSpec {
+                vgpu,
+                store: args.store.or(file.store).ok_or(Error::NoStore)?,
+            }),
+            None => None,
+        };
+        let metrics_listen = match args.metrics_listen.or(file.metrics_listen) {
+            Some(a) => Some(a.parse().map_err(|_| Error::MetricsAddr(a))?),
+            None => None,
+        };
+        // From the pool, the backend is the vGPU's placement (resolved in main).
+        let backend = match (args.backend.or(file.backend), &pool) {
+            (Some(b), _) => b,
+            (None, Some(_)) => String::new(),
+            (None, None) => return Err(Error::NoBackend),
+        };
         let token = match args.token_file.or(file.token_file) {
             Some(p) => read_token(&p)?,
             None => String::new(),
@@ -248,7 +291,11 @@ impl Config {
             seccomp,
             socket,
             device: DeviceConfig {
-                name: args.name.or(file.name).unwrap_or(defaults.name),
+                name: args
+                    .name
+                    .or(file.name)
+                    .or_else(|| pool.as_ref().map(|p| p.vgpu.clone()))
+                    .unwrap_or(defaults.name),
                 ids,
                 backend,
                 token,
@@ -258,11 +305,14 @@ impl Config {
                     .or(file.poll_us)
                     .map(Duration::from_micros)
                     .unwrap_or(defaults.poll),
+                pool: None,
             },
             on_disconnect: args
                 .on_disconnect
                 .or(file.on_disconnect)
                 .unwrap_or_default(),
+            pool,
+            metrics_listen,
         })
     }
 }
@@ -270,6 +320,47 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vgpu_mode_needs_a_store_and_no_backend() {
+        let a = Args::try_parse_from([
+            "netgpu-vdev",
+            "--socket",
+            "/tmp/v.sock",
+            "--vgpu",
+            "vm1",
+            "--store",
+            "etcd://127.0.0.1:2379",
+            "--metrics-listen",
+            "127.0.0.1:9501",
+        ])
+        .unwrap();
+        let c = Config::resolve(a).unwrap();
+        assert_eq!(
+            c.pool,
+            Some(PoolSpec {
+                vgpu: "vm1".into(),
+                store: "etcd://127.0.0.1:2379".into()
+            })
+        );
+        assert_eq!(c.device.name, "vm1");
+        assert_eq!(c.metrics_listen.map(|a| a.port()), Some(9501));
+        let a = Args::try_parse_from(["netgpu-vdev", "--socket", "/tmp/v.sock", "--vgpu", "vm1"])
+            .unwrap();
+        assert!(matches!(Config::resolve(a), Err(Error::NoStore)));
+        let a = Args::try_parse_from(["netgpu-vdev", "--socket", "/tmp/v.sock"]).unwrap();
+        assert!(Config::resolve(a)
+            .unwrap_err()
+            .to_string()
+            .contains("--vgpu"));
+    }
+
+    #[test]
+    fn the_packaged_vdev_config_parses() {
+        let f: FileConfig =
+            toml::from_str(include_str!("../../packaging/etc/netgpu/vdev.toml")).unwrap();
+        assert!(f.store.is_some());
+    }
 
     #[test]
     fn backend_addresses_resolve_to_ip_and_port() {

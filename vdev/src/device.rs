@@ -43,6 +43,20 @@ pub struct DeviceConfig {
     pub memory_quota: u64,
     /// How long a queue worker keeps polling the fast doorbell page after its last command.
     pub poll: Duration,
+    /// `--vgpu`: backend and token come from the vGPU's current placement in the pool.
+    pub pool: Option<crate::pool::Follow>,
+}
+
+impl DeviceConfig {
+    /// Backend address and token for a session opened now: with `--vgpu`, the vGPU's
+    /// current placement (so the probe after a reset and every new queue follow a move or
+    /// failover), else the configured backend.
+    pub fn endpoint(&self) -> (String, String) {
+        match &self.pool {
+            Some(f) => f.endpoint(),
+            None => (self.backend.clone(), self.token.clone()),
+        }
+    }
 }
 
 impl Default for DeviceConfig {
@@ -54,6 +68,7 @@ impl Default for DeviceConfig {
             token: String::new(),
             memory_quota: 0,
             poll: Duration::from_micros(50),
+            pool: None,
         }
     }
 }
@@ -214,6 +229,7 @@ impl Shared {
         let (ctl, epoch) = queue.start();
         debug!(device = %self.cfg.name, queue = q, size = regs.size, "queue enabled");
         let features = self.driver_features.load(Ordering::Acquire);
+        let (addr, token) = self.cfg.endpoint();
         let env = QueueEnv {
             device: self.cfg.name.clone(),
             queue: Arc::clone(&queue),
@@ -225,8 +241,8 @@ impl Shared {
             fast_doorbells: features & abi::FEATURE_FAST_DOORBELLS != 0,
             out_of_order: features & abi::FEATURE_OUT_OF_ORDER != 0,
             session: session::Options {
-                addr: self.cfg.backend.clone(),
-                token: self.cfg.token.clone(),
+                addr,
+                token,
                 client: format!("netgpu-vdev {} queue {q}", self.cfg.name),
                 limits: self.limits(),
                 timeout: CONNECT_TIMEOUT,
@@ -336,7 +352,8 @@ async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, Cli
         limits,
         ..ClientOptions::default()
     };
-    let client = Client::connect_with(&cfg.backend, &cfg.token, opts).await?;
+    let (addr, token) = cfg.endpoint();
+    let client = Client::connect_with(&addr, &token, opts).await?;
     let d = client.device_query().await?;
     Ok(GpuInfo {
         total_mem: d.total_mem,

@@ -10,6 +10,12 @@
 //! heap, which happens when a tokio blocking thread exits) and copes with the refusal, so vdev
 //! never opens a file once it serves and the library's probes cannot take it down.
 //!
+//! With a `file://` pool store (`--vgpu` on one hypervisor) the store is files, so the filter
+//! also admits what the embedded store does to them: opening files (no `EACCES` filter),
+//! `flock`, `fsync`, `rename`.
+//! That is a wider filter than with etcd (seccomp cannot look at paths); confine such a vdev
+//! with `--user` to a user that can write only the store directory, or use etcd.
+//!
 //! The filter is built with rust-vmm's `seccompiler` (the crate firecracker uses). It is
 //! x86_64- and aarch64-aware through `libc::SYS_*`; the list is what the real-VM tests
 //! (`tests/vm/test-vdev.sh`, `test-kmod.sh`, `test-cuda.sh`) exercise with the filter on.
@@ -145,8 +151,9 @@ fn cond(
     SeccompCondition::new(arg, Len::Dword, op, value)
 }
 
-/// The filter: every system call vdev makes once it serves, and nothing else.
-pub fn filter(log_only: bool) -> Result<BpfProgram> {
+/// The filter: every system call vdev makes once it serves, and nothing else. `store_files`:
+/// also what a `file://` pool store needs (see the module docs).
+pub fn filter(log_only: bool, store_files: bool) -> Result<BpfProgram> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let allow = [
         // I/O on descriptors it holds: vfio-user socket, backend sockets, eventfds, stderr.
@@ -217,6 +224,21 @@ pub fn filter(log_only: bool) -> Result<BpfProgram> {
     for s in allow {
         rules.insert(s, Vec::new());
     }
+    if store_files {
+        // openat is in the list already; the second filter ([`refusals`]) is left out.
+        let files = [
+            libc::SYS_flock,
+            libc::SYS_fsync,
+            libc::SYS_fdatasync,
+            libc::SYS_renameat,
+            libc::SYS_renameat2,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_rename,
+        ];
+        for s in files {
+            rules.insert(s, Vec::new());
+        }
+    }
     let f = Error::Filter;
     let no_exec = |arg| -> Result<Vec<SeccompRule>> {
         Ok(vec![SeccompRule::new(vec![cond(
@@ -265,7 +287,7 @@ pub fn filter(log_only: bool) -> Result<BpfProgram> {
 }
 
 /// The second filter: opening a file fails with `EACCES` (everything else is left to
-/// [`filter`]). The kernel runs both and takes the strictest answer, so the allow-list
+/// [`filter`]); not installed with `store_files`, whose store opens its files. The kernel runs both and takes the strictest answer, so the allow-list
 /// passes `openat` on and this one refuses it without killing.
 pub fn refusals() -> Result<BpfProgram> {
     let f = Error::Filter;
@@ -286,14 +308,20 @@ pub fn refusals() -> Result<BpfProgram> {
 
 /// Both programs, in the order they are installed (the refusals first: the allow-list has
 /// no `seccomp` call for a later filter).
-pub fn programs(log_only: bool) -> Result<[BpfProgram; 2]> {
-    Ok([refusals()?, filter(log_only)?])
+pub fn programs(log_only: bool, store_files: bool) -> Result<Vec<BpfProgram>> {
+    let mut v = Vec::with_capacity(2);
+    if !store_files {
+        v.push(refusals()?);
+    }
+    v.push(filter(log_only, store_files)?);
+    Ok(v)
 }
 
 /// Installs the filters on every thread of the process (seccomp TSYNC). `log_only`: log
-/// violations to the kernel audit log instead of killing (diagnosis).
-pub fn install_filter(log_only: bool) -> Result<()> {
-    for prog in programs(log_only)? {
+/// violations to the kernel audit log instead of killing (diagnosis). `store_files`: see
+/// [`filter`].
+pub fn install_filter(log_only: bool, store_files: bool) -> Result<()> {
+    for prog in programs(log_only, store_files)? {
         seccompiler::apply_filter_all_threads(&prog).map_err(Error::Install)?;
     }
     Ok(())
@@ -305,9 +333,10 @@ mod tests {
 
     #[test]
     fn the_filter_builds_for_this_machine() {
-        let p = filter(false).unwrap();
+        let p = filter(false, false).unwrap();
         assert!(p.len() > 50);
-        assert!(filter(true).is_ok());
+        assert!(filter(true, false).is_ok());
+        assert!(filter(false, true).unwrap().len() > p.len());
     }
 
     #[test]
@@ -321,7 +350,7 @@ mod tests {
 
     /// Runs `body` in a child process under both filters and returns its wait status.
     fn under_filters(body: fn() -> i32) -> i32 {
-        let progs = programs(false).unwrap();
+        let progs = programs(false, false).unwrap();
         // SAFETY: the child installs the filters, runs `body` and exits without returning
         // into the test harness; the parent waits for it.
         let pid = unsafe { libc::fork() };
@@ -378,5 +407,51 @@ mod tests {
         });
         assert!(libc::WIFEXITED(status), "status {status:#x}");
         assert_eq!(libc::WEXITSTATUS(status), 0);
+    }
+
+    /// With `store_files`, a filtered child can do what the file store does: open, lock,
+    /// write, fsync and rename a file (the file-store vdev was killed for `flock` before).
+    #[test]
+    fn the_store_files_filter_admits_the_file_store_calls() {
+        let dir = std::env::temp_dir().join(format!("netgpu-jail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = CString::new(dir.join("s.tmp").into_os_string().into_encoded_bytes()).unwrap();
+        let dst = CString::new(dir.join("s").into_os_string().into_encoded_bytes()).unwrap();
+        let progs = programs(false, true).unwrap();
+        // SAFETY: as above: only system calls on prepared arguments, then _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let code = match progs.iter().try_for_each(|p| seccompiler::apply_filter(p)) {
+                Ok(()) => {
+                    // SAFETY: valid NUL-terminated paths and a live one-byte buffer.
+                    unsafe {
+                        let fd = libc::open(tmp.as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600);
+                        let ok = fd >= 0
+                            && libc::flock(fd, libc::LOCK_EX) == 0
+                            && libc::write(fd, b"x".as_ptr().cast(), 1) == 1
+                            && libc::fsync(fd) == 0
+                            && libc::close(fd) == 0
+                            && libc::rename(tmp.as_ptr(), dst.as_ptr()) == 0;
+                        if ok {
+                            0
+                        } else {
+                            3
+                        }
+                    }
+                }
+                Err(_) => 2,
+            };
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child; `status` is a live local.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let renamed = std::fs::read(dir.join("s"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0);
+        assert_eq!(renamed.unwrap(), b"x");
     }
 }

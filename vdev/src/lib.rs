@@ -14,7 +14,7 @@
 //!   `cq`: the completion ring; `forward`: framing and memory-limit policy;
 //!   `session`: a queue's backend connection, data straight from and into guest memory.
 //! - `config`: command line and TOML configuration; `jail`: dropping to an unprivileged
-//!   user and the seccomp filter.
+//!   user and the seccomp filter; `pool`: `--vgpu`, following the vGPU's placement.
 //!
 //! The device ABI itself is defined in `netgpu_proto::abi`, and the translation between its
 //! commands and wire requests in `netgpu_proto::abi::codec` (see `docs/device-abi.md`).
@@ -30,6 +30,7 @@ pub mod fuzzing;
 mod interrupts;
 mod jail;
 mod memory;
+mod pool;
 pub mod protocol;
 mod queue;
 mod regs;
@@ -49,6 +50,7 @@ pub use jail::{
     User,
 };
 pub use memory::{Error as MemoryError, GuestMemory, Snapshot};
+pub use pool::{serve_metrics, Error as PoolError, Follow};
 pub use queue::{QueueShared, StopReason};
 pub use server::{run, serve, Error as ServerError, OnDisconnect, Source};
 pub use sg::{Buffers, Entry as SgEntryInfo, Error as SgError, Run, SgList};

@@ -33,12 +33,31 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = Config::resolve(args)?;
     // Name lookups happen now: the filter leaves no room for them later.
-    cfg.device.backend = netgpu_vdev::resolve_backend(&cfg.device.backend)?;
+    if cfg.pool.is_none() {
+        cfg.device.backend = netgpu_vdev::resolve_backend(&cfg.device.backend)?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("vdev-worker")
         .enable_all()
         .build()?;
+    if let Some(p) = cfg.pool.clone() {
+        let follow = rt.block_on(netgpu_vdev::Follow::start(&p.store, &p.vgpu))?;
+        let t = follow.target();
+        cfg.device.backend = t.address.clone();
+        cfg.device.memory_quota = match cfg.device.memory_quota {
+            0 => t.memory,
+            m => m.min(t.memory),
+        };
+        cfg.device.pool = Some(follow);
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        rt.block_on(netgpu_vdev::serve_metrics(
+            addr,
+            &cfg.device.name,
+            cfg.device.memory_quota,
+        ))?;
+    }
     let stop = Arc::new(EventFd::new(libc::EFD_CLOEXEC)?);
     {
         // Signal handlers are installed here, before the filter.
@@ -72,10 +91,17 @@ fn run(args: Args) -> anyhow::Result<()> {
         netgpu_vdev::drop_to_user(&user).context("--user")?;
         info!(device = %device.name(), user = %name, uid = user.uid, "running as an unprivileged user");
     }
+    // A file:// pool store is files: the filter then admits what the store does to them.
+    let store_files = cfg.pool.as_ref().is_some_and(|p| {
+        matches!(
+            netgpu_pool::store::parse_url(&p.store),
+            Ok(netgpu_pool::store::StoreUrl::File(_))
+        )
+    });
     match cfg.seccomp {
-        Seccomp::Enforce => netgpu_vdev::install_filter(false)?,
+        Seccomp::Enforce => netgpu_vdev::install_filter(false, store_files)?,
         Seccomp::Log => {
-            netgpu_vdev::install_filter(true)?;
+            netgpu_vdev::install_filter(true, store_files)?;
             warn!(device = %device.name(), "seccomp filter in log mode: refused calls are only logged");
         }
         Seccomp::Off => {

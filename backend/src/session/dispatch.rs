@@ -11,6 +11,7 @@ use netgpu_proto::wire::frame::FrameHeader;
 use netgpu_proto::wire::ops::{self, Copy3DKind, Reply, Request};
 use tracing::debug;
 
+use super::metrics::Direction;
 use super::{completion, FrameReader, Limits, Replies, SessionError};
 use crate::executor::limits::MAX_PARAM_BYTES;
 use crate::executor::{Console, Engine, HostBuf, HtodTarget, LaunchDims, Mode};
@@ -37,6 +38,10 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
             // About to wait for input: hand the burst's work to the executor first.
             if !self.frames.has_buffered_input() {
                 self.engine.flush();
+                if let Some(m) = self.replies.metrics.get() {
+                    let (free, total) = self.engine.mem_info();
+                    m.memory_used(total.saturating_sub(free));
+                }
             }
             let Some(h) = self.frames.next()? else {
                 return if self.shared.shutting_down.load(Ordering::Acquire) {
@@ -100,6 +105,10 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
     }
 
     fn dispatch(&mut self, h: &FrameHeader, mode: Mode, req: Request) -> Result<(), SessionError> {
+        let metrics = self.replies.metrics.get().cloned();
+        if let Some(m) = &metrics {
+            m.begin(h.request_id, req.name(), moved(&req, h));
+        }
         let c = || completion(&self.replies, h.request_id, mode);
         let e = &mut *self.engine;
         match req {
@@ -251,6 +260,9 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
                     shared_mem_bytes,
                 };
                 let r = e.launch(func, dims, params, stream, flags);
+                if let (Some(m), Ok(())) = (&metrics, &r) {
+                    m.launched();
+                }
                 self.replies.answer(h.request_id, mode, done(r))
             }
             Request::FuncSetAttribute { func, attr, value } => {
@@ -314,6 +326,25 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
             }
         }
         Ok(())
+    }
+}
+
+/// The bytes a request copies if it succeeds, for the transfer metrics.
+fn moved(req: &Request, h: &FrameHeader) -> Option<(Direction, u64)> {
+    match req {
+        Request::MemcpyHtoD { .. } => Some((Direction::HtoD, u64::from(h.data_len))),
+        Request::MemcpyDtoH { len, .. } => Some((Direction::DtoH, *len)),
+        Request::MemcpyDtoD { len, .. } => Some((Direction::DtoD, *len)),
+        Request::Memcpy3D { copy, .. } => {
+            let n = copy.packed_len()?;
+            match copy.direction() {
+                Copy3DKind::HostToDevice => Some((Direction::HtoD, n)),
+                Copy3DKind::DeviceToHost => Some((Direction::DtoH, n)),
+                Copy3DKind::DeviceToDevice => Some((Direction::DtoD, n)),
+                Copy3DKind::HostToHost => None,
+            }
+        }
+        _ => None,
     }
 }
 

@@ -15,11 +15,12 @@
 //! cancelled, its engine dropped (freeing everything it held) and its connection closed.
 
 mod dispatch;
+pub mod metrics;
 pub mod writer;
 
 use std::io::{self, BufReader, Read};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use netgpu_proto::cuda::CuResult;
@@ -33,6 +34,7 @@ use crate::executor::{Completion, Console, Engine, ExecResult, Mode, Output, Ses
 use crate::server::Shared;
 use crate::tenant::{TenantConfig, TenantSession};
 use crate::transport::{Control, Peer, Transport};
+use metrics::SessionMetrics;
 use writer::{Out, Writer};
 
 const IO_BUFFER: usize = 256 * 1024;
@@ -61,6 +63,8 @@ pub enum SessionError {
 struct Replies<W: io::Write> {
     writer: Arc<Writer<W>>,
     deferred: Mutex<Option<CuResult>>,
+    /// Set after the handshake when the backend serves metrics.
+    metrics: OnceLock<Arc<SessionMetrics>>,
 }
 
 impl<W: io::Write + Send> Replies<W> {
@@ -78,8 +82,11 @@ impl<W: io::Write + Send> Replies<W> {
         mode: Mode,
         r: ExecResult<(Reply, Option<crate::executor::HostBuf>)>,
     ) {
+        if let Some(m) = self.metrics.get() {
+            m.finish(id, r.as_ref().map(|_| ()).map_err(|e| *e));
+        }
         let r = match (mode, r) {
-            (Mode::NoReply, Err(e)) => return self.deferred(e),
+            (Mode::NoReply, Err(e)) => return self.keep_deferred(e),
             (Mode::NoReply, Ok(_)) => return,
             (Mode::SyncReply, r) => match self.take_deferred() {
                 Some(e) => Err(e),
@@ -121,6 +128,15 @@ impl<W: io::Write + Send> Sink for Replies<W> {
     }
 
     fn deferred(&self, error: CuResult) {
+        if let Some(m) = self.metrics.get() {
+            m.error(metrics::ASYNC_OP, error);
+        }
+        self.keep_deferred(error);
+    }
+}
+
+impl<W: io::Write + Send> Replies<W> {
+    fn keep_deferred(&self, error: CuResult) {
         self.deferred
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -242,6 +258,7 @@ fn serve<T: Transport>(
     let replies = Arc::new(Replies {
         writer: writer.clone(),
         deferred: Mutex::new(None),
+        metrics: OnceLock::new(),
     });
     let (mut engine, limits, _tenant) = match handshake(
         &mut frames,
@@ -367,9 +384,15 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
         ));
     };
     let cert_tenant = peer_id.identity.as_ref().and_then(|i| i.tenant.as_ref());
-    let tenant = shared
-        .tenants
-        .authenticate(cert_tenant, &token)
+    // A pool vGPU placed here: its token names its tenant (which a certificate must match).
+    let grant = crate::pool::grant_for(&token);
+    let auth = match &grant {
+        Some(g) => shared
+            .tenants
+            .authenticate_grant(cert_tenant, &g.tenant, &g.vgpu),
+        None => shared.tenants.authenticate(cert_tenant, &token),
+    };
+    let tenant = auth
         .and_then(|t| t.admit())
         .map_err(|e| {
             warn!(session = session_id, %peer, subject = ?peer_id.identity.as_ref().map(|i| &i.subject), reason = %e, "session refused");
@@ -384,7 +407,11 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
     if shared.shutting_down.load(Ordering::Acquire) {
         return Err(SessionError::Shutdown);
     }
-    let limits = limits(shared, &tenant.tenant().config, &asked);
+    let mut limits = limits(shared, &tenant.tenant().config, &asked);
+    // A pool vGPU's token: never more than the vGPU's recorded quota.
+    if let Some(g) = &grant {
+        limits.quota = limits.quota.min(g.memory);
+    }
     let sink: Arc<dyn Sink> = replies.clone();
     let engine = shared
         .executor
@@ -396,6 +423,17 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
             console: console.clone(),
         })
         .map_err(|e| SessionError::Refused(format!("cannot open a device session: {e}")))?;
+    if let Some(m) = SessionMetrics::open(metrics::Identity {
+        session_id,
+        vgpu: grant.as_ref().map_or("", |g| g.vgpu.as_str()),
+        // The grant's tenant even when served under `default`'s limits.
+        tenant: grant
+            .as_ref()
+            .map_or(tenant.tenant().name.as_str(), |g| g.tenant.as_str()),
+        quota: limits.quota,
+    }) {
+        let _ = replies.metrics.set(m);
+    }
     writer.send(Out::Reply {
         id: h.request_id,
         status: CuResult::SUCCESS,
