@@ -17,6 +17,8 @@
 
 use core::mem::{offset_of, size_of};
 
+pub mod codec;
+
 // ---------------------------------------------------------------------------------------------
 // PCI identity
 // ---------------------------------------------------------------------------------------------
@@ -76,7 +78,7 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"NGPU");
 /// ABI major version.
 pub const ABI_VERSION_MAJOR: u16 = 1;
 /// ABI minor version.
-pub const ABI_VERSION_MINOR: u16 = 0;
+pub const ABI_VERSION_MINOR: u16 = 1;
 /// `VERSION` register value.
 pub const ABI_VERSION: u32 = ((ABI_VERSION_MAJOR as u32) << 16) | ABI_VERSION_MINOR as u32;
 
@@ -100,8 +102,9 @@ pub mod reg {
     /// WO u32: writing [`super::RESET_VALUE`] resets the device (other values are ignored).
     /// Reads return 0.
     pub const RESET: u64 = 0x020;
-    /// RO u32, read-to-clear: INTx cause bits (bit n: queue n has new completions; bit 31:
-    /// device event). Only meaningful when MSI-X is disabled.
+    /// RO u32, read-to-clear: INTx cause bits (bit `min(q, 30)`: queue q has new completions,
+    /// see [`super::intr_queue_bit`]; bit 31 [`super::INTR_DEVICE_EVENT`]: device event). Only
+    /// meaningful when MSI-X is disabled.
     pub const INTR_STATUS: u64 = 0x024;
     /// RO u32: number of queue pairs ([`super::MAX_QUEUES`]).
     pub const MAX_QUEUES: u64 = 0x028;
@@ -199,6 +202,26 @@ pub const QERR_BAD_DOORBELL: u32 = 5;
 pub const QERR_RING_FAULT: u32 = 6;
 /// Queue error: the backend session ended; the queue's remote objects are gone.
 pub const QERR_BACKEND_LOST: u32 = 7;
+/// Queue error: the queue was enabled while the device was still stopping its previous use
+/// (a command of the previous owner has not let go yet); STATUS reads ERROR, never ENABLED
+/// for the new owner. Disable it and try again later, or use another queue.
+pub const QERR_BUSY: u32 = 8;
+
+/// `INTR_STATUS` bit of a device event (status change).
+pub const INTR_DEVICE_EVENT: u32 = 1 << 31;
+/// The highest queue bit of `INTR_STATUS`: queue `q` sets bit `min(q, INTR_LAST_QUEUE_BIT)`,
+/// so queues 30 and up share bit 30 (a driver that sees it checks all of them).
+pub const INTR_LAST_QUEUE_BIT: u32 = 30;
+
+/// The `INTR_STATUS` bit of queue `q` (never overflows, whatever `q`).
+pub const fn intr_queue_bit(q: u32) -> u32 {
+    let bit = if q < INTR_LAST_QUEUE_BIT {
+        q
+    } else {
+        INTR_LAST_QUEUE_BIT
+    };
+    1 << bit
+}
 
 /// `STATUS`: the backend session is up; queues may be enabled and GPU info is valid.
 pub const STATUS_READY: u32 = 1 << 0;
@@ -240,12 +263,21 @@ pub const FEATURE_SG_CHAIN: u64 = 1 << 2;
 pub const FEATURE_INTR_COALESCING: u64 = 1 << 3;
 /// Feature: [`CMD_FLAG_ASYNC`] for stream-ordered commands.
 pub const FEATURE_ASYNC: u64 = 1 << 4;
+/// Feature (ABI 1.1): the [`op::WIRE_REQUEST`] opcode, which carries any wire-protocol
+/// request (see `netgpu_proto::abi::codec`).
+pub const FEATURE_WIRE_REQUEST: u64 = 1 << 5;
+/// Feature (ABI 1.1): completions may be posted out of submission order (each carries its
+/// command's `cid`). Without it the device posts them in submission order, holding back a
+/// command that finished early until every earlier one has completed.
+pub const FEATURE_OUT_OF_ORDER: u64 = 1 << 6;
 /// Every feature this ABI version defines.
 pub const FEATURES_ALL: u64 = FEATURE_FAST_DOORBELLS
     | FEATURE_SG_INDIRECT
     | FEATURE_SG_CHAIN
     | FEATURE_INTR_COALESCING
-    | FEATURE_ASYNC;
+    | FEATURE_ASYNC
+    | FEATURE_WIRE_REQUEST
+    | FEATURE_OUT_OF_ORDER;
 
 // ---------------------------------------------------------------------------------------------
 // Fast doorbell page (BAR2)
@@ -310,6 +342,12 @@ pub const SG_FLAG_CHAIN: u32 = 1 << 0;
 /// pages it pinned writable; the device never writes an entry without it (a command whose
 /// reply would land in such an entry fails with `CUDA_ERROR_INVALID_VALUE`). Data entries
 /// only; never set on a chain entry.
+///
+/// It also marks where a command's output begins: a command's entries are those of its
+/// input buffers (without the flag) followed by those of its output buffers (each with the
+/// flag), so the device never splits input from output at an offset a guest program chose.
+/// An opcode with only output takes every entry as output (each must carry the flag); one
+/// with only input reads every entry and writes none.
 pub const SG_FLAG_DEVICE_WRITE: u32 = 1 << 1;
 
 impl SgEntry {
@@ -321,6 +359,15 @@ impl SgEntry {
             addr,
             len,
             flags: 0,
+        }
+    }
+
+    /// An entry the device may write ([`SG_FLAG_DEVICE_WRITE`]): output.
+    pub fn device_write(addr: u64, len: u32) -> Self {
+        Self {
+            addr,
+            len,
+            flags: SG_FLAG_DEVICE_WRITE,
         }
     }
 
@@ -356,8 +403,8 @@ pub const CMD_FLAGS_ALL: u16 = CMD_FLAG_SG_INDIRECT | CMD_FLAG_ASYNC;
 /// `args` meaning depends on `opcode` (see [`op`]). The data of a command is the
 /// concatenation of its scatter-gather entries: `sg_count` entries inline in `sg`
 /// (at most [`INLINE_SG_ENTRIES`]) or, with [`CMD_FLAG_SG_INDIRECT`], in an indirect table.
-/// For commands with both input and output data, the input comes first and its length is
-/// given in `args` (see the opcode).
+/// For commands with both input and output data, the input entries come first and the output
+/// entries carry [`SG_FLAG_DEVICE_WRITE`] (see there).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Command {
@@ -480,6 +527,10 @@ pub struct Completion {
 /// completion ring, 0 during the second, and so on; the driver zeroes the ring before
 /// enabling the queue and knows an entry is new when its phase matches the expected one.
 pub const CQE_FLAG_PHASE: u16 = 1 << 0;
+/// `Completion.flags` (ABI 1.1): the backend holds kernel console output (device-side
+/// `printf`) of this queue's session that nobody has read yet; the driver takes it with a
+/// `ConsoleRead` request ([`op::WIRE_REQUEST`]).
+pub const CQE_FLAG_CONSOLE_PENDING: u16 = 1 << 1;
 
 impl Completion {
     /// Encoded size.
@@ -598,6 +649,14 @@ pub mod op {
     /// args[0] = event.
     pub const EVENT_DESTROY: u16 = 0x65;
 
+    /// Any wire-protocol request (ABI 1.1, [`super::FEATURE_WIRE_REQUEST`]); the layout is
+    /// defined by `netgpu_proto::abi::codec`. args[0] = length c of the request's control
+    /// section, other args 0. Data in: c bytes of control section (the postcard-encoded
+    /// `wire::ops::Request`, ending on a scatter-gather entry boundary), then the request's
+    /// data section. Data out: the reply's control section, then its data section, packed.
+    /// → v0 = reply control length, v1 = reply data length (both written only on success).
+    pub const WIRE_REQUEST: u16 = 0x70;
+
     /// Every opcode of this ABI version, for validation and tests.
     pub const ALL: &[u16] = &[
         NOP,
@@ -627,6 +686,7 @@ pub mod op {
         EVENT_QUERY,
         EVENT_ELAPSED_TIME,
         EVENT_DESTROY,
+        WIRE_REQUEST,
     ];
 
     /// Name of an opcode, for logs.
@@ -659,6 +719,7 @@ pub mod op {
             EVENT_QUERY => "EVENT_QUERY",
             EVENT_ELAPSED_TIME => "EVENT_ELAPSED_TIME",
             EVENT_DESTROY => "EVENT_DESTROY",
+            WIRE_REQUEST => "WIRE_REQUEST",
             _ => "UNKNOWN",
         }
     }
@@ -925,9 +986,19 @@ mod tests {
     }
 
     #[test]
+    fn every_queue_has_an_intr_status_bit_below_the_device_event_bit() {
+        assert_eq!(intr_queue_bit(0), 1);
+        assert_eq!(intr_queue_bit(29), 1 << 29);
+        for q in INTR_LAST_QUEUE_BIT..MAX_QUEUES + 100 {
+            assert_eq!(intr_queue_bit(q), 1 << INTR_LAST_QUEUE_BIT);
+        }
+        assert_eq!(intr_queue_bit(u32::MAX) & INTR_DEVICE_EVENT, 0);
+    }
+
+    #[test]
     fn magic_reads_as_ngpu() {
         assert_eq!(&MAGIC.to_le_bytes(), b"NGPU");
-        assert_eq!(ABI_VERSION, 0x0001_0000);
+        assert_eq!(ABI_VERSION, 0x0001_0001);
     }
 }
 

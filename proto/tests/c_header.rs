@@ -113,6 +113,14 @@ fn c_header_matches_the_rust_abi() {
             abi::FEATURE_INTR_COALESCING,
         ),
         ("NETGPU_FEATURE_ASYNC", abi::FEATURE_ASYNC),
+        ("NETGPU_FEATURE_WIRE_REQUEST", abi::FEATURE_WIRE_REQUEST),
+        ("NETGPU_FEATURE_OUT_OF_ORDER", abi::FEATURE_OUT_OF_ORDER),
+        ("NETGPU_QERR_BUSY", abi::QERR_BUSY.into()),
+        ("NETGPU_INTR_DEVICE_EVENT", abi::INTR_DEVICE_EVENT.into()),
+        (
+            "NETGPU_INTR_LAST_QUEUE_BIT",
+            abi::INTR_LAST_QUEUE_BIT.into(),
+        ),
         ("NETGPU_MIN_QUEUE_SIZE", abi::MIN_QUEUE_SIZE.into()),
         ("NETGPU_MAX_QUEUE_SIZE", abi::MAX_QUEUE_SIZE.into()),
         ("NETGPU_RING_ALIGN", abi::RING_ALIGN),
@@ -123,11 +131,19 @@ fn c_header_matches_the_rust_abi() {
         ("NETGPU_INLINE_SG_ENTRIES", abi::INLINE_SG_ENTRIES as u64),
         ("NETGPU_SG_FLAG_CHAIN", abi::SG_FLAG_CHAIN.into()),
         (
+            "NETGPU_SG_FLAG_DEVICE_WRITE",
+            abi::SG_FLAG_DEVICE_WRITE.into(),
+        ),
+        (
             "NETGPU_CMD_FLAG_SG_INDIRECT",
             abi::CMD_FLAG_SG_INDIRECT.into(),
         ),
         ("NETGPU_CMD_FLAG_ASYNC", abi::CMD_FLAG_ASYNC.into()),
         ("NETGPU_CQE_FLAG_PHASE", abi::CQE_FLAG_PHASE.into()),
+        (
+            "NETGPU_CQE_FLAG_CONSOLE_PENDING",
+            abi::CQE_FLAG_CONSOLE_PENDING.into(),
+        ),
         ("NETGPU_OP_NOP", op::NOP.into()),
         ("NETGPU_OP_DEVICE_QUERY", op::DEVICE_QUERY.into()),
         ("NETGPU_OP_MEM_GET_INFO", op::MEM_GET_INFO.into()),
@@ -164,6 +180,7 @@ fn c_header_matches_the_rust_abi() {
             op::EVENT_ELAPSED_TIME.into(),
         ),
         ("NETGPU_OP_EVENT_DESTROY", op::EVENT_DESTROY.into()),
+        ("NETGPU_OP_WIRE_REQUEST", op::WIRE_REQUEST.into()),
         (
             "NETGPU_DEVICE_INFO_SIZE",
             abi::DeviceInfoRecord::SIZE as u64,

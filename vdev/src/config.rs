@@ -32,6 +32,8 @@ pub enum Error {
     Size(String),
     #[error("invalid PCI id {0:?} (e.g. 0x10de)")]
     Id(String),
+    #[error("cannot resolve the backend address {0:?} (HOST:PORT)")]
+    Resolve(String, #[source] std::io::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -82,6 +84,20 @@ pub struct Args {
     /// Microseconds a busy queue keeps polling the fast doorbell page.
     #[arg(long)]
     pub poll_us: Option<u64>,
+    /// After start-up (socket bound, token read), drop to this user (no supplementary
+    /// groups, its group; root cannot be regained). The socket file is given to it.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Install the seccomp filter (the default).
+    #[arg(long, overrides_with = "no_seccomp")]
+    pub seccomp: bool,
+    /// Run without the seccomp filter (to debug a system call the filter refuses).
+    #[arg(long)]
+    pub no_seccomp: bool,
+    /// Log calls the filter would refuse to the kernel audit log instead of exiting
+    /// (diagnosis).
+    #[arg(long, hide = true)]
+    pub seccomp_log: bool,
 }
 
 /// The TOML file: the same options as the command line.
@@ -99,6 +115,8 @@ pub struct FileConfig {
     pub subsystem_id: Option<String>,
     pub on_disconnect: Option<OnDisconnect>,
     pub poll_us: Option<u64>,
+    pub user: Option<String>,
+    pub seccomp: Option<bool>,
 }
 
 /// Where the vfio-user socket comes from.
@@ -108,12 +126,24 @@ pub enum SocketSpec {
     Fd(i32),
 }
 
+/// Whether and how the seccomp filter is installed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seccomp {
+    Enforce,
+    /// Log what it would refuse (diagnosis).
+    Log,
+    Off,
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub socket: SocketSpec,
     pub device: DeviceConfig,
     pub on_disconnect: OnDisconnect,
+    /// Drop to this user after start-up.
+    pub user: Option<String>,
+    pub seccomp: Seccomp,
 }
 
 pub fn parse_size(s: &str) -> Result<u64> {
@@ -130,6 +160,21 @@ pub fn parse_size(s: &str) -> Result<u64> {
         _ => return Err(Error::Size(s.into())),
     };
     n.checked_mul(mult).ok_or(Error::Size(s.into()))
+}
+
+/// Resolves `HOST:PORT` once, at start-up (vdev then runs under a seccomp filter that has no
+/// room for name lookups): the first address the resolver gives, as `IP:PORT`.
+pub fn resolve_backend(addr: &str) -> Result<String> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = addr
+        .to_socket_addrs()
+        .map_err(|e| Error::Resolve(addr.into(), e))?;
+    addrs.next().map(|a| a.to_string()).ok_or_else(|| {
+        Error::Resolve(
+            addr.into(),
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        )
+    })
 }
 
 fn parse_id(s: &str) -> Result<u16> {
@@ -191,7 +236,16 @@ impl Config {
             subsystem: id(args.subsystem_id, file.subsystem_id, d.subsystem)?,
         };
         let defaults = DeviceConfig::default();
+        let seccomp = if args.seccomp_log {
+            Seccomp::Log
+        } else if args.no_seccomp || (!args.seccomp && file.seccomp == Some(false)) {
+            Seccomp::Off
+        } else {
+            Seccomp::Enforce
+        };
         Ok(Config {
+            user: args.user.or(file.user),
+            seccomp,
             socket,
             device: DeviceConfig {
                 name: args.name.or(file.name).unwrap_or(defaults.name),
@@ -218,6 +272,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn backend_addresses_resolve_to_ip_and_port() {
+        assert_eq!(resolve_backend("127.0.0.1:7070").unwrap(), "127.0.0.1:7070");
+        assert_eq!(resolve_backend("[::1]:7").unwrap(), "[::1]:7");
+        assert!(resolve_backend("localhost:7070").is_ok());
+        assert!(matches!(
+            resolve_backend("nonsense"),
+            Err(Error::Resolve(..))
+        ));
+    }
+
+    #[test]
     fn sizes_parse_with_binary_units() {
         assert_eq!(parse_size("16GiB").unwrap(), 16 << 30);
         assert_eq!(parse_size("512m").unwrap(), 512 << 20);
@@ -239,6 +304,21 @@ mod tests {
         assert_eq!(c.socket, SocketSpec::Path("/tmp/x.sock".into()));
         let a = Args::try_parse_from(["netgpu-vdev", "--fd=3", "--backend", "h:1"]).unwrap();
         assert_eq!(Config::resolve(a).unwrap().socket, SocketSpec::Fd(3));
+        let a = Args::try_parse_from([
+            "netgpu-vdev",
+            "--fd=3",
+            "--backend",
+            "h:1",
+            "--no-seccomp",
+            "--user",
+            "netgpu",
+        ])
+        .unwrap();
+        let c = Config::resolve(a).unwrap();
+        assert_eq!(
+            (c.seccomp, c.user.as_deref()),
+            (Seccomp::Off, Some("netgpu"))
+        );
         assert!(Args::try_parse_from(["netgpu-vdev", "--fd=3", "--socket", "/x"]).is_err());
     }
 
@@ -272,6 +352,7 @@ mod tests {
         assert_eq!(c.device.memory_quota, 2 << 30);
         assert_eq!(c.device.ids.vendor, 0x10de);
         assert_eq!(c.on_disconnect, OnDisconnect::Exit);
+        assert_eq!(c.seccomp, Seccomp::Enforce, "the filter is on by default");
         std::fs::write(&cfg, "bogus = 1\n").unwrap();
         let a = Args::try_parse_from(["netgpu-vdev", "--config", cfg.to_str().unwrap()]).unwrap();
         assert!(matches!(Config::resolve(a), Err(Error::Parse(..))));

@@ -22,7 +22,6 @@ pub const HEADER_TYPE: usize = 0x0e;
 pub const BAR0: usize = 0x10;
 pub const SUBSYSTEM_VENDOR_ID: usize = 0x2c;
 pub const SUBSYSTEM_ID: usize = 0x2e;
-pub const ROM: usize = 0x30;
 pub const CAP_PTR: usize = 0x34;
 pub const INTERRUPT_LINE: usize = 0x3c;
 pub const INTERRUPT_PIN: usize = 0x3d;
@@ -34,7 +33,6 @@ pub const MSIX_CAP: usize = 0x80;
 /// Offset of the power management capability.
 pub const PM_CAP: usize = 0xa0;
 
-pub const COMMAND_IO: u16 = 1 << 0;
 pub const COMMAND_MEMORY: u16 = 1 << 1;
 pub const COMMAND_BUS_MASTER: u16 = 1 << 2;
 pub const COMMAND_PARITY: u16 = 1 << 6;
@@ -206,6 +204,7 @@ impl ConfigSpace {
         u16::from_le_bytes([self.regs[off], self.regs[off + 1]])
     }
 
+    #[cfg(test)]
     fn get32(&self, off: usize) -> u32 {
         u32::from_le_bytes([
             self.regs[off],
@@ -263,14 +262,12 @@ impl ConfigSpace {
         self.get16(COMMAND)
     }
 
+    #[cfg(test)]
     pub fn msix_enabled(&self) -> bool {
         self.get16(MSIX_CAP + 2) & MSIX_CTRL_ENABLE != 0
     }
 
-    pub fn msix_masked(&self) -> bool {
-        self.get16(MSIX_CAP + 2) & MSIX_CTRL_FUNCTION_MASK != 0
-    }
-
+    #[cfg(test)]
     /// The address the guest programmed into a 64-bit BAR.
     pub fn bar_address(&self, index: u32) -> u64 {
         let off = BAR0 + 4 * index as usize;

@@ -1,26 +1,36 @@
-//! Device state: the pieces shared between the vfio-user message loop and the queue
-//! workers, the backend session lifecycle, and dispatch of region accesses by index.
+//! The device: state shared between the vfio-user message loop and the queue workers, the
+//! backend probe that fills the `GPU_*` registers, the policy applied when a queue's worker
+//! stops, and dispatch of region accesses by index.
 //!
-//! The message loop owns a [`Device`]; everything a queue worker also touches lives in
-//! [`Shared`] behind an `Arc`. The backend session is a [`Session`] enum. Nothing here waits
-//! on the network: connecting, resetting and tearing down run as tasks on the device's
-//! runtime, and registers report their progress (`STATUS`).
+//! The message loop owns a [`Device`]; what workers also touch lives in [`Shared`] behind an
+//! `Arc`. Register writes come back from [`crate::regs`] as actions, which are carried out
+//! here; a worker reports why it stopped and the device decides what the queue then says
+//! ([`Shared::worker_stopped`]). Nothing here waits on the network: the probe, resets and
+//! queue workers run as tasks on the device's runtime and report through `STATUS`.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use netgpu_client::{Client, ClientError};
-use netgpu_proto::abi;
+use netgpu_client::{Client, ClientError, ClientOptions};
+use netgpu_proto::abi::{self, codec};
+use netgpu_proto::wire::ops::SessionLimits;
 use tokio::runtime::Handle;
 use tracing::{debug, info, warn};
 
-use crate::config_space::{ConfigSpace, Effect, Ids};
+use crate::config_space::{ConfigSpace, Effect, Ids, COMMAND_INTX_DISABLE};
 use crate::doorbell::DoorbellPage;
 use crate::interrupts::Interrupts;
 use crate::memory::GuestMemory;
-use crate::queue::QueueShared;
+use crate::protocol::PCI_CONFIG_REGION;
+use crate::queue::{QueueShared, StopReason};
+use crate::regs::{self, Action, GpuInfo, RegisterSource};
+use crate::session;
+use crate::worker::{self, QueueEnv};
+
+/// How long opening a backend session may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Static configuration of one device.
 #[derive(Clone, Debug)]
@@ -29,7 +39,7 @@ pub struct DeviceConfig {
     pub ids: Ids,
     pub backend: String,
     pub token: String,
-    /// Memory quota reported in `MEMORY_QUOTA` (0: none).
+    /// Memory quota reported in `MEMORY_QUOTA` and enforced across queues (0: none).
     pub memory_quota: u64,
     /// How long a queue worker keeps polling the fast doorbell page after its last command.
     pub poll: Duration,
@@ -48,78 +58,49 @@ impl Default for DeviceConfig {
     }
 }
 
-/// What the remote GPU reported at connect time (BAR0 `GPU_*` registers).
-#[derive(Clone, Debug, Default)]
-pub struct GpuInfo {
-    pub total_mem: u64,
-    pub cc: (u32, u32),
-    pub sm_count: u32,
-    pub driver_version: u32,
-    pub executor: u32,
-    pub uuid: [u8; 16],
-    pub name: String,
-}
-
-/// The backend session lifecycle.
+/// What the device knows about its backend.
 #[derive(Clone, Default)]
-pub enum Session {
-    /// No session (before the first connect, or after a reset tore it down).
+enum Session {
+    /// Before the first probe, or after a reset started.
     #[default]
     Inactive,
     Connecting {
         generation: u64,
     },
+    /// The backend answered: queues may be enabled (each opens a session of its own).
     Ready {
-        generation: u64,
-        client: Client,
         info: GpuInfo,
     },
+    /// The backend could not be reached or refused us; only a reset leaves this.
     Failed {
-        generation: u64,
         reason: u32,
     },
 }
 
 /// State shared with the queue workers.
 pub struct Shared {
-    pub cfg: DeviceConfig,
-    pub mem: GuestMemory,
-    pub irqs: Mutex<Interrupts>,
-    pub session: Mutex<Session>,
-    /// Bumped on every reset; work of an older generation is discarded.
-    pub generation: AtomicU64,
-    pub driver_features: AtomicU64,
-    pub event_vector: AtomicU32,
-    pub queues: Vec<Arc<QueueShared>>,
-    pub doorbells: DoorbellPage,
-    pub rt: Handle,
+    cfg: DeviceConfig,
+    mem: Arc<GuestMemory>,
+    irqs: Arc<Mutex<Interrupts>>,
+    session: Mutex<Session>,
+    /// Bumped on every reset; a probe of an older generation is discarded.
+    generation: AtomicU64,
+    driver_features: AtomicU64,
+    event_vector: AtomicU32,
+    queues: Vec<Arc<QueueShared>>,
+    doorbells: Arc<DoorbellPage>,
+    rt: Handle,
     /// Device memory held by all queues, against `cfg.memory_quota`.
-    pub mem_used: AtomicU64,
+    mem_used: Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Shared {
-    pub fn irqs(&self) -> MutexGuard<'_, Interrupts> {
-        lock(&self.irqs)
-    }
-
-    pub fn session(&self) -> MutexGuard<'_, Session> {
-        lock(&self.session)
-    }
-
-    /// The client of the current session, if it is ready.
-    pub fn client(&self) -> Option<Client> {
-        match &*self.session() {
-            Session::Ready { client, .. } => Some(client.clone()),
-            _ => None,
-        }
-    }
-
-    pub fn status(&self) -> (u32, u32) {
-        match &*self.session() {
+impl RegisterSource for Shared {
+    fn status(&self) -> (u32, u32) {
+        match &*lock(&self.session) {
             Session::Inactive => (abi::STATUS_RESETTING, 0),
             Session::Connecting { .. } => (abi::STATUS_CONNECTING, 0),
             Session::Ready { .. } => (abi::STATUS_READY, 0),
@@ -127,70 +108,190 @@ impl Shared {
         }
     }
 
-    pub fn gpu_info(&self) -> GpuInfo {
-        match &*self.session() {
+    fn driver_features(&self) -> u64 {
+        self.driver_features.load(Ordering::Acquire)
+    }
+
+    fn event_vector(&self) -> u32 {
+        self.event_vector.load(Ordering::Acquire)
+    }
+
+    fn take_intr_status(&self) -> u32 {
+        std::mem::take(&mut lock(&self.irqs).intr_status)
+    }
+
+    fn gpu_info(&self) -> GpuInfo {
+        match &*lock(&self.session) {
             Session::Ready { info, .. } => info.clone(),
             _ => GpuInfo::default(),
         }
     }
 
+    fn memory_quota(&self) -> u64 {
+        self.cfg.memory_quota
+    }
+
+    fn queue(&self, q: usize) -> Option<&QueueShared> {
+        self.queues.get(q).map(|q| &**q)
+    }
+}
+
+impl Shared {
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Guest memory (the `DMA_MAP`s).
+    pub fn memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
+    /// Interrupt delivery (`SET_IRQS`, BAR4).
+    pub fn irqs(&self) -> MutexGuard<'_, Interrupts> {
+        lock(&self.irqs)
+    }
+
+    /// The queue registers (tests and diagnostics).
+    pub fn queue_state(&self, q: usize) -> Option<&QueueShared> {
+        self.queues.get(q).map(|q| &**q)
+    }
+
     /// Signals the device event vector (status changes).
-    pub fn device_event(&self) {
-        let v = self.event_vector.load(Ordering::Relaxed);
+    fn device_event(&self) {
+        let v = self.event_vector.load(Ordering::Acquire);
         if v != abi::NO_VECTOR {
-            self.irqs().signal(v, 1 << 31);
+            lock(&self.irqs).signal(v, abi::INTR_DEVICE_EVENT);
         }
     }
 
-    /// Marks the session failed (from a queue worker that lost the backend).
-    pub fn session_lost(self: &Arc<Self>, generation: u64) {
-        {
-            let mut s = self.session();
-            match &*s {
-                Session::Ready { generation: g, .. } if *g == generation => {
-                    warn!(device = %self.cfg.name, "backend session lost");
-                    *s = Session::Failed {
-                        generation,
-                        reason: abi::FATAL_BACKEND_LOST,
-                    };
+    /// Carries out a register write (everything but a reset, which the [`Device`] does).
+    fn apply(self: &Arc<Self>, action: Action) {
+        match action {
+            Action::Reset => {}
+            Action::DriverFeatures(f) => self.driver_features.store(f, Ordering::Release),
+            Action::EventVector(v) => self.event_vector.store(v, Ordering::Release),
+            Action::EnableQueue(q) => self.enable_queue(q),
+            Action::DisableQueue(q) => {
+                if let Some(queue) = self.queues.get(q) {
+                    queue.disable();
                 }
-                _ => return,
+            }
+            Action::QueueReg { q, field, value } => {
+                if let Some(queue) = self.queues.get(q) {
+                    queue.write_reg(&self.cfg.name, field, value);
+                }
+            }
+            Action::Doorbell { q, tail } => {
+                if let Some(queue) = self.queues.get(q) {
+                    queue.ring(tail);
+                }
             }
         }
-        for q in &self.queues {
-            q.fail(abi::QERR_BACKEND_LOST);
-        }
-        self.device_event();
     }
 
-    /// Starts connecting to the backend for `generation` (in the background).
-    pub fn connect(self: &Arc<Self>, generation: u64) {
-        *self.session() = Session::Connecting { generation };
+    /// Validates queue `q`'s registers and starts its worker.
+    fn enable_queue(self: &Arc<Self>, q: usize) {
+        let Some(queue) = self.queues.get(q).cloned() else {
+            return;
+        };
+        if queue.is_running() {
+            return;
+        }
+        let ready = matches!(&*lock(&self.session), Session::Ready { .. });
+        let regs = match queue.validate(&self.mem.snapshot()) {
+            Ok(_) if !ready => Err(abi::QERR_BACKEND_LOST),
+            other => other,
+        };
+        let regs = match regs {
+            Ok(r) => r,
+            Err(code) => {
+                warn!(device = %self.cfg.name, queue = q, code, regs = ?queue.regs(), "refused to enable queue");
+                queue.refuse(code);
+                return;
+            }
+        };
+        self.doorbells.clear(q as u32);
+        let (ctl, epoch) = queue.start();
+        debug!(device = %self.cfg.name, queue = q, size = regs.size, "queue enabled");
+        let features = self.driver_features.load(Ordering::Acquire);
+        let env = QueueEnv {
+            device: self.cfg.name.clone(),
+            queue: Arc::clone(&queue),
+            regs,
+            ctl,
+            mem: Arc::clone(&self.mem),
+            irqs: Arc::clone(&self.irqs),
+            doorbells: Arc::clone(&self.doorbells),
+            fast_doorbells: features & abi::FEATURE_FAST_DOORBELLS != 0,
+            out_of_order: features & abi::FEATURE_OUT_OF_ORDER != 0,
+            session: session::Options {
+                addr: self.cfg.backend.clone(),
+                token: self.cfg.token.clone(),
+                client: format!("netgpu-vdev {} queue {q}", self.cfg.name),
+                limits: self.limits(),
+                timeout: CONNECT_TIMEOUT,
+            },
+            mem_used: Arc::clone(&self.mem_used),
+            memory_limit: self.cfg.memory_quota,
+            poll: self.cfg.poll,
+        };
         let me = Arc::clone(self);
         self.rt.spawn(async move {
-            let name = me.cfg.name.clone();
-            let result = connect_backend(&me.cfg).await;
-            let mut s = me.session();
+            // The worker runs as a task of its own, so even a bug that panics it ends here
+            // as a reason, and the queue is not left reading ENABLED.
+            let reason = match tokio::spawn(worker::run(env)).await {
+                Ok(r) => r,
+                Err(e) => StopReason::BackendLost(format!("queue worker failed: {e}")),
+            };
+            me.worker_stopped(&queue, epoch, reason);
+        });
+    }
+
+    /// The device's policy when a queue's worker stops (it touches no guest memory by now):
+    /// the failure belongs to that queue alone. A lost or misbehaving backend session, a
+    /// ring fault or a bad doorbell puts the queue in ERROR with the matching code; the
+    /// device stays READY and other queues go on, since each has a session of its own. A
+    /// new enable of the queue opens a new session.
+    pub fn worker_stopped(&self, queue: &QueueShared, epoch: u32, reason: StopReason) {
+        match &reason {
+            StopReason::Stopped => {}
+            other => {
+                warn!(device = %self.cfg.name, queue = queue.index(), reason = ?other, "queue stopped on an error")
+            }
+        }
+        queue.finish(epoch, &reason);
+    }
+
+    fn limits(&self) -> SessionLimits {
+        SessionLimits {
+            memory_quota: (self.cfg.memory_quota != 0).then_some(self.cfg.memory_quota),
+            kernel_time_limit_ms: None,
+        }
+    }
+
+    /// Starts probing the backend for `generation` (in the background).
+    fn connect(self: &Arc<Self>, generation: u64) {
+        *lock(&self.session) = Session::Connecting { generation };
+        let me = Arc::clone(self);
+        self.rt.spawn(async move {
+            let result = probe(&me.cfg, me.limits()).await;
+            let mut s = lock(&me.session);
             if !matches!(&*s, Session::Connecting { generation: g } if *g == generation) {
-                return; // reset again meanwhile; dropping the client closes that session
+                return; // reset again meanwhile
             }
             *s = match result {
-                Ok((client, info)) => {
-                    info!(device = %name, gpu = %info.name, session = client.session_id(), "backend session ready");
-                    Session::Ready {
-                        generation,
-                        client,
-                        info,
-                    }
+                Ok(info) => {
+                    info!(device = %me.cfg.name, gpu = %info.name, "backend ready");
+                    Session::Ready { info }
                 }
                 Err(e) => {
-                    warn!(device = %name, "cannot open backend session: {e}");
+                    warn!(device = %me.cfg.name, "cannot open a backend session: {e}");
                     let reason = match e {
                         ClientError::Refused { .. } => abi::FATAL_BACKEND_AUTH,
                         ClientError::Protocol(_) => abi::FATAL_BACKEND_PROTOCOL,
                         _ => abi::FATAL_BACKEND_UNREACHABLE,
                     };
-                    Session::Failed { generation, reason }
+                    Session::Failed { reason }
                 }
             };
             drop(s);
@@ -198,59 +299,59 @@ impl Shared {
         });
     }
 
-    /// Resets the device: stops every queue, drops the backend session (closing the
-    /// connection frees every remote object), clears registers and reconnects.
-    pub fn reset(self: &Arc<Self>) {
+    /// Resets the device: stops every queue (each closes its backend session, which frees
+    /// every remote object), clears registers and probes the backend again.
+    fn reset(self: &Arc<Self>) {
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         debug!(device = %self.cfg.name, generation, "device reset");
         for (q, queue) in self.queues.iter().enumerate() {
             queue.reset();
             self.doorbells.clear(q as u32);
         }
-        *self.session() = Session::Inactive;
-        self.driver_features.store(0, Ordering::Relaxed);
-        self.event_vector.store(0, Ordering::Relaxed);
-        self.irqs().reset();
+        *lock(&self.session) = Session::Inactive;
+        self.driver_features.store(0, Ordering::Release);
+        self.event_vector.store(0, Ordering::Release);
+        lock(&self.irqs).reset();
         self.connect(generation);
     }
 
-    /// Tears everything down without reconnecting (client disconnect, shutdown).
-    pub fn shutdown(&self) {
+    /// Tears everything down without reconnecting (VMM disconnect, shutdown).
+    fn shutdown(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         for queue in &self.queues {
             queue.reset();
         }
-        *self.session() = Session::Inactive;
+        *lock(&self.session) = Session::Inactive;
         self.mem.unmap_all();
-        self.irqs().clear_fds();
+        lock(&self.irqs).clear_fds();
     }
 }
 
-async fn connect_backend(cfg: &DeviceConfig) -> Result<(Client, GpuInfo), ClientError> {
-    let client = Client::connect(&cfg.backend, &cfg.token).await?;
+/// Asks the backend about its GPU; the session is closed again at once (every queue opens
+/// its own).
+async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, ClientError> {
+    let opts = ClientOptions {
+        name: format!("netgpu-vdev {}", cfg.name),
+        connect_timeout: CONNECT_TIMEOUT,
+        limits,
+    };
+    let client = Client::connect_with(&cfg.backend, &cfg.token, opts).await?;
     let d = client.device_query().await?;
-    let mut uuid = [0u8; 16];
-    uuid.copy_from_slice(&d.uuid);
-    let info = GpuInfo {
+    Ok(GpuInfo {
         total_mem: d.total_mem,
         cc: (d.cc_major, d.cc_minor),
         sm_count: d.multiprocessors,
         driver_version: d.driver_version,
-        executor: match d.executor.as_str() {
-            "cuda" => abi::EXECUTOR_CUDA,
-            "cpu" => abi::EXECUTOR_CPU,
-            _ => abi::EXECUTOR_NONE,
-        },
-        uuid,
+        executor: codec::executor_code(&d.executor),
+        uuid: d.uuid,
         name: d.name,
-    };
-    Ok((client, info))
+    })
 }
 
 /// The device the message loop drives.
 pub struct Device {
-    pub shared: Arc<Shared>,
-    pub config: ConfigSpace,
+    shared: Arc<Shared>,
+    config: ConfigSpace,
 }
 
 impl Device {
@@ -262,15 +363,15 @@ impl Device {
             .collect();
         let shared = Arc::new(Shared {
             cfg,
-            mem: GuestMemory::new(),
-            irqs: Mutex::new(irqs),
+            mem: Arc::new(GuestMemory::new()),
+            irqs: Arc::new(Mutex::new(irqs)),
             session: Mutex::new(Session::Inactive),
             generation: AtomicU64::new(0),
             driver_features: AtomicU64::new(0),
             event_vector: AtomicU32::new(0),
             queues,
-            doorbells: DoorbellPage::new()?,
-            mem_used: AtomicU64::new(0),
+            doorbells: Arc::new(DoorbellPage::new()?),
+            mem_used: Arc::new(AtomicU64::new(0)),
             rt,
         });
         Ok(Device {
@@ -283,7 +384,11 @@ impl Device {
         &self.shared.cfg.name
     }
 
-    /// Starts the first backend session.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Starts the first backend probe.
     pub fn start(&self) {
         let g = self.shared.generation.load(Ordering::SeqCst);
         self.shared.connect(g);
@@ -296,7 +401,7 @@ impl Device {
         self.shared.reset();
     }
 
-    /// The client went away: free everything; a new client starts from power-on state.
+    /// The VMM went away: free everything; a new VMM starts from power-on state.
     pub fn disconnect(&mut self) {
         self.config.reset();
         self.shared.shutdown();
@@ -304,32 +409,20 @@ impl Device {
 
     pub fn region_read(&mut self, region: u32, offset: u64, data: &mut [u8]) -> bool {
         match region {
-            crate::protocol::PCI_CONFIG_REGION => {
-                self.config.read(offset, data);
-                true
-            }
-            abi::REGS_BAR => {
-                crate::regs::read(&self.shared, offset, data);
-                true
-            }
-            abi::DOORBELL_BAR => {
-                self.shared.doorbells.read(offset, data);
-                true
-            }
-            abi::MSIX_BAR => {
-                self.shared.irqs().bar_read(offset, data);
-                true
-            }
-            _ => false,
+            PCI_CONFIG_REGION => self.config.read(offset, data),
+            abi::REGS_BAR => regs::read(&*self.shared, offset, data),
+            abi::DOORBELL_BAR => self.shared.doorbells.read(offset, data),
+            abi::MSIX_BAR => self.shared.irqs().bar_read(offset, data),
+            _ => return false,
         }
+        true
     }
 
     pub fn region_write(&mut self, region: u32, offset: u64, data: &[u8]) -> bool {
         match region {
-            crate::protocol::PCI_CONFIG_REGION => {
+            PCI_CONFIG_REGION => {
                 let effects = self.config.write(offset, data);
-                let intx_off =
-                    self.config.command() & crate::config_space::COMMAND_INTX_DISABLE != 0;
+                let intx_off = self.config.command() & COMMAND_INTX_DISABLE != 0;
                 self.shared.irqs().set_intx_disabled(intx_off);
                 for e in effects {
                     match e {
@@ -342,13 +435,15 @@ impl Device {
                         }
                     }
                 }
-                true
             }
             abi::REGS_BAR => {
-                if crate::regs::write(&self.shared, offset, data) == crate::regs::Action::Reset {
-                    self.reset();
+                let features = self.shared.driver_features();
+                for action in regs::write(self.name(), features, offset, data) {
+                    match action {
+                        Action::Reset => self.reset(),
+                        other => self.shared.apply(other),
+                    }
                 }
-                true
             }
             abi::DOORBELL_BAR => {
                 self.shared.doorbells.write(offset, data);
@@ -357,14 +452,11 @@ impl Device {
                 if let Some(queue) = self.shared.queues.get(q as usize) {
                     queue.wake();
                 }
-                true
             }
-            abi::MSIX_BAR => {
-                self.shared.irqs().bar_write(offset, data);
-                true
-            }
-            _ => false,
+            abi::MSIX_BAR => self.shared.irqs().bar_write(offset, data),
+            _ => return false,
         }
+        true
     }
 
     /// The doorbell page's fd for `GET_REGION_INFO` of BAR2.

@@ -1,71 +1,248 @@
-//! Command forwarding: one command descriptor becomes one backend call (`netgpu-client`),
-//! its data gathered from or scattered to guest memory through the command's validated
-//! scatter-gather list, its result turned into a completion.
+//! Forwarding policy: how a decoded command ([`codec::DeviceRequest`]) becomes the wire
+//! frames sent for it ([`plan`]), and what the device itself keeps track of around them (the
+//! device-wide memory limit, [`Quota`]).
 //!
-//! Every check a guest can fail completes the command with a CUDA error code; nothing here
-//! panics or touches memory outside what the client mapped.
-
-use netgpu_client::{Client, ClientError, CuResult, Handle};
-use netgpu_proto::abi::{self, op, Command, DeviceInfoRecord, ParamRecord};
-use tracing::debug;
+//! This module decides; it moves no bytes. Which opcode means which request is the codec's
+//! business (`netgpu_proto::abi::codec`); sending and receiving is the worker's.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use crate::memory::Snapshot;
-use crate::sg::SgList;
+use netgpu_proto::abi::codec::{DeviceRequest, ReplyForm};
+use netgpu_proto::cuda::CuResult;
+use netgpu_proto::wire::ops::{self, DevPtr, Handle, Reply, Request};
+
+/// One frame sent for a command.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Part {
+    pub request: Request,
+    pub no_reply: bool,
+    /// The frame's data section: `len` bytes of the command's input from `skip` on.
+    pub data_skip: u64,
+    pub data_len: u64,
+    /// Where this part's reply data goes in the command's output, and how much room it has.
+    pub out_skip: u64,
+    pub out_len: u64,
+    /// How this part's reply becomes completion values (the last part's reply completes the
+    /// command; earlier replies only contribute their data and errors).
+    pub form: ReplyForm,
+}
+
+/// What the device does around a command's reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    /// `MemAlloc` of `size` bytes in `ctx` was reserved against the limit: record the
+    /// pointer on success, give the bytes back on failure.
+    Alloc {
+        ctx: Handle,
+        size: u64,
+    },
+    /// Give the allocation at `ptr` back once freed.
+    Free {
+        ptr: DevPtr,
+    },
+    /// A destroyed context frees all its allocations.
+    ForgetCtx {
+        ctx: Handle,
+    },
+    /// `MemGetInfo`: report at most the device-wide limit.
+    MemInfo,
+}
+
+/// The frames of one command and its effect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub parts: Vec<Part>,
+    pub effect: Effect,
+    /// The command completes once its frames are written (no part waits for a reply).
+    pub posted: bool,
+}
+
+/// Plans the frames for `dr`, whose output has `output_len` bytes, for a backend that accepts
+/// data sections of at most `max_data` bytes. Copies larger than that become several frames
+/// (pipelined: only the last one of a synchronous host-to-device copy waits); any other
+/// request whose data does not fit one frame is refused.
+pub fn plan(dr: &DeviceRequest, output_len: u64, max_data: u64) -> Result<Plan, CuResult> {
+    let max_data = max_data.max(4096);
+    let effect = match &dr.request {
+        Request::MemAlloc { ctx, size } => Effect::Alloc {
+            ctx: *ctx,
+            size: *size,
+        },
+        Request::MemFree { ptr } | Request::MemFreeAsync { ptr, .. } => Effect::Free { ptr: *ptr },
+        Request::CtxDestroy { ctx } => Effect::ForgetCtx { ctx: *ctx },
+        Request::MemGetInfo => Effect::MemInfo,
+        _ => Effect::None,
+    };
+    let single = |request: Request, no_reply: bool| Part {
+        request,
+        no_reply,
+        data_skip: dr.data_skip,
+        data_len: dr.data_len,
+        out_skip: 0,
+        out_len: output_len,
+        form: dr.form,
+    };
+    let mut parts = Vec::new();
+    match &dr.request {
+        Request::MemcpyHtoD { ctx, dst, stream } if dr.data_len > max_data => {
+            let mut off = 0;
+            while off < dr.data_len {
+                let n = (dr.data_len - off).min(max_data);
+                let last = off + n == dr.data_len;
+                parts.push(Part {
+                    request: Request::MemcpyHtoD {
+                        ctx: *ctx,
+                        dst: dst.wrapping_add(off),
+                        stream: *stream,
+                    },
+                    no_reply: dr.no_reply || !last,
+                    data_skip: dr.data_skip + off,
+                    data_len: n,
+                    out_skip: 0,
+                    out_len: 0,
+                    form: dr.form,
+                });
+                off += n;
+            }
+        }
+        Request::MemcpyDtoH {
+            ctx,
+            src,
+            len,
+            stream,
+        } if *len > max_data && dr.form == ReplyForm::Data => {
+            let mut off = 0;
+            while off < *len {
+                let n = (*len - off).min(max_data);
+                parts.push(Part {
+                    request: Request::MemcpyDtoH {
+                        ctx: *ctx,
+                        src: src.wrapping_add(off),
+                        len: n,
+                        stream: *stream,
+                    },
+                    no_reply: false,
+                    data_skip: 0,
+                    data_len: 0,
+                    out_skip: off,
+                    out_len: n,
+                    form: ReplyForm::Data,
+                });
+                off += n;
+            }
+        }
+        _ if dr.data_len > max_data => return Err(CuResult::INVALID_VALUE),
+        _ => match dr.then_sync {
+            Some(stream) => {
+                parts.push(single(dr.request.clone(), true));
+                parts.push(Part {
+                    request: Request::StreamSynchronize { stream },
+                    no_reply: false,
+                    data_skip: 0,
+                    data_len: 0,
+                    out_skip: 0,
+                    out_len: 0,
+                    form: ReplyForm::Done,
+                });
+            }
+            None => parts.push(single(dr.request.clone(), dr.no_reply)),
+        },
+    }
+    let posted = parts.iter().all(|p| p.no_reply);
+    Ok(Plan {
+        parts,
+        effect,
+        posted,
+    })
+}
 
 /// One queue's share of the device's memory limit (`netgpu-vdev --memory`). Every queue has a
 /// backend session of its own, so the device-wide limit is kept here: all queues draw on one
 /// counter, each remembers what it allocated, and a closed queue gives its share back.
-pub struct Quota<'a> {
-    used: &'a AtomicU64,
+pub struct Quota {
+    used: Arc<AtomicU64>,
     /// 0: no device-wide limit.
     limit: u64,
     /// Device pointer -> (bytes, context) of this queue's live allocations.
     allocs: HashMap<u64, (u64, Handle)>,
+    /// Bytes reserved for allocations whose reply has not come yet.
+    reserved: u64,
 }
 
-impl<'a> Quota<'a> {
-    pub fn new(used: &'a AtomicU64, limit: u64) -> Self {
+impl Quota {
+    pub fn new(used: Arc<AtomicU64>, limit: u64) -> Self {
         Quota {
             used,
             limit,
             allocs: HashMap::new(),
+            reserved: 0,
         }
     }
 
-    fn reserve(&self, bytes: u64) -> bool {
-        self.limit == 0
+    /// Reserves `bytes` for an allocation (settled by [`Quota::settle`]); false when the
+    /// device-wide limit would be exceeded.
+    pub fn reserve(&mut self, bytes: u64) -> bool {
+        let ok = self.limit == 0
             || self
                 .used
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
                     u.checked_add(bytes).filter(|&n| n <= self.limit)
                 })
-                .is_ok()
+                .is_ok();
+        if ok {
+            self.reserved = self.reserved.saturating_add(bytes);
+        }
+        ok
     }
 
     fn release(&self, bytes: u64) {
         if self.limit != 0 {
-            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            let _ = self
+                .used
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                    Some(u.saturating_sub(bytes))
+                });
         }
     }
 
-    fn forget_ctx(&mut self, ctx: Handle) {
-        let mut freed = 0;
-        self.allocs.retain(|_, (b, c)| {
-            if *c == ctx {
-                freed += *b;
-                false
-            } else {
-                true
+    /// Applies `effect` once the command's result `result` (and, for an allocation, the
+    /// pointer `value0`) is known.
+    pub fn settle(&mut self, effect: Effect, result: CuResult, value0: u64) {
+        match effect {
+            Effect::Alloc { ctx, size } => {
+                self.reserved = self.reserved.saturating_sub(size);
+                if result.is_success() {
+                    self.allocs.insert(value0, (size, ctx));
+                } else {
+                    self.release(size);
+                }
             }
-        });
-        self.release(freed);
+            Effect::Free { ptr } if result.is_success() => {
+                if let Some((bytes, _)) = self.allocs.remove(&ptr) {
+                    self.release(bytes);
+                }
+            }
+            Effect::ForgetCtx { ctx } if result.is_success() => {
+                let mut freed = 0;
+                self.allocs.retain(|_, (b, c)| {
+                    if *c == ctx {
+                        freed += *b;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                self.release(freed);
+            }
+            _ => {}
+        }
     }
 
     /// `(free, total)` as the device-wide limit sees it, if there is one.
-    fn info(&self) -> Option<(u64, u64)> {
+    pub fn info(&self) -> Option<(u64, u64)> {
         (self.limit != 0).then(|| {
             (
                 self.limit.saturating_sub(self.used.load(Ordering::Acquire)),
@@ -73,324 +250,192 @@ impl<'a> Quota<'a> {
             )
         })
     }
+
+    /// Clamps a `MemGetInfo` answer to the device-wide limit: completion values (fixed form)
+    /// or a reply control section (wire form, re-encoded).
+    pub fn clamp_mem_info(&self, v0: &mut u64, v1: &mut u64, ctrl: Option<&mut Vec<u8>>) {
+        let Some((qf, qt)) = self.info() else {
+            return;
+        };
+        match ctrl {
+            None => {
+                *v0 = (*v0).min(qf);
+                *v1 = (*v1).min(qt);
+            }
+            Some(ctrl) => {
+                if let Ok(Reply::MemInfo { free, total }) = ops::decode::<Reply>(ctrl) {
+                    let r = Reply::MemInfo {
+                        free: free.min(qf),
+                        total: total.min(qt),
+                    };
+                    if let Ok(b) = ops::encode(&r) {
+                        *ctrl = b;
+                    }
+                }
+            }
+        }
+    }
 }
 
-impl Drop for Quota<'_> {
+impl Drop for Quota {
     fn drop(&mut self) {
-        let total = self.allocs.values().map(|(b, _)| *b).sum();
-        self.release(total);
+        let total: u64 = self.allocs.values().map(|(b, _)| *b).sum();
+        self.release(total.saturating_add(self.reserved));
     }
 }
 
-/// The result of one command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub result: CuResult,
-    pub v0: u64,
-    pub v1: u64,
-    /// The backend connection is gone.
-    pub lost: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Outcome {
-    fn ok(v0: u64, v1: u64) -> Self {
-        Outcome {
-            result: CuResult::SUCCESS,
-            v0,
-            v1,
-            lost: false,
+    fn dr(request: Request, data_len: u64, form: ReplyForm) -> DeviceRequest {
+        DeviceRequest {
+            request,
+            no_reply: false,
+            data_skip: 0,
+            data_len,
+            then_sync: None,
+            form,
         }
     }
 
-    fn err(result: CuResult) -> Self {
-        Outcome {
-            result,
-            v0: 0,
-            v1: 0,
-            lost: false,
-        }
-    }
-}
-
-impl From<ClientError> for Outcome {
-    fn from(e: ClientError) -> Self {
-        Outcome {
-            result: e.cuda_result(),
-            v0: 0,
-            v1: 0,
-            lost: matches!(e, ClientError::Disconnected(_)),
-        }
-    }
-}
-
-fn done<T>(r: Result<T, ClientError>, f: impl FnOnce(T) -> (u64, u64)) -> Outcome {
-    match r {
-        Ok(v) => {
-            let (a, b) = f(v);
-            Outcome::ok(a, b)
-        }
-        Err(e) => e.into(),
-    }
-}
-
-fn may_be_async(opcode: u16) -> bool {
-    matches!(
-        opcode,
-        op::MEMCPY_HTOD | op::MEMCPY_DTOD | op::MEMSET | op::LAUNCH_KERNEL | op::EVENT_RECORD
-    )
-}
-
-fn uses_data(opcode: u16) -> bool {
-    matches!(
-        opcode,
-        op::DEVICE_QUERY
-            | op::MEMCPY_HTOD
-            | op::MEMCPY_DTOH
-            | op::MODULE_LOAD
-            | op::MODULE_GET_FUNCTION
-            | op::MODULE_GET_GLOBAL
-            | op::LAUNCH_KERNEL
-    )
-}
-
-/// Executes `cmd`. `ctxs` tracks the contexts created through this queue, which the queue
-/// destroys when it is disabled.
-pub async fn execute(
-    name: &str,
-    client: &Client,
-    mem: &Snapshot,
-    cmd: &Command,
-    ctxs: &mut Vec<Handle>,
-    quota: &mut Quota<'_>,
-) -> Outcome {
-    if !op::ALL.contains(&cmd.opcode) || cmd.flags & !abi::CMD_FLAGS_ALL != 0 || cmd.reserved != 0 {
-        debug!(
-            device = name,
-            opcode = cmd.opcode,
-            flags = cmd.flags,
-            "unsupported command"
-        );
-        return Outcome::err(CuResult::NOT_SUPPORTED);
-    }
-    let is_async = cmd.flags & abi::CMD_FLAG_ASYNC != 0;
-    if is_async && !may_be_async(cmd.opcode) {
-        return Outcome::err(CuResult::INVALID_VALUE);
-    }
-    let sg = if uses_data(cmd.opcode) {
-        match SgList::resolve(cmd, mem) {
-            Ok(sg) => sg,
-            Err(e) => {
-                debug!(device = name, cid = cmd.cid, "bad scatter-gather list: {e}");
-                return Outcome::err(CuResult::INVALID_VALUE);
-            }
-        }
-    } else {
-        SgList::default()
-    };
-    let a = cmd.args;
-    match cmd.opcode {
-        op::NOP => Outcome::ok(0, 0),
-        op::DEVICE_QUERY => match client.device_query().await {
-            Ok(d) => {
-                let mut r = DeviceInfoRecord::default();
-                let n = d.name.len().min(r.name.len() - 1);
-                r.name[..n].copy_from_slice(&d.name.as_bytes()[..n]);
-                r.total_mem = d.total_mem;
-                r.cc_major = d.cc_major;
-                r.cc_minor = d.cc_minor;
-                r.multiprocessors = d.multiprocessors;
-                r.driver_version = d.driver_version;
-                r.uuid = d.uuid;
-                r.executor = match d.executor.as_str() {
-                    "cuda" => abi::EXECUTOR_CUDA,
-                    "cpu" => abi::EXECUTOR_CPU,
-                    _ => abi::EXECUTOR_NONE,
-                };
-                let count = d.attributes.len().min(abi::DEVICE_INFO_MAX_ATTRS);
-                r.attr_count = count as u32;
-                for (slot, (attr, val)) in r.attrs.iter_mut().zip(&d.attributes) {
-                    *slot = [*attr, *val as u32];
-                }
-                if sg.total < DeviceInfoRecord::SIZE as u64 {
-                    return Outcome::err(CuResult::INVALID_VALUE);
-                }
-                match sg.scatter(mem, 0, &r.to_bytes()) {
-                    Ok(()) => Outcome::ok(DeviceInfoRecord::SIZE as u64, 0),
-                    Err(_) => Outcome::err(CuResult::INVALID_VALUE),
-                }
-            }
-            Err(e) => e.into(),
-        },
-        op::MEM_GET_INFO => {
-            let info = quota.info();
-            done(client.mem_get_info().await, |(f, t)| match info {
-                Some((qf, qt)) => (f.min(qf), t.min(qt)),
-                None => (f, t),
-            })
-        }
-        op::CTX_CREATE => {
-            let r = client.ctx_create(a[0] as u32).await;
-            if let Ok(h) = &r {
-                ctxs.push(*h);
-            }
-            done(r, |h| (h, 0))
-        }
-        op::CTX_DESTROY => {
-            let r = client.ctx_destroy(a[0]).await;
-            if r.is_ok() {
-                ctxs.retain(|c| *c != a[0]);
-                quota.forget_ctx(a[0]);
-            }
-            done(r, |_| (0, 0))
-        }
-        op::CTX_SYNCHRONIZE => done(client.ctx_synchronize(a[0]).await, |_| (0, 0)),
-        op::MEM_ALLOC => {
-            if !quota.reserve(a[1]) {
-                return Outcome::err(CuResult::OUT_OF_MEMORY);
-            }
-            let r = client.mem_alloc(a[0], a[1]).await;
-            match &r {
-                Ok(p) => {
-                    quota.allocs.insert(*p, (a[1], a[0]));
-                }
-                Err(_) => quota.release(a[1]),
-            }
-            done(r, |p| (p, 0))
-        }
-        op::MEM_FREE => {
-            let r = client.mem_free(a[0]).await;
-            if r.is_ok() {
-                if let Some((bytes, _)) = quota.allocs.remove(&a[0]) {
-                    quota.release(bytes);
-                }
-            }
-            done(r, |_| (0, 0))
-        }
-        op::MEMCPY_HTOD => {
-            let data = match sg.gather(mem, 0, sg.total) {
-                Ok(d) => d,
-                Err(_) => return Outcome::err(CuResult::INVALID_VALUE),
-            };
-            let r = if is_async {
-                client.memcpy_htod_async(a[0], a[1], &data, a[2]).await
-            } else {
-                client.memcpy_htod(a[0], a[1], &data, a[2]).await
-            };
-            done(r, |_| (0, 0))
-        }
-        op::MEMCPY_DTOH => match client.memcpy_dtoh(a[0], a[1], sg.total, a[2]).await {
-            Ok(data) => match sg.scatter(mem, 0, &data) {
-                Ok(()) => Outcome::ok(data.len() as u64, 0),
-                Err(_) => Outcome::err(CuResult::INVALID_VALUE),
+    #[test]
+    fn large_copies_become_frames_the_backend_accepts() {
+        let htod = dr(
+            Request::MemcpyHtoD {
+                ctx: 1,
+                dst: 0x1000,
+                stream: 2,
             },
-            Err(e) => e.into(),
-        },
-        op::MEMCPY_DTOD => {
-            let r = if is_async {
-                client.memcpy_dtod_async(a[0], a[1], a[2], a[3], a[4]).await
-            } else {
-                client.memcpy_dtod(a[0], a[1], a[2], a[3], a[4]).await
-            };
-            done(r, |_| (0, 0))
-        }
-        op::MEMSET => {
-            let elem = a[3];
-            if !matches!(elem, 1 | 2 | 4) {
-                return Outcome::err(CuResult::INVALID_VALUE);
+            10_000,
+            ReplyForm::Done,
+        );
+        let p = plan(&htod, 0, 4096).unwrap();
+        assert_eq!(p.parts.len(), 3);
+        assert!(p.parts[..2].iter().all(|x| x.no_reply));
+        assert!(
+            !p.parts[2].no_reply,
+            "a synchronous copy waits for its last part"
+        );
+        assert_eq!(
+            p.parts[2].request,
+            Request::MemcpyHtoD {
+                ctx: 1,
+                dst: 0x1000 + 8192,
+                stream: 2
             }
-            let r = if is_async {
-                client
-                    .memset_async(a[0], a[1], a[2] as u32, elem as u8, a[4], a[5])
-                    .await
-            } else {
-                client
-                    .memset(a[0], a[1], a[2] as u32, elem as u8, a[4], a[5])
-                    .await
-            };
-            done(r, |_| (0, 0))
-        }
-        op::MODULE_LOAD => {
-            let image = match sg.gather(mem, 0, sg.total) {
-                Ok(d) => d,
-                Err(_) => return Outcome::err(CuResult::INVALID_VALUE),
-            };
-            done(client.module_load(a[0], &image).await, |h| (h, 0))
-        }
-        op::MODULE_UNLOAD => done(client.module_unload(a[0]).await, |_| (0, 0)),
-        op::MODULE_GET_FUNCTION | op::MODULE_GET_GLOBAL => {
-            let n = a[1];
-            if n == 0 || n > u64::from(abi::MAX_NAME_LEN) || n > sg.total {
-                return Outcome::err(CuResult::INVALID_VALUE);
+        );
+        assert_eq!((p.parts[2].data_skip, p.parts[2].data_len), (8192, 1808));
+        assert!(!p.posted);
+        let dtoh = dr(
+            Request::MemcpyDtoH {
+                ctx: 1,
+                src: 0x2000,
+                len: 9000,
+                stream: 0,
+            },
+            0,
+            ReplyForm::Data,
+        );
+        let p = plan(&dtoh, 9000, 4096).unwrap();
+        assert_eq!(p.parts.len(), 3);
+        assert_eq!((p.parts[1].out_skip, p.parts[1].out_len), (4096, 4096));
+        assert!(p.parts.iter().all(|x| !x.no_reply));
+        // Data of any other request must fit one frame.
+        let load = dr(
+            Request::ModuleLoad {
+                ctx: 1,
+                parts: vec![],
+            },
+            10_000,
+            ReplyForm::Handle,
+        );
+        assert_eq!(plan(&load, 0, 4096), Err(CuResult::INVALID_VALUE));
+    }
+
+    #[test]
+    fn a_synchronous_launch_waits_for_its_stream_and_posted_work_does_not() {
+        let mut launch = dr(
+            Request::LaunchKernel {
+                func: 1,
+                grid: [1; 3],
+                block: [1; 3],
+                shared_mem_bytes: 0,
+                stream: 7,
+                flags: 0,
+            },
+            8,
+            ReplyForm::Done,
+        );
+        launch.no_reply = true;
+        launch.then_sync = Some(7);
+        let p = plan(&launch, 0, 1 << 20).unwrap();
+        assert_eq!(p.parts.len(), 2);
+        assert!(p.parts[0].no_reply);
+        assert_eq!(p.parts[1].request, Request::StreamSynchronize { stream: 7 });
+        assert!(!p.posted);
+        launch.then_sync = None;
+        assert!(plan(&launch, 0, 1 << 20).unwrap().posted);
+    }
+
+    #[test]
+    fn the_device_memory_limit_is_shared_and_returned() {
+        let used = Arc::new(AtomicU64::new(0));
+        let mut a = Quota::new(Arc::clone(&used), 1000);
+        let mut b = Quota::new(Arc::clone(&used), 1000);
+        let mut c = Quota::new(Arc::clone(&used), 1000);
+        assert!(c.reserve(10));
+        drop(c);
+        assert_eq!(
+            used.load(Ordering::Acquire),
+            0,
+            "a queue closed with an allocation in flight gives its reservation back"
+        );
+        assert!(a.reserve(600));
+        a.settle(Effect::Alloc { ctx: 1, size: 600 }, CuResult::SUCCESS, 0xa);
+        assert!(!b.reserve(500), "over the device limit");
+        assert!(b.reserve(400));
+        b.settle(
+            Effect::Alloc { ctx: 2, size: 400 },
+            CuResult::OUT_OF_MEMORY,
+            0,
+        );
+        assert_eq!(
+            used.load(Ordering::Acquire),
+            600,
+            "a failed allocation gives back"
+        );
+        let (mut f, mut t) = (u64::MAX, u64::MAX);
+        b.clamp_mem_info(&mut f, &mut t, None);
+        assert_eq!((f, t), (400, 1000));
+        let mut ctrl = ops::encode(&Reply::MemInfo {
+            free: 1 << 40,
+            total: 1 << 41,
+        })
+        .unwrap();
+        b.clamp_mem_info(&mut 0, &mut 0, Some(&mut ctrl));
+        assert_eq!(
+            ops::decode::<Reply>(&ctrl).unwrap(),
+            Reply::MemInfo {
+                free: 400,
+                total: 1000
             }
-            let name = match sg
-                .gather(mem, 0, n)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-            {
-                Some(s) => s,
-                None => return Outcome::err(CuResult::INVALID_VALUE),
-            };
-            if cmd.opcode == op::MODULE_GET_GLOBAL {
-                return done(client.module_get_global(a[0], &name).await, |(p, s)| (p, s));
-            }
-            match client.module_get_function(a[0], &name).await {
-                Ok(f) => {
-                    let room = ((sg.total - n) / ParamRecord::SIZE as u64) as usize;
-                    let mut out = Vec::new();
-                    for p in f.params.iter().take(room) {
-                        let rec = ParamRecord {
-                            offset: p.offset,
-                            size: p.size,
-                        };
-                        out.extend_from_slice(&rec.to_bytes());
-                    }
-                    if sg.scatter(mem, n, &out).is_err() {
-                        return Outcome::err(CuResult::INVALID_VALUE);
-                    }
-                    let v1 = ((f.params.len() as u64) << 32) | u64::from(f.param_buffer_size);
-                    Outcome::ok(f.handle, v1)
-                }
-                Err(e) => e.into(),
-            }
-        }
-        op::LAUNCH_KERNEL => {
-            if sg.total > u64::from(abi::MAX_PARAM_BUFFER) {
-                return Outcome::err(CuResult::INVALID_VALUE);
-            }
-            let params = match sg.gather(mem, 0, sg.total) {
-                Ok(d) => d,
-                Err(_) => return Outcome::err(CuResult::INVALID_VALUE),
-            };
-            let (grid, block) = abi::unpack_launch_dims([a[1], a[2], a[3]]);
-            let r = client
-                .launch_kernel(a[0], grid, block, a[4] as u32, a[5], &params)
-                .await;
-            if r.is_ok() && !is_async {
-                // A synchronous launch waits for its stream, so the guest sees its errors.
-                return done(client.stream_synchronize(a[5]).await, |_| (0, 0));
-            }
-            done(r, |_| (0, 0))
-        }
-        op::STREAM_CREATE => done(client.stream_create(a[0], a[1] as u32).await, |h| (h, 0)),
-        op::STREAM_DESTROY => done(client.stream_destroy(a[0]).await, |_| (0, 0)),
-        op::STREAM_SYNCHRONIZE => done(client.stream_synchronize(a[0]).await, |_| (0, 0)),
-        op::STREAM_QUERY => match client.stream_query(a[0]).await {
-            Ok(true) => Outcome::ok(0, 0),
-            Ok(false) => Outcome::err(CuResult::NOT_READY),
-            Err(e) => e.into(),
-        },
-        op::EVENT_CREATE => done(client.event_create(a[0], a[1] as u32).await, |h| (h, 0)),
-        op::EVENT_RECORD => done(client.event_record(a[0], a[1]).await, |_| (0, 0)),
-        op::EVENT_SYNCHRONIZE => done(client.event_synchronize(a[0]).await, |_| (0, 0)),
-        op::EVENT_QUERY => match client.event_query(a[0]).await {
-            Ok(true) => Outcome::ok(0, 0),
-            Ok(false) => Outcome::err(CuResult::NOT_READY),
-            Err(e) => e.into(),
-        },
-        op::EVENT_ELAPSED_TIME => done(client.event_elapsed_time(a[0], a[1]).await, |ms| {
-            (u64::from(ms.to_bits()), 0)
-        }),
-        op::EVENT_DESTROY => done(client.event_destroy(a[0]).await, |_| (0, 0)),
-        _ => Outcome::err(CuResult::NOT_SUPPORTED),
+        );
+        a.settle(Effect::ForgetCtx { ctx: 1 }, CuResult::SUCCESS, 0);
+        assert_eq!(used.load(Ordering::Acquire), 0);
+        assert!(a.reserve(100));
+        a.settle(Effect::Alloc { ctx: 1, size: 100 }, CuResult::SUCCESS, 0xb);
+        drop(a);
+        assert_eq!(
+            used.load(Ordering::Acquire),
+            0,
+            "a closed queue gives its share back"
+        );
+        b.settle(Effect::Free { ptr: 0xdead }, CuResult::SUCCESS, 0);
+        assert_eq!(
+            used.load(Ordering::Acquire),
+            0,
+            "unknown pointers change nothing"
+        );
     }
 }

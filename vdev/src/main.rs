@@ -1,16 +1,16 @@
-//! `netgpu-vdev` binary: parses the configuration, starts the device's runtime and runs the
-//! vfio-user message loop until SIGTERM/SIGINT (or the VMM leaves, with
-//! `--on-disconnect exit`).
+//! `netgpu-vdev` binary: parses the configuration, starts the device's runtime, drops
+//! privileges (an unprivileged user, the seccomp filter) and runs the vfio-user message loop
+//! until SIGTERM/SIGINT (or the VMM leaves, with `--on-disconnect exit`).
 
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::Parser;
-use netgpu_vdev::config::{Args, Config, SocketSpec};
-use netgpu_vdev::device::Device;
-use netgpu_vdev::server::{self, Source};
-use tracing::{error, info};
+use netgpu_vdev::{Args, Config, Device, Seccomp, SocketSpec, Source};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
 use vmm_sys_util::eventfd::EventFd;
 
 fn main() -> ExitCode {
@@ -31,7 +31,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = Config::resolve(args)?;
+    let mut cfg = Config::resolve(args)?;
+    // Name lookups happen now: the filter leaves no room for them later.
+    cfg.device.backend = netgpu_vdev::resolve_backend(&cfg.device.backend)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("vdev-worker")
@@ -39,15 +41,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let stop = Arc::new(EventFd::new(libc::EFD_CLOEXEC)?);
     {
+        // Signal handlers are installed here, before the filter.
+        let _rt = rt.enter();
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let stop = Arc::clone(&stop);
         rt.spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
@@ -65,8 +64,26 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let mut device = Device::new(cfg.device.clone(), rt.handle().clone())?;
-    info!(device = %device.name(), socket = ?cfg.socket, backend = %cfg.device.backend, "netgpu-vdev listening");
-    server::run(&mut device, source, &stop, cfg.on_disconnect)?;
+    if let Some(name) = &cfg.user {
+        let user = netgpu_vdev::lookup_user(name)?;
+        if let SocketSpec::Path(p) = &cfg.socket {
+            netgpu_vdev::give(p, &user)?;
+        }
+        netgpu_vdev::drop_to_user(&user).context("--user")?;
+        info!(device = %device.name(), user = %name, uid = user.uid, "running as an unprivileged user");
+    }
+    match cfg.seccomp {
+        Seccomp::Enforce => netgpu_vdev::install_filter(false)?,
+        Seccomp::Log => {
+            netgpu_vdev::install_filter(true)?;
+            warn!(device = %device.name(), "seccomp filter in log mode: refused calls are only logged");
+        }
+        Seccomp::Off => {
+            warn!(device = %device.name(), "running without the seccomp filter (--no-seccomp)")
+        }
+    }
+    info!(device = %device.name(), socket = ?cfg.socket, backend = %cfg.device.backend, seccomp = ?cfg.seccomp, "netgpu-vdev listening");
+    netgpu_vdev::run(&mut device, source, &stop, cfg.on_disconnect)?;
     device.disconnect();
     info!(device = %device.name(), "netgpu-vdev stopped");
     rt.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -1,22 +1,19 @@
-//! Queue pairs: per-queue registers, doorbells, and the worker task that consumes the
-//! submission ring, forwards each command and posts completions with coalesced interrupts.
+//! Queue pairs as registers: the guest-written configuration of each queue, its STATUS and
+//! ERROR, the trapped doorbell, and the stop signal of the worker that serves it.
 //!
-//! A doorbell write in the message loop only stores the tail and wakes the worker
-//! ([`QueueShared::ring`]); the worker runs on the device's runtime and is the only one that
-//! waits on the backend. With fast doorbells negotiated the worker also polls the doorbell
-//! page while the queue is busy (see [`crate::doorbell`]).
+//! A leaf: nothing here knows the device or the backend. The device enables a queue by
+//! validating its registers ([`QueueShared::validate`]) and starting a worker
+//! ([`crate::worker`]); the worker tells the device why it stopped, and the device decides
+//! what the queue's STATUS then says ([`QueueShared::finish`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use netgpu_client::{Client, Handle};
 use netgpu_proto::abi::{self, queue as qreg, Command, Completion};
 use tokio::sync::Notify;
-use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use crate::device::Shared;
+use crate::memory::Snapshot;
 
 /// Guest-written configuration of one queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,22 +40,94 @@ impl QueueRegs {
     }
 }
 
+/// Why a queue's worker stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest disabled the queue, or the device reset or shut down.
+    Stopped,
+    /// A doorbell named a tail beyond the ring.
+    BadDoorbell { tail: u32 },
+    /// A ring could not be read or written (the VMM unmapped its memory).
+    RingFault,
+    /// The queue's backend session ended (or broke the protocol).
+    BackendLost(String),
+    /// The queue's backend session could not be opened.
+    ConnectFailed(String),
+}
+
+impl StopReason {
+    /// The queue error code the device reports for it (0: none, the queue just stops).
+    pub fn error_code(&self) -> u32 {
+        match self {
+            StopReason::Stopped => 0,
+            StopReason::BadDoorbell { .. } => abi::QERR_BAD_DOORBELL,
+            StopReason::RingFault => abi::QERR_RING_FAULT,
+            StopReason::BackendLost(_) | StopReason::ConnectFailed(_) => abi::QERR_BACKEND_LOST,
+        }
+    }
+}
+
+/// The stop signal of one running worker: the first reason wins.
+#[derive(Default)]
+pub struct RunControl {
+    stopped: AtomicBool,
+    reason: Mutex<Option<StopReason>>,
+    notify: Notify,
+}
+
+impl RunControl {
+    pub fn stop(&self, reason: StopReason) {
+        {
+            let mut r = lock(&self.reason);
+            if r.is_none() {
+                *r = Some(reason);
+            }
+        }
+        self.stopped.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Returns once the worker is asked to stop.
+    pub async fn wait(&self) {
+        loop {
+            // Created before the check, so a stop in between is not missed.
+            let notified = self.notify.notified();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub fn reason(&self) -> StopReason {
+        lock(&self.reason).clone().unwrap_or(StopReason::Stopped)
+    }
+}
+
 pub struct QueueShared {
     index: u32,
     regs: Mutex<QueueRegs>,
     status: AtomicU32,
     error: AtomicU32,
-    sq_head: AtomicU32,
-    cq_tail: AtomicU32,
+    pub(crate) sq_head: AtomicU32,
+    pub(crate) cq_tail: AtomicU32,
     /// Last tail written to the trapped doorbell.
     tail: AtomicU32,
-    notify: Notify,
-    /// Stop flag of the running worker, if any.
-    stop: Mutex<Option<Arc<AtomicBool>>>,
+    /// Wakes the worker: doorbells and stop requests.
+    pub(crate) notify: Notify,
+    /// Stop signal of the running worker, if any.
+    run: Mutex<Option<Arc<RunControl>>>,
     /// A worker is alive and may still touch guest memory (the rings or a command's data).
     /// STATUS.ENABLED reads 1 until it has stopped, so a driver that disables a queue knows
     /// when it may free the rings and unpin buffers.
     busy: AtomicBool,
+    /// Bumped by every enable and reset: a worker reporting for an older use of the queue
+    /// changes nothing.
+    epoch: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -76,9 +145,14 @@ impl QueueShared {
             cq_tail: AtomicU32::new(0),
             tail: AtomicU32::new(0),
             notify: Notify::new(),
-            stop: Mutex::new(None),
+            run: Mutex::new(None),
             busy: AtomicBool::new(false),
+            epoch: AtomicU32::new(0),
         }
+    }
+
+    pub fn index(&self) -> u32 {
+        self.index
     }
 
     pub fn regs(&self) -> QueueRegs {
@@ -89,9 +163,19 @@ impl QueueShared {
         self.status_reg() & abi::QSTATUS_ENABLED != 0
     }
 
-    /// The STATUS register: ENABLED also while a stopping worker finishes its last command.
+    /// Whether the queue is enabled and its worker serving it (not stopping, not in error).
+    pub fn is_running(&self) -> bool {
+        self.status.load(Ordering::Acquire) == abi::QSTATUS_ENABLED
+    }
+
+    /// Whether a worker may still touch guest memory for this queue.
+    pub fn is_busy(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    /// The STATUS register: ENABLED also while a stopping worker finishes.
     fn status_reg(&self) -> u32 {
-        let busy = if self.busy.load(Ordering::Acquire) {
+        let busy = if self.is_busy() {
             abi::QSTATUS_ENABLED
         } else {
             0
@@ -152,50 +236,22 @@ impl QueueShared {
         self.notify.notify_one();
     }
 
+    /// The last tail of the trapped doorbell.
+    pub fn tail(&self) -> u32 {
+        self.tail.load(Ordering::Acquire)
+    }
+
     pub fn wake(&self) {
         self.notify.notify_one();
     }
 
-    fn stop_worker(&self) {
-        if let Some(stop) = lock(&self.stop).take() {
-            stop.store(true, Ordering::Release);
+    /// Checks the registers for an enable: `Err(QERR_*)` if the queue cannot run, else the
+    /// configuration the worker uses. `mem`: guest memory, which must hold both rings.
+    pub fn validate(&self, mem: &Snapshot) -> Result<QueueRegs, u32> {
+        if self.is_busy() {
+            return Err(abi::QERR_BUSY);
         }
-        self.notify.notify_one();
-    }
-
-    /// Stops the queue with an error code.
-    pub fn fail(&self, code: u32) {
-        self.stop_worker();
-        self.error.store(code, Ordering::Release);
-        self.status.store(abi::QSTATUS_ERROR, Ordering::Release);
-    }
-
-    /// Guest disable: stop; the worker destroys the queue's contexts on its way out.
-    pub fn disable(&self) {
-        self.stop_worker();
-        self.status.store(0, Ordering::Release);
-        self.error.store(0, Ordering::Release);
-    }
-
-    /// Device reset: stop and return every register to its power-on value.
-    pub fn reset(&self) {
-        self.disable();
-        *lock(&self.regs) = QueueRegs::power_on(self.index);
-        self.sq_head.store(0, Ordering::Release);
-        self.cq_tail.store(0, Ordering::Release);
-        self.tail.store(0, Ordering::Release);
-    }
-}
-
-/// Validates queue `q`'s configuration and starts its worker.
-pub fn enable(s: &Arc<Shared>, q: usize) {
-    let queue = &s.queues[q];
-    if queue.is_enabled() {
-        return;
-    }
-    let r = queue.regs();
-    let name = &s.cfg.name;
-    let check = || -> Result<Client, u32> {
+        let r = self.regs();
         if !r.size.is_power_of_two()
             || !(abi::MIN_QUEUE_SIZE..=abi::MAX_QUEUE_SIZE).contains(&r.size)
         {
@@ -207,7 +263,6 @@ pub fn enable(s: &Arc<Shared>, q: usize) {
         if r.vector >= abi::MSIX_VECTORS && r.vector != abi::NO_VECTOR {
             return Err(abi::QERR_BAD_VECTOR);
         }
-        let mem = s.mem.snapshot();
         let sq_len = u64::from(r.size) * Command::SIZE as u64;
         let cq_len = u64::from(r.size) * Completion::SIZE as u64;
         if mem.check(r.sq_base, sq_len, false).is_err()
@@ -215,207 +270,160 @@ pub fn enable(s: &Arc<Shared>, q: usize) {
         {
             return Err(abi::QERR_RING_UNMAPPED);
         }
-        s.client().ok_or(abi::QERR_BACKEND_LOST)
-    };
-    match check() {
-        Ok(_device_session) => {}
-        Err(code) => {
-            warn!(device = %name, queue = q, code, ?r, "refused to enable queue");
-            queue.error.store(code, Ordering::Release);
-            queue.status.store(abi::QSTATUS_ERROR, Ordering::Release);
-            return;
+        Ok(r)
+    }
+
+    /// Marks the queue in error without a worker (a refused enable).
+    pub fn refuse(&self, code: u32) {
+        self.error.store(code, Ordering::Release);
+        self.status.store(abi::QSTATUS_ERROR, Ordering::Release);
+    }
+
+    /// Starts a use of the queue: ENABLED, indices at 0, a fresh stop signal. Returns the
+    /// signal and the epoch the worker reports with.
+    pub fn start(&self) -> (Arc<RunControl>, u32) {
+        let ctl = Arc::new(RunControl::default());
+        *lock(&self.run) = Some(Arc::clone(&ctl));
+        self.sq_head.store(0, Ordering::Release);
+        self.cq_tail.store(0, Ordering::Release);
+        self.tail.store(0, Ordering::Release);
+        self.error.store(0, Ordering::Release);
+        self.busy.store(true, Ordering::Release);
+        self.status.store(abi::QSTATUS_ENABLED, Ordering::Release);
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        (ctl, epoch)
+    }
+
+    /// The worker of `epoch` has stopped for `reason` and touches no guest memory any more:
+    /// the device's verdict goes into STATUS/ERROR (unless the queue was reset or disabled
+    /// meanwhile), then STATUS.ENABLED drops.
+    pub fn finish(&self, epoch: u32, reason: &StopReason) {
+        let current = self.epoch.load(Ordering::Acquire) == epoch;
+        if current && self.status.load(Ordering::Acquire) == abi::QSTATUS_ENABLED {
+            match reason.error_code() {
+                0 => self.status.store(0, Ordering::Release),
+                code => self.refuse(code),
+            }
         }
-    };
-    s.doorbells.clear(q as u32);
-    queue.sq_head.store(0, Ordering::Release);
-    queue.cq_tail.store(0, Ordering::Release);
-    queue.tail.store(0, Ordering::Release);
-    queue.error.store(0, Ordering::Release);
-    let stop = Arc::new(AtomicBool::new(false));
-    *lock(&queue.stop) = Some(Arc::clone(&stop));
-    queue.busy.store(true, Ordering::Release);
-    queue.status.store(abi::QSTATUS_ENABLED, Ordering::Release);
-    debug!(device = %name, queue = q, size = r.size, "queue enabled");
-    let generation = s.generation.load(Ordering::SeqCst);
-    let worker = Worker {
-        s: Arc::clone(s),
-        queue: Arc::clone(queue),
-        q: q as u32,
-        regs: r,
-        stop,
-        generation,
-    };
-    s.rt.spawn(worker.run());
+        let mut run = lock(&self.run);
+        if current {
+            *run = None;
+        }
+        self.busy.store(false, Ordering::Release);
+    }
+
+    fn stop_worker(&self) {
+        if let Some(ctl) = lock(&self.run).take() {
+            ctl.stop(StopReason::Stopped);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Guest disable: stop the worker (it abandons what is in flight and closes the queue's
+    /// backend session, which frees everything created through it).
+    pub fn disable(&self) {
+        self.stop_worker();
+        self.status.store(0, Ordering::Release);
+        self.error.store(0, Ordering::Release);
+    }
+
+    /// Device reset: stop and return every register to its power-on value.
+    pub fn reset(&self) {
+        self.disable();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        *lock(&self.regs) = QueueRegs::power_on(self.index);
+        self.sq_head.store(0, Ordering::Release);
+        self.cq_tail.store(0, Ordering::Release);
+        self.tail.store(0, Ordering::Release);
+    }
 }
 
-struct Worker {
-    s: Arc<Shared>,
-    queue: Arc<QueueShared>,
-    q: u32,
-    regs: QueueRegs,
-    stop: Arc<AtomicBool>,
-    generation: u64,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::tests::memfd;
+    use crate::memory::GuestMemory;
 
-impl Worker {
-    fn fast(&self) -> bool {
-        self.s.driver_features.load(Ordering::Relaxed) & abi::FEATURE_FAST_DOORBELLS != 0
+    fn mem() -> GuestMemory {
+        let m = GuestMemory::new();
+        m.map(0, 0x10_0000, 0, true, Some(memfd(0x10_0000)))
+            .unwrap();
+        m
     }
 
-    fn tail(&self) -> u32 {
-        if self.fast() {
-            self.s.doorbells.sq_tail(self.q)
-        } else {
-            self.queue.tail.load(Ordering::Acquire)
-        }
+    fn configure(q: &QueueShared, sq: u64, cq: u64, size: u32, vector: u32) {
+        q.write_reg("t", qreg::SQ_BASE, sq as u32);
+        q.write_reg("t", qreg::SQ_BASE + 4, (sq >> 32) as u32);
+        q.write_reg("t", qreg::CQ_BASE, cq as u32);
+        q.write_reg("t", qreg::SIZE, size);
+        q.write_reg("t", qreg::MSIX_VECTOR, vector);
     }
 
-    fn interrupt(&self) {
-        if self.regs.vector != abi::NO_VECTOR {
-            self.s.irqs().signal(self.regs.vector, 1 << self.q);
-        }
+    #[test]
+    fn enable_validation_names_the_first_problem() {
+        let m = mem();
+        let q = QueueShared::new(0);
+        let s = m.snapshot();
+        configure(&q, 0x1000, 0x2000, 3, 1);
+        assert_eq!(q.validate(&s), Err(abi::QERR_BAD_SIZE));
+        configure(&q, 0x1040, 0x2000, 8, 1);
+        assert_eq!(q.validate(&s), Err(abi::QERR_RING_MISALIGNED));
+        configure(&q, 0x1000, 0x2000, 8, abi::MSIX_VECTORS);
+        assert_eq!(q.validate(&s), Err(abi::QERR_BAD_VECTOR));
+        configure(&q, 0x20_0000, 0x2000, 8, abi::NO_VECTOR);
+        assert_eq!(q.validate(&s), Err(abi::QERR_RING_UNMAPPED));
+        configure(&q, 0x1000, 0x2000, 8, abi::NO_VECTOR);
+        assert_eq!(q.validate(&s).unwrap().size, 8);
     }
 
-    async fn run(self) {
-        let name = self.s.cfg.name.clone();
-        // Each queue (one guest process) gets a backend session of its own: a process can
-        // reach no other process's contexts or memory (the backend isolates sessions), its
-        // memory is accounted on its own, and closing the session frees everything it made.
-        // Connecting happens here, off the vfio-user message loop.
-        let client = match Client::connect(&self.s.cfg.backend, &self.s.cfg.token).await {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(device = %name, queue = self.q, "cannot open the queue's backend session: {e}");
-                self.queue.fail(abi::QERR_BACKEND_LOST);
-                self.queue.busy.store(false, Ordering::Release);
-                return;
-            }
-        };
-        let size = self.regs.size;
-        let mut head = 0u32;
-        let mut cq_tail = 0u32;
-        let mut phase = true;
-        let mut ctxs: Vec<Handle> = Vec::new();
-        let mut quota = crate::forward::Quota::new(&self.s.mem_used, self.s.cfg.memory_quota);
-        let mut pending = 0u32;
-        let mut deadline: Option<Instant> = None;
-        let mut last_work = Instant::now();
-        let mut polling = false;
-        loop {
-            if self.stop.load(Ordering::Acquire) {
-                break;
-            }
-            let tail = self.tail();
-            if tail >= size {
-                warn!(device = %name, queue = self.q, tail, size, "doorbell beyond the ring");
-                self.queue.fail(abi::QERR_BAD_DOORBELL);
-                break;
-            }
-            if tail != head {
-                if self.fast() && !polling {
-                    self.s.doorbells.set_polling(self.q, true);
-                    polling = true;
-                }
-                let mem = self.s.mem.snapshot();
-                let mut raw = [0u8; Command::SIZE];
-                let at = self.regs.sq_base + u64::from(head) * Command::SIZE as u64;
-                if mem.read(at, &mut raw).is_err() {
-                    warn!(device = %name, queue = self.q, "submission ring no longer mapped");
-                    self.queue.fail(abi::QERR_RING_FAULT);
-                    break;
-                }
-                let cmd = Command::from_bytes(&raw);
-                head = (head + 1) % size;
-                self.queue.sq_head.store(head, Ordering::Release);
-                let out =
-                    crate::forward::execute(&name, &client, &mem, &cmd, &mut ctxs, &mut quota)
-                        .await;
-                if out.lost {
-                    self.s.session_lost(self.generation);
-                }
-                let cqe = Completion {
-                    cid: cmd.cid,
-                    result: out.result.0,
-                    value0: out.v0,
-                    value1: out.v1,
-                    sq_head: head as u16,
-                    flags: if phase { abi::CQE_FLAG_PHASE } else { 0 },
-                    reserved: 0,
-                };
-                let at = self.regs.cq_base + u64::from(cq_tail) * Completion::SIZE as u64;
-                if mem.write(at, &cqe.to_bytes()).is_err() {
-                    warn!(device = %name, queue = self.q, "completion ring no longer mapped");
-                    self.queue.fail(abi::QERR_RING_FAULT);
-                    break;
-                }
-                cq_tail = (cq_tail + 1) % size;
-                if cq_tail == 0 {
-                    phase = !phase;
-                }
-                self.queue.cq_tail.store(cq_tail, Ordering::Release);
-                pending += 1;
-                let live = self.queue.regs();
-                let now = Instant::now();
-                if live.coalesce_usecs == 0
-                    || pending >= live.coalesce_count.max(1)
-                    || deadline.is_some_and(|d| now >= d)
-                {
-                    self.interrupt();
-                    pending = 0;
-                    deadline = None;
-                } else if deadline.is_none() {
-                    deadline = Some(now + Duration::from_micros(u64::from(live.coalesce_usecs)));
-                }
-                last_work = now;
-                if out.lost {
-                    break;
-                }
-                continue;
-            }
-            // Idle.
-            if pending > 0 && deadline.is_none_or(|d| Instant::now() >= d) {
-                self.interrupt();
-                pending = 0;
-                deadline = None;
-            }
-            if self.fast() {
-                if last_work.elapsed() < self.s.cfg.poll {
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                if polling {
-                    self.s.doorbells.set_polling(self.q, false);
-                    polling = false;
-                    if self.tail() != head {
-                        continue; // stored before we cleared POLLING
-                    }
-                }
-            }
-            let notified = self.queue.notify.notified();
-            match deadline {
-                Some(d) => {
-                    let _ = tokio::time::timeout_at(d, notified).await;
-                }
-                None => notified.await,
-            }
-            last_work = Instant::now();
-        }
-        if polling {
-            self.s.doorbells.set_polling(self.q, false);
-        }
-        if pending > 0 {
-            self.interrupt();
-        }
-        // The queue's share of the device memory limit goes back before STATUS.ENABLED drops,
-        // so a driver that saw the queue stop can count on it (the backend frees the memory
-        // itself when the session closes below).
-        drop(quota);
-        // From here on the worker touches no guest memory: let STATUS.ENABLED drop.
-        self.queue.busy.store(false, Ordering::Release);
-        // Closing the queue's session frees every context, allocation, module, stream and
-        // event created through it.
-        debug!(device = %name, queue = self.q, contexts = ctxs.len(), "closing the queue's backend session");
-        drop(client);
-        debug!(device = %name, queue = self.q, "queue worker stopped");
+    #[test]
+    fn a_queue_still_stopping_refuses_a_new_enable_and_says_so() {
+        let m = mem();
+        let q = QueueShared::new(3);
+        configure(&q, 0x1000, 0x2000, 8, 1);
+        let (ctl, epoch) = q.start();
+        assert_eq!(q.read_reg(qreg::STATUS), abi::QSTATUS_ENABLED);
+        q.disable();
+        assert!(ctl.is_stopped());
+        // The worker has not finished: STATUS still says ENABLED (the driver waits) ...
+        assert_eq!(q.read_reg(qreg::STATUS), abi::QSTATUS_ENABLED);
+        // ... and a new owner's enable fails visibly instead of reading ENABLED.
+        assert_eq!(q.validate(&m.snapshot()), Err(abi::QERR_BUSY));
+        q.refuse(abi::QERR_BUSY);
+        assert_ne!(q.read_reg(qreg::STATUS) & abi::QSTATUS_ERROR, 0);
+        q.finish(epoch, &StopReason::Stopped);
+        assert_eq!(q.read_reg(qreg::STATUS), abi::QSTATUS_ERROR);
+        assert_eq!(q.read_reg(qreg::ERROR), abi::QERR_BUSY);
+        q.disable();
+        assert_eq!(q.read_reg(qreg::STATUS), 0);
+        assert!(q.validate(&m.snapshot()).is_ok());
+    }
+
+    #[test]
+    fn the_device_verdict_lands_before_enabled_drops_and_stale_reports_change_nothing() {
+        let q = QueueShared::new(0);
+        let (_ctl, epoch) = q.start();
+        q.finish(epoch, &StopReason::BackendLost("gone".into()));
+        assert_eq!(q.read_reg(qreg::STATUS), abi::QSTATUS_ERROR);
+        assert_eq!(q.read_reg(qreg::ERROR), abi::QERR_BACKEND_LOST);
+        let (_ctl, old) = q.start();
+        q.reset();
+        q.finish(old, &StopReason::RingFault);
+        assert_eq!(
+            (q.read_reg(qreg::STATUS), q.read_reg(qreg::ERROR)),
+            (0, 0),
+            "a worker stopped by a reset reports nothing"
+        );
+    }
+
+    #[test]
+    fn config_registers_are_locked_while_enabled() {
+        let q = QueueShared::new(0);
+        configure(&q, 0x1000, 0x2000, 8, 1);
+        let _ = q.start();
+        q.write_reg("t", qreg::SIZE, 16);
+        q.write_reg("t", qreg::COALESCE_USECS, 5);
+        assert_eq!(q.regs().size, 8);
+        assert_eq!(q.regs().coalesce_usecs, 5);
     }
 }

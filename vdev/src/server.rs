@@ -337,8 +337,8 @@ fn dispatch(device: &mut Device, header: &Header, body: &[u8], mut fds: Vec<File
             }
             let writable = m.flags & p::DMA_MAP_WRITE != 0;
             device
-                .shared
-                .mem
+                .shared()
+                .memory()
                 .map(m.address, m.size, m.offset, writable, fds.pop())
                 .map_err(|e| {
                     warn!(device = %device.name(), "refused DMA map: {e}");
@@ -359,12 +359,16 @@ fn dispatch(device: &mut Device, header: &Header, body: &[u8], mut fds: Vec<File
                 return Err(libc::EINVAL);
             }
             if u.flags & p::DMA_UNMAP_ALL != 0 {
-                device.shared.mem.unmap_all();
+                device.shared().memory().unmap_all();
             } else {
-                device.shared.mem.unmap(u.address, u.size).map_err(|e| {
-                    warn!(device = %device.name(), "refused DMA unmap: {e}");
-                    libc::EINVAL
-                })?;
+                device
+                    .shared()
+                    .memory()
+                    .unmap(u.address, u.size)
+                    .map_err(|e| {
+                        warn!(device = %device.name(), "refused DMA unmap: {e}");
+                        libc::EINVAL
+                    })?;
             }
             let mut out = Out::default();
             u.encode(&mut out);
@@ -505,7 +509,7 @@ fn set_irqs(device: &mut Device, s: &p::IrqSet, fds: Vec<File>) -> std::result::
     if data != p::IRQ_SET_DATA_EVENTFD && !fds.is_empty() {
         return Err(libc::EINVAL);
     }
-    let mut irqs = device.shared.irqs();
+    let mut irqs = device.shared().irqs();
     match (s.index, action) {
         (p::PCI_MSIX_IRQ, p::IRQ_SET_ACTION_TRIGGER) => {
             if data == p::IRQ_SET_DATA_NONE && s.count == 0 {

@@ -1,12 +1,16 @@
 //! Scatter-gather lists: resolving a command's inline or indirect (possibly chained) list into
-//! validated guest ranges, and copying data between those ranges and host buffers.
+//! validated guest ranges with their directions, splitting it into the command's input and
+//! output, and walking those in bounded chunks.
 //!
 //! The whole list is validated before any data moves: entry and segment counts, the total
-//! length, loops in chained tables, and that every range lies in mapped guest memory.
+//! length, loops in chained tables, flags, and that every range lies in mapped guest memory
+//! (writable memory for entries the device may write). Input and output are told apart by
+//! `SG_FLAG_DEVICE_WRITE` alone ([`SgList::split`]): the device writes only entries that carry
+//! it, and never divides input from output at an offset a guest program chose.
 
 use std::collections::HashSet;
 
-use netgpu_proto::abi::{self, Command, SgEntry};
+use netgpu_proto::abi::{self, codec::OpSpec, Command, SgEntry};
 use thiserror::Error;
 
 use crate::memory::{self, Snapshot};
@@ -29,17 +33,46 @@ pub enum Error {
     BadFlags(u32),
     #[error("total length exceeds {} bytes", abi::MAX_TRANSFER)]
     TooLong,
+    #[error("the command writes output but entry {0} does not allow device writes")]
+    NotWritable(usize),
+    #[error("input entry {0} follows the command's output")]
+    InputAfterOutput(usize),
+    #[error("range {skip}+{len} lies beyond the {total} bytes of the buffer")]
+    OutOfRange { skip: u64, len: u64, total: u64 },
     #[error("entry or table is outside guest memory")]
     Memory(#[from] memory::Error),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// One data entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub addr: u64,
+    pub len: u32,
+    /// `SG_FLAG_DEVICE_WRITE`.
+    pub write: bool,
+}
+
 /// A validated list of guest ranges.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SgList {
-    pub entries: Vec<(u64, u32)>,
+    pub entries: Vec<Entry>,
     pub total: u64,
+}
+
+/// A run of guest ranges read or written as one buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Run {
+    ranges: Vec<(u64, u32)>,
+    len: u64,
+}
+
+/// A command's input and output.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Buffers {
+    pub input: Run,
+    pub output: Run,
 }
 
 impl SgList {
@@ -54,12 +87,8 @@ impl SgList {
                 });
             }
             for e in &cmd.sg[..cmd.sg_count as usize] {
-                if e.flags != 0 {
-                    return Err(if e.flags & abi::SG_FLAG_CHAIN != 0 {
-                        Error::MisplacedChain
-                    } else {
-                        Error::BadFlags(e.flags)
-                    });
+                if e.flags & abi::SG_FLAG_CHAIN != 0 {
+                    return Err(Error::MisplacedChain);
                 }
                 list.push(e, mem)?;
             }
@@ -102,9 +131,10 @@ impl SgList {
                     if i + 1 != n {
                         return Err(Error::MisplacedChain);
                     }
+                    if e.flags != abi::SG_FLAG_CHAIN {
+                        return Err(Error::BadFlags(e.flags));
+                    }
                     next = Some(e);
-                } else if e.flags != 0 {
-                    return Err(Error::BadFlags(e.flags));
                 } else {
                     list.push(&e, mem)?;
                 }
@@ -125,6 +155,9 @@ impl SgList {
     }
 
     fn push(&mut self, e: &SgEntry, mem: &Snapshot) -> Result<()> {
+        if e.flags & !abi::SG_FLAG_DEVICE_WRITE != 0 {
+            return Err(Error::BadFlags(e.flags));
+        }
         if self.entries.len() >= abi::MAX_SG_ENTRIES as usize {
             return Err(Error::TooManyEntries(self.entries.len() as u64 + 1));
         }
@@ -132,50 +165,82 @@ impl SgList {
         if self.total > u64::from(abi::MAX_TRANSFER) {
             return Err(Error::TooLong);
         }
-        mem.check(e.addr, u64::from(e.len), false)?;
-        self.entries.push((e.addr, e.len));
+        let write = e.flags & abi::SG_FLAG_DEVICE_WRITE != 0;
+        mem.check(e.addr, u64::from(e.len), write)?;
+        self.entries.push(Entry {
+            addr: e.addr,
+            len: e.len,
+            write,
+        });
         Ok(())
     }
 
-    /// Reads `len` bytes starting `skip` bytes into the list.
-    pub fn gather(&self, mem: &Snapshot, skip: u64, len: u64) -> Result<Vec<u8>> {
-        let end = skip.checked_add(len).ok_or(Error::TooLong)?;
-        if end > self.total {
-            return Err(Error::TooLong);
+    /// Splits the list into the input and output of an opcode with `spec`'s buffers: input
+    /// entries first, then output entries, each of which must allow device writes.
+    pub fn split(&self, spec: &OpSpec) -> Result<Buffers> {
+        let mut b = Buffers::default();
+        let mut in_output = false;
+        for (i, e) in self.entries.iter().enumerate() {
+            let output = match (spec.input, spec.output) {
+                (true, true) => e.write,
+                (false, true) => true,
+                // An opcode without output reads every entry it has and writes none.
+                _ => false,
+            };
+            if output {
+                if !e.write {
+                    return Err(Error::NotWritable(i));
+                }
+                in_output = true;
+                b.output.push(e.addr, e.len);
+            } else {
+                if in_output {
+                    return Err(Error::InputAfterOutput(i));
+                }
+                b.input.push(e.addr, e.len);
+            }
         }
-        let mut out = vec![0u8; len as usize];
-        let mut done = 0usize;
-        self.walk(skip, len, |addr, n| {
-            mem.read(addr, &mut out[done..done + n])?;
-            done += n;
-            Ok(())
+        Ok(b)
+    }
+}
+
+impl Run {
+    fn push(&mut self, addr: u64, len: u32) {
+        if len > 0 {
+            self.ranges.push((addr, len));
+            self.len += u64::from(len);
+        }
+    }
+
+    /// Total bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The guest ranges of bytes `skip..skip+len`, at most `max_ranges` of them: the caller
+    /// moves them and asks again for the rest. Returns the ranges and their total length.
+    pub fn slice(&self, skip: u64, len: u64, max_ranges: usize) -> Result<(Vec<(u64, u64)>, u64)> {
+        let end = skip.checked_add(len).ok_or(Error::OutOfRange {
+            skip,
+            len,
+            total: self.len,
         })?;
-        Ok(out)
-    }
-
-    /// Writes `data` starting `skip` bytes into the list; fails if it does not fit.
-    pub fn scatter(&self, mem: &Snapshot, skip: u64, data: &[u8]) -> Result<()> {
-        let len = data.len() as u64;
-        let end = skip.checked_add(len).ok_or(Error::TooLong)?;
-        if end > self.total {
-            return Err(Error::TooLong);
+        if end > self.len {
+            return Err(Error::OutOfRange {
+                skip,
+                len,
+                total: self.len,
+            });
         }
-        let mut done = 0usize;
-        self.walk(skip, len, |addr, n| {
-            mem.write(addr, &data[done..done + n])?;
-            done += n;
-            Ok(())
-        })
-    }
-
-    fn walk(
-        &self,
-        mut skip: u64,
-        mut len: u64,
-        mut f: impl FnMut(u64, usize) -> Result<()>,
-    ) -> Result<()> {
-        for &(addr, elen) in &self.entries {
-            if len == 0 {
+        let mut out = Vec::new();
+        let mut got = 0u64;
+        let mut skip = skip;
+        for &(addr, elen) in &self.ranges {
+            if got == len || out.len() >= max_ranges {
                 break;
             }
             let elen = u64::from(elen);
@@ -183,10 +248,33 @@ impl SgList {
                 skip -= elen;
                 continue;
             }
-            let n = (elen - skip).min(len);
-            f(addr + skip, n as usize)?;
-            len -= n;
+            let n = (elen - skip).min(len - got);
+            out.push((addr + skip, n));
+            got += n;
             skip = 0;
+        }
+        Ok((out, got))
+    }
+
+    /// Reads `len` bytes from `skip` on (small buffers only: names, control sections).
+    pub fn gather(&self, mem: &Snapshot, skip: u64, len: u64) -> Result<Vec<u8>> {
+        let (ranges, got) = self.slice(skip, len, usize::MAX)?;
+        let mut out = vec![0u8; got as usize];
+        let mut done = 0usize;
+        for (addr, n) in ranges {
+            mem.read(addr, &mut out[done..done + n as usize])?;
+            done += n as usize;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` from `skip` on; fails if it does not fit.
+    pub fn scatter(&self, mem: &Snapshot, skip: u64, data: &[u8]) -> Result<()> {
+        let (ranges, _) = self.slice(skip, data.len() as u64, usize::MAX)?;
+        let mut done = 0usize;
+        for (addr, n) in ranges {
+            mem.write(addr, &data[done..done + n as usize])?;
+            done += n as usize;
         }
         Ok(())
     }
@@ -197,6 +285,7 @@ mod tests {
     use super::*;
     use crate::memory::tests::memfd;
     use crate::memory::GuestMemory;
+    use netgpu_proto::abi::codec;
 
     fn mem() -> GuestMemory {
         let m = GuestMemory::new();
@@ -213,6 +302,18 @@ mod tests {
         m.write(at, &b).unwrap();
     }
 
+    fn out(addr: u64, len: u32) -> SgEntry {
+        SgEntry {
+            addr,
+            len,
+            flags: abi::SG_FLAG_DEVICE_WRITE,
+        }
+    }
+
+    fn spec(op: u16) -> OpSpec {
+        codec::spec(op).unwrap()
+    }
+
     #[test]
     fn inline_list_gathers_in_order() {
         let m = mem();
@@ -223,11 +324,68 @@ mod tests {
             .with_sg(&[SgEntry::new(0x1000, 3), SgEntry::new(0x2000, 4)]);
         let l = SgList::resolve(&cmd, &s).unwrap();
         assert_eq!(l.total, 7);
-        assert_eq!(l.gather(&s, 0, 7).unwrap(), b"abcdefg");
-        assert_eq!(l.gather(&s, 2, 3).unwrap(), b"cde");
-        l.scatter(&s, 1, b"XYZ").unwrap();
-        assert_eq!(l.gather(&s, 0, 7).unwrap(), b"aXYZefg");
-        assert!(l.scatter(&s, 5, b"123").is_err(), "does not fit");
+        let b = l.split(&spec(abi::op::MEMCPY_HTOD)).unwrap();
+        assert_eq!(b.input.gather(&s, 0, 7).unwrap(), b"abcdefg");
+        assert_eq!(b.input.gather(&s, 2, 3).unwrap(), b"cde");
+        b.input.scatter(&s, 1, b"XYZ").unwrap();
+        assert_eq!(b.input.gather(&s, 0, 7).unwrap(), b"aXYZefg");
+        assert!(b.input.scatter(&s, 5, b"123").is_err(), "does not fit");
+        assert!(b.output.is_empty());
+    }
+
+    #[test]
+    fn input_and_output_are_split_by_the_direction_flag_alone() {
+        let m = mem();
+        let s = m.snapshot();
+        let cmd = Command::new(abi::op::MODULE_GET_FUNCTION, 1, &[0, 4]).with_sg(&[
+            SgEntry::new(0x1000, 64),
+            out(0x2000, 16),
+            out(0x3000, 16),
+        ]);
+        let b = SgList::resolve(&cmd, &s)
+            .unwrap()
+            .split(&spec(abi::op::MODULE_GET_FUNCTION))
+            .unwrap();
+        assert_eq!(
+            b.input.len(),
+            64,
+            "the whole name buffer is input, whatever args[1] says"
+        );
+        assert_eq!(b.output.len(), 32);
+        let (r, n) = b.output.slice(8, 16, 8).unwrap();
+        assert_eq!((r, n), (vec![(0x2008, 8), (0x3000, 8)], 16));
+    }
+
+    #[test]
+    fn output_into_an_entry_without_device_write_is_refused() {
+        let m = mem();
+        let s = m.snapshot();
+        let dtoh = Command::new(abi::op::MEMCPY_DTOH, 1, &[])
+            .with_sg(&[out(0x1000, 8), SgEntry::new(0x2000, 8)]);
+        let l = SgList::resolve(&dtoh, &s).unwrap();
+        assert!(matches!(
+            l.split(&spec(abi::op::MEMCPY_DTOH)),
+            Err(Error::NotWritable(1))
+        ));
+        // Input after output.
+        let f = Command::new(abi::op::MODULE_GET_FUNCTION, 1, &[]).with_sg(&[
+            SgEntry::new(0x1000, 4),
+            out(0x2000, 8),
+            SgEntry::new(0x3000, 4),
+        ]);
+        let l = SgList::resolve(&f, &s).unwrap();
+        assert!(matches!(
+            l.split(&spec(abi::op::MODULE_GET_FUNCTION)),
+            Err(Error::InputAfterOutput(2))
+        ));
+        // A device-write entry in read-only guest memory is refused when resolving.
+        let ro = GuestMemory::new();
+        ro.map(0, 0x1000, 0, false, Some(memfd(0x1000))).unwrap();
+        let c = Command::new(abi::op::MEMCPY_DTOH, 1, &[]).with_sg(&[out(0x100, 8)]);
+        assert!(matches!(
+            SgList::resolve(&c, &ro.snapshot()),
+            Err(Error::Memory(memory::Error::ReadOnly { .. }))
+        ));
     }
 
     #[test]
@@ -237,11 +395,7 @@ mod tests {
         let mut chain = SgEntry::new(0x5000, 32);
         chain.flags = abi::SG_FLAG_CHAIN;
         table(&s, 0x4000, &[SgEntry::new(0x100, 8), chain]);
-        table(
-            &s,
-            0x5000,
-            &[SgEntry::new(0x200, 8), SgEntry::new(0x300, 8)],
-        );
+        table(&s, 0x5000, &[SgEntry::new(0x200, 8), out(0x300, 8)]);
         let cmd = Command::new(abi::op::MEMCPY_HTOD, 1, &[]).with_indirect_sg(0x4000, 3);
         let cmd = Command {
             sg: [
@@ -252,7 +406,11 @@ mod tests {
             ..cmd
         };
         let l = SgList::resolve(&cmd, &s).unwrap();
-        assert_eq!(l.entries, vec![(0x100, 8), (0x200, 8), (0x300, 8)]);
+        let addrs: Vec<_> = l.entries.iter().map(|e| (e.addr, e.len, e.write)).collect();
+        assert_eq!(
+            addrs,
+            vec![(0x100, 8, false), (0x200, 8, false), (0x300, 8, true)]
+        );
     }
 
     #[test]
@@ -318,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn inline_chain_flag_is_refused() {
+    fn inline_chain_and_unknown_flags_are_refused() {
         let m = mem();
         let mut e = SgEntry::new(0x100, 8);
         e.flags = abi::SG_FLAG_CHAIN;
@@ -327,5 +485,27 @@ mod tests {
             SgList::resolve(&cmd, &m.snapshot()),
             Err(Error::MisplacedChain)
         ));
+        e.flags = 1 << 7;
+        let cmd = Command::new(0, 1, &[]).with_sg(&[e]);
+        assert!(matches!(
+            SgList::resolve(&cmd, &m.snapshot()),
+            Err(Error::BadFlags(0x80))
+        ));
+    }
+
+    #[test]
+    fn slices_are_bounded_in_ranges_and_cover_the_rest_on_the_next_call() {
+        let mut r = Run::default();
+        for i in 0..10u64 {
+            r.push(0x1000 * i, 100);
+        }
+        let (a, n) = r.slice(50, 900, 3).unwrap();
+        assert_eq!(a, vec![(50, 50), (0x1000, 100), (0x2000, 100)]);
+        assert_eq!(n, 250);
+        let (b, m) = r.slice(50 + n, 900 - n, 100).unwrap();
+        assert_eq!(m, 650);
+        assert_eq!(b[0], (0x3000, 100));
+        assert!(r.slice(0, 1001, 1).is_err());
+        assert!(r.slice(u64::MAX, 2, 1).is_err());
     }
 }

@@ -131,7 +131,8 @@ fn full_command_round_trip_with_msix_interrupts() {
     assert_eq!(CuResult(c.result), CuResult::SUCCESS);
     let c = submit(
         &mut h,
-        Command::new(op::MEMCPY_DTOH, 4, &[ctx, dptr, 0]).with_sg(&[SgEntry::new(0x60_000, 4096)]),
+        Command::new(op::MEMCPY_DTOH, 4, &[ctx, dptr, 0])
+            .with_sg(&[SgEntry::device_write(0x60_000, 4096)]),
     );
     assert_eq!(CuResult(c.result), CuResult::SUCCESS);
     let mut back = vec![0u8; 4096];
@@ -146,7 +147,8 @@ fn full_command_round_trip_with_msix_interrupts() {
     assert_eq!(CuResult(c.result), CuResult::SUCCESS);
     let c = submit(
         &mut h,
-        Command::new(op::MEMCPY_DTOH, 6, &[ctx, dptr, 0]).with_sg(&[SgEntry::new(0x60_000, 16)]),
+        Command::new(op::MEMCPY_DTOH, 6, &[ctx, dptr, 0])
+            .with_sg(&[SgEntry::device_write(0x60_000, 16)]),
     );
     assert_eq!(CuResult(c.result), CuResult::SUCCESS);
     let mut b = [0u8; 16];
@@ -155,7 +157,7 @@ fn full_command_round_trip_with_msix_interrupts() {
     // Device query writes the info record into guest memory.
     let c = submit(
         &mut h,
-        Command::new(op::DEVICE_QUERY, 7, &[]).with_sg(&[SgEntry::new(0x70_000, 1024)]),
+        Command::new(op::DEVICE_QUERY, 7, &[]).with_sg(&[SgEntry::device_write(0x70_000, 1024)]),
     );
     assert_eq!(CuResult(c.result), CuResult::SUCCESS);
     let mut rec = [0u8; abi::DeviceInfoRecord::SIZE];
@@ -292,14 +294,36 @@ fn reset_register_tears_down_the_backend_session_and_frees_memory() {
         abi::STATUS_READY,
         "reconnected"
     );
-    assert_eq!(h.backend.shared.session_count(), 1);
+    // The probe closes its session; every queue opens its own.
+    wait_sessions(&h, 0);
+}
+
+/// Waits until the backend holds `n` sessions.
+fn wait_sessions(h: &Harness, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while h.backend.shared.session_count() != n {
+        assert!(
+            Instant::now() < deadline,
+            "backend holds {} sessions, not {n}",
+            h.backend.shared.session_count()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
 fn vmm_disconnect_frees_the_session_and_a_new_client_is_served() {
     let mut h = Harness::start("disc");
     h.wait_status(abi::STATUS_READY);
-    assert_eq!(h.backend.shared.session_count(), 1);
+    h.map_memory();
+    assert_eq!(
+        h.setup_queue(0, SQ, CQ, 8, abi::NO_VECTOR),
+        abi::QSTATUS_ENABLED
+    );
+    h.put_command(SQ, 0, &Command::new(op::CTX_CREATE, 1, &[0]));
+    h.ring(0, 1);
+    assert_eq!(h.wait_completion(CQ, 0, true).result, 0);
+    wait_sessions(&h, 1);
     h.client.shutdown().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while h.backend.shared.session_count() != 0 {

@@ -21,7 +21,7 @@ base=$(bar_base "$dev" 0)
 magic=$(devmem $(( base )) 32)
 echo "magic register: $magic"
 check magic [ "$((magic))" -eq $((0x5550474e)) ]
-check abi-version [ "$(( $(devmem $(( base + 4 )) 32) ))" -eq $((0x10000)) ]
+check abi-version [ "$(( $(devmem $(( base + 4 )) 32) >> 16 ))" -eq 1 ]
 i=0
 while [ $(( $(devmem $(( base + 0x18 )) 32) & 1 )) -eq 0 ] && [ $i -lt 100 ]; do
   sleep 0.1

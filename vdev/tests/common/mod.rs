@@ -3,6 +3,8 @@
 //! `DMA_MAP`, which the test writes rings and commands into directly.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fake;
+
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
@@ -16,8 +18,7 @@ use netgpu_backend::config::{Config, ExecutorKind};
 use netgpu_backend::executor::cpu::CpuExecutor;
 use netgpu_backend::server::{Server, Shared};
 use netgpu_proto::abi::{self, queue as qreg, reg, Command, Completion};
-use netgpu_vdev::device::{Device, DeviceConfig};
-use netgpu_vdev::server::{self, OnDisconnect, Source};
+use netgpu_vdev::{Device, DeviceConfig, OnDisconnect, Source};
 use vfio_user::Client;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -31,6 +32,13 @@ pub struct Backend {
 }
 
 pub fn start_backend(rt: &tokio::runtime::Runtime) -> Backend {
+    start_backend_with(rt, |_| {})
+}
+
+pub fn start_backend_with(
+    rt: &tokio::runtime::Runtime,
+    tweak: impl FnOnce(&mut Config),
+) -> Backend {
     rt.block_on(async {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -38,6 +46,7 @@ pub fn start_backend(rt: &tokio::runtime::Runtime) -> Backend {
             session_memory_quota: ByteSize::mib(64),
             ..Config::default()
         };
+        tweak(&mut config);
         config.cpu.total_memory = ByteSize::mib(256);
         let executor = Arc::new(CpuExecutor::new("test cpu", 256 << 20, 2));
         let shared = Shared::new(config, vec![TOKEN.to_string()], executor.clone());
@@ -116,26 +125,63 @@ impl Harness {
     }
 
     pub fn start_with(tag: &str, tweak: impl FnOnce(&mut DeviceConfig)) -> Harness {
+        Self::start_full(tag, |_| {}, tweak)
+    }
+
+    /// A device whose backend is a [`fake::FakeBackend`] announcing `max_data`.
+    pub fn start_fake(
+        tag: &str,
+        max_data: u32,
+        tweak: impl FnOnce(&mut DeviceConfig),
+    ) -> (Harness, fake::FakeBackend) {
+        let mut fake = None;
+        let h = Self::start_rt(
+            tag,
+            |_| {},
+            |rt, cfg| {
+                let f = fake::FakeBackend::start(rt, max_data);
+                cfg.backend = f.addr.clone();
+                fake = Some(f);
+                tweak(cfg);
+            },
+        );
+        (h, fake.unwrap())
+    }
+
+    /// With a tweak of the CPU backend's configuration too.
+    pub fn start_full(
+        tag: &str,
+        backend: impl FnOnce(&mut Config),
+        tweak: impl FnOnce(&mut DeviceConfig),
+    ) -> Harness {
+        Self::start_rt(tag, backend, |_, cfg| tweak(cfg))
+    }
+
+    fn start_rt(
+        tag: &str,
+        backend_tweak: impl FnOnce(&mut Config),
+        tweak: impl FnOnce(&tokio::runtime::Runtime, &mut DeviceConfig),
+    ) -> Harness {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let backend = start_backend(&rt);
+        let backend = start_backend_with(&rt, backend_tweak);
         let mut cfg = DeviceConfig {
             name: format!("test-{tag}"),
             backend: backend.addr.clone(),
             token: TOKEN.into(),
             ..DeviceConfig::default()
         };
-        tweak(&mut cfg);
+        tweak(&rt, &mut cfg);
         let socket = socket_path(tag);
         let source = Source::bind(&socket).unwrap();
         let stop = Arc::new(EventFd::new(libc::EFD_CLOEXEC).unwrap());
         let mut device = Device::new(cfg, rt.handle().clone()).unwrap();
         let stop2 = Arc::clone(&stop);
         let server = std::thread::spawn(move || {
-            server::run(&mut device, source, &stop2, OnDisconnect::Wait).unwrap();
+            netgpu_vdev::run(&mut device, source, &stop2, OnDisconnect::Wait).unwrap();
         });
         let client = Client::new(&socket).unwrap();
         let mem = memfd(MEM_SIZE);
