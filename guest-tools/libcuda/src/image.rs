@@ -31,6 +31,9 @@ pub struct Image {
     pub data: Vec<u8>,
     /// Byte length of each image in `data`; empty for a single image.
     pub parts: Vec<u32>,
+    /// Found through a fatbin wrapper: the image nvcc embeds and the CUDA runtime registers
+    /// (no driver-API program hands one over), so its kernels are launched by cudart.
+    pub registered: bool,
 }
 
 impl Image {
@@ -38,7 +41,13 @@ impl Image {
         Image {
             data,
             parts: Vec::new(),
+            registered: false,
         }
+    }
+
+    fn registered(mut self) -> Image {
+        self.registered = true;
+        self
     }
 
     /// Each image in turn.
@@ -128,7 +137,7 @@ pub unsafe fn locate(p: *const u8) -> Result<Image, CuResult> {
     // SAFETY: the wrapper's fatbin.
     let main = unsafe { copy_one(w.data as usize as *const u8) }?;
     let Some(list) = w.unit_fatbins() else {
-        return Ok(Image::single(main));
+        return Ok(Image::single(main).registered());
     };
     let list = list as usize as *const *const u8;
     let mut units = Vec::new();
@@ -146,7 +155,7 @@ pub unsafe fn locate(p: *const u8) -> Result<Image, CuResult> {
         }
     }
     if units.is_empty() {
-        return Ok(Image::single(main));
+        return Ok(Image::single(main).registered());
     }
     // -rdc: one link container of the device-linked fatbin and each unit's fatbin.
     let names: Vec<String> = (0..units.len()).map(|i| format!("unit {i}")).collect();
@@ -165,7 +174,7 @@ pub unsafe fn locate(p: *const u8) -> Result<Image, CuResult> {
         });
     }
     link::encode(&parts)
-        .map(Image::single)
+        .map(|c| Image::single(c).registered())
         .map_err(|e| e.cu_result())
 }
 
@@ -259,6 +268,9 @@ mod tests {
         let img = unsafe { locate(w.as_ptr()) }.unwrap();
         assert_eq!(img.data, fb, "exactly the fatbin, nothing after it");
         assert!(img.parts.is_empty() && is_binary(&img.data));
+        assert!(img.registered, "a wrapper is what the CUDA runtime registers");
+        // SAFETY: the fatbin itself, as a driver-API program passes it.
+        assert!(!unsafe { locate(fb.as_ptr()) }.unwrap().registered);
         let best = String::from_utf8(best_ptx(&img, 80).unwrap()).unwrap();
         assert_eq!(best.trim_end_matches('\0'), new.trim_end_matches('\0'));
         let best = String::from_utf8(best_ptx(&img, 75).unwrap()).unwrap();
@@ -282,7 +294,7 @@ mod tests {
         let w = wrapper(2, linked.as_ptr(), list.as_ptr());
         // SAFETY: as above, with a NULL-terminated unit list.
         let img = unsafe { locate(w.as_ptr()) }.unwrap();
-        assert!(img.parts.is_empty());
+        assert!(img.parts.is_empty() && img.registered);
         let parts = link::decode(&img.data, &netgpu_image::Limits::default()).unwrap();
         let got: Vec<_> = parts.iter().map(|p| (p.role, p.data.to_vec())).collect();
         assert_eq!(
@@ -304,7 +316,7 @@ mod tests {
         // SAFETY: NUL-terminated text.
         let img = unsafe { locate(ptx.as_ptr()) }.unwrap();
         assert_eq!(img.data, b".version 8.0\n.target sm_80\n");
-        assert!(!is_binary(&img.data));
+        assert!(!is_binary(&img.data) && !img.registered);
         let elf = cubin(75, "k", &[(0, 8)], 0, 8);
         let mut padded = elf.clone();
         padded.extend_from_slice(&[0xcc; 100]);

@@ -71,6 +71,9 @@ pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuRe
     match reply {
         Ok(Reply::Handle(h)) => {
             drv.set_module_arch(h, image::code_arch(img, cc));
+            if img.registered {
+                drv.set_module_registered(h);
+            }
             Ok(h)
         }
         Ok(_) => Err(CuResult::UNKNOWN),
@@ -785,23 +788,38 @@ unsafe fn extra_buffer(extra: *mut *mut c_void) -> Result<Vec<u8>, CuResult> {
     }
 }
 
-/// A launch configuration the device or the function cannot run fails now, as in CUDA.
+/// What cudart reports as `cudaErrorInvalidConfiguration` (9). NVIDIA's driver answers an
+/// impossible grid or block with this code when the CUDA runtime launches (cudart passes the
+/// driver's code through unchanged: measured with cudart 13.5 and 12.9), and with
+/// `CUDA_ERROR_INVALID_VALUE` to a driver-API program (Numba, PyCUDA and CuPy's RawKernel
+/// report that). It is not a `CUresult` of cuda.h, so only kernels of registered images
+/// (`Function::registered`: modules only the runtime loads) get it.
+pub const RUNTIME_INVALID_CONFIGURATION: CuResult = CuResult(9);
+
+/// A launch configuration the device or the function cannot run fails now, as in CUDA: an
+/// impossible grid or block with [`RUNTIME_INVALID_CONFIGURATION`] for a kernel the runtime
+/// launches, else `INVALID_VALUE`; too much shared memory with `INVALID_VALUE` (both APIs).
 fn check_config(drv: &Driver, f: &Function, grid: [u32; 3], block: [u32; 3], smem: u32) -> R {
+    let geometry = if f.registered {
+        RUNTIME_INVALID_CONFIGURATION
+    } else {
+        CuResult::INVALID_VALUE
+    };
     if grid.contains(&0) || block.contains(&0) {
-        return Err(CuResult::INVALID_VALUE);
+        return Err(geometry);
     }
     let dev = &drv.limits;
     for i in 0..3 {
         if (dev.block[i] > 0 && u64::from(block[i]) > dev.block[i])
             || (dev.grid[i] > 0 && u64::from(grid[i]) > dev.grid[i])
         {
-            return Err(CuResult::INVALID_VALUE);
+            return Err(geometry);
         }
     }
     let lim = func_limits(drv, f)?;
     let threads: u64 = block.iter().map(|b| u64::from(*b)).product();
     if lim.max_threads > 0 && threads > lim.max_threads {
-        return Err(CuResult::INVALID_VALUE);
+        return Err(geometry);
     }
     let smem = u64::from(smem);
     if smem > lim.max_dynamic_smem || smem + lim.static_smem > dev.smem_per_block {
