@@ -268,7 +268,10 @@ mod tests {
         let img = unsafe { locate(w.as_ptr()) }.unwrap();
         assert_eq!(img.data, fb, "exactly the fatbin, nothing after it");
         assert!(img.parts.is_empty() && is_binary(&img.data));
-        assert!(img.registered, "a wrapper is what the CUDA runtime registers");
+        assert!(
+            img.registered,
+            "a wrapper is what the CUDA runtime registers"
+        );
         // SAFETY: the fatbin itself, as a driver-API program passes it.
         assert!(!unsafe { locate(fb.as_ptr()) }.unwrap().registered);
         let best = String::from_utf8(best_ptx(&img, 80).unwrap()).unwrap();
