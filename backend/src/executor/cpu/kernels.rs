@@ -124,8 +124,11 @@ impl CpuModule {
         let module = match selected.as_slice() {
             [one] => Module::load(&one.text).map_err(load_error)?,
             [] => return Err(CuResult::NO_BINARY_FOR_GPU),
-            // Several PTX modules to link: needs netgpu-ptx's linker.
-            _ => return Err(CuResult::NOT_SUPPORTED),
+            // Several modules (-rdc=true, the JIT linker): one program.
+            many => {
+                let texts: Vec<&str> = many.iter().map(|p| p.text.as_str()).collect();
+                Module::link(&texts).map_err(load_error)?
+            }
         };
         CpuModule::place(module, ctx, heap)
     }
