@@ -8,21 +8,18 @@
 //! backend), reading no byte past what they promise, and copies the whole image: the backend
 //! picks what its executor runs. An `-rdc` program becomes one link container: the
 //! device-linked fatbin and each unit's fatbin.
-//!
-//! Until the backend reads fatbins itself, [`best_ptx`] takes the PTX its CPU executor runs
-//! out of a fatbin (`netgpu_image::select_ptx`).
 
 use std::ffi::{c_char, CStr};
 
 use netgpu_image::link::{self, LinkPart};
-use netgpu_image::{PartKind, Probe, PtxVersion, Role, Target};
+use netgpu_image::{PartKind, Probe, PtxVersion, Role};
 use netgpu_proto::cuda::CuResult;
 
 /// Largest image accepted: a header claiming more is corrupt.
 const MAX_IMAGE: u64 = 1 << 31;
 /// Most per-unit fatbins an `-rdc` wrapper may list.
 const MAX_PARTS: usize = 4096;
-/// The newest PTX ISA the interim PTX fallback picks (what nvcc 13.5 writes).
+/// The newest PTX ISA [`code_arch`] considers (what nvcc 13.5 writes).
 const MAX_PTX: PtxVersion = PtxVersion::new(9, 5);
 
 /// One or more images to load as one module (several: `ModuleLoad.parts`).
@@ -178,20 +175,6 @@ pub unsafe fn locate(p: *const u8) -> Result<Image, CuResult> {
         .map_err(|e| e.cu_result())
 }
 
-/// The PTX the CPU executor runs for a fatbin image, for a backend that takes only PTX
-/// text: one module that needs no linking; `None` when there is none.
-pub fn best_ptx(img: &Image, cc: u32) -> Option<Vec<u8>> {
-    let target = Target {
-        sm: cc,
-        max_ptx: MAX_PTX,
-    };
-    let parts = img.images();
-    match netgpu_image::select_ptx(&parts, &target, &netgpu_image::Limits::default()) {
-        Ok(mut v) if v.len() == 1 && !v[0].relocatable => v.pop().map(|p| p.text.into_bytes()),
-        _ => None,
-    }
-}
-
 /// The compute capability (`major * 10 + minor`) the code a device of capability `cc` runs
 /// from this image was compiled for: its PTX target, else its SASS's. This is what
 /// `CU_FUNC_ATTRIBUTE_PTX_VERSION` reports (CUB picks its tuning by it, so it must name an
@@ -252,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fatbin_is_found_whole_through_its_wrapper_and_its_ptx_comes_out() {
+    fn a_fatbin_is_found_whole_through_its_wrapper_with_the_architecture_of_its_code() {
         let old = ptx_module("8.0", 75, "k");
         let new = ptx_module("8.0", 80, "k");
         let elf = cubin(75, "k", &[], 0, 8);
@@ -274,10 +257,6 @@ mod tests {
         );
         // SAFETY: the fatbin itself, as a driver-API program passes it.
         assert!(!unsafe { locate(fb.as_ptr()) }.unwrap().registered);
-        let best = String::from_utf8(best_ptx(&img, 80).unwrap()).unwrap();
-        assert_eq!(best.trim_end_matches('\0'), new.trim_end_matches('\0'));
-        let best = String::from_utf8(best_ptx(&img, 75).unwrap()).unwrap();
-        assert!(best.contains("sm_75"), "the PTX a 7.5 device runs: {best}");
         assert_eq!(code_arch(&img, 75), Some(75));
         assert_eq!(
             code_arch(&img, 86),
@@ -339,7 +318,7 @@ mod tests {
         // SAFETY: 16 readable bytes (an unknown magic stops at the first ones).
         assert!(unsafe { locate(bad.as_ptr()) }.is_err());
         assert_eq!(
-            best_ptx(&Image::single(vec![0x50, 0xed, 0x55, 0xba]), 75),
+            code_arch(&Image::single(vec![0x50, 0xed, 0x55, 0xba]), 75),
             None
         );
     }

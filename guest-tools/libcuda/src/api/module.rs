@@ -24,8 +24,8 @@ const CU_LAUNCH_PARAM_BUFFER_POINTER: usize = 0x01;
 const CU_LAUNCH_PARAM_BUFFER_SIZE: usize = 0x02;
 
 /// Loads `img` into backend context `ctx`. The whole image goes to the backend, which picks
-/// what its executor runs. A backend that takes only PTX text (today's CPU executor) refuses
-/// a fatbin; then the fatbin's newest PTX is sent instead.
+/// what its executor runs (the CPU executor: the best PTX in it; the CUDA executor: the GPU
+/// driver's choice).
 pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuResult> {
     let cc = drv
         .info
@@ -36,37 +36,10 @@ pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuRe
         ctx,
         parts: img.parts.clone(),
     };
-    let max = drv.transport.max_transfer();
-    let first = if img.data.len() <= max {
+    let reply = if img.data.len() <= drv.transport.max_transfer() {
         drv.transport.call(&req, &img.data, &mut [])
     } else {
         Err(CuResult::INVALID_IMAGE)
-    };
-    let refused = matches!(
-        first,
-        Err(CuResult::INVALID_IMAGE)
-            | Err(CuResult::INVALID_PTX)
-            | Err(CuResult::NO_BINARY_FOR_GPU)
-            | Err(CuResult::NOT_SUPPORTED)
-    );
-    let reply = if refused && image::is_binary(&img.data) {
-        let cc = drv
-            .info
-            .cc_major
-            .saturating_mul(10)
-            .saturating_add(drv.info.cc_minor);
-        match image::best_ptx(img, cc) {
-            Some(ptx) => {
-                drv.transport
-                    .call(&Request::ModuleLoad { ctx, parts: vec![] }, &ptx, &mut [])
-            }
-            None => {
-                crate::log("module image has no PTX the backend can run (build with a compute_XX PTX target, e.g. -gencode arch=compute_75,code=compute_75)");
-                Err(CuResult::NO_BINARY_FOR_GPU)
-            }
-        }
-    } else {
-        first
     };
     match reply {
         Ok(Reply::Handle(h)) => {
