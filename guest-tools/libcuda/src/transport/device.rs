@@ -3,24 +3,34 @@
 //! their user virtual address; the module pins them and builds the guest-physical scatter
 //! lists, so nothing here ever sees a physical address.
 //!
+//! What a request's descriptor holds is `netgpu_proto::abi::codec`'s to say (the one
+//! translation, shared with vdev): [`codec::encode_request`] picks the fixed opcode or, on a
+//! device that offers `FEATURE_WIRE_REQUEST` (ABI 1.1), `WIRE_REQUEST` for everything a fixed
+//! opcode cannot express exactly (function attributes, several module parts, console reads,
+//! the protocol-2 operations); this file only names the buffers and submits.
+//!
 //! Posted (stream-ordered) commands wait in a batch until the next call, a flush, or a full
 //! batch. Their input is copied into the batch (as CUDA stages pageable memory), so the
-//! caller may reuse its buffer at once.
+//! caller may reuse its buffer at once. A completion flagged `CQE_FLAG_CONSOLE_PENDING`
+//! makes the call read the kernels' console output (`ConsoleRead`) and write it to stdout.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use netgpu_proto::abi::{
-    self, op, uapi, Command, Completion, DeviceInfoRecord, ParamRecord, SgEntry,
-};
+use netgpu_proto::abi::codec::{self, EncodeOptions, GuestBuffer, GuestCommand};
+use netgpu_proto::abi::{self, uapi, Command, Completion, SgEntry};
 use netgpu_proto::cuda::CuResult;
-use netgpu_proto::wire::ops::{DeviceInfo, FunctionInfo, ParamInfo, Reply, Request};
+use netgpu_proto::wire::ops::{DeviceInfo, Reply, Request};
 
 use super::Transport;
 
-/// Most kernel parameters a function may report.
-const MAX_PARAMS: usize = 1024;
+/// Largest console chunk read at once.
+const CONSOLE_CHUNK: u32 = 64 * 1024;
+/// Byte offset of `features` in `struct netgpu_ioc_info`.
+const INFO_FEATURES: usize = 52;
 
 #[repr(C)]
 struct IocSubmit {
@@ -29,11 +39,21 @@ struct IocSubmit {
     flags: u32,
 }
 
+/// The buffers a command names, kept alive (and in place) until it completed.
+#[derive(Default)]
+struct Buffers {
+    prefix: Vec<u8>,
+    /// A posted command's copy of its input.
+    data: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
 #[derive(Default)]
 struct Batch {
     cmds: Vec<[u8; uapi::CMD_SIZE]>,
-    /// Copies of posted inputs; their heap buffers stay put until the batch is submitted.
-    owned: Vec<Vec<u8>>,
+    /// The buffers of the posted commands; their heap storage stays put until the batch is
+    /// submitted.
+    owned: Vec<Buffers>,
     /// First failure of posted work submitted without a call.
     deferred: Option<CuResult>,
 }
@@ -41,7 +61,11 @@ struct Batch {
 pub struct DeviceTransport {
     file: File,
     path: String,
+    /// The device takes `WIRE_REQUEST` (negotiated by the module).
+    wire: bool,
     batch: Mutex<Batch>,
+    /// A completion said the backend holds console output nobody read.
+    console: AtomicBool,
 }
 
 impl DeviceTransport {
@@ -50,10 +74,28 @@ impl DeviceTransport {
             crate::log(&format!("cannot open {path}: {e} (is the netgpu module loaded, and are you in its group?)"));
             CuResult::NO_DEVICE
         })?;
+        let mut info = [0u8; uapi::INFO_SIZE];
+        // SAFETY: `info` is a writable struct netgpu_ioc_info (INFO_SIZE bytes, checked by the
+        // ABI test against the C header).
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), uapi::IOC_INFO as _, info.as_mut_ptr()) };
+        let features = if r == 0 {
+            let b: [u8; 4] = info[INFO_FEATURES..INFO_FEATURES + 4]
+                .try_into()
+                .map_err(|_| CuResult::UNKNOWN)?;
+            u64::from(u32::from_le_bytes(b))
+        } else {
+            crate::log(&format!(
+                "{path}: NETGPU_IOC_INFO failed: {}",
+                std::io::Error::last_os_error()
+            ));
+            0
+        };
         Ok(DeviceTransport {
             file,
             path: path.to_string(),
+            wire: features & abi::FEATURE_WIRE_REQUEST != 0,
             batch: Mutex::new(Batch::default()),
+            console: AtomicBool::new(false),
         })
     }
 
@@ -97,251 +139,69 @@ impl DeviceTransport {
             for c in chunk.iter() {
                 let mut b = [0u8; Completion::SIZE];
                 b.copy_from_slice(&c[Command::SIZE..]);
-                done.push(Completion::from_bytes(&b));
+                let c = Completion::from_bytes(&b);
+                if c.flags & abi::CQE_FLAG_CONSOLE_PENDING != 0 {
+                    self.console.store(true, Ordering::Release);
+                }
+                done.push(c);
             }
         }
         Ok(done)
     }
-}
 
-fn slot(cmd: &Command) -> [u8; uapi::CMD_SIZE] {
-    let mut s = [0u8; uapi::CMD_SIZE];
-    s[..Command::SIZE].copy_from_slice(&cmd.to_bytes());
-    s
-}
-
-fn buf(cmd: &mut Command, ptr: *const u8, len: usize) -> Result<(), CuResult> {
-    let i = cmd.sg_count as usize;
-    let e = cmd.sg.get_mut(i).ok_or(CuResult::INVALID_VALUE)?;
-    *e = SgEntry {
-        addr: ptr as u64,
-        len: u32::try_from(len).map_err(|_| CuResult::INVALID_VALUE)?,
-        flags: 0,
-    };
-    cmd.sg_count += 1;
-    Ok(())
-}
-
-/// The descriptor for `req`, with `input`/`output` named by user address.
-fn encode(req: &Request, input: &[u8], output: &mut [u8]) -> Result<Command, CuResult> {
-    let (opcode, args, has_in, has_out): (u16, Vec<u64>, bool, bool) = match *req {
-        Request::Hello { .. } => return Err(CuResult::INVALID_VALUE),
-        // Protocol 2 operations the device ABI does not carry yet.
-        Request::LaunchKernel { flags, .. } if flags != 0 => return Err(CuResult::NOT_SUPPORTED),
-        Request::ModuleLoad { ref parts, .. } if parts.len() > 1 => {
-            return Err(CuResult::NOT_SUPPORTED)
-        }
-        Request::FuncSetAttribute { .. }
-        | Request::StreamWaitEvent { .. }
-        | Request::Memcpy3D { .. }
-        | Request::MemFreeAsync { .. }
-        | Request::ConsoleRead { .. } => return Err(CuResult::NOT_SUPPORTED),
-        Request::Null => (op::NOP, vec![], false, false),
-        Request::DeviceQuery => (op::DEVICE_QUERY, vec![], false, true),
-        Request::CtxCreate { flags } => (op::CTX_CREATE, vec![flags.into()], false, false),
-        Request::CtxDestroy { ctx } => (op::CTX_DESTROY, vec![ctx], false, false),
-        Request::CtxSynchronize { ctx } => (op::CTX_SYNCHRONIZE, vec![ctx], false, false),
-        Request::MemAlloc { ctx, size } => (op::MEM_ALLOC, vec![ctx, size], false, false),
-        Request::MemFree { ptr } => (op::MEM_FREE, vec![ptr], false, false),
-        Request::MemGetInfo => (op::MEM_GET_INFO, vec![], false, false),
-        Request::MemcpyHtoD { ctx, dst, stream } => {
-            (op::MEMCPY_HTOD, vec![ctx, dst, stream], true, false)
-        }
-        Request::MemcpyDtoH {
-            ctx, src, stream, ..
-        } => (op::MEMCPY_DTOH, vec![ctx, src, stream], false, true),
-        Request::MemcpyDtoD {
-            ctx,
-            dst,
-            src,
-            len,
-            stream,
-        } => (
-            op::MEMCPY_DTOD,
-            vec![ctx, dst, src, len, stream],
-            false,
-            false,
-        ),
-        Request::Memset {
-            ctx,
-            dst,
-            value,
-            elem_size,
-            count,
-            stream,
-        } => (
-            op::MEMSET,
-            vec![ctx, dst, value.into(), elem_size.into(), count, stream],
-            false,
-            false,
-        ),
-        Request::ModuleLoad { ctx, .. } => (op::MODULE_LOAD, vec![ctx], true, false),
-        Request::ModuleUnload { module } => (op::MODULE_UNLOAD, vec![module], false, false),
-        Request::ModuleGetFunction { module, ref name } => (
-            op::MODULE_GET_FUNCTION,
-            vec![module, name.len() as u64],
-            true,
-            true,
-        ),
-        Request::ModuleGetGlobal { module, ref name } => (
-            op::MODULE_GET_GLOBAL,
-            vec![module, name.len() as u64],
-            true,
-            false,
-        ),
-        Request::LaunchKernel {
-            func,
-            grid,
-            block,
-            shared_mem_bytes,
-            stream,
-            ..
-        } => {
-            let pair = |a: u32, b: u32| u64::from(a) | (u64::from(b) << 32);
-            let geometry = [
-                pair(grid[0], grid[1]),
-                pair(grid[2], block[0]),
-                pair(block[1], block[2]),
-            ];
-            (
-                op::LAUNCH_KERNEL,
-                vec![
-                    func,
-                    geometry[0],
-                    geometry[1],
-                    geometry[2],
-                    shared_mem_bytes.into(),
-                    stream,
-                ],
-                true,
-                false,
-            )
-        }
-        Request::StreamCreate { ctx, flags, .. } => {
-            (op::STREAM_CREATE, vec![ctx, flags.into()], false, false)
-        }
-        Request::StreamDestroy { stream } => (op::STREAM_DESTROY, vec![stream], false, false),
-        Request::StreamSynchronize { stream } => {
-            (op::STREAM_SYNCHRONIZE, vec![stream], false, false)
-        }
-        Request::StreamQuery { stream } => (op::STREAM_QUERY, vec![stream], false, false),
-        Request::EventCreate { ctx, flags } => {
-            (op::EVENT_CREATE, vec![ctx, flags.into()], false, false)
-        }
-        Request::EventRecord { event, stream } => {
-            (op::EVENT_RECORD, vec![event, stream], false, false)
-        }
-        Request::EventSynchronize { event } => (op::EVENT_SYNCHRONIZE, vec![event], false, false),
-        Request::EventQuery { event } => (op::EVENT_QUERY, vec![event], false, false),
-        Request::EventElapsedTime { start, end } => {
-            (op::EVENT_ELAPSED_TIME, vec![start, end], false, false)
-        }
-        Request::EventDestroy { event } => (op::EVENT_DESTROY, vec![event], false, false),
-    };
-    let mut c = Command {
-        opcode,
-        ..Command::default()
-    };
-    c.args[..args.len()].copy_from_slice(&args);
-    if has_in {
-        buf(&mut c, input.as_ptr(), input.len())?;
-    }
-    if has_out {
-        buf(&mut c, output.as_mut_ptr(), output.len())?;
-    }
-    Ok(c)
-}
-
-/// The reply a completion stands for.
-fn decode(req: &Request, c: &Completion, output: &[u8]) -> Result<Reply, CuResult> {
-    if c.result != 0 {
-        return Err(CuResult(c.result));
-    }
-    Ok(match req {
-        Request::CtxCreate { .. }
-        | Request::ModuleLoad { .. }
-        | Request::StreamCreate { .. }
-        | Request::EventCreate { .. } => Reply::Handle(c.value0),
-        Request::MemAlloc { .. } => Reply::DevPtr(c.value0),
-        Request::MemGetInfo => Reply::MemInfo {
-            free: c.value0,
-            total: c.value1,
-        },
-        Request::ModuleGetGlobal { .. } => Reply::Global {
-            ptr: c.value0,
-            size: c.value1,
-        },
-        Request::EventElapsedTime { .. } => Reply::ElapsedMs(f32::from_bits(c.value0 as u32)),
-        Request::ModuleGetFunction { .. } => {
-            let count = (c.value1 >> 32) as usize;
-            let params = output
-                .chunks_exact(ParamRecord::SIZE)
-                .take(count)
-                .map(|r| {
-                    let mut b = [0u8; ParamRecord::SIZE];
-                    b.copy_from_slice(r);
-                    let p = ParamRecord::from_bytes(&b);
-                    ParamInfo {
-                        offset: p.offset,
-                        size: p.size,
-                    }
-                })
-                .collect::<Vec<_>>();
-            if params.len() != count {
-                return Err(CuResult::UNKNOWN);
-            }
-            Reply::Function(FunctionInfo {
-                handle: c.value0,
-                params,
-                param_buffer_size: c.value1 as u32,
-                attributes: Vec::new(),
-            })
-        }
-        Request::DeviceQuery => {
-            let b: &[u8; DeviceInfoRecord::SIZE] =
-                output.try_into().map_err(|_| CuResult::UNKNOWN)?;
-            let r = DeviceInfoRecord::from_bytes(b);
-            let n = (r.attr_count as usize).min(r.attrs.len());
-            Reply::Device(DeviceInfo {
-                name: r.name_str().to_string(),
-                total_mem: r.total_mem,
-                cc_major: r.cc_major,
-                cc_minor: r.cc_minor,
-                multiprocessors: r.multiprocessors,
-                uuid: r.uuid,
-                driver_version: r.driver_version,
-                executor: match r.executor {
-                    abi::EXECUTOR_CUDA => "cuda",
-                    abi::EXECUTOR_CPU => "cpu",
-                    _ => "none",
-                }
-                .to_string(),
-                attributes: r.attrs[..n].iter().map(|[a, v]| (*a, *v as i32)).collect(),
-            })
-        }
-        _ => Reply::Done,
-    })
-}
-
-impl Transport for DeviceTransport {
-    fn call(&self, req: &Request, input: &[u8], output: &mut [u8]) -> Result<Reply, CuResult> {
-        // The device needs room for the reply of variable-size outputs.
-        let mut table;
-        let out: &mut [u8] = if matches!(req, Request::ModuleGetFunction { .. }) {
-            table = vec![0u8; MAX_PARAMS * ParamRecord::SIZE];
-            &mut table
-        } else {
-            output
+    fn encode(
+        &self,
+        req: &Request,
+        data_len: usize,
+        out_len: usize,
+        post: bool,
+    ) -> Result<GuestCommand, CuResult> {
+        let opts = EncodeOptions {
+            wire: self.wire,
+            post,
         };
-        let mut name_in;
-        let input: &[u8] = match req {
-            Request::ModuleGetFunction { name, .. } | Request::ModuleGetGlobal { name, .. } => {
-                name_in = name.as_bytes().to_vec();
-                &mut name_in
-            }
-            _ => input,
+        codec::encode_request(req, data_len as u64, out_len as u64, opts)
+    }
+
+    /// Writes pending kernel console output to stdout.
+    fn drain_console(&self) {
+        while self.console.swap(false, Ordering::AcqRel) {
+            let mut buf = vec![0u8; CONSOLE_CHUNK as usize];
+            let req = Request::ConsoleRead { max: CONSOLE_CHUNK };
+            let Ok(n) = self.exchange(&req, &[], Out::Upto(&mut buf)) else {
+                return;
+            };
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&buf[..n.min(buf.len())]);
+            let _ = out.flush();
+        }
+    }
+
+    /// Submits the queued posted commands and `req`; returns `req`'s reply and how many
+    /// bytes of reply data landed in `out`.
+    fn exchange(&self, req: &Request, input: &[u8], out: Out<'_>) -> Result<usize, CuResult> {
+        self.exchange_reply(req, input, out).map(|(_, n)| n)
+    }
+
+    fn exchange_reply(
+        &self,
+        req: &Request,
+        input: &[u8],
+        out: Out<'_>,
+    ) -> Result<(Reply, usize), CuResult> {
+        let (output, exact) = match out {
+            Out::Exact(o) => (o, true),
+            Out::Upto(o) => (o, false),
         };
-        let cmd = encode(req, input, out)?;
+        // A fixed device-to-host copy lands in the caller's buffer; a reply with data (a
+        // console read, a packed 3D copy) lands in scratch space and is copied out.
+        let out_len = if exact { output.len() } else { 0 };
+        let gc = self.encode(req, input.len(), out_len, false)?;
+        let mut bufs = Buffers {
+            prefix: gc.prefix.clone(),
+            ..Buffers::default()
+        };
+        let cmd = command(&gc, &mut bufs, input, output)?;
         let mut b = self.lock();
         let mut cmds = std::mem::take(&mut b.cmds);
         cmds.push(slot(&cmd));
@@ -363,17 +223,107 @@ impl Transport for DeviceTransport {
             }
             self.lock().deferred.get_or_insert(e);
         }
-        decode(req, own, out)
+        let reply = codec::decode_completion(&gc, own, &bufs.scratch)?;
+        let data = bufs.scratch.get(reply.data.clone()).unwrap_or(&[]);
+        if reply.console_pending {
+            self.console.store(true, Ordering::Release);
+        }
+        let n = if data.is_empty() {
+            if exact {
+                output.len()
+            } else {
+                0
+            }
+        } else {
+            if data.len() > output.len() || (exact && data.len() != output.len()) {
+                return Err(CuResult::UNKNOWN);
+            }
+            output[..data.len()].copy_from_slice(data);
+            data.len()
+        };
+        Ok((reply.reply, n))
+    }
+}
+
+/// Where a call's reply data goes: it must fill the buffer (a copy), or may be shorter (a
+/// console read).
+enum Out<'a> {
+    Exact(&'a mut [u8]),
+    Upto(&'a mut [u8]),
+}
+
+fn slot(cmd: &Command) -> [u8; uapi::CMD_SIZE] {
+    let mut s = [0u8; uapi::CMD_SIZE];
+    s[..Command::SIZE].copy_from_slice(&cmd.to_bytes());
+    s
+}
+
+fn entry(cmd: &mut Command, ptr: *const u8, len: usize) -> Result<(), CuResult> {
+    let i = cmd.sg_count as usize;
+    let e = cmd.sg.get_mut(i).ok_or(CuResult::INVALID_VALUE)?;
+    *e = SgEntry {
+        addr: ptr as u64,
+        len: u32::try_from(len).map_err(|_| CuResult::INVALID_VALUE)?,
+        flags: 0,
+    };
+    cmd.sg_count += 1;
+    Ok(())
+}
+
+/// `gc`'s descriptor with its buffers named by user address, in the order the codec lists
+/// them: the prefix (kept in `bufs`), `input`, `output`, scratch space (made in `bufs`).
+fn command(
+    gc: &GuestCommand,
+    bufs: &mut Buffers,
+    input: &[u8],
+    output: &mut [u8],
+) -> Result<Command, CuResult> {
+    let mut c = gc.command;
+    c.sg_count = 0;
+    c.sg = Default::default();
+    if let Some(GuestBuffer::Scratch(n)) = gc.buffers.iter().find(|b| b.is_output()) {
+        let n = usize::try_from(*n).map_err(|_| CuResult::INVALID_VALUE)?;
+        if n > abi::MAX_TRANSFER as usize + codec::REPLY_CTRL_SMALL as usize {
+            return Err(CuResult::INVALID_VALUE);
+        }
+        bufs.scratch = vec![0u8; n];
+    }
+    for b in &gc.buffers {
+        match b {
+            GuestBuffer::Prefix => entry(&mut c, bufs.prefix.as_ptr(), bufs.prefix.len())?,
+            GuestBuffer::Data => entry(&mut c, input.as_ptr(), input.len())?,
+            GuestBuffer::Output => entry(&mut c, output.as_mut_ptr(), output.len())?,
+            GuestBuffer::Scratch(_) => {
+                entry(&mut c, bufs.scratch.as_mut_ptr(), bufs.scratch.len())?
+            }
+        }
+    }
+    Ok(c)
+}
+
+impl Transport for DeviceTransport {
+    fn call(&self, req: &Request, input: &[u8], output: &mut [u8]) -> Result<Reply, CuResult> {
+        let r = self.exchange_reply(req, input, Out::Exact(output));
+        if self.console.load(Ordering::Acquire) && !matches!(req, Request::ConsoleRead { .. }) {
+            self.drain_console();
+        }
+        r.map(|(reply, _)| reply)
     }
 
     fn post(&self, req: &Request, input: &[u8]) -> Result<(), CuResult> {
-        let owned = input.to_vec();
-        let mut cmd = encode(req, &owned, &mut [])?;
-        cmd.flags |= abi::CMD_FLAG_ASYNC;
+        let gc = self.encode(req, input.len(), 0, true)?;
+        let mut bufs = Buffers {
+            prefix: gc.prefix.clone(),
+            data: input.to_vec(),
+            scratch: Vec::new(),
+        };
+        let data = std::mem::take(&mut bufs.data);
+        let cmd = command(&gc, &mut bufs, &data, &mut [])?;
+        bufs.data = data;
         let mut b = self.lock();
         crate::stats::posted();
         b.cmds.push(slot(&cmd));
-        b.owned.push(owned);
+        b.owned.push(bufs);
         if b.cmds.len() >= uapi::MAX_BATCH as usize - 1 {
             let mut cmds = std::mem::take(&mut b.cmds);
             let r = self.submit(&mut cmds);
@@ -406,8 +356,7 @@ impl Transport for DeviceTransport {
     }
 
     fn device_query(&self) -> Result<DeviceInfo, CuResult> {
-        let mut rec = vec![0u8; DeviceInfoRecord::SIZE];
-        match self.call(&Request::DeviceQuery, &[], &mut rec)? {
+        match self.call(&Request::DeviceQuery, &[], &mut [])? {
             Reply::Device(d) => Ok(d),
             _ => Err(CuResult::UNKNOWN),
         }
@@ -425,9 +374,98 @@ impl Transport for DeviceTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netgpu_proto::abi::codec::Decoded;
+    use netgpu_proto::abi::op;
+    use netgpu_proto::wire::ops::{self, FunctionInfo, ParamInfo};
+
+    /// What vdev does with a descriptor this file built (the codec's device side), answered
+    /// with `reply` (+ `data`) by a backend; returns the request vdev forwarded and what the
+    /// library makes of the completion.
+    fn through_device(
+        req: &Request,
+        input: &[u8],
+        output: &mut [u8],
+        wire: bool,
+        reply: &Reply,
+        data: &[u8],
+    ) -> (Request, Result<(Reply, Vec<u8>), CuResult>) {
+        let out_len = output.len();
+        let gc = codec::encode_request(
+            req,
+            input.len() as u64,
+            out_len as u64,
+            EncodeOptions { wire, post: false },
+        )
+        .unwrap();
+        let mut bufs = Buffers {
+            prefix: gc.prefix.clone(),
+            ..Buffers::default()
+        };
+        let c = command(&gc, &mut bufs, input, output).unwrap();
+        // The module hands vdev the buffers in descriptor order; inputs first.
+        let spans: Vec<(u64, u32)> = c.sg[..c.sg_count as usize]
+            .iter()
+            .map(|e| (e.addr, e.len))
+            .collect();
+        let n_in = gc.buffers.iter().filter(|b| !b.is_output()).count();
+        let read = |(a, n): (u64, u32)| -> Vec<u8> {
+            // SAFETY: the entries name live buffers of this test.
+            unsafe { std::slice::from_raw_parts(a as *const u8, n as usize) }.to_vec()
+        };
+        let inputs: Vec<u8> = spans[..n_in].iter().flat_map(|s| read(*s)).collect();
+        let out_room: u64 = spans[n_in..].iter().map(|s| u64::from(s.1)).sum();
+        let prefix_len = codec::prefix_len(&c, inputs.len() as u64).unwrap();
+        let Decoded::Forward(d) =
+            codec::decode(&c, inputs.len() as u64, out_room, &inputs[..prefix_len]).unwrap()
+        else {
+            panic!("not forwarded")
+        };
+        let ctrl = ops::encode(reply).unwrap();
+        let r = codec::encode_reply(
+            d.form,
+            CuResult::SUCCESS,
+            &ctrl,
+            data.len() as u64,
+            out_room,
+        )
+        .unwrap();
+        if let Some(&(addr, len)) = spans.get(n_in) {
+            let mut bytes = r.output.clone();
+            if !data.is_empty() {
+                bytes.resize(r.data_at as usize, 0);
+                bytes.extend_from_slice(data);
+            }
+            assert!(bytes.len() <= len as usize);
+            // SAFETY: the output entry names a live writable buffer of `len` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+        }
+        let cpl = Completion {
+            result: r.result.0,
+            value0: r.value0,
+            value1: r.value1,
+            ..Default::default()
+        };
+        let got = codec::decode_completion(&gc, &cpl, &bufs.scratch).map(|g| {
+            let data = bufs.scratch[g.data.clone()].to_vec();
+            (g.reply, data)
+        });
+        (d.request, got)
+    }
+
+    fn function(attributes: Vec<(u32, i32)>) -> FunctionInfo {
+        FunctionInfo {
+            handle: 77,
+            params: vec![
+                ParamInfo { offset: 0, size: 8 },
+                ParamInfo { offset: 8, size: 4 },
+            ],
+            param_buffer_size: 12,
+            attributes,
+        }
+    }
 
     #[test]
-    fn launch_packs_geometry_into_pairs_and_names_the_parameter_buffer() {
+    fn a_launch_is_the_fixed_opcode_with_its_parameters_as_the_one_input() {
         let params = [7u8; 12];
         let req = Request::LaunchKernel {
             func: 9,
@@ -437,66 +475,117 @@ mod tests {
             stream: 5,
             flags: 0,
         };
-        let c = encode(&req, &params, &mut []).unwrap();
-        assert_eq!(c.opcode, op::LAUNCH_KERNEL);
-        assert_eq!(
-            c.args[..6],
-            [9, 1 | 2 << 32, 3 | 32 << 32, 4 | 1 << 32, 64, 5]
-        );
-        assert_eq!(c.sg_count, 1);
-        assert_eq!(c.sg[0].addr, params.as_ptr() as u64);
-        assert_eq!(c.sg[0].len, 12);
-    }
-
-    #[test]
-    fn get_function_takes_the_name_then_the_output_table() {
-        let name = b"vector_add";
-        let mut out = [0u8; 64];
-        let req = Request::ModuleGetFunction {
-            module: 3,
-            name: "vector_add".into(),
-        };
-        let c = encode(&req, name, &mut out).unwrap();
-        assert_eq!((c.args[0], c.args[1], c.sg_count), (3, 10, 2));
-        assert_eq!(c.sg[1].addr, out.as_ptr() as u64);
-        let cpl = Completion {
-            value0: 77,
-            value1: 2 << 32 | 12,
-            ..Default::default()
-        };
-        let mut table = [0u8; 16];
-        table[..8].copy_from_slice(&ParamRecord { offset: 0, size: 8 }.to_bytes());
-        table[8..].copy_from_slice(&ParamRecord { offset: 8, size: 4 }.to_bytes());
-        match decode(&req, &cpl, &table).unwrap() {
-            Reply::Function(f) => {
-                assert_eq!(f.handle, 77);
-                assert_eq!(f.param_buffer_size, 12);
-                assert_eq!(
-                    f.params,
-                    vec![
-                        ParamInfo { offset: 0, size: 8 },
-                        ParamInfo { offset: 8, size: 4 }
-                    ]
-                );
-            }
-            other => panic!("{other:?}"),
+        for wire in [false, true] {
+            let gc =
+                codec::encode_request(&req, 12, 0, EncodeOptions { wire, post: true }).unwrap();
+            let mut bufs = Buffers::default();
+            let c = command(&gc, &mut bufs, &params, &mut []).unwrap();
+            assert_eq!(c.opcode, op::LAUNCH_KERNEL);
+            assert_ne!(c.flags & abi::CMD_FLAG_ASYNC, 0);
+            assert_eq!(c.sg_count, 1);
+            assert_eq!((c.sg[0].addr, c.sg[0].len), (params.as_ptr() as u64, 12));
         }
     }
 
     #[test]
-    fn error_completions_become_cuda_errors_and_elapsed_time_is_f32_bits() {
+    fn function_attributes_come_through_the_wire_request_and_not_the_fixed_table() {
+        let req = Request::ModuleGetFunction {
+            module: 3,
+            name: "vector_add".into(),
+        };
+        let attrs = vec![(0, 128), (9, 90)];
+        let reply = Reply::Function(function(attrs.clone()));
+        let (fwd, got) = through_device(&req, &[], &mut [], true, &reply, &[]);
+        assert_eq!(fwd, req);
+        assert_eq!(got.unwrap().0, Reply::Function(function(attrs)));
+        // Without the feature: the fixed opcode, whose table has no attributes.
+        let (fwd, got) = through_device(&req, &[], &mut [], false, &reply, &[]);
+        assert_eq!(fwd, req);
+        assert_eq!(got.unwrap().0, Reply::Function(function(vec![])));
+    }
+
+    #[test]
+    fn module_parts_console_reads_and_protocol_2_requests_travel_whole() {
+        let image = vec![1u8; 300];
+        let req = Request::ModuleLoad {
+            ctx: 1,
+            parts: vec![100, 200],
+        };
+        let (fwd, got) = through_device(&req, &image, &mut [], true, &Reply::Handle(5), &[]);
+        assert_eq!(fwd, req);
+        assert_eq!(got.unwrap().0, Reply::Handle(5));
+        let req = Request::ConsoleRead { max: 4096 };
+        let (fwd, got) = through_device(&req, &[], &mut [], true, &Reply::Done, b"hello\n");
+        assert_eq!(fwd, req);
+        assert_eq!(got.unwrap(), (Reply::Done, b"hello\n".to_vec()));
+        let req = Request::StreamWaitEvent {
+            stream: 2,
+            event: 3,
+        };
+        let (fwd, _) = through_device(&req, &[], &mut [], true, &Reply::Done, &[]);
+        assert_eq!(fwd, req);
+        // A device without WIRE_REQUEST: a clear NOT_SUPPORTED (optional.rs falls back).
+        assert_eq!(
+            codec::encode_request(
+                &req,
+                0,
+                0,
+                EncodeOptions {
+                    wire: false,
+                    post: false
+                }
+            )
+            .err(),
+            Some(CuResult::NOT_SUPPORTED)
+        );
+    }
+
+    #[test]
+    fn a_device_to_host_copy_lands_in_the_callers_buffer() {
+        let mut out = [0u8; 16];
+        let req = Request::MemcpyDtoH {
+            ctx: 1,
+            src: 0x1000,
+            len: 16,
+            stream: 0,
+        };
+        let gc = codec::encode_request(
+            &req,
+            0,
+            16,
+            EncodeOptions {
+                wire: true,
+                post: false,
+            },
+        )
+        .unwrap();
+        let mut bufs = Buffers::default();
+        let c = command(&gc, &mut bufs, &[], &mut out).unwrap();
+        assert_eq!(c.opcode, op::MEMCPY_DTOH);
+        assert_eq!((c.sg[0].addr, c.sg[0].len), (out.as_ptr() as u64, 16));
+    }
+
+    #[test]
+    fn error_completions_become_cuda_errors() {
         let req = Request::MemAlloc { ctx: 1, size: 1 };
+        let gc = codec::encode_request(
+            &req,
+            0,
+            0,
+            EncodeOptions {
+                wire: true,
+                post: false,
+            },
+        )
+        .unwrap();
         let c = Completion {
             result: 2,
             ..Default::default()
         };
-        assert_eq!(decode(&req, &c, &[]), Err(CuResult::OUT_OF_MEMORY));
-        let req = Request::EventElapsedTime { start: 1, end: 2 };
-        let c = Completion {
-            value0: u64::from(1.5f32.to_bits()),
-            ..Default::default()
-        };
-        assert_eq!(decode(&req, &c, &[]), Ok(Reply::ElapsedMs(1.5)));
+        assert_eq!(
+            codec::decode_completion(&gc, &c, &[]).err(),
+            Some(CuResult::OUT_OF_MEMORY)
+        );
     }
 
     #[test]
