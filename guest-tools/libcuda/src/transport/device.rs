@@ -362,8 +362,13 @@ impl Transport for DeviceTransport {
         }
     }
 
+    /// The device's limit on all of a command's buffers, less room for a `WIRE_REQUEST`'s
+    /// control sections (a request's and its reply's), so a data section this large always
+    /// fits one command.
     fn max_transfer(&self) -> usize {
         abi::MAX_TRANSFER as usize
+            - netgpu_proto::wire::MAX_CTRL_LEN as usize
+            - codec::REPLY_CTRL_SMALL as usize
     }
 
     fn describe(&self) -> String {
