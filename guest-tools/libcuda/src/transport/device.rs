@@ -25,19 +25,13 @@ use netgpu_proto::abi::{self, uapi, Command, Completion, SgEntry};
 use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::ops::{DeviceInfo, Reply, Request};
 
+use super::ioctl::{self, Reaped, Slot};
 use super::Transport;
 
 /// Largest console chunk read at once.
 const CONSOLE_CHUNK: u32 = 64 * 1024;
 /// Byte offset of `features` in `struct netgpu_ioc_info`.
 const INFO_FEATURES: usize = 52;
-
-#[repr(C)]
-struct IocSubmit {
-    cmds: u64,
-    count: u32,
-    flags: u32,
-}
 
 /// The buffers a command names, kept alive (and in place) until it completed.
 #[derive(Default)]
@@ -50,10 +44,13 @@ struct Buffers {
 
 #[derive(Default)]
 struct Batch {
-    cmds: Vec<[u8; uapi::CMD_SIZE]>,
+    cmds: Vec<Slot>,
     /// The buffers of the posted commands; their heap storage stays put until the batch is
     /// submitted.
     owned: Vec<Buffers>,
+    /// Posted commands queued on the device (non-blocking mode) and not reaped yet, by
+    /// sequence number, with their buffers.
+    inflight: Vec<(u64, Buffers)>,
     /// First failure of posted work submitted without a call.
     deferred: Option<CuResult>,
 }
@@ -66,6 +63,10 @@ pub struct DeviceTransport {
     batch: Mutex<Batch>,
     /// A completion said the backend holds console output nobody read.
     console: AtomicBool,
+    /// The module takes `NETGPU_IOC_QUEUE`/`WAIT`: a call queues under the batch lock (so
+    /// posted work keeps its order) and waits for its own command without it, so one
+    /// thread's long synchronisation does not hold up another thread's calls.
+    nonblocking: bool,
 }
 
 impl DeviceTransport {
@@ -90,61 +91,144 @@ impl DeviceTransport {
             ));
             0
         };
-        Ok(DeviceTransport {
+        let mut t = DeviceTransport {
             file,
             path: path.to_string(),
             wire: features & abi::FEATURE_WIRE_REQUEST != 0,
             batch: Mutex::new(Batch::default()),
             console: AtomicBool::new(false),
-        })
+            nonblocking: false,
+        };
+        t.nonblocking = t.probe_queue();
+        Ok(t)
+    }
+
+    /// Whether `QUEUE` and `WAIT` work: one `NOP` through them.
+    fn probe_queue(&self) -> bool {
+        let nop = Command::new(abi::op::NOP, 0, &[]);
+        let mut cmds = [slot(&nop)];
+        let fd = self.file.as_raw_fd();
+        match ioctl::queue(fd, &mut cmds) {
+            Ok(seq) => matches!(
+                ioctl::wait(fd, &[seq], true).as_deref(),
+                Ok([Reaped::Done(_)])
+            ),
+            Err(_) => false,
+        }
+    }
+
+    fn errno_result(&self, errno: i32) -> CuResult {
+        match errno {
+            libc::EINVAL | libc::EFAULT | libc::E2BIG => CuResult::INVALID_VALUE,
+            libc::ENOMEM => CuResult::OUT_OF_MEMORY,
+            _ => {
+                crate::log(&format!(
+                    "{}: {}",
+                    self.path,
+                    std::io::Error::from_raw_os_error(errno)
+                ));
+                CuResult::DEVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn note(&self, c: &Completion) {
+        if c.flags & abi::CQE_FLAG_CONSOLE_PENDING != 0 {
+            self.console.store(true, Ordering::Release);
+        }
+    }
+
+    /// Queues `cmds` (at most `MAX_BATCH`) with the batch lock held; the sequence number of
+    /// the first. A full queue is drained of posted commands first.
+    fn queue(&self, b: &mut Batch, cmds: &mut [Slot]) -> Result<u64, CuResult> {
+        let fd = self.file.as_raw_fd();
+        loop {
+            match ioctl::queue(fd, cmds) {
+                Ok(seq) => return Ok(seq),
+                Err(libc::EAGAIN) if !b.inflight.is_empty() => {
+                    let all = std::mem::take(&mut b.inflight);
+                    let (left, err) = self.reap(all, true)?;
+                    b.inflight = left;
+                    if let Some(e) = err {
+                        b.deferred.get_or_insert(e);
+                    }
+                }
+                Err(e) => return Err(self.errno_result(e)),
+            }
+        }
+    }
+
+    /// Reaps posted commands (blocking or not); returns those still pending and the first
+    /// failure among the others.
+    #[allow(clippy::type_complexity)]
+    fn reap(
+        &self,
+        cmds: Vec<(u64, Buffers)>,
+        block: bool,
+    ) -> Result<(Vec<(u64, Buffers)>, Option<CuResult>), CuResult> {
+        if cmds.is_empty() {
+            return Ok((cmds, None));
+        }
+        let seqs: Vec<u64> = cmds.iter().map(|(s, _)| *s).collect();
+        let states =
+            ioctl::wait(self.file.as_raw_fd(), &seqs, block).map_err(|e| self.errno_result(e))?;
+        let mut left = Vec::new();
+        let mut err = None;
+        for (c, st) in cmds.into_iter().zip(states) {
+            match st {
+                Reaped::Done(cpl) => {
+                    self.note(&cpl);
+                    if cpl.result != 0 {
+                        err.get_or_insert(CuResult(cpl.result));
+                    }
+                }
+                Reaped::Pending => left.push(c),
+                Reaped::Lost => {
+                    err.get_or_insert(CuResult::DEVICE_UNAVAILABLE);
+                }
+            }
+        }
+        Ok((left, err))
+    }
+
+    /// Queues the posted batch (non-blocking mode) and reaps what already completed.
+    fn send_batch(&self, b: &mut Batch) -> Result<(), CuResult> {
+        if b.cmds.is_empty() {
+            return Ok(());
+        }
+        let mut cmds = std::mem::take(&mut b.cmds);
+        let owned = std::mem::take(&mut b.owned);
+        let seq = self.queue(b, &mut cmds)?;
+        b.inflight.extend(
+            owned
+                .into_iter()
+                .enumerate()
+                .map(|(i, o)| (seq + i as u64, o)),
+        );
+        let all = std::mem::take(&mut b.inflight);
+        let (left, err) = self.reap(all, false)?;
+        b.inflight = left;
+        if let Some(e) = err {
+            b.deferred.get_or_insert(e);
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Batch> {
         self.batch.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Submits `cmds`; returns their completions.
-    fn submit(&self, cmds: &mut [[u8; uapi::CMD_SIZE]]) -> Result<Vec<Completion>, CuResult> {
+    /// Submits `cmds` and waits for them; returns their completions.
+    fn submit(&self, cmds: &mut [Slot]) -> Result<Vec<Completion>, CuResult> {
         let mut done = Vec::with_capacity(cmds.len());
         for chunk in cmds.chunks_mut(uapi::MAX_BATCH as usize) {
             crate::stats::round_trip();
-            let mut s = IocSubmit {
-                cmds: chunk.as_mut_ptr() as u64,
-                count: chunk.len() as u32,
-                flags: 0,
-            };
-            // SAFETY: `s` points to `chunk`, `count` initialised command slots of the layout
-            // the module expects (struct netgpu_ioc_cmd, checked by the ABI test); every
-            // buffer they name outlives this call.
-            let r = unsafe {
-                libc::ioctl(
-                    self.file.as_raw_fd(),
-                    uapi::IOC_SUBMIT as _,
-                    &mut s as *mut IocSubmit,
-                )
-            };
-            if r != 0 {
-                let err = std::io::Error::last_os_error();
-                return Err(match err.raw_os_error() {
-                    Some(libc::EINVAL) | Some(libc::EFAULT) | Some(libc::E2BIG) => {
-                        CuResult::INVALID_VALUE
-                    }
-                    Some(libc::ENOMEM) => CuResult::OUT_OF_MEMORY,
-                    _ => {
-                        crate::log(&format!("{}: {err}", self.path));
-                        CuResult::DEVICE_UNAVAILABLE
-                    }
-                });
+            let got =
+                ioctl::submit(self.file.as_raw_fd(), chunk).map_err(|e| self.errno_result(e))?;
+            for c in &got {
+                self.note(c);
             }
-            for c in chunk.iter() {
-                let mut b = [0u8; Completion::SIZE];
-                b.copy_from_slice(&c[Command::SIZE..]);
-                let c = Completion::from_bytes(&b);
-                if c.flags & abi::CQE_FLAG_CONSOLE_PENDING != 0 {
-                    self.console.store(true, Ordering::Release);
-                }
-                done.push(c);
-            }
+            done.extend(got);
         }
         Ok(done)
     }
@@ -183,6 +267,50 @@ impl DeviceTransport {
         self.exchange_reply(req, input, out).map(|(_, n)| n)
     }
 
+    /// Non-blocking mode: queues the posted batch and `cmd` under the lock, waits for `cmd`
+    /// without it, then reaps the posted commands queued before it (waiting for them when
+    /// `sync`: a synchronising call reports their failures). `cmd`'s completion and the first
+    /// failure of posted work.
+    fn queue_and_wait(
+        &self,
+        cmd: &Command,
+        sync: bool,
+    ) -> Result<(Completion, Option<CuResult>), CuResult> {
+        let fd = self.file.as_raw_fd();
+        let mut b = self.lock();
+        let mut cmds = std::mem::take(&mut b.cmds);
+        let owned = std::mem::take(&mut b.owned);
+        cmds.push(slot(cmd));
+        crate::stats::round_trip();
+        let seq = self.queue(&mut b, &mut cmds)?;
+        b.inflight.extend(
+            owned
+                .into_iter()
+                .enumerate()
+                .map(|(i, o)| (seq + i as u64, o)),
+        );
+        let own = seq + (cmds.len() as u64 - 1);
+        drop(b);
+        let cpl = match ioctl::wait(fd, &[own], true)
+            .map_err(|e| self.errno_result(e))?
+            .pop()
+        {
+            Some(Reaped::Done(c)) => c,
+            _ => return Err(CuResult::DEVICE_UNAVAILABLE),
+        };
+        self.note(&cpl);
+        let mut b = self.lock();
+        let all = std::mem::take(&mut b.inflight);
+        let (mine, later): (Vec<_>, Vec<_>) = all.into_iter().partition(|(s, _)| *s < own);
+        b.inflight = later;
+        drop(b);
+        let (left, err) = self.reap(mine, sync)?;
+        let mut b = self.lock();
+        b.inflight.extend(left);
+        let err = b.deferred.take().or(err);
+        Ok((cpl, err))
+    }
+
     fn exchange_reply(
         &self,
         req: &Request,
@@ -202,21 +330,27 @@ impl DeviceTransport {
             ..Buffers::default()
         };
         let cmd = command(&gc, &mut bufs, input, output)?;
-        let mut b = self.lock();
-        let mut cmds = std::mem::take(&mut b.cmds);
-        cmds.push(slot(&cmd));
-        let result = self.submit(&mut cmds);
-        let deferred = b.deferred.take();
-        b.owned.clear();
-        drop(b);
-        let done = result?;
-        let (own, posted) = done.split_last().ok_or(CuResult::UNKNOWN)?;
-        let posted_err = deferred.or_else(|| {
-            posted
-                .iter()
-                .find(|c| c.result != 0)
-                .map(|c| CuResult(c.result))
-        });
+        let (own, posted_err) = if self.nonblocking {
+            self.queue_and_wait(&cmd, req.is_synchronising(false))?
+        } else {
+            let mut b = self.lock();
+            let mut cmds = std::mem::take(&mut b.cmds);
+            cmds.push(slot(&cmd));
+            let result = self.submit(&mut cmds);
+            let deferred = b.deferred.take();
+            b.owned.clear();
+            drop(b);
+            let done = result?;
+            let (own, posted) = done.split_last().ok_or(CuResult::UNKNOWN)?;
+            let posted_err = deferred.or_else(|| {
+                posted
+                    .iter()
+                    .find(|c| c.result != 0)
+                    .map(|c| CuResult(c.result))
+            });
+            (*own, posted_err)
+        };
+        let own = &own;
         if let Some(e) = posted_err {
             if req.is_synchronising(false) {
                 return Err(e);
@@ -252,7 +386,7 @@ enum Out<'a> {
     Upto(&'a mut [u8]),
 }
 
-fn slot(cmd: &Command) -> [u8; uapi::CMD_SIZE] {
+fn slot(cmd: &Command) -> Slot {
     let mut s = [0u8; uapi::CMD_SIZE];
     s[..Command::SIZE].copy_from_slice(&cmd.to_bytes());
     s
@@ -324,6 +458,9 @@ impl Transport for DeviceTransport {
         crate::stats::posted();
         b.cmds.push(slot(&cmd));
         b.owned.push(bufs);
+        if b.cmds.len() >= uapi::MAX_BATCH as usize - 1 && self.nonblocking {
+            return self.send_batch(&mut b);
+        }
         if b.cmds.len() >= uapi::MAX_BATCH as usize - 1 {
             let mut cmds = std::mem::take(&mut b.cmds);
             let r = self.submit(&mut cmds);
@@ -344,6 +481,9 @@ impl Transport for DeviceTransport {
         let mut b = self.lock();
         if b.cmds.is_empty() {
             return Ok(());
+        }
+        if self.nonblocking {
+            return self.send_batch(&mut b);
         }
         let mut cmds = std::mem::take(&mut b.cmds);
         let r = self.submit(&mut cmds);

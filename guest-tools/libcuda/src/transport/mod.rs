@@ -10,6 +10,7 @@
 //! a burst of launches and async copies costs one ioctl or one socket write.
 
 pub mod device;
+mod ioctl;
 pub mod tcp;
 
 use netgpu_proto::cuda::CuResult;
