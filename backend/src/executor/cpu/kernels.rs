@@ -323,7 +323,7 @@ impl CpuModule {
             debug!(error = %e, kernel, "launch failed");
             match e {
                 // The session is ending: nobody sees it; not a fault of the context.
-                LaunchError::Cancelled => CuResult::CONTEXT_IS_DESTROYED,
+                LaunchError::Cancelled => crate::executor::streams::CANCELLED,
                 e => CuResult(e.cuda_error()),
             }
         })
