@@ -365,12 +365,12 @@ impl netgpu_ptx::DeviceMemory for LaunchMemory<'_> {
 mod tests {
     use super::*;
 
-    use super::super::memory::MemoryPool;
+    use crate::executor::budget::MemoryPool;
     use netgpu_image::testing::{fatbin, ptx_module, EntrySpec};
     use netgpu_image::Compression;
 
     fn heap() -> Heap {
-        Heap::new(MemoryPool::new(1 << 20), 1 << 20)
+        Heap::new(MemoryPool::new(1 << 20), None, 1 << 20)
     }
 
     #[test]
