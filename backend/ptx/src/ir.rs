@@ -14,6 +14,10 @@ pub enum Kind {
     H2,
     /// Two bf16 packed in 32 bits (`.bf16x2`).
     Bf2,
+    /// Two u16 packed in 32 bits (`.u16x2`, only in `min`/`max`), low half first.
+    U2,
+    /// Two s16 packed in 32 bits (`.s16x2`, only in `min`/`max`), low half first.
+    S2,
     Pred,
 }
 
@@ -75,6 +79,8 @@ impl Ty {
             "f64" => (Kind::F, 64),
             "f16x2" => (Kind::H2, 32),
             "bf16x2" => (Kind::Bf2, 32),
+            "u16x2" => (Kind::U2, 32),
+            "s16x2" => (Kind::S2, 32),
             _ => return None,
         };
         Some(Ty { kind, bits })
@@ -94,11 +100,24 @@ impl Ty {
         matches!(self.kind, Kind::H2 | Kind::Bf2)
     }
 
+    /// Two 16-bit integers packed in 32 bits (`.u16x2`, `.s16x2`).
+    pub fn is_packed_int(self) -> bool {
+        matches!(self.kind, Kind::U2 | Kind::S2)
+    }
+
     /// The type of one half of a packed type.
     pub fn half(self) -> Ty {
         match self.kind {
             Kind::H2 => Ty::F16,
             Kind::Bf2 => Ty::BF16,
+            Kind::U2 => Ty {
+                kind: Kind::U,
+                bits: 16,
+            },
+            Kind::S2 => Ty {
+                kind: Kind::S,
+                bits: 16,
+            },
             _ => self,
         }
     }

@@ -599,6 +599,15 @@ fn packed(a: u64, b: u64, f: impl Fn(u64, u64) -> u64) -> u64 {
     lo | (hi << 16)
 }
 
+/// `.relu` of `min`/`max` on `.s32` and each `.s16x2` lane: a negative result becomes 0.
+fn int_relu(r: u64, t: Ty, relu: bool) -> u64 {
+    if relu && t.kind == Kind::S && sext(r, t.bits) < 0 {
+        0
+    } else {
+        r
+    }
+}
+
 pub fn bin(op: BinOp, t: Ty, m: FMode, a: u64, b: u64) -> u64 {
     match t.kind {
         Kind::Pred => {
@@ -610,8 +619,12 @@ pub fn bin(op: BinOp, t: Ty, m: FMode, a: u64, b: u64) -> u64 {
                 _ => false,
             })
         }
-        Kind::U | Kind::S => int_bin(op, t, m.sat, a, b),
+        Kind::U | Kind::S => int_relu(int_bin(op, t, m.sat, a, b), t, m.relu),
         Kind::H2 | Kind::Bf2 => packed(a, b, |x, y| float_bin(op, t.half(), m, x, y)),
+        // min/max{.relu}.{u16x2,s16x2}: lane-wise.
+        Kind::U2 | Kind::S2 => packed(a, b, |x, y| {
+            int_relu(int_bin(op, t.half(), false, x, y), t.half(), m.relu)
+        }),
         _ => float_bin(op, t, m, a, b),
     }
 }
@@ -1461,6 +1474,41 @@ mod tests {
             bin(BinOp::Add, h2, D, 0x4000_3c00, 0x3400_3800),
             0x4080_3e00
         );
+    }
+
+    #[test]
+    fn packed_16bit_integer_min_max_by_lane() {
+        let (s2, u2) = (
+            Ty {
+                kind: Kind::S2,
+                bits: 32,
+            },
+            Ty {
+                kind: Kind::U2,
+                bits: 32,
+            },
+        );
+        let relu = FMode { relu: true, ..D };
+        // {hi=-1, lo=5} vs {hi=2, lo=3}.
+        let (a, b) = (0xffff_0005, 0x0002_0003);
+        assert_eq!(bin(BinOp::Min, s2, D, a, b), 0xffff_0003);
+        assert_eq!(bin(BinOp::Max, s2, D, a, b), 0x0002_0005);
+        assert_eq!(bin(BinOp::Min, u2, D, a, b), 0x0002_0003);
+        assert_eq!(bin(BinOp::Max, u2, D, a, b), 0xffff_0005);
+        assert_eq!(bin(BinOp::Min, s2, relu, a, b), 0x0000_0003);
+        assert_eq!(bin(BinOp::Max, s2, relu, 0x8000_ffff, 0x8001_fffe), 0);
+        // No carry between lanes; i16::MIN/MAX.
+        assert_eq!(
+            bin(BinOp::Min, s2, D, 0x7fff_8000, 0x8000_7fff),
+            0x8000_8000
+        );
+        assert_eq!(
+            bin(BinOp::Max, u2, D, 0x7fff_8000, 0x8000_7fff),
+            0x8000_8000
+        );
+        // min.relu.s32.
+        assert_eq!(bin(BinOp::Min, Ty::S32, relu, 0xffff_fff0, 7), 0);
+        assert_eq!(bin(BinOp::Max, Ty::S32, relu, 0xffff_fff0, 7), 7);
     }
 
     #[test]

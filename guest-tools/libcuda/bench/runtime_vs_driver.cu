@@ -163,7 +163,8 @@ int main(int argc, char **argv)
 {
 	long launches = argc > 1 ? atol(argv[1]) : 100000;
 	long copies = argc > 2 ? atol(argv[2]) : 2000;
-	const size_t bytes = 64;
+	static const size_t sizes[] = { 4, 64, 1024, 4096 };
+	enum { NSIZES = sizeof sizes / sizeof sizes[0], MAXBYTES = 4096 };
 	stats = (stats_fn)dlsym(RTLD_DEFAULT, "netgpu_stats");
 
 	RT(cudaSetDevice(0));
@@ -177,29 +178,40 @@ int main(int argc, char **argv)
 	DRV(cuModuleGetFunction(&f, mod, "nop"));
 
 	void *d;
-	RT(cudaMalloc(&d, bytes));
-	char h[64] = { 1 };
+	RT(cudaMalloc(&d, MAXBYTES));
+	static char h[MAXBYTES] = { 1 };
 
 	// Warm up both paths, then alternate them (best of five rounds each: the machine may be
 	// shared).
 	rt_launches(1000);
 	drv_launches(f, 1000);
-	struct result rl = { 0, 0, 0 }, dl = rl, rh = rl, dh = rl, rd = rl, dd = rl;
+	struct result zero = { 0, 0, 0 }, rl = zero, dl = zero;
+	struct result rh[NSIZES], dh[NSIZES], rd[NSIZES], dd[NSIZES];
+	for (int s = 0; s < NSIZES; s++)
+		rh[s] = dh[s] = rd[s] = dd[s] = zero;
 	for (int round = 0; round < 5; round++) {
 		rl = best(rl, rt_launches(launches));
 		dl = best(dl, drv_launches(f, launches));
-		rh = best(rh, rt_copies(d, h, bytes, copies, 1));
-		dh = best(dh, drv_copies((CUdeviceptr)d, h, bytes, copies, 1));
-		rd = best(rd, rt_copies(d, h, bytes, copies, 0));
-		dd = best(dd, drv_copies((CUdeviceptr)d, h, bytes, copies, 0));
+		for (int s = 0; s < NSIZES; s++) {
+			size_t b = sizes[s];
+			rh[s] = best(rh[s], rt_copies(d, h, b, copies, 1));
+			dh[s] = best(dh[s], drv_copies((CUdeviceptr)d, h, b, copies, 1));
+			rd[s] = best(rd[s], rt_copies(d, h, b, copies, 0));
+			dd[s] = best(dd[s], drv_copies((CUdeviceptr)d, h, b, copies, 0));
+		}
 	}
-	printf("runtime_vs_driver: %ld launches, %ld copies of %zu bytes, best of 5\n", launches,
-	       copies, bytes);
+	printf("runtime_vs_driver: %ld launches, %ld copies of each size, best of 5\n", launches,
+	       copies);
 	report("launches issued", rl, dl);
 	struct result rc = { rl.done, 0, -1 }, dc = { dl.done, 0, -1 };
 	report("launches completed", rc, dc);
-	report("sync copy HtoD 64 B", rh, dh);
-	report("sync copy DtoH 64 B", rd, dd);
+	for (int s = 0; s < NSIZES; s++) {
+		char what[64];
+		snprintf(what, sizeof what, "sync copy HtoD %zu B", sizes[s]);
+		report(what, rh[s], dh[s]);
+		snprintf(what, sizeof what, "sync copy DtoH %zu B", sizes[s]);
+		report(what, rd[s], dd[s]);
+	}
 	RT(cudaFree(d));
 	return 0;
 }

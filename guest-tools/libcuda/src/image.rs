@@ -8,21 +8,18 @@
 //! backend), reading no byte past what they promise, and copies the whole image: the backend
 //! picks what its executor runs. An `-rdc` program becomes one link container: the
 //! device-linked fatbin and each unit's fatbin.
-//!
-//! Until the backend reads fatbins itself, [`best_ptx`] takes the PTX its CPU executor runs
-//! out of a fatbin (`netgpu_image::select_ptx`).
 
 use std::ffi::{c_char, CStr};
 
 use netgpu_image::link::{self, LinkPart};
-use netgpu_image::{PartKind, Probe, PtxVersion, Role, Target};
+use netgpu_image::{PartKind, Probe, PtxVersion, Role};
 use netgpu_proto::cuda::CuResult;
 
 /// Largest image accepted: a header claiming more is corrupt.
 const MAX_IMAGE: u64 = 1 << 31;
 /// Most per-unit fatbins an `-rdc` wrapper may list.
 const MAX_PARTS: usize = 4096;
-/// The newest PTX ISA the interim PTX fallback picks (what nvcc 13.5 writes).
+/// The newest PTX ISA [`code_arch`] considers (what nvcc 13.5 writes).
 const MAX_PTX: PtxVersion = PtxVersion::new(9, 5);
 
 /// One or more images to load as one module (several: `ModuleLoad.parts`).
@@ -31,6 +28,9 @@ pub struct Image {
     pub data: Vec<u8>,
     /// Byte length of each image in `data`; empty for a single image.
     pub parts: Vec<u32>,
+    /// Found through a fatbin wrapper: the image nvcc embeds and the CUDA runtime registers
+    /// (no driver-API program hands one over), so its kernels are launched by cudart.
+    pub registered: bool,
 }
 
 impl Image {
@@ -38,7 +38,13 @@ impl Image {
         Image {
             data,
             parts: Vec::new(),
+            registered: false,
         }
+    }
+
+    fn registered(mut self) -> Image {
+        self.registered = true;
+        self
     }
 
     /// Each image in turn.
@@ -128,7 +134,7 @@ pub unsafe fn locate(p: *const u8) -> Result<Image, CuResult> {
     // SAFETY: the wrapper's fatbin.
     let main = unsafe { copy_one(w.data as usize as *const u8) }?;
     let Some(list) = w.unit_fatbins() else {
-        return Ok(Image::single(main));
+        return Ok(Image::single(main).registered());
     };
     let list = list as usize as *const *const u8;
     let mut units = Vec::new();
@@ -146,7 +152,7 @@ pub unsafe fn locate(p: *const u8) -> Result<Image, CuResult> {
         }
     }
     if units.is_empty() {
-        return Ok(Image::single(main));
+        return Ok(Image::single(main).registered());
     }
     // -rdc: one link container of the device-linked fatbin and each unit's fatbin.
     let names: Vec<String> = (0..units.len()).map(|i| format!("unit {i}")).collect();
@@ -165,22 +171,8 @@ pub unsafe fn locate(p: *const u8) -> Result<Image, CuResult> {
         });
     }
     link::encode(&parts)
-        .map(Image::single)
+        .map(|c| Image::single(c).registered())
         .map_err(|e| e.cu_result())
-}
-
-/// The PTX the CPU executor runs for a fatbin image, for a backend that takes only PTX
-/// text: one module that needs no linking; `None` when there is none.
-pub fn best_ptx(img: &Image, cc: u32) -> Option<Vec<u8>> {
-    let target = Target {
-        sm: cc,
-        max_ptx: MAX_PTX,
-    };
-    let parts = img.images();
-    match netgpu_image::select_ptx(&parts, &target, &netgpu_image::Limits::default()) {
-        Ok(mut v) if v.len() == 1 && !v[0].relocatable => v.pop().map(|p| p.text.into_bytes()),
-        _ => None,
-    }
 }
 
 /// The compute capability (`major * 10 + minor`) the code a device of capability `cc` runs
@@ -243,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fatbin_is_found_whole_through_its_wrapper_and_its_ptx_comes_out() {
+    fn a_fatbin_is_found_whole_through_its_wrapper_with_the_architecture_of_its_code() {
         let old = ptx_module("8.0", 75, "k");
         let new = ptx_module("8.0", 80, "k");
         let elf = cubin(75, "k", &[], 0, 8);
@@ -259,10 +251,12 @@ mod tests {
         let img = unsafe { locate(w.as_ptr()) }.unwrap();
         assert_eq!(img.data, fb, "exactly the fatbin, nothing after it");
         assert!(img.parts.is_empty() && is_binary(&img.data));
-        let best = String::from_utf8(best_ptx(&img, 80).unwrap()).unwrap();
-        assert_eq!(best.trim_end_matches('\0'), new.trim_end_matches('\0'));
-        let best = String::from_utf8(best_ptx(&img, 75).unwrap()).unwrap();
-        assert!(best.contains("sm_75"), "the PTX a 7.5 device runs: {best}");
+        assert!(
+            img.registered,
+            "a wrapper is what the CUDA runtime registers"
+        );
+        // SAFETY: the fatbin itself, as a driver-API program passes it.
+        assert!(!unsafe { locate(fb.as_ptr()) }.unwrap().registered);
         assert_eq!(code_arch(&img, 75), Some(75));
         assert_eq!(
             code_arch(&img, 86),
@@ -282,7 +276,7 @@ mod tests {
         let w = wrapper(2, linked.as_ptr(), list.as_ptr());
         // SAFETY: as above, with a NULL-terminated unit list.
         let img = unsafe { locate(w.as_ptr()) }.unwrap();
-        assert!(img.parts.is_empty());
+        assert!(img.parts.is_empty() && img.registered);
         let parts = link::decode(&img.data, &netgpu_image::Limits::default()).unwrap();
         let got: Vec<_> = parts.iter().map(|p| (p.role, p.data.to_vec())).collect();
         assert_eq!(
@@ -304,7 +298,7 @@ mod tests {
         // SAFETY: NUL-terminated text.
         let img = unsafe { locate(ptx.as_ptr()) }.unwrap();
         assert_eq!(img.data, b".version 8.0\n.target sm_80\n");
-        assert!(!is_binary(&img.data));
+        assert!(!is_binary(&img.data) && !img.registered);
         let elf = cubin(75, "k", &[(0, 8)], 0, 8);
         let mut padded = elf.clone();
         padded.extend_from_slice(&[0xcc; 100]);
@@ -324,7 +318,7 @@ mod tests {
         // SAFETY: 16 readable bytes (an unknown magic stops at the first ones).
         assert!(unsafe { locate(bad.as_ptr()) }.is_err());
         assert_eq!(
-            best_ptx(&Image::single(vec![0x50, 0xed, 0x55, 0xba]), 75),
+            code_arch(&Image::single(vec![0x50, 0xed, 0x55, 0xba]), 75),
             None
         );
     }

@@ -56,6 +56,9 @@ pub struct Function {
     /// What a launch checks, worked out at the first launch and again after a
     /// `cuFuncSetAttribute` (`api::module::check_config`).
     pub launch_limits: Mutex<Option<FuncLimits>>,
+    /// Its module came from the CUDA runtime's registration (`Image::registered`): an
+    /// impossible launch configuration is reported as cudart reports it.
+    pub registered: bool,
 }
 
 /// A function's launch limits: threads per block, static and largest dynamic shared memory.
@@ -119,6 +122,8 @@ pub struct Driver {
     /// Module -> the architecture its code was compiled for (`image::code_arch`), for a
     /// backend that reports no `PTX_VERSION` of its functions.
     module_arch: Mutex<HashMap<Handle, u32>>,
+    /// Modules loaded from a registered image (`Image::registered`).
+    registered_modules: Mutex<std::collections::HashSet<Handle>>,
 }
 
 static DRIVER: OnceLock<Result<Driver, CuResult>> = OnceLock::new();
@@ -185,6 +190,7 @@ pub fn init() -> Result<&'static Driver, CuResult> {
                 objects: Mutex::new(objects),
                 module_functions: Mutex::new(HashMap::new()),
                 module_arch: Mutex::new(HashMap::new()),
+                registered_modules: Mutex::new(std::collections::HashSet::new()),
             })
         })
         .as_ref()
@@ -495,6 +501,7 @@ impl Driver {
             info,
             set_attributes: Mutex::new(Vec::new()),
             launch_limits: Mutex::new(None),
+            registered: lock(&self.registered_modules).contains(&module),
         });
         lock(&self.objects).insert(f.id, Object::Function(f.clone()));
         lock(&self.module_functions).insert(key, f.clone());
@@ -509,8 +516,14 @@ impl Driver {
         }
     }
 
+    /// Records that module `module` was loaded from a registered image.
+    pub fn set_module_registered(&self, module: Handle) {
+        lock(&self.registered_modules).insert(module);
+    }
+
     pub fn forget_module(&self, module: Handle) {
         lock(&self.module_arch).remove(&module);
+        lock(&self.registered_modules).remove(&module);
         self.forget_kernel_functions(|f| f.module == module);
         lock(&self.module_functions).retain(|(m, _), _| *m != module);
         lock(&self.objects).retain(|_, o| !matches!(o, Object::Function(f) if f.module == module));

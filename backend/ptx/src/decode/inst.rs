@@ -264,6 +264,10 @@ impl<'a> Decoder<'a> {
             scope,
         };
         let line = i.line;
+        // Packed 16-bit integer types exist only in `min`/`max` (sm_90).
+        if i.types.iter().any(|t| t.is_packed_int()) && !matches!(base, "min" | "max") {
+            return Err(i.unsupported());
+        }
         Ok(match base {
             "mov" => self.mov(&i)?,
             "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor"
@@ -706,7 +710,15 @@ impl<'a> Decoder<'a> {
         } else if base == "mul24" {
             i.allow(|m| matches!(m, "lo" | "hi"))?;
         } else {
-            i.allow(|m| m == "sat" && t == Ty::S32 && matches!(op, BinOp::Add | BinOp::Sub))?;
+            // `.sat` of add/sub.s32; `.relu` of min/max.{s32,s16x2} (PTX 8.0).
+            i.allow(|m| match m {
+                "sat" => t == Ty::S32 && matches!(op, BinOp::Add | BinOp::Sub),
+                "relu" => {
+                    matches!(t.kind, Kind::S2)
+                        || t == Ty::S32 && matches!(op, BinOp::Min | BinOp::Max)
+                }
+                _ => false,
+            })?;
         }
         // Shift amounts are always .u32.
         let bt = if matches!(op, BinOp::Shl | BinOp::Shr) {

@@ -145,3 +145,108 @@ fn carry_chains_logic_dot_products_and_float_tests() {
         );
     }
 }
+
+/// Packed 16-bit integer min/max (PTX 8.0, sm_90; CUB's reductions use them 1297 times)
+/// and `.relu` of `.s32`/`.s16x2`: lane-wise, low half first.
+const MINMAX16X2: &str = r#"
+.version 8.0
+.target sm_90
+.address_size 64
+.visible .entry minmax16x2(.param .u64 in, .param .u64 out)
+{
+    .reg .b64 %rd<6>;
+    .reg .b32 %r<16>;
+    ld.param.u64 %rd1, [in];
+    ld.param.u64 %rd2, [out];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd3, %r1, 8;
+    add.s64 %rd4, %rd1, %rd3;
+    ld.global.v2.u32 {%r2, %r3}, [%rd4];
+    mul.wide.u32 %rd3, %r1, 32;
+    add.s64 %rd5, %rd2, %rd3;
+    min.s16x2 %r4, %r2, %r3;
+    max.s16x2 %r5, %r2, %r3;
+    min.u16x2 %r6, %r2, %r3;
+    max.u16x2 %r7, %r2, %r3;
+    st.global.v4.u32 [%rd5], {%r4, %r5, %r6, %r7};
+    min.relu.s16x2 %r8, %r2, %r3;
+    max.relu.s16x2 %r9, %r2, %r3;
+    min.relu.s32 %r10, %r2, %r3;
+    max.s16x2 %r11, %r2, 0x7fff8000;
+    st.global.v4.u32 [%rd5+16], {%r8, %r9, %r10, %r11};
+    ret;
+}
+"#;
+
+#[test]
+fn packed_16bit_min_max_are_lane_wise_signed_or_unsigned_with_relu() {
+    let m = Module::load(MINMAX16X2).unwrap();
+    let n = 128usize;
+    let mut r = Rng(16);
+    let mut pairs: Vec<[u32; 2]> = (0..n).map(|_| [r.next(), r.next()]).collect();
+    // {hi=-1, lo=5} vs {hi=2, lo=3}; the lanes' extremes; equal lanes; both negative.
+    pairs[0] = [0xffff_0005, 0x0002_0003];
+    pairs[1] = [0x8000_7fff, 0x7fff_8000];
+    pairs[2] = [0x0000_ffff, 0xffff_0000];
+    pairs[3] = [0xfffe_fffd, 0xfffd_fffe];
+    pairs[4] = [0x1234_5678, 0x1234_5678];
+    let gpu = Gpu::new();
+    let din = gpu.upload(&pairs);
+    let out = gpu.zeros(n * 32);
+    Launch::new(&m, "minmax16x2", 1, n as u32)
+        .run(&gpu, &[&u64b(din), &u64b(out)])
+        .unwrap();
+    let got: Vec<u32> = gpu.download(out, n * 8);
+    let lanes = |a: u32, b: u32, f: &dyn Fn(u16, u16) -> u16| -> u32 {
+        u32::from(f(a as u16, b as u16)) | u32::from(f((a >> 16) as u16, (b >> 16) as u16)) << 16
+    };
+    let s = |f: fn(i16, i16) -> i16, relu: bool| {
+        move |x: u16, y: u16| {
+            let v = f(x as i16, y as i16);
+            (if relu { v.max(0) } else { v }) as u16
+        }
+    };
+    for t in 0..n {
+        let [a, b] = pairs[t];
+        let want = [
+            lanes(a, b, &s(i16::min, false)),
+            lanes(a, b, &s(i16::max, false)),
+            lanes(a, b, &u16::min),
+            lanes(a, b, &u16::max),
+            lanes(a, b, &s(i16::min, true)),
+            lanes(a, b, &s(i16::max, true)),
+            (a as i32).min(b as i32).max(0) as u32,
+            lanes(a, 0x7fff_8000, &s(i16::max, false)),
+        ];
+        assert_eq!(
+            &got[t * 8..t * 8 + 8],
+            &want,
+            "thread {t}: a={a:#x} b={b:#x}"
+        );
+    }
+    // The relay's repro, spelled out.
+    assert_eq!(
+        &got[0..4],
+        &[0xffff_0003, 0x0002_0005, 0x0002_0003, 0xffff_0005]
+    );
+    // Negative lanes of min.relu/max.relu become 0: min(-1, 2) = -1 -> 0 in the high lane.
+    assert_eq!(got[4], 0x0000_0003);
+    assert_eq!(&got[3 * 8 + 4..3 * 8 + 7], &[0, 0, 0]);
+}
+
+#[test]
+fn packed_16bit_integers_only_in_min_max() {
+    for (body, why) in [
+        ("add.s16x2 %r1, %r1, %r1;", "add"),
+        ("mov.u16x2 %r1, %r1;", "mov"),
+        ("min.relu.u16x2 %r1, %r1, %r1;", "relu of unsigned"),
+        ("min.sat.s16x2 %r1, %r1, %r1;", "sat"),
+        ("max.relu.u32 %r1, %r1, %r1;", "relu of u32"),
+    ] {
+        let ptx = format!(
+            ".version 8.0\n.target sm_90\n.address_size 64\n.visible .entry k()\n{{\n\
+             .reg .b32 %r<2>;\n{body}\nret;\n}}\n"
+        );
+        assert!(Module::load(&ptx).is_err(), "{why}: {body}");
+    }
+}

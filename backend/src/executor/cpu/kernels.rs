@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use netgpu_image::{Limits, PtxVersion, Target};
+use netgpu_image::{Fatbin, ImageError, ImageKind, Limits, PtxVersion, Target};
 use netgpu_proto::cuda::{func_attr, CuResult};
 use netgpu_proto::wire::ops::{DevPtr, Handle, ParamInfo};
 use netgpu_ptx::{GlobalSpace, LaunchConfig, LaunchError, LaunchOptions, LoadErrorKind, Module};
@@ -22,6 +22,56 @@ pub const TARGET: Target = Target {
     sm: COMPUTE_CAPABILITY.0 * 10 + COMPUTE_CAPABILITY.1,
     max_ptx: PtxVersion::new(9, 5),
 };
+
+/// For a module image that is one fatbin whose PTX is all for newer architectures than
+/// [`TARGET`] (CuPy's CUB kernels carry PTX for compute_100 only; `nvcc -arch=sm_90` embeds
+/// compute_90): the interpreter is not bound by an architecture, so the oldest such PTX that
+/// it decodes runs (the fewest newer-architecture features), trying each of
+/// `Fatbin::ptx_candidates` in turn. `Ok(None)`: not such an image, or no candidate;
+/// a refusal of every candidate answers the first candidate's load error.
+fn newer_ptx(parts: &[&[u8]]) -> ExecResult<Option<Module>> {
+    let limits = Limits::default();
+    let [one] = parts else { return Ok(None) };
+    if netgpu_image::detect(one) != Some(ImageKind::Fatbin) {
+        return Ok(None);
+    }
+    let Ok(fatbin) = Fatbin::parse(one, &limits) else {
+        return Ok(None);
+    };
+    let mut candidates: Vec<_> = fatbin
+        .ptx_candidates(u32::MAX, TARGET.max_ptx)
+        .into_iter()
+        .filter(|e| e.arch.sm > TARGET.sm && !e.is_relocatable_ptx())
+        .collect();
+    // Oldest architecture first; within one, as ptx_candidates ranks them.
+    candidates.sort_by_key(|e| e.arch.sm);
+    let mut first_error = None;
+    for e in candidates {
+        let text = match e.contents(&limits) {
+            Ok(bytes) => match netgpu_image::ptx::text(&bytes) {
+                Ok(t) => t.to_string(),
+                Err(err) => {
+                    debug!(error = %err, arch = %e.arch, "fatbin PTX entry unreadable");
+                    continue;
+                }
+            },
+            Err(err) => {
+                first_error.get_or_insert(err.cu_result());
+                continue;
+            }
+        };
+        match Module::load(&text) {
+            Ok(m) => {
+                debug!(arch = %e.arch, "the fatbin has PTX only for newer architectures; running this one");
+                return Ok(Some(m));
+            }
+            Err(err) => {
+                first_error.get_or_insert_with(|| load_error(err));
+            }
+        }
+    }
+    first_error.map_or(Ok(None), Err)
+}
 
 /// A loaded module: the decoded PTX and where its globals live.
 pub struct CpuModule {
@@ -57,11 +107,20 @@ impl CpuModule {
     /// answers `NO_BINARY_FOR_GPU`, as a driver answers for a GPU it has no code for.
     pub fn load(images: &[Vec<u8>], ctx: Handle, heap: &Heap) -> ExecResult<CpuModule> {
         let parts: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
-        let selected =
-            netgpu_image::select_ptx(&parts, &TARGET, &Limits::default()).map_err(|e| {
+        let selected = match netgpu_image::select_ptx(&parts, &TARGET, &Limits::default()) {
+            Ok(v) => v,
+            Err(ImageError::NoBinaryForGpu(why)) => match newer_ptx(&parts)? {
+                Some(module) => return CpuModule::place(module, ctx, heap),
+                None => {
+                    debug!(error = %why, "module image refused");
+                    return Err(CuResult::NO_BINARY_FOR_GPU);
+                }
+            },
+            Err(e) => {
                 debug!(error = %e, "module image refused");
-                e.cu_result()
-            })?;
+                return Err(e.cu_result());
+            }
+        };
         let module = match selected.as_slice() {
             [one] => Module::load(&one.text).map_err(load_error)?,
             [] => return Err(CuResult::NO_BINARY_FOR_GPU),
@@ -71,6 +130,11 @@ impl CpuModule {
                 Module::link(&texts).map_err(load_error)?
             }
         };
+        CpuModule::place(module, ctx, heap)
+    }
+
+    /// Checks a decoded module's kernels and places its globals in `ctx`'s memory.
+    fn place(module: Module, ctx: Handle, heap: &Heap) -> ExecResult<CpuModule> {
         // CUDA's parameter space: a kernel whose parameters need more (or whose layout
         // overflows) is refused at load, as ptxas refuses it.
         for name in module.kernel_names() {
@@ -300,6 +364,47 @@ impl netgpu_ptx::DeviceMemory for LaunchMemory<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::executor::budget::MemoryPool;
+    use netgpu_image::testing::{fatbin, ptx_module, EntrySpec};
+    use netgpu_image::Compression;
+
+    fn heap() -> Heap {
+        Heap::new(MemoryPool::new(1 << 20), None, 1 << 20)
+    }
+
+    #[test]
+    fn a_fatbin_with_ptx_only_for_newer_architectures_runs_its_oldest_decodable_ptx() {
+        // CuPy's CUB fatbin: SASS for many architectures and PTX for compute_100 only.
+        let p100 = ptx_module("8.8", 100, "from_100");
+        let p90 = ptx_module("8.0", 90, "from_90");
+        let broken = ".version 8.0\n.target sm_86\n.address_size 64\n.visible .entry k()\n{\n\tfrobnicate;\n}\n";
+        let fb = fatbin(&[
+            EntrySpec::ptx(100, &p100).compressed(Compression::Lz4),
+            EntrySpec::ptx(90, &p90),
+            EntrySpec::ptx(86, broken),
+        ]);
+        let m = CpuModule::load(&[fb], 1, &heap()).expect("a newer architecture's PTX runs");
+        assert_eq!(m.module.kernel_names().collect::<Vec<_>>(), ["from_90"]);
+        // Only newer PTX, none of which decodes: the decoder's refusal (an unknown
+        // instruction is a construct it does not support), not NO_BINARY_FOR_GPU.
+        let fb = fatbin(&[EntrySpec::ptx(86, broken)]);
+        assert_eq!(
+            CpuModule::load(&[fb], 1, &heap()).err(),
+            Some(CuResult::NOT_SUPPORTED)
+        );
+        // PTX for the executor's own architecture is still preferred.
+        let p80 = ptx_module("8.0", 80, "from_80");
+        let fb = fatbin(&[EntrySpec::ptx(90, &p90), EntrySpec::ptx(80, &p80)]);
+        let m = CpuModule::load(&[fb], 1, &heap()).unwrap();
+        assert_eq!(m.module.kernel_names().collect::<Vec<_>>(), ["from_80"]);
+        // SASS only: still no binary for the GPU.
+        let fb = fatbin(&[]);
+        assert_eq!(
+            CpuModule::load(&[fb], 1, &heap()).err(),
+            Some(CuResult::NO_BINARY_FOR_GPU)
+        );
+    }
 
     #[test]
     fn register_estimates_fit_a_full_block() {

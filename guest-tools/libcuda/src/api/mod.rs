@@ -49,7 +49,12 @@ pub fn guard(f: impl FnOnce() -> R) -> CUresult {
     };
     if trace_errors() {
         let at = std::panic::Location::caller();
-        crate::log(&format!("{} at {}:{}", r.name(), at.file(), at.line()));
+        let name = if r == module::RUNTIME_INVALID_CONFIGURATION {
+            "cudaErrorInvalidConfiguration (9)"
+        } else {
+            r.name()
+        };
+        crate::log(&format!("{name} at {}:{}", at.file(), at.line()));
     }
     r.0
 }

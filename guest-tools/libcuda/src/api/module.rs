@@ -24,8 +24,8 @@ const CU_LAUNCH_PARAM_BUFFER_POINTER: usize = 0x01;
 const CU_LAUNCH_PARAM_BUFFER_SIZE: usize = 0x02;
 
 /// Loads `img` into backend context `ctx`. The whole image goes to the backend, which picks
-/// what its executor runs. A backend that takes only PTX text (today's CPU executor) refuses
-/// a fatbin; then the fatbin's newest PTX is sent instead.
+/// what its executor runs (the CPU executor: the best PTX in it; the CUDA executor: the GPU
+/// driver's choice).
 pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuResult> {
     let cc = drv
         .info
@@ -36,41 +36,17 @@ pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuRe
         ctx,
         parts: img.parts.clone(),
     };
-    let max = drv.transport.max_transfer();
-    let first = if img.data.len() <= max {
+    let reply = if img.data.len() <= drv.transport.max_transfer() {
         drv.transport.call(&req, &img.data, &mut [])
     } else {
         Err(CuResult::INVALID_IMAGE)
     };
-    let refused = matches!(
-        first,
-        Err(CuResult::INVALID_IMAGE)
-            | Err(CuResult::INVALID_PTX)
-            | Err(CuResult::NO_BINARY_FOR_GPU)
-            | Err(CuResult::NOT_SUPPORTED)
-    );
-    let reply = if refused && image::is_binary(&img.data) {
-        let cc = drv
-            .info
-            .cc_major
-            .saturating_mul(10)
-            .saturating_add(drv.info.cc_minor);
-        match image::best_ptx(img, cc) {
-            Some(ptx) => {
-                drv.transport
-                    .call(&Request::ModuleLoad { ctx, parts: vec![] }, &ptx, &mut [])
-            }
-            None => {
-                crate::log("module image has no PTX the backend can run (build with a compute_XX PTX target, e.g. -gencode arch=compute_75,code=compute_75)");
-                Err(CuResult::NO_BINARY_FOR_GPU)
-            }
-        }
-    } else {
-        first
-    };
     match reply {
         Ok(Reply::Handle(h)) => {
             drv.set_module_arch(h, image::code_arch(img, cc));
+            if img.registered {
+                drv.set_module_registered(h);
+            }
             Ok(h)
         }
         Ok(_) => Err(CuResult::UNKNOWN),
@@ -785,23 +761,38 @@ unsafe fn extra_buffer(extra: *mut *mut c_void) -> Result<Vec<u8>, CuResult> {
     }
 }
 
-/// A launch configuration the device or the function cannot run fails now, as in CUDA.
+/// What cudart reports as `cudaErrorInvalidConfiguration` (9). NVIDIA's driver answers an
+/// impossible grid or block with this code when the CUDA runtime launches (cudart passes the
+/// driver's code through unchanged: measured with cudart 13.5 and 12.9), and with
+/// `CUDA_ERROR_INVALID_VALUE` to a driver-API program (Numba, PyCUDA and CuPy's RawKernel
+/// report that). It is not a `CUresult` of cuda.h, so only kernels of registered images
+/// (`Function::registered`: modules only the runtime loads) get it.
+pub const RUNTIME_INVALID_CONFIGURATION: CuResult = CuResult(9);
+
+/// A launch configuration the device or the function cannot run fails now, as in CUDA: an
+/// impossible grid or block with [`RUNTIME_INVALID_CONFIGURATION`] for a kernel the runtime
+/// launches, else `INVALID_VALUE`; too much shared memory with `INVALID_VALUE` (both APIs).
 fn check_config(drv: &Driver, f: &Function, grid: [u32; 3], block: [u32; 3], smem: u32) -> R {
+    let geometry = if f.registered {
+        RUNTIME_INVALID_CONFIGURATION
+    } else {
+        CuResult::INVALID_VALUE
+    };
     if grid.contains(&0) || block.contains(&0) {
-        return Err(CuResult::INVALID_VALUE);
+        return Err(geometry);
     }
     let dev = &drv.limits;
     for i in 0..3 {
         if (dev.block[i] > 0 && u64::from(block[i]) > dev.block[i])
             || (dev.grid[i] > 0 && u64::from(grid[i]) > dev.grid[i])
         {
-            return Err(CuResult::INVALID_VALUE);
+            return Err(geometry);
         }
     }
     let lim = func_limits(drv, f)?;
     let threads: u64 = block.iter().map(|b| u64::from(*b)).product();
     if lim.max_threads > 0 && threads > lim.max_threads {
-        return Err(CuResult::INVALID_VALUE);
+        return Err(geometry);
     }
     let smem = u64::from(smem);
     if smem > lim.max_dynamic_smem || smem + lim.static_smem > dev.smem_per_block {

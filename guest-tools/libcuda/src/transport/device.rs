@@ -3,37 +3,54 @@
 //! their user virtual address; the module pins them and builds the guest-physical scatter
 //! lists, so nothing here ever sees a physical address.
 //!
+//! What a request's descriptor holds is `netgpu_proto::abi::codec`'s to say (the one
+//! translation, shared with vdev): [`codec::encode_request`] picks the fixed opcode or, on a
+//! device that offers `FEATURE_WIRE_REQUEST` (ABI 1.1), `WIRE_REQUEST` for everything a fixed
+//! opcode cannot express exactly (function attributes, several module parts, console reads,
+//! the protocol-2 operations); this file only names the buffers and submits.
+//!
 //! Posted (stream-ordered) commands wait in a batch until the next call, a flush, or a full
 //! batch. Their input is copied into the batch (as CUDA stages pageable memory), so the
-//! caller may reuse its buffer at once.
+//! caller may reuse its buffer at once. A completion flagged `CQE_FLAG_CONSOLE_PENDING`
+//! makes the call read the kernels' console output (`ConsoleRead`) and write it to stdout.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use netgpu_proto::abi::{
-    self, op, uapi, Command, Completion, DeviceInfoRecord, ParamRecord, SgEntry,
-};
+use netgpu_proto::abi::codec::{self, EncodeOptions, GuestBuffer, GuestCommand};
+use netgpu_proto::abi::{self, uapi, Command, Completion, SgEntry};
 use netgpu_proto::cuda::CuResult;
-use netgpu_proto::wire::ops::{DeviceInfo, FunctionInfo, ParamInfo, Reply, Request};
+use netgpu_proto::wire::ops::{DeviceInfo, Reply, Request};
 
+use super::ioctl::{self, Reaped, Slot};
 use super::Transport;
 
-/// Most kernel parameters a function may report.
-const MAX_PARAMS: usize = 1024;
+/// Largest console chunk read at once.
+const CONSOLE_CHUNK: u32 = 64 * 1024;
+/// Byte offset of `features` in `struct netgpu_ioc_info`.
+const INFO_FEATURES: usize = 52;
 
-#[repr(C)]
-struct IocSubmit {
-    cmds: u64,
-    count: u32,
-    flags: u32,
+/// The buffers a command names, kept alive (and in place) until it completed.
+#[derive(Default)]
+struct Buffers {
+    prefix: Vec<u8>,
+    /// A posted command's copy of its input.
+    data: Vec<u8>,
+    scratch: Vec<u8>,
 }
 
 #[derive(Default)]
 struct Batch {
-    cmds: Vec<[u8; uapi::CMD_SIZE]>,
-    /// Copies of posted inputs; their heap buffers stay put until the batch is submitted.
-    owned: Vec<Vec<u8>>,
+    cmds: Vec<Slot>,
+    /// The buffers of the posted commands; their heap storage stays put until the batch is
+    /// submitted.
+    owned: Vec<Buffers>,
+    /// Posted commands queued on the device (non-blocking mode) and not reaped yet, by
+    /// sequence number, with their buffers.
+    inflight: Vec<(u64, Buffers)>,
     /// First failure of posted work submitted without a call.
     deferred: Option<CuResult>,
 }
@@ -41,7 +58,15 @@ struct Batch {
 pub struct DeviceTransport {
     file: File,
     path: String,
+    /// The device takes `WIRE_REQUEST` (negotiated by the module).
+    wire: bool,
     batch: Mutex<Batch>,
+    /// A completion said the backend holds console output nobody read.
+    console: AtomicBool,
+    /// The module takes `NETGPU_IOC_QUEUE`/`WAIT`: a call queues under the batch lock (so
+    /// posted work keeps its order) and waits for its own command without it, so one
+    /// thread's long synchronisation does not hold up another thread's calls.
+    nonblocking: bool,
 }
 
 impl DeviceTransport {
@@ -50,67 +75,324 @@ impl DeviceTransport {
             crate::log(&format!("cannot open {path}: {e} (is the netgpu module loaded, and are you in its group?)"));
             CuResult::NO_DEVICE
         })?;
-        Ok(DeviceTransport {
+        let mut info = [0u8; uapi::INFO_SIZE];
+        // SAFETY: `info` is a writable struct netgpu_ioc_info (INFO_SIZE bytes, checked by the
+        // ABI test against the C header).
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), uapi::IOC_INFO as _, info.as_mut_ptr()) };
+        let features = if r == 0 {
+            let b: [u8; 4] = info[INFO_FEATURES..INFO_FEATURES + 4]
+                .try_into()
+                .map_err(|_| CuResult::UNKNOWN)?;
+            u64::from(u32::from_le_bytes(b))
+        } else {
+            crate::log(&format!(
+                "{path}: NETGPU_IOC_INFO failed: {}",
+                std::io::Error::last_os_error()
+            ));
+            0
+        };
+        let mut t = DeviceTransport {
             file,
             path: path.to_string(),
+            wire: features & abi::FEATURE_WIRE_REQUEST != 0,
             batch: Mutex::new(Batch::default()),
-        })
+            console: AtomicBool::new(false),
+            nonblocking: false,
+        };
+        t.nonblocking = t.probe_queue();
+        Ok(t)
+    }
+
+    /// Whether `QUEUE` and `WAIT` work: one `NOP` through them.
+    fn probe_queue(&self) -> bool {
+        let nop = Command::new(abi::op::NOP, 0, &[]);
+        let mut cmds = [slot(&nop)];
+        let fd = self.file.as_raw_fd();
+        match ioctl::queue(fd, &mut cmds) {
+            Ok(seq) => matches!(
+                ioctl::wait(fd, &[seq], true).as_deref(),
+                Ok([Reaped::Done(_)])
+            ),
+            Err(_) => false,
+        }
+    }
+
+    fn errno_result(&self, errno: i32) -> CuResult {
+        match errno {
+            libc::EINVAL | libc::EFAULT | libc::E2BIG => CuResult::INVALID_VALUE,
+            libc::ENOMEM => CuResult::OUT_OF_MEMORY,
+            _ => {
+                crate::log(&format!(
+                    "{}: {}",
+                    self.path,
+                    std::io::Error::from_raw_os_error(errno)
+                ));
+                CuResult::DEVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn note(&self, c: &Completion) {
+        if c.flags & abi::CQE_FLAG_CONSOLE_PENDING != 0 {
+            self.console.store(true, Ordering::Release);
+        }
+    }
+
+    /// Queues `cmds` (at most `MAX_BATCH`) with the batch lock held; the sequence number of
+    /// the first. A full queue is drained of posted commands first.
+    fn queue(&self, b: &mut Batch, cmds: &mut [Slot]) -> Result<u64, CuResult> {
+        let fd = self.file.as_raw_fd();
+        loop {
+            match ioctl::queue(fd, cmds) {
+                Ok(seq) => return Ok(seq),
+                Err(libc::EAGAIN) if !b.inflight.is_empty() => {
+                    let all = std::mem::take(&mut b.inflight);
+                    let (left, err) = self.reap(all, true)?;
+                    b.inflight = left;
+                    if let Some(e) = err {
+                        b.deferred.get_or_insert(e);
+                    }
+                }
+                Err(e) => return Err(self.errno_result(e)),
+            }
+        }
+    }
+
+    /// Reaps posted commands (blocking or not); returns those still pending and the first
+    /// failure among the others.
+    #[allow(clippy::type_complexity)]
+    fn reap(
+        &self,
+        cmds: Vec<(u64, Buffers)>,
+        block: bool,
+    ) -> Result<(Vec<(u64, Buffers)>, Option<CuResult>), CuResult> {
+        if cmds.is_empty() {
+            return Ok((cmds, None));
+        }
+        let seqs: Vec<u64> = cmds.iter().map(|(s, _)| *s).collect();
+        let states =
+            ioctl::wait(self.file.as_raw_fd(), &seqs, block).map_err(|e| self.errno_result(e))?;
+        let mut left = Vec::new();
+        let mut err = None;
+        for (c, st) in cmds.into_iter().zip(states) {
+            match st {
+                Reaped::Done(cpl) => {
+                    self.note(&cpl);
+                    if cpl.result != 0 {
+                        err.get_or_insert(CuResult(cpl.result));
+                    }
+                }
+                Reaped::Pending => left.push(c),
+                Reaped::Lost => {
+                    err.get_or_insert(CuResult::DEVICE_UNAVAILABLE);
+                }
+            }
+        }
+        Ok((left, err))
+    }
+
+    /// Queues the posted batch (non-blocking mode) and reaps what already completed.
+    fn send_batch(&self, b: &mut Batch) -> Result<(), CuResult> {
+        if b.cmds.is_empty() {
+            return Ok(());
+        }
+        let mut cmds = std::mem::take(&mut b.cmds);
+        let owned = std::mem::take(&mut b.owned);
+        let seq = self.queue(b, &mut cmds)?;
+        b.inflight.extend(
+            owned
+                .into_iter()
+                .enumerate()
+                .map(|(i, o)| (seq + i as u64, o)),
+        );
+        let all = std::mem::take(&mut b.inflight);
+        let (left, err) = self.reap(all, false)?;
+        b.inflight = left;
+        if let Some(e) = err {
+            b.deferred.get_or_insert(e);
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Batch> {
         self.batch.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Submits `cmds`; returns their completions.
-    fn submit(&self, cmds: &mut [[u8; uapi::CMD_SIZE]]) -> Result<Vec<Completion>, CuResult> {
+    /// Submits `cmds` and waits for them; returns their completions.
+    fn submit(&self, cmds: &mut [Slot]) -> Result<Vec<Completion>, CuResult> {
         let mut done = Vec::with_capacity(cmds.len());
         for chunk in cmds.chunks_mut(uapi::MAX_BATCH as usize) {
             crate::stats::round_trip();
-            let mut s = IocSubmit {
-                cmds: chunk.as_mut_ptr() as u64,
-                count: chunk.len() as u32,
-                flags: 0,
-            };
-            // SAFETY: `s` points to `chunk`, `count` initialised command slots of the layout
-            // the module expects (struct netgpu_ioc_cmd, checked by the ABI test); every
-            // buffer they name outlives this call.
-            let r = unsafe {
-                libc::ioctl(
-                    self.file.as_raw_fd(),
-                    uapi::IOC_SUBMIT as _,
-                    &mut s as *mut IocSubmit,
-                )
-            };
-            if r != 0 {
-                let err = std::io::Error::last_os_error();
-                return Err(match err.raw_os_error() {
-                    Some(libc::EINVAL) | Some(libc::EFAULT) | Some(libc::E2BIG) => {
-                        CuResult::INVALID_VALUE
-                    }
-                    Some(libc::ENOMEM) => CuResult::OUT_OF_MEMORY,
-                    _ => {
-                        crate::log(&format!("{}: {err}", self.path));
-                        CuResult::DEVICE_UNAVAILABLE
-                    }
-                });
+            let got =
+                ioctl::submit(self.file.as_raw_fd(), chunk).map_err(|e| self.errno_result(e))?;
+            for c in &got {
+                self.note(c);
             }
-            for c in chunk.iter() {
-                let mut b = [0u8; Completion::SIZE];
-                b.copy_from_slice(&c[Command::SIZE..]);
-                done.push(Completion::from_bytes(&b));
-            }
+            done.extend(got);
         }
         Ok(done)
     }
+
+    fn encode(
+        &self,
+        req: &Request,
+        data_len: usize,
+        out_len: usize,
+        post: bool,
+    ) -> Result<GuestCommand, CuResult> {
+        let opts = EncodeOptions {
+            wire: self.wire,
+            post,
+        };
+        codec::encode_request(req, data_len as u64, out_len as u64, opts)
+    }
+
+    /// Writes pending kernel console output to stdout.
+    fn drain_console(&self) {
+        while self.console.swap(false, Ordering::AcqRel) {
+            let mut buf = vec![0u8; CONSOLE_CHUNK as usize];
+            let req = Request::ConsoleRead { max: CONSOLE_CHUNK };
+            let Ok(n) = self.exchange(&req, &[], Out::Upto(&mut buf)) else {
+                return;
+            };
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&buf[..n.min(buf.len())]);
+            let _ = out.flush();
+        }
+    }
+
+    /// Submits the queued posted commands and `req`; returns `req`'s reply and how many
+    /// bytes of reply data landed in `out`.
+    fn exchange(&self, req: &Request, input: &[u8], out: Out<'_>) -> Result<usize, CuResult> {
+        self.exchange_reply(req, input, out).map(|(_, n)| n)
+    }
+
+    /// Non-blocking mode: queues the posted batch and `cmd` under the lock, waits for `cmd`
+    /// without it, then reaps the posted commands queued before it (waiting for them when
+    /// `sync`: a synchronising call reports their failures). `cmd`'s completion and the first
+    /// failure of posted work.
+    fn queue_and_wait(
+        &self,
+        cmd: &Command,
+        sync: bool,
+    ) -> Result<(Completion, Option<CuResult>), CuResult> {
+        let fd = self.file.as_raw_fd();
+        let mut b = self.lock();
+        let mut cmds = std::mem::take(&mut b.cmds);
+        let owned = std::mem::take(&mut b.owned);
+        cmds.push(slot(cmd));
+        crate::stats::round_trip();
+        let seq = self.queue(&mut b, &mut cmds)?;
+        b.inflight.extend(
+            owned
+                .into_iter()
+                .enumerate()
+                .map(|(i, o)| (seq + i as u64, o)),
+        );
+        let own = seq + (cmds.len() as u64 - 1);
+        drop(b);
+        let cpl = match ioctl::wait(fd, &[own], true)
+            .map_err(|e| self.errno_result(e))?
+            .pop()
+        {
+            Some(Reaped::Done(c)) => c,
+            _ => return Err(CuResult::DEVICE_UNAVAILABLE),
+        };
+        self.note(&cpl);
+        let mut b = self.lock();
+        let all = std::mem::take(&mut b.inflight);
+        let (mine, later): (Vec<_>, Vec<_>) = all.into_iter().partition(|(s, _)| *s < own);
+        b.inflight = later;
+        drop(b);
+        let (left, err) = self.reap(mine, sync)?;
+        let mut b = self.lock();
+        b.inflight.extend(left);
+        let err = b.deferred.take().or(err);
+        Ok((cpl, err))
+    }
+
+    fn exchange_reply(
+        &self,
+        req: &Request,
+        input: &[u8],
+        out: Out<'_>,
+    ) -> Result<(Reply, usize), CuResult> {
+        let (output, exact) = match out {
+            Out::Exact(o) => (o, true),
+            Out::Upto(o) => (o, false),
+        };
+        // A fixed device-to-host copy lands in the caller's buffer; a reply with data (a
+        // console read, a packed 3D copy) lands in scratch space and is copied out.
+        let out_len = if exact { output.len() } else { 0 };
+        let gc = self.encode(req, input.len(), out_len, false)?;
+        let mut bufs = Buffers {
+            prefix: gc.prefix.clone(),
+            ..Buffers::default()
+        };
+        let cmd = command(&gc, &mut bufs, input, output)?;
+        let (own, posted_err) = if self.nonblocking {
+            self.queue_and_wait(&cmd, req.is_synchronising(false))?
+        } else {
+            let mut b = self.lock();
+            let mut cmds = std::mem::take(&mut b.cmds);
+            cmds.push(slot(&cmd));
+            let result = self.submit(&mut cmds);
+            let deferred = b.deferred.take();
+            b.owned.clear();
+            drop(b);
+            let done = result?;
+            let (own, posted) = done.split_last().ok_or(CuResult::UNKNOWN)?;
+            let posted_err = deferred.or_else(|| {
+                posted
+                    .iter()
+                    .find(|c| c.result != 0)
+                    .map(|c| CuResult(c.result))
+            });
+            (*own, posted_err)
+        };
+        let own = &own;
+        if let Some(e) = posted_err {
+            if req.is_synchronising(false) {
+                return Err(e);
+            }
+            self.lock().deferred.get_or_insert(e);
+        }
+        let reply = codec::decode_completion(&gc, own, &bufs.scratch)?;
+        let data = bufs.scratch.get(reply.data.clone()).unwrap_or(&[]);
+        if reply.console_pending {
+            self.console.store(true, Ordering::Release);
+        }
+        let n = if data.is_empty() {
+            if exact {
+                output.len()
+            } else {
+                0
+            }
+        } else {
+            if data.len() > output.len() || (exact && data.len() != output.len()) {
+                return Err(CuResult::UNKNOWN);
+            }
+            output[..data.len()].copy_from_slice(data);
+            data.len()
+        };
+        Ok((reply.reply, n))
+    }
 }
 
-fn slot(cmd: &Command) -> [u8; uapi::CMD_SIZE] {
+/// Where a call's reply data goes: it must fill the buffer (a copy), or may be shorter (a
+/// console read).
+enum Out<'a> {
+    Exact(&'a mut [u8]),
+    Upto(&'a mut [u8]),
+}
+
+fn slot(cmd: &Command) -> Slot {
     let mut s = [0u8; uapi::CMD_SIZE];
     s[..Command::SIZE].copy_from_slice(&cmd.to_bytes());
     s
 }
 
-fn buf(cmd: &mut Command, ptr: *const u8, len: usize) -> Result<(), CuResult> {
+fn entry(cmd: &mut Command, ptr: *const u8, len: usize) -> Result<(), CuResult> {
     let i = cmd.sg_count as usize;
     let e = cmd.sg.get_mut(i).ok_or(CuResult::INVALID_VALUE)?;
     *e = SgEntry {
@@ -122,258 +404,63 @@ fn buf(cmd: &mut Command, ptr: *const u8, len: usize) -> Result<(), CuResult> {
     Ok(())
 }
 
-/// The descriptor for `req`, with `input`/`output` named by user address.
-fn encode(req: &Request, input: &[u8], output: &mut [u8]) -> Result<Command, CuResult> {
-    let (opcode, args, has_in, has_out): (u16, Vec<u64>, bool, bool) = match *req {
-        Request::Hello { .. } => return Err(CuResult::INVALID_VALUE),
-        // Protocol 2 operations the device ABI does not carry yet.
-        Request::LaunchKernel { flags, .. } if flags != 0 => return Err(CuResult::NOT_SUPPORTED),
-        Request::ModuleLoad { ref parts, .. } if parts.len() > 1 => {
-            return Err(CuResult::NOT_SUPPORTED)
+/// `gc`'s descriptor with its buffers named by user address, in the order the codec lists
+/// them: the prefix (kept in `bufs`), `input`, `output`, scratch space (made in `bufs`).
+fn command(
+    gc: &GuestCommand,
+    bufs: &mut Buffers,
+    input: &[u8],
+    output: &mut [u8],
+) -> Result<Command, CuResult> {
+    let mut c = gc.command;
+    c.sg_count = 0;
+    c.sg = Default::default();
+    if let Some(GuestBuffer::Scratch(n)) = gc.buffers.iter().find(|b| b.is_output()) {
+        let n = usize::try_from(*n).map_err(|_| CuResult::INVALID_VALUE)?;
+        if n > abi::MAX_TRANSFER as usize + codec::REPLY_CTRL_SMALL as usize {
+            return Err(CuResult::INVALID_VALUE);
         }
-        Request::FuncSetAttribute { .. }
-        | Request::StreamWaitEvent { .. }
-        | Request::Memcpy3D { .. }
-        | Request::MemFreeAsync { .. }
-        | Request::ConsoleRead { .. } => return Err(CuResult::NOT_SUPPORTED),
-        Request::Null => (op::NOP, vec![], false, false),
-        Request::DeviceQuery => (op::DEVICE_QUERY, vec![], false, true),
-        Request::CtxCreate { flags } => (op::CTX_CREATE, vec![flags.into()], false, false),
-        Request::CtxDestroy { ctx } => (op::CTX_DESTROY, vec![ctx], false, false),
-        Request::CtxSynchronize { ctx } => (op::CTX_SYNCHRONIZE, vec![ctx], false, false),
-        Request::MemAlloc { ctx, size } => (op::MEM_ALLOC, vec![ctx, size], false, false),
-        Request::MemFree { ptr } => (op::MEM_FREE, vec![ptr], false, false),
-        Request::MemGetInfo => (op::MEM_GET_INFO, vec![], false, false),
-        Request::MemcpyHtoD { ctx, dst, stream } => {
-            (op::MEMCPY_HTOD, vec![ctx, dst, stream], true, false)
-        }
-        Request::MemcpyDtoH {
-            ctx, src, stream, ..
-        } => (op::MEMCPY_DTOH, vec![ctx, src, stream], false, true),
-        Request::MemcpyDtoD {
-            ctx,
-            dst,
-            src,
-            len,
-            stream,
-        } => (
-            op::MEMCPY_DTOD,
-            vec![ctx, dst, src, len, stream],
-            false,
-            false,
-        ),
-        Request::Memset {
-            ctx,
-            dst,
-            value,
-            elem_size,
-            count,
-            stream,
-        } => (
-            op::MEMSET,
-            vec![ctx, dst, value.into(), elem_size.into(), count, stream],
-            false,
-            false,
-        ),
-        Request::ModuleLoad { ctx, .. } => (op::MODULE_LOAD, vec![ctx], true, false),
-        Request::ModuleUnload { module } => (op::MODULE_UNLOAD, vec![module], false, false),
-        Request::ModuleGetFunction { module, ref name } => (
-            op::MODULE_GET_FUNCTION,
-            vec![module, name.len() as u64],
-            true,
-            true,
-        ),
-        Request::ModuleGetGlobal { module, ref name } => (
-            op::MODULE_GET_GLOBAL,
-            vec![module, name.len() as u64],
-            true,
-            false,
-        ),
-        Request::LaunchKernel {
-            func,
-            grid,
-            block,
-            shared_mem_bytes,
-            stream,
-            ..
-        } => {
-            let pair = |a: u32, b: u32| u64::from(a) | (u64::from(b) << 32);
-            let geometry = [
-                pair(grid[0], grid[1]),
-                pair(grid[2], block[0]),
-                pair(block[1], block[2]),
-            ];
-            (
-                op::LAUNCH_KERNEL,
-                vec![
-                    func,
-                    geometry[0],
-                    geometry[1],
-                    geometry[2],
-                    shared_mem_bytes.into(),
-                    stream,
-                ],
-                true,
-                false,
-            )
-        }
-        Request::StreamCreate { ctx, flags, .. } => {
-            (op::STREAM_CREATE, vec![ctx, flags.into()], false, false)
-        }
-        Request::StreamDestroy { stream } => (op::STREAM_DESTROY, vec![stream], false, false),
-        Request::StreamSynchronize { stream } => {
-            (op::STREAM_SYNCHRONIZE, vec![stream], false, false)
-        }
-        Request::StreamQuery { stream } => (op::STREAM_QUERY, vec![stream], false, false),
-        Request::EventCreate { ctx, flags } => {
-            (op::EVENT_CREATE, vec![ctx, flags.into()], false, false)
-        }
-        Request::EventRecord { event, stream } => {
-            (op::EVENT_RECORD, vec![event, stream], false, false)
-        }
-        Request::EventSynchronize { event } => (op::EVENT_SYNCHRONIZE, vec![event], false, false),
-        Request::EventQuery { event } => (op::EVENT_QUERY, vec![event], false, false),
-        Request::EventElapsedTime { start, end } => {
-            (op::EVENT_ELAPSED_TIME, vec![start, end], false, false)
-        }
-        Request::EventDestroy { event } => (op::EVENT_DESTROY, vec![event], false, false),
-    };
-    let mut c = Command {
-        opcode,
-        ..Command::default()
-    };
-    c.args[..args.len()].copy_from_slice(&args);
-    if has_in {
-        buf(&mut c, input.as_ptr(), input.len())?;
+        bufs.scratch = vec![0u8; n];
     }
-    if has_out {
-        buf(&mut c, output.as_mut_ptr(), output.len())?;
+    for b in &gc.buffers {
+        match b {
+            GuestBuffer::Prefix => entry(&mut c, bufs.prefix.as_ptr(), bufs.prefix.len())?,
+            GuestBuffer::Data => entry(&mut c, input.as_ptr(), input.len())?,
+            GuestBuffer::Output => entry(&mut c, output.as_mut_ptr(), output.len())?,
+            GuestBuffer::Scratch(_) => {
+                entry(&mut c, bufs.scratch.as_mut_ptr(), bufs.scratch.len())?
+            }
+        }
     }
     Ok(c)
 }
 
-/// The reply a completion stands for.
-fn decode(req: &Request, c: &Completion, output: &[u8]) -> Result<Reply, CuResult> {
-    if c.result != 0 {
-        return Err(CuResult(c.result));
-    }
-    Ok(match req {
-        Request::CtxCreate { .. }
-        | Request::ModuleLoad { .. }
-        | Request::StreamCreate { .. }
-        | Request::EventCreate { .. } => Reply::Handle(c.value0),
-        Request::MemAlloc { .. } => Reply::DevPtr(c.value0),
-        Request::MemGetInfo => Reply::MemInfo {
-            free: c.value0,
-            total: c.value1,
-        },
-        Request::ModuleGetGlobal { .. } => Reply::Global {
-            ptr: c.value0,
-            size: c.value1,
-        },
-        Request::EventElapsedTime { .. } => Reply::ElapsedMs(f32::from_bits(c.value0 as u32)),
-        Request::ModuleGetFunction { .. } => {
-            let count = (c.value1 >> 32) as usize;
-            let params = output
-                .chunks_exact(ParamRecord::SIZE)
-                .take(count)
-                .map(|r| {
-                    let mut b = [0u8; ParamRecord::SIZE];
-                    b.copy_from_slice(r);
-                    let p = ParamRecord::from_bytes(&b);
-                    ParamInfo {
-                        offset: p.offset,
-                        size: p.size,
-                    }
-                })
-                .collect::<Vec<_>>();
-            if params.len() != count {
-                return Err(CuResult::UNKNOWN);
-            }
-            Reply::Function(FunctionInfo {
-                handle: c.value0,
-                params,
-                param_buffer_size: c.value1 as u32,
-                attributes: Vec::new(),
-            })
-        }
-        Request::DeviceQuery => {
-            let b: &[u8; DeviceInfoRecord::SIZE] =
-                output.try_into().map_err(|_| CuResult::UNKNOWN)?;
-            let r = DeviceInfoRecord::from_bytes(b);
-            let n = (r.attr_count as usize).min(r.attrs.len());
-            Reply::Device(DeviceInfo {
-                name: r.name_str().to_string(),
-                total_mem: r.total_mem,
-                cc_major: r.cc_major,
-                cc_minor: r.cc_minor,
-                multiprocessors: r.multiprocessors,
-                uuid: r.uuid,
-                driver_version: r.driver_version,
-                executor: match r.executor {
-                    abi::EXECUTOR_CUDA => "cuda",
-                    abi::EXECUTOR_CPU => "cpu",
-                    _ => "none",
-                }
-                .to_string(),
-                attributes: r.attrs[..n].iter().map(|[a, v]| (*a, *v as i32)).collect(),
-            })
-        }
-        _ => Reply::Done,
-    })
-}
-
 impl Transport for DeviceTransport {
     fn call(&self, req: &Request, input: &[u8], output: &mut [u8]) -> Result<Reply, CuResult> {
-        // The device needs room for the reply of variable-size outputs.
-        let mut table;
-        let out: &mut [u8] = if matches!(req, Request::ModuleGetFunction { .. }) {
-            table = vec![0u8; MAX_PARAMS * ParamRecord::SIZE];
-            &mut table
-        } else {
-            output
-        };
-        let mut name_in;
-        let input: &[u8] = match req {
-            Request::ModuleGetFunction { name, .. } | Request::ModuleGetGlobal { name, .. } => {
-                name_in = name.as_bytes().to_vec();
-                &mut name_in
-            }
-            _ => input,
-        };
-        let cmd = encode(req, input, out)?;
-        let mut b = self.lock();
-        let mut cmds = std::mem::take(&mut b.cmds);
-        cmds.push(slot(&cmd));
-        let result = self.submit(&mut cmds);
-        let deferred = b.deferred.take();
-        b.owned.clear();
-        drop(b);
-        let done = result?;
-        let (own, posted) = done.split_last().ok_or(CuResult::UNKNOWN)?;
-        let posted_err = deferred.or_else(|| {
-            posted
-                .iter()
-                .find(|c| c.result != 0)
-                .map(|c| CuResult(c.result))
-        });
-        if let Some(e) = posted_err {
-            if req.is_synchronising(false) {
-                return Err(e);
-            }
-            self.lock().deferred.get_or_insert(e);
+        let r = self.exchange_reply(req, input, Out::Exact(output));
+        if self.console.load(Ordering::Acquire) && !matches!(req, Request::ConsoleRead { .. }) {
+            self.drain_console();
         }
-        decode(req, own, out)
+        r.map(|(reply, _)| reply)
     }
 
     fn post(&self, req: &Request, input: &[u8]) -> Result<(), CuResult> {
-        let owned = input.to_vec();
-        let mut cmd = encode(req, &owned, &mut [])?;
-        cmd.flags |= abi::CMD_FLAG_ASYNC;
+        let gc = self.encode(req, input.len(), 0, true)?;
+        let mut bufs = Buffers {
+            prefix: gc.prefix.clone(),
+            data: input.to_vec(),
+            scratch: Vec::new(),
+        };
+        let data = std::mem::take(&mut bufs.data);
+        let cmd = command(&gc, &mut bufs, &data, &mut [])?;
+        bufs.data = data;
         let mut b = self.lock();
         crate::stats::posted();
         b.cmds.push(slot(&cmd));
-        b.owned.push(owned);
+        b.owned.push(bufs);
+        if b.cmds.len() >= uapi::MAX_BATCH as usize - 1 && self.nonblocking {
+            return self.send_batch(&mut b);
+        }
         if b.cmds.len() >= uapi::MAX_BATCH as usize - 1 {
             let mut cmds = std::mem::take(&mut b.cmds);
             let r = self.submit(&mut cmds);
@@ -395,6 +482,9 @@ impl Transport for DeviceTransport {
         if b.cmds.is_empty() {
             return Ok(());
         }
+        if self.nonblocking {
+            return self.send_batch(&mut b);
+        }
         let mut cmds = std::mem::take(&mut b.cmds);
         let r = self.submit(&mut cmds);
         b.owned.clear();
@@ -406,15 +496,19 @@ impl Transport for DeviceTransport {
     }
 
     fn device_query(&self) -> Result<DeviceInfo, CuResult> {
-        let mut rec = vec![0u8; DeviceInfoRecord::SIZE];
-        match self.call(&Request::DeviceQuery, &[], &mut rec)? {
+        match self.call(&Request::DeviceQuery, &[], &mut [])? {
             Reply::Device(d) => Ok(d),
             _ => Err(CuResult::UNKNOWN),
         }
     }
 
+    /// The device's limit on all of a command's buffers, less room for a `WIRE_REQUEST`'s
+    /// control sections (a request's and its reply's), so a data section this large always
+    /// fits one command.
     fn max_transfer(&self) -> usize {
         abi::MAX_TRANSFER as usize
+            - netgpu_proto::wire::MAX_CTRL_LEN as usize
+            - codec::REPLY_CTRL_SMALL as usize
     }
 
     fn describe(&self) -> String {
@@ -425,9 +519,98 @@ impl Transport for DeviceTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netgpu_proto::abi::codec::Decoded;
+    use netgpu_proto::abi::op;
+    use netgpu_proto::wire::ops::{self, FunctionInfo, ParamInfo};
+
+    /// What vdev does with a descriptor this file built (the codec's device side), answered
+    /// with `reply` (+ `data`) by a backend; returns the request vdev forwarded and what the
+    /// library makes of the completion.
+    fn through_device(
+        req: &Request,
+        input: &[u8],
+        output: &mut [u8],
+        wire: bool,
+        reply: &Reply,
+        data: &[u8],
+    ) -> (Request, Result<(Reply, Vec<u8>), CuResult>) {
+        let out_len = output.len();
+        let gc = codec::encode_request(
+            req,
+            input.len() as u64,
+            out_len as u64,
+            EncodeOptions { wire, post: false },
+        )
+        .unwrap();
+        let mut bufs = Buffers {
+            prefix: gc.prefix.clone(),
+            ..Buffers::default()
+        };
+        let c = command(&gc, &mut bufs, input, output).unwrap();
+        // The module hands vdev the buffers in descriptor order; inputs first.
+        let spans: Vec<(u64, u32)> = c.sg[..c.sg_count as usize]
+            .iter()
+            .map(|e| (e.addr, e.len))
+            .collect();
+        let n_in = gc.buffers.iter().filter(|b| !b.is_output()).count();
+        let read = |(a, n): (u64, u32)| -> Vec<u8> {
+            // SAFETY: the entries name live buffers of this test.
+            unsafe { std::slice::from_raw_parts(a as *const u8, n as usize) }.to_vec()
+        };
+        let inputs: Vec<u8> = spans[..n_in].iter().flat_map(|s| read(*s)).collect();
+        let out_room: u64 = spans[n_in..].iter().map(|s| u64::from(s.1)).sum();
+        let prefix_len = codec::prefix_len(&c, inputs.len() as u64).unwrap();
+        let Decoded::Forward(d) =
+            codec::decode(&c, inputs.len() as u64, out_room, &inputs[..prefix_len]).unwrap()
+        else {
+            panic!("not forwarded")
+        };
+        let ctrl = ops::encode(reply).unwrap();
+        let r = codec::encode_reply(
+            d.form,
+            CuResult::SUCCESS,
+            &ctrl,
+            data.len() as u64,
+            out_room,
+        )
+        .unwrap();
+        if let Some(&(addr, len)) = spans.get(n_in) {
+            let mut bytes = r.output.clone();
+            if !data.is_empty() {
+                bytes.resize(r.data_at as usize, 0);
+                bytes.extend_from_slice(data);
+            }
+            assert!(bytes.len() <= len as usize);
+            // SAFETY: the output entry names a live writable buffer of `len` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+        }
+        let cpl = Completion {
+            result: r.result.0,
+            value0: r.value0,
+            value1: r.value1,
+            ..Default::default()
+        };
+        let got = codec::decode_completion(&gc, &cpl, &bufs.scratch).map(|g| {
+            let data = bufs.scratch[g.data.clone()].to_vec();
+            (g.reply, data)
+        });
+        (d.request, got)
+    }
+
+    fn function(attributes: Vec<(u32, i32)>) -> FunctionInfo {
+        FunctionInfo {
+            handle: 77,
+            params: vec![
+                ParamInfo { offset: 0, size: 8 },
+                ParamInfo { offset: 8, size: 4 },
+            ],
+            param_buffer_size: 12,
+            attributes,
+        }
+    }
 
     #[test]
-    fn launch_packs_geometry_into_pairs_and_names_the_parameter_buffer() {
+    fn a_launch_is_the_fixed_opcode_with_its_parameters_as_the_one_input() {
         let params = [7u8; 12];
         let req = Request::LaunchKernel {
             func: 9,
@@ -437,66 +620,117 @@ mod tests {
             stream: 5,
             flags: 0,
         };
-        let c = encode(&req, &params, &mut []).unwrap();
-        assert_eq!(c.opcode, op::LAUNCH_KERNEL);
-        assert_eq!(
-            c.args[..6],
-            [9, 1 | 2 << 32, 3 | 32 << 32, 4 | 1 << 32, 64, 5]
-        );
-        assert_eq!(c.sg_count, 1);
-        assert_eq!(c.sg[0].addr, params.as_ptr() as u64);
-        assert_eq!(c.sg[0].len, 12);
-    }
-
-    #[test]
-    fn get_function_takes_the_name_then_the_output_table() {
-        let name = b"vector_add";
-        let mut out = [0u8; 64];
-        let req = Request::ModuleGetFunction {
-            module: 3,
-            name: "vector_add".into(),
-        };
-        let c = encode(&req, name, &mut out).unwrap();
-        assert_eq!((c.args[0], c.args[1], c.sg_count), (3, 10, 2));
-        assert_eq!(c.sg[1].addr, out.as_ptr() as u64);
-        let cpl = Completion {
-            value0: 77,
-            value1: 2 << 32 | 12,
-            ..Default::default()
-        };
-        let mut table = [0u8; 16];
-        table[..8].copy_from_slice(&ParamRecord { offset: 0, size: 8 }.to_bytes());
-        table[8..].copy_from_slice(&ParamRecord { offset: 8, size: 4 }.to_bytes());
-        match decode(&req, &cpl, &table).unwrap() {
-            Reply::Function(f) => {
-                assert_eq!(f.handle, 77);
-                assert_eq!(f.param_buffer_size, 12);
-                assert_eq!(
-                    f.params,
-                    vec![
-                        ParamInfo { offset: 0, size: 8 },
-                        ParamInfo { offset: 8, size: 4 }
-                    ]
-                );
-            }
-            other => panic!("{other:?}"),
+        for wire in [false, true] {
+            let gc =
+                codec::encode_request(&req, 12, 0, EncodeOptions { wire, post: true }).unwrap();
+            let mut bufs = Buffers::default();
+            let c = command(&gc, &mut bufs, &params, &mut []).unwrap();
+            assert_eq!(c.opcode, op::LAUNCH_KERNEL);
+            assert_ne!(c.flags & abi::CMD_FLAG_ASYNC, 0);
+            assert_eq!(c.sg_count, 1);
+            assert_eq!((c.sg[0].addr, c.sg[0].len), (params.as_ptr() as u64, 12));
         }
     }
 
     #[test]
-    fn error_completions_become_cuda_errors_and_elapsed_time_is_f32_bits() {
+    fn function_attributes_come_through_the_wire_request_and_not_the_fixed_table() {
+        let req = Request::ModuleGetFunction {
+            module: 3,
+            name: "vector_add".into(),
+        };
+        let attrs = vec![(0, 128), (9, 90)];
+        let reply = Reply::Function(function(attrs.clone()));
+        let (fwd, got) = through_device(&req, &[], &mut [], true, &reply, &[]);
+        assert_eq!(fwd, req);
+        assert_eq!(got.unwrap().0, Reply::Function(function(attrs)));
+        // Without the feature: the fixed opcode, whose table has no attributes.
+        let (fwd, got) = through_device(&req, &[], &mut [], false, &reply, &[]);
+        assert_eq!(fwd, req);
+        assert_eq!(got.unwrap().0, Reply::Function(function(vec![])));
+    }
+
+    #[test]
+    fn module_parts_console_reads_and_protocol_2_requests_travel_whole() {
+        let image = vec![1u8; 300];
+        let req = Request::ModuleLoad {
+            ctx: 1,
+            parts: vec![100, 200],
+        };
+        let (fwd, got) = through_device(&req, &image, &mut [], true, &Reply::Handle(5), &[]);
+        assert_eq!(fwd, req);
+        assert_eq!(got.unwrap().0, Reply::Handle(5));
+        let req = Request::ConsoleRead { max: 4096 };
+        let (fwd, got) = through_device(&req, &[], &mut [], true, &Reply::Done, b"hello\n");
+        assert_eq!(fwd, req);
+        assert_eq!(got.unwrap(), (Reply::Done, b"hello\n".to_vec()));
+        let req = Request::StreamWaitEvent {
+            stream: 2,
+            event: 3,
+        };
+        let (fwd, _) = through_device(&req, &[], &mut [], true, &Reply::Done, &[]);
+        assert_eq!(fwd, req);
+        // A device without WIRE_REQUEST: a clear NOT_SUPPORTED (optional.rs falls back).
+        assert_eq!(
+            codec::encode_request(
+                &req,
+                0,
+                0,
+                EncodeOptions {
+                    wire: false,
+                    post: false
+                }
+            )
+            .err(),
+            Some(CuResult::NOT_SUPPORTED)
+        );
+    }
+
+    #[test]
+    fn a_device_to_host_copy_lands_in_the_callers_buffer() {
+        let mut out = [0u8; 16];
+        let req = Request::MemcpyDtoH {
+            ctx: 1,
+            src: 0x1000,
+            len: 16,
+            stream: 0,
+        };
+        let gc = codec::encode_request(
+            &req,
+            0,
+            16,
+            EncodeOptions {
+                wire: true,
+                post: false,
+            },
+        )
+        .unwrap();
+        let mut bufs = Buffers::default();
+        let c = command(&gc, &mut bufs, &[], &mut out).unwrap();
+        assert_eq!(c.opcode, op::MEMCPY_DTOH);
+        assert_eq!((c.sg[0].addr, c.sg[0].len), (out.as_ptr() as u64, 16));
+    }
+
+    #[test]
+    fn error_completions_become_cuda_errors() {
         let req = Request::MemAlloc { ctx: 1, size: 1 };
+        let gc = codec::encode_request(
+            &req,
+            0,
+            0,
+            EncodeOptions {
+                wire: true,
+                post: false,
+            },
+        )
+        .unwrap();
         let c = Completion {
             result: 2,
             ..Default::default()
         };
-        assert_eq!(decode(&req, &c, &[]), Err(CuResult::OUT_OF_MEMORY));
-        let req = Request::EventElapsedTime { start: 1, end: 2 };
-        let c = Completion {
-            value0: u64::from(1.5f32.to_bits()),
-            ..Default::default()
-        };
-        assert_eq!(decode(&req, &c, &[]), Ok(Reply::ElapsedMs(1.5)));
+        assert_eq!(
+            codec::decode_completion(&gc, &c, &[]).err(),
+            Some(CuResult::OUT_OF_MEMORY)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod device;
+mod ioctl;
 pub mod tcp;
 
 use netgpu_proto::cuda::CuResult;
