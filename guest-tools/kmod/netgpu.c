@@ -354,13 +354,25 @@ static int netgpu_buf_pin(struct netgpu_dev *nd, struct netgpu_cmd *c, struct ne
 	b->pages = kvmalloc_array(npages, sizeof(*b->pages), GFP_KERNEL_ACCOUNT);
 	if (!b->pages)
 		return -ENOMEM;
-	pinned = pin_user_pages_fast(s->uaddr & PAGE_MASK, npages, gup, b->pages);
-	if (pinned != npages) {
-		if (pinned > 0)
-			unpin_user_pages(b->pages, pinned);
-		kvfree(b->pages);
-		b->pages = NULL;
-		return pinned < 0 ? pinned : -EFAULT;
+	/*
+	 * pin_user_pages_fast may pin fewer pages than asked (a fault that dropped mmap_lock,
+	 * e.g. unsharing the zero page of memory never written for a long-term pin): go on
+	 * from where it stopped until all are pinned or it fails.
+	 */
+	pinned = 0;
+	while (pinned < npages) {
+		long got = pin_user_pages_fast((s->uaddr & PAGE_MASK) + pinned * PAGE_SIZE,
+					       npages - pinned, gup, b->pages + pinned);
+
+		if (got <= 0) {
+			if (pinned > 0)
+				unpin_user_pages(b->pages, pinned);
+			kvfree(b->pages);
+			b->pages = NULL;
+			return got < 0 ? got : -EFAULT;
+		}
+		pinned += got;
+		cond_resched();
 	}
 	b->npages = npages;
 	atomic_long_add(npages, &nd->pinned);

@@ -59,6 +59,28 @@ int main(void)
 	memcpy(&w, back + 60, 4);
 	expect("memset-8-16-32", ok && w == 0xdeadbeef && back[64] == h[64]);
 
+	/*
+	 * Memory the program never wrote (calloc's fresh mapping: every page is the shared zero
+	 * page until written) copies like any other: the guest driver's long-term pins must
+	 * fault each page in, however many calls that takes.
+	 */
+	size_t zn = 32u << 20;
+	unsigned char *zeros = calloc(zn, 1), *zback = malloc(zn);
+	CUdeviceptr z;
+	CHECK(cuMemAlloc(&z, zn));
+	CHECK(cuMemsetD8(z, 0x5a, zn));
+	CHECK(cuMemcpyHtoD(z, zeros, zn));
+	memset(zback, 0x77, zn);
+	CHECK(cuMemcpyDtoH(zback, z, zn));
+	expect("htod-from-untouched-calloc-memory", memcmp(zeros, zback, zn) == 0);
+	unsigned char *fresh = calloc(zn, 1);
+	CHECK(cuMemcpyDtoH(fresh, b, 64));
+	expect("dtoh-into-untouched-calloc-memory", memcmp(fresh, back, 64) == 0);
+	CHECK(cuMemFree(z));
+	free(zeros);
+	free(zback);
+	free(fresh);
+
 	/* Errors a program relies on. */
 	CUdeviceptr huge;
 	expect("oversized-alloc-is-out-of-memory", cuMemAlloc(&huge, (size_t)1 << 50) == CUDA_ERROR_OUT_OF_MEMORY);
