@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 fail() { echo "FAIL: $*" >&2; exit 1; }
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 if [ ! -x "$target/debug/netgpu-backend" ] || [ ! -x "$target/debug/netgpu-vdev" ] || [ ! -x "$target/debug/netgpuctl" ]; then
-  cargo build -p netgpu-backend -p netgpu-vdev -p netgpuctl
+  scripts/build-bins
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

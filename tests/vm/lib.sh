@@ -100,7 +100,7 @@ vm_start_netgpu() {
   local work=$1 target port sock
   target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
   vm_log "building netgpu-backend and netgpu-vdev"
-  (cd "$REPO_ROOT" && cargo build -q -p netgpu-backend -p netgpu-vdev) || vm_die "cargo build failed"
+  "$REPO_ROOT/scripts/build-bins" || vm_die "cargo build failed (scripts/build-bins)"
   mkdir -p "$VM_ROOT/run/netgpu"
   sock="$VM_ROOT/run/netgpu/vdev-$$.sock"
   NETGPU_SOCK=$sock
