@@ -8,12 +8,14 @@
 #   scripts/fuzz-smoke.sh [SECONDS]   seconds per target (default 5, or NETGPU_FUZZ_SMOKE_SECONDS)
 #   scripts/fuzz-smoke.sh --list      the targets and their seed directories
 #
-# cargo-fuzz is installed once from crates.io into $NETGPU_CACHE/cargo-fuzz (default
-# ~/.cache/netgpu); the nightly toolchain must be installed (rustup). The targets are built with
+# cargo-fuzz (the pinned version, when PATH lacks it) is installed once from crates.io into
+# $NETGPU_CACHE/cargo-fuzz (default ~/.cache/netgpu); the nightly toolchain must be installed
+# (rustup; scripts/test's deps step installs it). The targets are built with
 # `cargo +nightly fuzz build -O -a -s none`: optimised, with debug assertions (integer overflow
 # checks) and without AddressSanitizer (the fuzzed code is safe Rust apart from a few audited
-# blocks; ASan builds are 3-5x slower and belong to the long runs). The targets' build
-# directory is ${NETGPU_FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-target}/fuzz}. New inputs found in a
+# blocks), except vdev/fuzz, built with ASan as its own smoke.sh does (vdev builds iovecs
+# over guest memory with unsafe code). The targets' build directory is
+# ${NETGPU_FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-target}/fuzz}[-address]. New inputs found in a
 # smoke run are thrown away; a failing input is kept under $NETGPU_CACHE/fuzz-smoke/artifacts.
 # Long campaigns (10 M executions per target) are separate commands: docs/testing.md, "Fuzzing".
 set -euo pipefail
@@ -24,7 +26,7 @@ secs=${NETGPU_FUZZ_SMOKE_SECONDS:-5}
 list_only=0
 case ${1:-} in
   --list) list_only=1 ;;
-  -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
   '') ;;
   *) [[ $1 =~ ^[0-9]+$ ]] || { echo "fuzz-smoke: usage: $0 [SECONDS] | --list" >&2; exit 2; }; secs=$1 ;;
 esac
@@ -44,6 +46,14 @@ seeds_of() {   # fuzz dir, target
 mapfile -t fuzz_dirs < <(git ls-files '*fuzz/Cargo.toml' | xargs grep -l '^cargo-fuzz = true' | xargs -n1 dirname | sort)
 [ ${#fuzz_dirs[@]} -gt 0 ] || { echo "fuzz-smoke: no cargo-fuzz crates found" >&2; exit 1; }
 kmod=guest-tools/kmod/fuzz
+
+# The sanitizer a crate's smoke build uses (see above).
+sanitizer_of() {
+  case $1 in
+    vdev/fuzz) echo address ;;
+    *) echo none ;;
+  esac
+}
 
 # Targets from each crate's Cargo.toml ([[bin]] names), without running cargo.
 targets_of() {
@@ -66,11 +76,15 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
   exit 1
 fi
 fuzz_root=$cache/cargo-fuzz
-if [ "$("$fuzz_root/bin/cargo-fuzz" --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+if [ "$(cargo-fuzz --version 2>/dev/null)" = "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+  :   # this version is on PATH already
+elif [ "$("$fuzz_root/bin/cargo-fuzz" --version 2>/dev/null)" = "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+  export PATH=$fuzz_root/bin:$PATH
+else
   echo "fuzz-smoke: installing cargo-fuzz $CARGO_FUZZ_VERSION from crates.io into $fuzz_root (once)" >&2
   cargo install -q --locked --force --root "$fuzz_root" --version "$CARGO_FUZZ_VERSION" cargo-fuzz
+  export PATH=$fuzz_root/bin:$PATH
 fi
-export PATH=$fuzz_root/bin:$PATH
 target_dir=${NETGPU_FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-$repo/target}/fuzz}
 triple=$(rustc +nightly -vV | sed -n 's/^host: //p')
 artifacts=$cache/fuzz-smoke/artifacts
@@ -81,9 +95,12 @@ failed=()
 passed=0
 report() { echo "fuzz-smoke: $*"; }
 for d in "${fuzz_dirs[@]}"; do
-  report "building $d ($(targets_of "$d" | tr '\n' ' '))"
-  if ! (cd "$d/.." && cargo +nightly fuzz build -O -a -s none --fuzz-dir "$repo/$d" \
-        --target-dir "$target_dir") > "$work/build.log" 2>&1; then
+  san=$(sanitizer_of "$d")
+  tdir=$target_dir
+  [ "$san" = none ] || tdir=$target_dir-$san
+  report "building $d ($(targets_of "$d" | tr '\n' ' '), sanitizer $san)"
+  if ! (cd "$d/.." && cargo +nightly fuzz build -O -a -s "$san" --fuzz-dir "$repo/$d" \
+        --target-dir "$tdir") > "$work/build.log" 2>&1; then
     tail -n 30 "$work/build.log" >&2
     report "FAIL $d: the fuzz targets do not build"
     failed+=("$d")
@@ -98,7 +115,7 @@ for d in "${fuzz_dirs[@]}"; do
     if [ -d "$seeds" ]; then dirs+=("$seeds"); nseeds=$(find "$seeds" -type f | wc -l); fi
     log=$work/$t.log
     rc=0
-    "$target_dir/$triple/release/$t" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 \
+    "$tdir/$triple/release/$t" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 \
       -print_final_stats=1 -artifact_prefix="$artifacts/$t/" "${dirs[@]}" > "$log" 2>&1 || rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     if [ $rc -ne 0 ] || ! grep -q '^#[0-9]* *INITED' "$log"; then
