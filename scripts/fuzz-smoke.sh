@@ -118,7 +118,7 @@ for d in "${fuzz_dirs[@]}"; do
     "$tdir/$triple/release/$t" -max_total_time="$secs" -timeout=20 -rss_limit_mb=2048 \
       -print_final_stats=1 -artifact_prefix="$artifacts/$t/" "${dirs[@]}" > "$log" 2>&1 || rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-    if [ $rc -ne 0 ] || ! grep -q '^#[0-9]* *INITED' "$log"; then
+    if [ $rc -ne 0 ] || ! grep -Eq '^#[0-9]+[[:space:]]+INITED' "$log"; then
       tail -n 40 "$log" >&2
       report "FAIL $t (exit status $rc after ${runs:-?} executions; the input is in $artifacts/$t)"
       failed+=("$t")

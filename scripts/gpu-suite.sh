@@ -94,7 +94,9 @@ run() {
   local dir=$1 executor=${NETGPU_GPU_SUITE_EXECUTOR:-cuda} tmo=${NETGPU_GPU_SUITE_TIMEOUT:-300}
   [ -f "$dir/MANIFEST" ] || die "$dir is not a bundle (scripts/gpu-suite.sh bundle)"
   dir=$(cd "$dir" && pwd)
-  local work backend="" port passed=0 failed=0 known=0 failures=()
+  local port
+  # Globals: the EXIT trap and summary use them after run returns.
+  backend="" passed=0 failed=0 known=0 failures=()
   work=$(mktemp -d)
   trap 'kill $backend 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
   echo "gpu-suite: $(head -3 "$dir/MANIFEST" | tail -2 | tr '\n' ';') executor $executor on $(uname -n)"
