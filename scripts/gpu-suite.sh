@@ -39,7 +39,7 @@ bundle() {
   mkdir -p "$dir"/{bin,lib,cudart13,cudart12,backend-tests,cuda,kernels,runtime} || exit 1
   dir=$(cd "$dir" && pwd)
   scripts/build-bins || die "cargo build failed (scripts/build-bins)"
-  strip_to() { objcopy --strip-debug "$1" "$2" || die "cannot copy $1"; }
+  strip_to() { objcopy --strip-all "$1" "$2" || die "cannot copy $1"; }
   strip_to "$target/debug/netgpu-backend" "$dir/bin/netgpu-backend"
   strip_to "$target/debug/libcuda.so" "$dir/lib/libcuda.so.1"
   # The backend's test binaries, as `cargo test --workspace` builds them (scripts/build-bins
@@ -98,7 +98,7 @@ run() {
   # Globals: the EXIT trap and summary use them after run returns.
   backend="" passed=0 failed=0 known=0 failures=()
   work=$(mktemp -d)
-  trap 'kill $backend 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+  trap 'kill ${backend:-} 2>/dev/null; wait 2>/dev/null; rm -rf "${work:-}"' EXIT
   echo "gpu-suite: $(head -3 "$dir/MANIFEST" | tail -2 | tr '\n' ';') executor $executor on $(uname -n)"
   if [ "$executor" = cuda ]; then
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
