@@ -944,3 +944,46 @@ fn a_memset_element_size_decode_refuses_is_not_encoded() {
     )
     .is_ok());
 }
+
+#[test]
+fn a_symbol_name_decode_refuses_is_not_encoded() {
+    // Found by vdev/fuzz's `codec` target: an empty name was encoded into a fixed command that
+    // prefix_len then refused (BadName); an overlong one must not be a fixed command either.
+    for req in [
+        Request::ModuleGetGlobal {
+            module: 1,
+            name: String::new(),
+        },
+        Request::ModuleGetFunction {
+            module: 1,
+            name: String::new(),
+        },
+    ] {
+        for wire in [true, false] {
+            let opts = EncodeOptions { wire, post: false };
+            assert!(
+                matches!(
+                    encode_request(&req, 0, 0, opts),
+                    Err(CuResult::INVALID_VALUE)
+                ),
+                "{req:?}, wire {wire}"
+            );
+        }
+    }
+    let long = "x".repeat(abi::MAX_NAME_LEN as usize + 1);
+    let req = Request::ModuleGetGlobal {
+        module: 1,
+        name: long,
+    };
+    let opts = EncodeOptions {
+        wire: true,
+        post: false,
+    };
+    let gc = encode_request(&req, 0, 0, opts).unwrap();
+    assert_eq!(gc.command.opcode, op::WIRE_REQUEST);
+    let opts = EncodeOptions {
+        wire: false,
+        post: false,
+    };
+    assert!(encode_request(&req, 0, 0, opts).is_err());
+}
