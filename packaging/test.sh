@@ -8,9 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "FAIL: $*" >&2; exit 1; }
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-if [ ! -x "$target/debug/netgpu-backend" ] || [ ! -x "$target/debug/netgpu-vdev" ] || [ ! -x "$target/debug/netgpuctl" ]; then
-  cargo build -p netgpu-backend -p netgpu-vdev -p netgpuctl
-fi
+# The debug binaries of this tree (a no-op under scripts/test, which built them already).
+scripts/build-bins
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 deb="$(NETGPU_PROFILE=dev NETGPU_NO_BUILD=1 packaging/build-deb.sh "$work/out")"

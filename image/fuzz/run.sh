@@ -27,7 +27,9 @@ if [ -d "$cache/image-tests" ] && [ "$mode" != smoke ]; then
 fi
 extra=()
 [ -d "$cache/fuzz/image_parse-nvcc" ] && extra+=("$cache/fuzz/image_parse-nvcc")
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}/fuzz-image
+# Built as scripts/fuzz-smoke.sh builds it (so its build serves both): optimised, debug
+# assertions on (integer overflow panics), no AddressSanitizer (netgpu-image has no unsafe code).
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}/fuzz
 case $mode in
   smoke) args=(-runs=20000) ; corpus_dirs=("$here/seeds/image_parse") ;;
   runs) args=(-runs="${2:?runs N}") ; corpus_dirs=("$corpus" "$here/seeds/image_parse" "${extra[@]}") ;;
@@ -37,4 +39,4 @@ esac
 cd "$here"
 # smoke: -runs over the read-only seeds, writing nothing new into the repository.
 [ "$mode" = smoke ] && corpus_dirs=("$(mktemp -d)" "${corpus_dirs[@]}")
-exec cargo +nightly fuzz run -O image_parse "${corpus_dirs[@]}" -- -rss_limit_mb=2048 -timeout=10 "${args[@]}"
+exec cargo +nightly fuzz run -O -a -s none image_parse "${corpus_dirs[@]}" -- -rss_limit_mb=2048 -timeout=10 "${args[@]}"

@@ -7,7 +7,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
 inc=$(scripts/fetch-cuda-headers.sh) || exit 1
 target=${CARGO_TARGET_DIR:-$repo/target}
-cargo build -q -p netgpu-cuda -p netgpu-backend || exit 1
+scripts/build-bins || exit 1
 work=$(mktemp -d)
 backend=""
 trap 'kill $backend 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT

@@ -31,7 +31,7 @@ venv_for() {
   echo "$dir"
 }
 target=${CARGO_TARGET_DIR:-$repo/target}
-cargo build -q -p netgpu-cuda -p netgpu-backend || exit 1
+scripts/build-bins || exit 1
 work=$(mktemp -d)
 backend=""
 trap 'kill $backend 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT

@@ -14,7 +14,7 @@ cd "$repo"
 bin=$("$here/build.sh" "$@") || { echo "runtime-tests: cannot build the programs"; exit 1; }
 eval "$(scripts/cuda-toolchain.sh --env)"
 target=${CARGO_TARGET_DIR:-$repo/target}
-cargo build -q -p netgpu-cuda -p netgpu-backend || exit 1
+scripts/build-bins || exit 1
 work=$(mktemp -d)
 backend=""
 trap 'kill $backend 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT

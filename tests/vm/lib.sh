@@ -106,7 +106,7 @@ vm_start_netgpu() {
     vm_log "using netgpu-backend and netgpu-vdev from $target"
   else
     vm_log "building netgpu-backend and netgpu-vdev"
-    (cd "$REPO_ROOT" && cargo build -q -p netgpu-backend -p netgpu-vdev) || vm_die "cargo build failed"
+    "$REPO_ROOT/scripts/build-bins" || vm_die "cargo build failed (scripts/build-bins)"
   fi
   mkdir -p "$VM_ROOT/run/netgpu"
   sock="$VM_ROOT/run/netgpu/vdev-$$.sock"

@@ -11,7 +11,7 @@ work=$(mktemp -d)
 trap 'kill "${watcher:-}" 2>/dev/null || true; vm_stop_netgpu; rm -rf "$work" "$VM_ROOT/build/cuda-$$"' EXIT
 inc=$("$REPO_ROOT/scripts/fetch-cuda-headers.sh")
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-(cd "$REPO_ROOT" && cargo build -q -p netgpu-cuda -p netgpu-smi) || vm_die "cannot build libcuda and netgpu-smi"
+"$REPO_ROOT/scripts/build-bins" || vm_die "cannot build libcuda and netgpu-smi (scripts/build-bins)"
 payload=$work/payload
 mkdir -p "$payload/lib" "$payload/kernels" "$payload/.rootfs/lib64" "$payload/.rootfs/lib/x86_64-linux-gnu"
 vm_build_kmod "$payload"

@@ -10,7 +10,12 @@ vm_load_env
 work=$(mktemp -d)
 trap 'vm_stop_netgpu; vm_chroot apt-get remove -y -qq netgpu-guest >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
-deb=$("$REPO_ROOT/guest-tools/pkg/build-deb.sh" --out "$work")
+# The package gets the debug libcuda.so and netgpu-smi every other test uses: one build of the
+# workspace (scripts/build-bins), not a release build of libcuda for this test alone.
+"$REPO_ROOT/scripts/build-bins" || vm_die "cannot build libcuda and netgpu-smi (scripts/build-bins)"
+target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+deb=$("$REPO_ROOT/guest-tools/pkg/build-deb.sh" --libcuda "$target/debug/libcuda.so" \
+  --smi "$target/debug/netgpu-smi" --out "$work")
 vm_log "built $(basename "$deb")"
 mkdir -p "$work/payload"
 vm_build_kmod "$work/payload"     # for the self-test binary; the module is replaced below

@@ -16,7 +16,7 @@ rt=$REPO_ROOT/tests/runtime
 bin=$("$rt/build.sh") || vm_die "cannot build the runtime test programs"
 eval "$("$REPO_ROOT/scripts/cuda-toolchain.sh" --env)"
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-(cd "$REPO_ROOT" && cargo build -q -p netgpu-cuda) || vm_die "cannot build libcuda"
+"$REPO_ROOT/scripts/build-bins" || vm_die "cannot build libcuda (scripts/build-bins)"
 payload=$work/payload
 mkdir -p "$payload/lib" "$payload/runtime"
 vm_build_kmod "$payload"

@@ -10,9 +10,11 @@
 #
 # TARGET defaults to all three. Seeds (seeds/ptx, seeds/link, seeds/printf) are written from
 # the fixtures by make-seeds.py; the working corpus grows under ~/.cache/netgpu/fuzz/<target>.
-# Built without AddressSanitizer and compare tracing by default (the interpreter's unsafe code
-# is a few audited atomic accesses; this runs 4-5x faster); SANITIZER=address for an ASan
-# build. Needs the nightly toolchain and cargo-fuzz (installed from crates.io if missing).
+# Built as scripts/fuzz-smoke.sh builds it (`-O -a -s none`, into $CARGO_TARGET_DIR/fuzz, so
+# the CI smoke's build serves the campaigns too): optimised, debug assertions on (integer
+# overflow panics), no AddressSanitizer (the interpreter's unsafe code is a few audited atomic
+# accesses; ASan runs 4-5x slower); SANITIZER=address for an ASan build (own directory).
+# Needs the nightly toolchain and cargo-fuzz (installed from crates.io if missing).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../../.." && pwd)
@@ -23,7 +25,8 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   echo "ptx-fuzz: installing cargo-fuzz from crates.io (once)" >&2
   cargo +nightly install -q cargo-fuzz --locked
 fi
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}/fuzz-ptx-$sanitizer
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}/fuzz
+[ "$sanitizer" = none ] || CARGO_TARGET_DIR=$CARGO_TARGET_DIR-$sanitizer
 case $mode in
   smoke) args=(-runs=20000); targets=${2:-all} ;;
   runs) args=(-runs="${2:?runs N}"); targets=${3:-all} ;;
@@ -31,8 +34,7 @@ case $mode in
   *) echo "usage: $0 smoke [TARGET] | runs N [TARGET] | time SECONDS [TARGET]" >&2; exit 2 ;;
 esac
 [ "$targets" = all ] && targets="ptx_load ptx_link printf_format"
-flags=(--sanitizer "$sanitizer")
-[ "$sanitizer" = none ] && flags+=(--no-trace-compares)
+flags=(-O -a --sanitizer "$sanitizer")
 cd "$here"
 for t in $targets; do
   case $t in

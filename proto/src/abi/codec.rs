@@ -770,6 +770,20 @@ pub fn encode_request(
     if data_len != 0 && !req.accepts_data() {
         return Err(CuResult::INVALID_VALUE);
     }
+    // The driver's memsets are of 1, 2 or 4 bytes (cuMemsetD8/16/32); `decode` refuses any
+    // other size, so a command carrying one must not be made.
+    if let Request::Memset { elem_size, .. } = req {
+        if !matches!(elem_size, 1 | 2 | 4) {
+            return Err(CuResult::INVALID_VALUE);
+        }
+    }
+    // No symbol has an empty name (`decode` refuses one). Names beyond MAX_NAME_LEN have no
+    // fixed form (`fixed_form`) and go as WIRE_REQUESTs.
+    if let Request::ModuleGetFunction { name, .. } | Request::ModuleGetGlobal { name, .. } = req {
+        if name.is_empty() {
+            return Err(CuResult::INVALID_VALUE);
+        }
+    }
     let fixed = match fixed_form(req, data_len, output_len, opts.wire) {
         Some(f) => f,
         None if opts.wire => return encode_wire(req, opts.post),
@@ -814,6 +828,11 @@ pub const MAX_FIXED_PARAMS: u64 = 1024;
 type Fixed = (u16, Vec<u64>, ReplyForm, Vec<u8>);
 
 /// The fixed opcode that expresses `req` exactly, if any.
+/// Whether a symbol name fits a fixed command (`prefix_len` takes up to MAX_NAME_LEN bytes).
+fn name_fits(name: &str) -> bool {
+    name.len() as u64 <= u64::from(abi::MAX_NAME_LEN)
+}
+
 fn fixed_form(req: &Request, data_len: u64, output_len: u64, wire: bool) -> Option<Fixed> {
     let f = |opcode: u16, args: Vec<u64>, form: ReplyForm| Some((opcode, args, form, Vec::new()));
     match req {
@@ -870,13 +889,13 @@ fn fixed_form(req: &Request, data_len: u64, output_len: u64, wire: bool) -> Opti
             f(op::MODULE_LOAD, vec![*ctx], ReplyForm::Handle)
         }
         Request::ModuleUnload { module } => f(op::MODULE_UNLOAD, vec![*module], ReplyForm::Done),
-        Request::ModuleGetFunction { module, name } if !wire => Some((
+        Request::ModuleGetFunction { module, name } if !wire && name_fits(name) => Some((
             op::MODULE_GET_FUNCTION,
             vec![*module, name.len() as u64],
             ReplyForm::ParamTable,
             name.as_bytes().to_vec(),
         )),
-        Request::ModuleGetGlobal { module, name } => Some((
+        Request::ModuleGetGlobal { module, name } if name_fits(name) => Some((
             op::MODULE_GET_GLOBAL,
             vec![*module, name.len() as u64],
             ReplyForm::Global,

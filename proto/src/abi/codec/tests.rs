@@ -900,3 +900,90 @@ fn random_commands_and_prefixes_never_panic_the_decoder() {
         }
     }
 }
+
+#[test]
+fn a_memset_element_size_decode_refuses_is_not_encoded() {
+    // Found by vdev/fuzz's `codec` target: encode_request made a MEMSET of 12-byte elements
+    // that decode then refused (BadArg { index: 3, value: 12 }).
+    for elem_size in [0u8, 3, 8, 12] {
+        let req = Request::Memset {
+            ctx: 1,
+            dst: 0x1000,
+            value: 0,
+            elem_size,
+            count: 1,
+            stream: 0,
+        };
+        for wire in [true, false] {
+            let opts = EncodeOptions { wire, post: false };
+            assert!(
+                matches!(
+                    encode_request(&req, 0, 0, opts),
+                    Err(CuResult::INVALID_VALUE)
+                ),
+                "elem_size {elem_size}, wire {wire}"
+            );
+        }
+    }
+    let ok = Request::Memset {
+        ctx: 1,
+        dst: 0x1000,
+        value: 0,
+        elem_size: 4,
+        count: 1,
+        stream: 0,
+    };
+    assert!(encode_request(
+        &ok,
+        0,
+        0,
+        EncodeOptions {
+            wire: false,
+            post: false
+        }
+    )
+    .is_ok());
+}
+
+#[test]
+fn a_symbol_name_decode_refuses_is_not_encoded() {
+    // Found by vdev/fuzz's `codec` target: an empty name was encoded into a fixed command that
+    // prefix_len then refused (BadName); an overlong one must not be a fixed command either.
+    for req in [
+        Request::ModuleGetGlobal {
+            module: 1,
+            name: String::new(),
+        },
+        Request::ModuleGetFunction {
+            module: 1,
+            name: String::new(),
+        },
+    ] {
+        for wire in [true, false] {
+            let opts = EncodeOptions { wire, post: false };
+            assert!(
+                matches!(
+                    encode_request(&req, 0, 0, opts),
+                    Err(CuResult::INVALID_VALUE)
+                ),
+                "{req:?}, wire {wire}"
+            );
+        }
+    }
+    let long = "x".repeat(abi::MAX_NAME_LEN as usize + 1);
+    let req = Request::ModuleGetGlobal {
+        module: 1,
+        name: long,
+    };
+    let opts = EncodeOptions {
+        wire: true,
+        post: false,
+    };
+    let gc = encode_request(&req, 0, 0, opts).unwrap();
+    assert_eq!(gc.command.opcode, op::WIRE_REQUEST);
+    let opts = EncodeOptions {
+        wire: false,
+        post: false,
+    };
+    assert!(encode_request(&req, 0, 0, opts).is_err());
+}
