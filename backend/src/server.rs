@@ -126,10 +126,12 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.control.shutdown(Shutdown::Both);
+        // Free the slot before the client can see the connection close (it may reconnect at
+        // once).
         if let Ok(mut s) = self.shared.sessions.lock() {
             s.remove(&self.id);
         }
+        self.control.shutdown(Shutdown::Both);
     }
 }
 

@@ -19,6 +19,9 @@ pub trait Control: Send + Sync {
     fn shutdown(&self, how: Shutdown);
     /// Bounds each read (`None`: no bound); used for the handshake.
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Bounds each write (`None`: no bound); used for the goodbye of a session that ends, so
+    /// a client that stopped reading cannot hold the session open.
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// The peer's address, for logs.
     fn peer(&self) -> String;
 }
@@ -38,6 +41,10 @@ impl Control for TcpStream {
 
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         TcpStream::set_read_timeout(self, timeout)
+    }
+
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_write_timeout(self, timeout)
     }
 
     fn peer(&self) -> String {

@@ -556,11 +556,42 @@ async fn hostile_pitched_copies_are_refused_and_the_session_goes_on() {
 async fn module_images_are_checked_by_kind_and_parts() {
     let s = setup().await;
     let (c, ctx) = (&s.c, s.ctx);
-    let elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0";
+    use netgpu_image::testing::{cubin, fatbin, ptx_module, EntrySpec};
+    use netgpu_image::Compression;
+    let elf = cubin(75, "k", &[(0, 8)], 0, 16);
     assert_eq!(
-        c.module_load(ctx, elf).await.unwrap_err().cuda_result(),
+        c.module_load(ctx, &elf).await.unwrap_err().cuda_result(),
         CuResult::NO_BINARY_FOR_GPU,
         "a cubin has no PTX for the CPU executor"
+    );
+    assert_eq!(
+        c.module_load(ctx, &fatbin(&[EntrySpec::elf(75, &elf)]))
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::NO_BINARY_FOR_GPU,
+        "nor has a SASS-only fatbin"
+    );
+    // A fatbin as nvcc makes it (SASS plus compressed PTX): the PTX runs.
+    let ptx = ptx_module("8.0", 75, "from_fatbin");
+    let both = fatbin(&[
+        EntrySpec::elf(75, &elf),
+        EntrySpec::ptx(75, &ptx).compressed(Compression::Zstd),
+    ]);
+    let m = c.module_load(ctx, &both).await.unwrap();
+    let f = c.module_get_function(m, "from_fatbin").await.unwrap();
+    c.launch_kernel_checked(f.handle, [1, 1, 1], [1, 1, 1], 0, 0, 0, &[])
+        .await
+        .unwrap();
+    c.ctx_synchronize(ctx).await.unwrap();
+    // PTX for a newer GPU than the executor's compute capability 8.0.
+    let newer = ptx_module("8.0", 90, "k");
+    assert_eq!(
+        c.module_load(ctx, newer.as_bytes())
+            .await
+            .unwrap_err()
+            .cuda_result(),
+        CuResult::NO_BINARY_FOR_GPU
     );
     let wrapper = 0x4662_43B1u32.to_le_bytes();
     assert_eq!(
@@ -656,4 +687,111 @@ async fn session_limits_from_the_handshake_apply_when_stricter() {
     })
     .await;
     assert_eq!(big.mem_get_info().await.unwrap().1, 64 << 20);
+}
+
+fn nvcc_ptx(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../tests/kernels/nvcc/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_printf_output_is_flagged_on_the_sync_reply_and_read_with_console_read() {
+    use netgpu_proto::wire::frame::FrameHeader;
+    use netgpu_proto::wire::ops::{self, Reply};
+    use netgpu_proto::wire::{HEADER_LEN, PROTOCOL_VERSION};
+    use std::io::{Read, Write};
+    let b = TestBackend::start().await;
+    let addr = b.addr;
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut id = 0u64;
+        let mut call = |s: &mut std::net::TcpStream, req: &Request, data: &[u8]| {
+            id += 1;
+            let body = ops::encode(req).unwrap();
+            s.write_all(
+                &FrameHeader::request(id, 0, body.len() as u32, data.len() as u32).encode(),
+            )
+            .unwrap();
+            s.write_all(&body).unwrap();
+            s.write_all(data).unwrap();
+            let mut hdr = [0u8; HEADER_LEN];
+            s.read_exact(&mut hdr).unwrap();
+            let h = FrameHeader::decode(&hdr, 1 << 16, 1 << 30).unwrap();
+            let mut ctrl = vec![0u8; h.ctrl_len as usize];
+            s.read_exact(&mut ctrl).unwrap();
+            let mut out = vec![0u8; h.data_len as usize];
+            s.read_exact(&mut out).unwrap();
+            assert_eq!(h.request_id, id);
+            let reply: Option<Reply> = (!ctrl.is_empty()).then(|| ops::decode(&ctrl).unwrap());
+            (h, reply, out)
+        };
+        let hello = Request::Hello {
+            version_min: PROTOCOL_VERSION,
+            version_max: PROTOCOL_VERSION,
+            token: TOKEN.into(),
+            client: "console".into(),
+            limits: Default::default(),
+        };
+        call(&mut s, &hello, &[]);
+        let Some(Reply::Handle(ctx)) = call(&mut s, &Request::CtxCreate { flags: 0 }, &[]).1 else {
+            panic!()
+        };
+        let Some(Reply::Handle(m)) = call(
+            &mut s,
+            &Request::ModuleLoad { ctx, parts: vec![] },
+            &nvcc_ptx("printf.ptx"),
+        )
+        .1
+        else {
+            panic!("printf.ptx loads")
+        };
+        let Some(Reply::Function(f)) = call(
+            &mut s,
+            &Request::ModuleGetFunction {
+                module: m,
+                name: "print_basic".into(),
+            },
+            &[],
+        )
+        .1
+        else {
+            panic!()
+        };
+        let launch = Request::LaunchKernel {
+            func: f.handle,
+            grid: [2, 1, 1],
+            block: [2, 1, 1],
+            shared_mem_bytes: 0,
+            stream: 0,
+            flags: 0,
+        };
+        let (h, _, _) = call(&mut s, &launch, &100i32.to_le_bytes());
+        assert!(h.status.is_success());
+        let (h, _, _) = call(&mut s, &Request::CtxSynchronize { ctx }, &[]);
+        assert!(h.status.is_success());
+        assert!(h.console_pending(), "the sync's reply says output waits");
+        let (h, _, first) = call(&mut s, &Request::ConsoleRead { max: 10 }, &[]);
+        assert_eq!(first.len(), 10);
+        assert!(h.console_pending(), "more waits");
+        let (h, _, rest) = call(&mut s, &Request::ConsoleRead { max: 1 << 20 }, &[]);
+        assert!(!h.console_pending());
+        let text = String::from_utf8([first, rest].concat()).unwrap();
+        for line in [
+            "block 0 thread 0 value 100\n",
+            "block 0 thread 1 value 101\n",
+            "block 1 thread 0 value 100\n",
+            "block 1 thread 1 value 101\n",
+        ] {
+            assert!(text.contains(line), "{text:?}");
+        }
+        let (h, _, none) = call(&mut s, &Request::ConsoleRead { max: 100 }, &[]);
+        assert!(none.is_empty() && !h.console_pending());
+    })
+    .await
+    .unwrap();
 }

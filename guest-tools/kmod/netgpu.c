@@ -3,24 +3,39 @@
  * netgpu: guest driver for the netgpu virtual GPU (a PCI function served by netgpu-vdev).
  *
  * What it owns:
- *  - PCI binding: BAR0 registers, MSI-X (one vector per queue plus a device-event vector,
- *    INTx as fallback), DMA mask.
- *  - /dev/netgpuN: each open file gets its own queue pair; NETGPU_IOC_SUBMIT runs a batch of
- *    the device's command descriptors whose data buffers user space names by virtual
- *    address. Buffers are pinned and DMA-mapped here and rewritten into guest-physical
- *    scatter lists (inline, or an indirect table), so no process can make the device touch
- *    memory that is not its own.
- *  - Teardown: release() disables the queue, waits until the device reports it stopped
- *    touching memory (STATUS.ENABLED clear), then unpins everything. Disabling a queue also
- *    makes the device destroy every remote object created through it, so a process that dies
- *    mid-command leaves neither pinned pages nor GPU memory behind.
- *  - sysfs: the remote GPU's name, memory, executor and the link state.
+ *  - PCI binding: BAR0 registers, MSI-X (a device-event vector plus one per queue, each
+ *    vector with its own context; INTx as fallback), DMA mask, function-level reset.
+ *  - /dev/netgpuN: each open file gets its own queue pair. Commands are the device's own
+ *    descriptors whose data buffers user space names by virtual address; netgpu_check.h
+ *    decides what a descriptor may ask for. Buffers are pinned (writable only where the
+ *    device writes, FOLL_LONGTERM, charged to RLIMIT_MEMLOCK), DMA-mapped and rewritten into
+ *    guest-physical scatter lists whose entries say whether the device may write them.
+ *  - Concurrency: any number of threads submit on one file. A call reserves ring credits,
+ *    queues its commands contiguously, and sleeps without holding a lock; completions are
+ *    matched to commands by cid (tag + generation), in any order. Blocking calls
+ *    (NETGPU_IOC_SUBMIT) and non-blocking ones (NETGPU_IOC_QUEUE, reaped by NETGPU_IOC_WAIT
+ *    or noticed with poll) share that path.
+ *  - Lifetime (docs/guest-driver.md): one static cdev serves every minor and open() finds
+ *    its device in an idr under a mutex, taking a reference there, so neither the cdev nor
+ *    the device struct can be freed under an open file. remove() unpublishes the device
+ *    first, stops every queue, and then releases every DMA mapping, ring and pinned page
+ *    itself: after remove() returns nothing touches the PCI device's DMA state; files held
+ *    open only see ENODEV and free host memory when closed.
+ *  - Teardown on close: the queue is disabled and the driver waits until the device reports
+ *    it stopped touching memory (STATUS.ENABLED clear) before it unpins anything. A queue
+ *    that never stops is kept aside (a "stuck" queue: memory and queue index not reused)
+ *    until the device lets go of it or the device is removed.
+ *  - Reset: reset_prepare() fails every queue (their remote objects die with the reset) and
+ *    holds back open() and submissions until reset_done().
+ *  - sysfs: the remote GPU's name, memory, executor, link state, queues and pinned pages.
  *
  * The device ABI is docs/device-abi.md; netgpu_abi.h mirrors proto/src/abi.rs and a test
  * checks they agree.
  */
 
+#include <linux/capability.h>
 #include <linux/cdev.h>
+#include <linux/cred.h>
 #include <linux/delay.h>
 #include <linux/dma-mapping.h>
 #include <linux/fs.h>
@@ -32,104 +47,176 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/pci.h>
+#include <linux/poll.h>
 #include <linux/rwsem.h>
 #include <linux/scatterlist.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 #include <linux/version.h>
 #include <linux/wait.h>
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
-#include <linux/unaligned.h>
-#else
-#include <asm/unaligned.h>
-#endif
+#include <linux/workqueue.h>
+#include <linux/xarray.h>
 
 #include "netgpu_abi.h"
+#include "netgpu_check.h"
 #include "include/uapi/netgpu.h"
 
 #define DRV_NAME "netgpu"
-#define NETGPU_QUEUE_SIZE 256
 #define NETGPU_MAX_DEVICES 64
 #define NETGPU_READY_TIMEOUT_MS 15000
 #define NETGPU_STOP_TIMEOUT_MS 10000
-#define NETGPU_POLL_MS 50
+#define NETGPU_POLL_MS 100		/* waiters look at the completion ring this often */
+#define NETGPU_CHECK_MS 500		/* and at the device's status registers this often */
 
 #ifndef PCI_IRQ_INTX
 #define PCI_IRQ_INTX PCI_IRQ_LEGACY
 #endif
 
+static bool msix = true;
+module_param(msix, bool, 0444);
+MODULE_PARM_DESC(msix, "use MSI-X if the device offers it (default true; false: INTx only)");
+
+static unsigned int queue_size = 256;
+module_param(queue_size, uint, 0444);
+MODULE_PARM_DESC(queue_size, "entries per queue ring: commands in flight per open file (power of two, 2..4096, default 256)");
+
+static unsigned int max_queues_per_user = 16;
+module_param(max_queues_per_user, uint, 0644);
+MODULE_PARM_DESC(max_queues_per_user, "open files (queues) one user may hold per device; 0 = no limit (default 16)");
+
 struct netgpu_dev;
 
 /* One user buffer of one command, pinned and DMA-mapped. */
 struct netgpu_buf {
-	struct page **pages;
+	struct page **pages;		/* pinned, npages of them; NULL when not pinned */
 	unsigned int npages;
 	struct sg_table sgt;
-	enum dma_data_direction dir;
+	bool device_writes;
 	bool mapped;
 };
 
-struct netgpu_slot {
-	struct netgpu_buf bufs[2];
-	unsigned int nbufs;
-	struct netgpu_sg_entry *table;	/* indirect table, when more than 3 segments */
-	dma_addr_t table_dma;
-	size_t table_size;
-	struct netgpu_completion cpl;
-	bool done;
+enum netgpu_cmd_state {
+	NETGPU_CMD_NEW,			/* being prepared by its submitter */
+	NETGPU_CMD_INFLIGHT,		/* in q->tags: the device owns its memory */
+	NETGPU_CMD_DONE,		/* completed: cpl valid */
+	NETGPU_CMD_LOST,		/* the queue stopped before it completed */
 };
 
-struct netgpu_batch {
-	u32 count;
-	u32 remaining;			/* protected by queue->lock */
-	struct netgpu_slot slots[];
+enum netgpu_cmd_owner {
+	NETGPU_OWNER_WAITER,		/* a NETGPU_IOC_SUBMIT call waits for it and frees it */
+	NETGPU_OWNER_QUEUED,		/* in q->queued until NETGPU_IOC_WAIT reaps it */
+	NETGPU_OWNER_ORPHAN,		/* nobody waits: freed once its buffers are released */
+};
+
+struct netgpu_cmd {
+	struct list_head rnode;		/* q->release_list: finished, buffers still held */
+	struct list_head dnode;		/* q->reap_list: QUEUED owner, finished, unreaped */
+	u64 seq;
+	u32 cid;
+	u16 tag;
+	u8 state;			/* enum netgpu_cmd_state, under q->lock */
+	u8 owner;			/* enum netgpu_cmd_owner, under q->lock */
+	bool released;			/* buffers released (set under q->lock and release_mutex) */
+	struct netgpu_command desc;	/* as the device gets it */
+	struct netgpu_completion cpl;
+	struct netgpu_cmd_spec spec;
+	struct netgpu_buf bufs[NETGPU_MAX_BUFS];
+	struct netgpu_sg_entry *table;	/* indirect table, when more than 3 entries */
+	dma_addr_t table_dma;
+	size_t table_size;
+	struct mm_struct *mm;		/* charged for the pins (mmgrab) */
+	unsigned long charged;		/* pages added to mm->pinned_vm */
 };
 
 struct netgpu_queue {
-	struct netgpu_dev *ndev;
+	struct netgpu_dev *ndev;	/* holds a reference */
 	u16 qid;
 	u16 vector;
 	u32 size;
+	kuid_t uid;
 	struct netgpu_command *sq;
 	dma_addr_t sq_dma;
-	struct netgpu_completion *cq;
+	struct netgpu_completion *cq;	/* NULL once the rings are freed */
 	dma_addr_t cq_dma;
+
+	struct mutex sq_mutex;		/* sq_tail, next_seq, inserts into queued */
 	u32 sq_tail;
+	u64 next_seq;
+
+	spinlock_t lock;		/* everything below, and cmd state/owner/lists */
 	u32 cq_head;
 	u16 phase;
-	spinlock_t lock;		/* cq_head, phase, batch completion state */
+	u32 credits;			/* commands reserved or in flight, <= size */
+	struct netgpu_cmd **tags;	/* in-flight commands by tag */
+	u16 *gens;			/* generation of each tag */
+	u16 *free_tags;
+	u32 nfree;
+	struct list_head release_list;
+	struct list_head reap_list;
+	u32 nqueued;			/* entries in queued */
+	u64 events;			/* bumped on every completion or failure */
+	bool stopped;			/* the device no longer touches rings or buffers */
+	bool zombie;			/* file closed, device never confirmed the stop */
+	bool leak;			/* removed while running: keep its memory for good */
+	unsigned long next_check;	/* jiffies: next status register check */
+
+	struct xarray queued;		/* seq -> QUEUED-owner command, until reaped */
+	bool broken;			/* READ_ONCE/WRITE_ONCE: no more submissions */
 	wait_queue_head_t wq;
-	struct mutex submit_lock;	/* one batch in flight per queue */
-	struct netgpu_batch *batch;	/* in flight, or finished but not yet reaped */
-	bool broken;			/* device error, reset or removal: no more submissions */
+	struct mutex release_mutex;	/* every buffer release, ring free */
+	struct work_struct reclaim_work;
+};
+
+/* An MSI-X vector's handler context: which device, which vector. */
+struct netgpu_vec {
+	struct netgpu_dev *nd;
+	u16 index;
 };
 
 struct netgpu_dev {
 	struct pci_dev *pdev;
 	void __iomem *regs;
 	struct kref ref;
-	struct rw_semaphore io_sem;	/* regs valid while held and !dead */
-	bool dead;
+	struct rw_semaphore io_sem;	/* regs and DMA mapping: usable while held and !dead */
+	bool dead;			/* written under io_sem held for writing */
+	bool removing;			/* READ_ONCE: remove() has begun */
+	bool resetting;			/* READ_ONCE: between reset_prepare and reset_done */
 	int minor;
-	struct cdev cdev;
 	struct device *dev;
 	int nvec;
 	bool msix;
+	struct netgpu_vec vecs[NETGPU_MSIX_VECTORS];
 	u32 max_queues;
-	u32 max_sg;
-	u32 max_transfer;
-	u64 features;
-	spinlock_t qlock;		/* queues[] */
+	u32 version;
+	struct netgpu_limits lim;
+	struct mutex qmutex;		/* creating, tearing down and freeing queues */
+	spinlock_t qlock;		/* queues[] (interrupt handlers read it) */
 	struct netgpu_queue *queues[NETGPU_MAX_QUEUES];
 	wait_queue_head_t event_wq;
+	atomic_long_t pinned;		/* user pages pinned for this device right now */
 };
 
+/*
+ * One character device for all minors; open() finds the device by minor in netgpu_idr. The
+ * cdev is not embedded in struct netgpu_dev on purpose: the VFS keeps a reference to the
+ * cdev until after release() returns, which would outlive a device freed by its last close
+ * after hot-unplug (what cdev_device_add() solves by tying the device's lifetime to the
+ * cdev's). A static cdev lives as long as the module, and the module cannot be unloaded
+ * while a file is open (fops owner). Entries are NULL while probe is unfinished and removed
+ * first thing in remove(), and open() takes its reference under the idr lock, so open()
+ * sees only live devices.
+ */
 static dev_t netgpu_devt;
+static struct cdev netgpu_cdev;
 static struct class *netgpu_class;
-static DEFINE_IDA(netgpu_minors);
+static DEFINE_IDR(netgpu_idr);
+static DEFINE_MUTEX(netgpu_idr_lock);
 
 /* ---------------------------------------------------------------- registers */
 
+/* Register access: callers hold io_sem and have checked !dead. */
 static u32 rd32(struct netgpu_dev *nd, u32 off)
 {
 	return readl(nd->regs + off);
@@ -150,9 +237,36 @@ static void wr64(struct netgpu_dev *nd, u32 off, u64 v)
 	lo_hi_writeq(v, nd->regs + off);
 }
 
+/* Copies @len bytes (a multiple of 4) of little-endian register space at @off into @dst. */
+static void netgpu_read_bytes(struct netgpu_dev *nd, u32 off, void *dst, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i += 4) {
+		__le32 v = cpu_to_le32(rd32(nd, off + i));
+
+		memcpy((u8 *)dst + i, &v, sizeof(v));
+	}
+}
+
 static u32 qreg(u16 qid, u32 field)
 {
 	return NETGPU_REG_QUEUE_BASE + qid * NETGPU_REG_QUEUE_STRIDE + field;
+}
+
+/* A register that reads all ones: the device is gone (surprise removal, dead link). */
+static bool netgpu_all_ones(u32 v)
+{
+	return v == ~0u;
+}
+
+/*
+ * Does the device still answer? MAGIC reads all ones when it is gone, and zero when its
+ * memory decoding is off: either way nothing it says can be trusted. Caller holds io_sem.
+ */
+static bool netgpu_answers(struct netgpu_dev *nd)
+{
+	return rd32(nd, NETGPU_REG_MAGIC) == NETGPU_MAGIC;
 }
 
 static void netgpu_dev_release(struct kref *ref)
@@ -163,318 +277,521 @@ static void netgpu_dev_release(struct kref *ref)
 	kfree(nd);
 }
 
-/* ---------------------------------------------------------------- buffers */
-
-static void netgpu_buf_release(struct netgpu_dev *nd, struct netgpu_buf *b)
+static void netgpu_dev_put(struct netgpu_dev *nd)
 {
-	if (b->mapped)
-		dma_unmap_sgtable(&nd->pdev->dev, &b->sgt, b->dir, 0);
-	if (b->sgt.sgl)
-		sg_free_table(&b->sgt);
-	if (b->pages) {
-		unpin_user_pages_dirty_lock(b->pages, b->npages, b->dir == DMA_FROM_DEVICE);
-		kvfree(b->pages);
-	}
-	memset(b, 0, sizeof(*b));
+	kref_put(&nd->ref, netgpu_dev_release);
 }
 
-/* Pins [uaddr, uaddr + len) and maps it for DMA in direction @dir. */
-static int netgpu_buf_pin(struct netgpu_dev *nd, struct netgpu_buf *b, u64 uaddr, u64 len,
-			  enum dma_data_direction dir)
+/* ---------------------------------------------------------------- pinned buffers */
+
+/* Charges @npages to the caller's RLIMIT_MEMLOCK, as RDMA and vfio do (mm->pinned_vm). */
+static int netgpu_charge(struct netgpu_cmd *c, unsigned long npages)
 {
-	unsigned long first = uaddr >> PAGE_SHIFT;
-	unsigned long last;
+	struct mm_struct *mm = current->mm;
+	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	s64 now;
+
+	if (!mm)
+		return -EFAULT;
+	if (!c->mm) {
+		mmgrab(mm);
+		c->mm = mm;
+	}
+	if (c->mm != mm)
+		return -EFAULT;
+	now = atomic64_add_return(npages, &mm->pinned_vm);
+	if (now > limit && !capable(CAP_IPC_LOCK)) {
+		atomic64_sub(npages, &mm->pinned_vm);
+		return -ENOMEM;
+	}
+	c->charged += npages;
+	return 0;
+}
+
+static void netgpu_uncharge(struct netgpu_cmd *c)
+{
+	if (!c->mm)
+		return;
+	atomic64_sub(c->charged, &c->mm->pinned_vm);
+	c->charged = 0;
+	mmdrop(c->mm);
+	c->mm = NULL;
+}
+
+static void netgpu_buf_unpin(struct netgpu_dev *nd, struct netgpu_buf *b)
+{
+	if (b->sgt.sgl)
+		sg_free_table(&b->sgt);
+	b->sgt.sgl = NULL;
+	if (b->pages) {
+		unpin_user_pages_dirty_lock(b->pages, b->npages, b->device_writes);
+		atomic_long_sub(b->npages, &nd->pinned);
+		kvfree(b->pages);
+		b->pages = NULL;
+	}
+}
+
+/* Pins one buffer: writable only if the device writes it. No device access. */
+static int netgpu_buf_pin(struct netgpu_dev *nd, struct netgpu_cmd *c, struct netgpu_buf *b,
+			  const struct netgpu_buf_spec *s)
+{
+	unsigned int gup = FOLL_LONGTERM | (s->device_writes ? FOLL_WRITE : 0);
+	unsigned long first, last, npages;
 	long pinned;
 	int ret;
 
-	memset(b, 0, sizeof(*b));
-	b->dir = dir;
-	if (len == 0)
+	b->device_writes = s->device_writes;
+	if (s->len == 0)
 		return 0;
-	if (uaddr + len < uaddr)
+	if (!access_ok(u64_to_user_ptr(s->uaddr), s->len))
 		return -EFAULT;
-	last = (uaddr + len - 1) >> PAGE_SHIFT;
-	b->npages = last - first + 1;
-	b->pages = kvmalloc_array(b->npages, sizeof(*b->pages), GFP_KERNEL);
+	first = s->uaddr >> PAGE_SHIFT;
+	last = (s->uaddr + s->len - 1) >> PAGE_SHIFT;
+	npages = last - first + 1;
+	ret = netgpu_charge(c, npages);
+	if (ret)
+		return ret;
+	b->pages = kvmalloc_array(npages, sizeof(*b->pages), GFP_KERNEL_ACCOUNT);
 	if (!b->pages)
 		return -ENOMEM;
-	pinned = pin_user_pages_fast(uaddr & PAGE_MASK, b->npages,
-				     dir == DMA_FROM_DEVICE ? FOLL_WRITE : 0, b->pages);
-	if (pinned < 0) {
+	pinned = pin_user_pages_fast(s->uaddr & PAGE_MASK, npages, gup, b->pages);
+	if (pinned != npages) {
+		if (pinned > 0)
+			unpin_user_pages(b->pages, pinned);
 		kvfree(b->pages);
 		b->pages = NULL;
-		return pinned;
+		return pinned < 0 ? pinned : -EFAULT;
 	}
-	if (pinned != b->npages) {
-		unpin_user_pages(b->pages, pinned);
-		kvfree(b->pages);
-		b->pages = NULL;
-		return -EFAULT;
+	b->npages = npages;
+	atomic_long_add(npages, &nd->pinned);
+	ret = sg_alloc_table_from_pages(&b->sgt, b->pages, npages, offset_in_page(s->uaddr),
+					s->len, GFP_KERNEL_ACCOUNT);
+	if (ret) {
+		b->sgt.sgl = NULL;
+		return ret;
 	}
-	ret = sg_alloc_table_from_pages(&b->sgt, b->pages, b->npages, offset_in_page(uaddr), len,
-					GFP_KERNEL);
-	if (ret)
-		goto fail;
-	ret = dma_map_sgtable(&nd->pdev->dev, &b->sgt, dir, 0);
-	if (ret)
-		goto fail;
-	b->mapped = true;
 	return 0;
-fail:
-	netgpu_buf_release(nd, b);
-	return ret;
 }
 
-static void netgpu_slot_release(struct netgpu_dev *nd, struct netgpu_slot *s)
+static enum dma_data_direction netgpu_dir(const struct netgpu_buf *b)
+{
+	return b->device_writes ? DMA_FROM_DEVICE : DMA_TO_DEVICE;
+}
+
+/* Unmaps a command's DMA (the device no longer touches it). The PCI device is bound. */
+static void netgpu_cmd_unmap(struct netgpu_dev *nd, struct netgpu_cmd *c)
 {
 	unsigned int i;
 
-	for (i = 0; i < s->nbufs; i++)
-		netgpu_buf_release(nd, &s->bufs[i]);
-	if (s->table)
-		dma_free_coherent(&nd->pdev->dev, s->table_size, s->table, s->table_dma);
-	s->table = NULL;
-	s->nbufs = 0;
-}
+	for (i = 0; i < c->spec.nbufs; i++) {
+		struct netgpu_buf *b = &c->bufs[i];
 
-static void netgpu_batch_free(struct netgpu_dev *nd, struct netgpu_batch *b)
-{
-	u32 i;
-
-	if (!b)
-		return;
-	for (i = 0; i < b->count; i++)
-		netgpu_slot_release(nd, &b->slots[i]);
-	kvfree(b);
-}
-
-/*
- * The data buffers an opcode takes, in order: the direction of each. Opcodes not listed here
- * are refused (-EINVAL), so user space can only ask for what the device defines.
- */
-static int netgpu_op_buffers(u16 op, enum dma_data_direction dirs[2])
-{
-	switch (op) {
-	case NETGPU_OP_NOP:
-	case NETGPU_OP_MEM_GET_INFO:
-	case NETGPU_OP_CTX_CREATE:
-	case NETGPU_OP_CTX_DESTROY:
-	case NETGPU_OP_CTX_SYNCHRONIZE:
-	case NETGPU_OP_MEM_ALLOC:
-	case NETGPU_OP_MEM_FREE:
-	case NETGPU_OP_MEMCPY_DTOD:
-	case NETGPU_OP_MEMSET:
-	case NETGPU_OP_MODULE_UNLOAD:
-	case NETGPU_OP_STREAM_CREATE:
-	case NETGPU_OP_STREAM_DESTROY:
-	case NETGPU_OP_STREAM_SYNCHRONIZE:
-	case NETGPU_OP_STREAM_QUERY:
-	case NETGPU_OP_EVENT_CREATE:
-	case NETGPU_OP_EVENT_RECORD:
-	case NETGPU_OP_EVENT_SYNCHRONIZE:
-	case NETGPU_OP_EVENT_QUERY:
-	case NETGPU_OP_EVENT_ELAPSED_TIME:
-	case NETGPU_OP_EVENT_DESTROY:
-		return 0;
-	case NETGPU_OP_MEMCPY_HTOD:
-	case NETGPU_OP_MODULE_LOAD:
-	case NETGPU_OP_MODULE_GET_GLOBAL:
-	case NETGPU_OP_LAUNCH_KERNEL:
-		dirs[0] = DMA_TO_DEVICE;
-		return 1;
-	case NETGPU_OP_DEVICE_QUERY:
-	case NETGPU_OP_MEMCPY_DTOH:
-		dirs[0] = DMA_FROM_DEVICE;
-		return 1;
-	case NETGPU_OP_MODULE_GET_FUNCTION:
-		dirs[0] = DMA_TO_DEVICE;
-		dirs[1] = DMA_FROM_DEVICE;
-		return 2;
-	default:
-		return -EINVAL;
+		if (b->mapped)
+			dma_unmap_sgtable(&nd->pdev->dev, &b->sgt, netgpu_dir(b), 0);
+		b->mapped = false;
 	}
+	if (c->table)
+		dma_free_coherent(&nd->pdev->dev, c->table_size, c->table, c->table_dma);
+	c->table = NULL;
 }
 
 /*
- * Checks a user descriptor, pins its buffers, and rewrites @cmd's scatter list into DMA
- * addresses (inline, or an indirect table).
+ * Releases everything a command holds: DMA mappings, pins, the memlock charge. With @leak
+ * (a device removed while it still ran the queue) the pages stay pinned for good: a device
+ * that may still write them must not write into memory given to someone else.
  */
-static int netgpu_prepare(struct netgpu_dev *nd, struct netgpu_command *cmd,
-			  struct netgpu_slot *s)
+static void netgpu_cmd_release(struct netgpu_dev *nd, struct netgpu_cmd *c, bool leak)
 {
-	enum dma_data_direction dirs[2];
-	struct netgpu_sg_entry user[2];
+	unsigned int i;
+
+	netgpu_cmd_unmap(nd, c);
+	for (i = 0; i < c->spec.nbufs; i++) {
+		if (leak) {
+			if (c->bufs[i].sgt.sgl)
+				sg_free_table(&c->bufs[i].sgt);
+			kvfree(c->bufs[i].pages);	/* the pins themselves stay */
+			memset(&c->bufs[i], 0, sizeof(c->bufs[i]));
+		}
+		netgpu_buf_unpin(nd, &c->bufs[i]);
+	}
+	netgpu_uncharge(c);
+}
+
+/*
+ * Maps a pinned command for DMA and rewrites its scatter list. Caller holds io_sem for
+ * reading with !dead, so remove() cannot tear the device down meanwhile.
+ */
+static int netgpu_cmd_map(struct netgpu_dev *nd, struct netgpu_cmd *c)
+{
+	struct device *dev = &nd->pdev->dev;
+	u32 nsegs[NETGPU_MAX_BUFS] = {};
+	struct netgpu_sg_plan plan;
 	struct scatterlist *sg;
-	unsigned int nsegs = 0, i, k;
-	u64 total = 0;
-	int nbufs, ret;
+	unsigned int i;
+	u32 k = 0;
+	int ret, j;
 
-	nbufs = netgpu_op_buffers(le16_to_cpu(cmd->opcode), dirs);
-	if (nbufs < 0)
-		return nbufs;
-	if (le16_to_cpu(cmd->flags) & ~NETGPU_CMD_FLAG_ASYNC)
-		return -EINVAL;
-	if (cmd->reserved || le32_to_cpu(cmd->sg_count) != nbufs)
-		return -EINVAL;
-	for (i = 0; i < nbufs; i++) {
-		user[i] = cmd->sg[i];
-		if (user[i].flags)
-			return -EINVAL;
-		total += le32_to_cpu(user[i].len);
-	}
-	if (total > nd->max_transfer)
-		return -E2BIG;
-	for (i = 0; i < nbufs; i++) {
-		ret = netgpu_buf_pin(nd, &s->bufs[i], le64_to_cpu(user[i].addr),
-				     le32_to_cpu(user[i].len), dirs[i]);
+	for (i = 0; i < c->spec.nbufs; i++) {
+		struct netgpu_buf *b = &c->bufs[i];
+
+		if (!b->pages)
+			continue;
+		ret = dma_map_sgtable(dev, &b->sgt, netgpu_dir(b), 0);
 		if (ret)
 			return ret;
-		s->nbufs = i + 1;
-		if (s->bufs[i].mapped)
-			nsegs += s->bufs[i].sgt.nents;
+		b->mapped = true;
+		nsegs[i] = b->sgt.nents;
 	}
-	if (nsegs > nd->max_sg)
-		return -E2BIG;
-	memset(cmd->sg, 0, sizeof(cmd->sg));
-	cmd->sg_count = cpu_to_le32(nsegs);
-	if (nsegs <= NETGPU_INLINE_SG_ENTRIES) {
-		k = 0;
-		for (i = 0; i < s->nbufs; i++) {
-			if (!s->bufs[i].mapped)
-				continue;
-			for_each_sgtable_dma_sg(&s->bufs[i].sgt, sg, ret) {
-				cmd->sg[k].addr = cpu_to_le64(sg_dma_address(sg));
-				cmd->sg[k].len = cpu_to_le32(sg_dma_len(sg));
-				k++;
-			}
-		}
-		return 0;
+	ret = netgpu_sg_plan(&nd->lim, nsegs, c->spec.nbufs, &plan);
+	if (ret)
+		return ret;
+	if (plan.indirect) {
+		c->table_size = plan.entries * sizeof(struct netgpu_sg_entry);
+		c->table = dma_alloc_coherent(dev, c->table_size, &c->table_dma, GFP_KERNEL);
+		if (!c->table)
+			return -ENOMEM;
 	}
-	s->table_size = nsegs * sizeof(struct netgpu_sg_entry);
-	s->table = dma_alloc_coherent(&nd->pdev->dev, s->table_size, &s->table_dma, GFP_KERNEL);
-	if (!s->table)
-		return -ENOMEM;
-	k = 0;
-	for (i = 0; i < s->nbufs; i++) {
-		if (!s->bufs[i].mapped)
+	netgpu_sg_begin(&c->desc);
+	for (i = 0; i < c->spec.nbufs; i++) {
+		struct netgpu_buf *b = &c->bufs[i];
+		u32 flags = netgpu_sg_flags(&nd->lim, b->device_writes);
+
+		if (!b->mapped)
 			continue;
-		for_each_sgtable_dma_sg(&s->bufs[i].sgt, sg, ret) {
-			s->table[k].addr = cpu_to_le64(sg_dma_address(sg));
-			s->table[k].len = cpu_to_le32(sg_dma_len(sg));
-			s->table[k].flags = 0;
-			k++;
+		for_each_sgtable_dma_sg(&b->sgt, sg, j) {
+			ret = netgpu_sg_put(&c->desc, c->table, &plan, k++, sg_dma_address(sg),
+					    sg_dma_len(sg), flags);
+			if (ret)
+				return ret;
 		}
 	}
-	cmd->flags |= cpu_to_le16(NETGPU_CMD_FLAG_SG_INDIRECT);
-	cmd->sg[0].addr = cpu_to_le64(s->table_dma);
-	cmd->sg[0].len = cpu_to_le32(s->table_size);
+	netgpu_sg_finish(&c->desc, &plan, c->table_dma);
 	return 0;
+}
+
+static void netgpu_cmd_free(struct netgpu_cmd *c)
+{
+	kfree(c);
+}
+
+/* Copies, checks and pins one user descriptor. No device access. */
+static struct netgpu_cmd *netgpu_cmd_prepare(struct netgpu_queue *q,
+					     const struct netgpu_ioc_cmd __user *u, u8 owner)
+{
+	struct netgpu_dev *nd = q->ndev;
+	struct netgpu_cmd *c;
+	unsigned int i;
+	int ret;
+
+	BUILD_BUG_ON(sizeof(c->desc) != sizeof(u->desc));
+	c = kzalloc(sizeof(*c), GFP_KERNEL_ACCOUNT);
+	if (!c)
+		return ERR_PTR(-ENOMEM);
+	INIT_LIST_HEAD(&c->rnode);
+	INIT_LIST_HEAD(&c->dnode);
+	c->owner = owner;
+	if (copy_from_user(&c->desc, u->desc, sizeof(c->desc))) {
+		ret = -EFAULT;
+		goto fail;
+	}
+	ret = netgpu_check_cmd(&c->desc, &nd->lim, &c->spec);
+	if (ret)
+		goto fail;
+	for (i = 0; i < c->spec.nbufs; i++) {
+		ret = netgpu_buf_pin(nd, c, &c->bufs[i], &c->spec.bufs[i]);
+		if (ret)
+			goto fail;
+	}
+	return c;
+fail:
+	netgpu_cmd_release(nd, c, false);
+	kfree(c);
+	return ERR_PTR(ret);
 }
 
 /* ---------------------------------------------------------------- completions */
 
+/*
+ * Releases the buffers of finished commands (all of them, or only @only). The device no
+ * longer touches them: they completed, or their queue stopped. Sleeps.
+ */
+static void netgpu_reclaim_locked(struct netgpu_queue *q, struct netgpu_cmd *only)
+{
+	struct netgpu_cmd *c;
+	unsigned long flags;
+	bool orphan;
+
+	lockdep_assert_held(&q->release_mutex);
+	for (;;) {
+		spin_lock_irqsave(&q->lock, flags);
+		if (only)
+			c = list_empty(&only->rnode) ? NULL : only;
+		else
+			c = list_first_entry_or_null(&q->release_list, struct netgpu_cmd, rnode);
+		if (c)
+			list_del_init(&c->rnode);
+		spin_unlock_irqrestore(&q->lock, flags);
+		if (!c)
+			return;
+		netgpu_cmd_release(q->ndev, c, q->leak);
+		spin_lock_irqsave(&q->lock, flags);
+		c->released = true;
+		orphan = c->owner == NETGPU_OWNER_ORPHAN;
+		spin_unlock_irqrestore(&q->lock, flags);
+		if (orphan)
+			netgpu_cmd_free(c);
+		if (only)
+			return;
+	}
+}
+
+static void netgpu_reclaim(struct netgpu_queue *q, struct netgpu_cmd *only)
+{
+	mutex_lock(&q->release_mutex);
+	netgpu_reclaim_locked(q, only);
+	mutex_unlock(&q->release_mutex);
+}
+
+static void netgpu_reclaim_work(struct work_struct *w)
+{
+	netgpu_reclaim(container_of(w, struct netgpu_queue, reclaim_work), NULL);
+}
+
+/* A finished command (DONE or LOST) goes to the release list. Caller holds q->lock. */
+static void netgpu_cmd_finished(struct netgpu_queue *q, struct netgpu_cmd *c, u8 state)
+{
+	c->state = state;
+	list_add_tail(&c->rnode, &q->release_list);
+	if (c->owner == NETGPU_OWNER_QUEUED)
+		list_add_tail(&c->dnode, &q->reap_list);
+}
+
 /* Consumes new completions; returns true if any arrived. Any context. */
 static bool netgpu_process_cq(struct netgpu_queue *q)
 {
-	struct netgpu_batch *b;
+	bool progress = false, work = false;
+	unsigned int bogus = 0;
 	unsigned long flags;
-	bool progress = false;
 
 	spin_lock_irqsave(&q->lock, flags);
-	b = q->batch;
-	for (;;) {
-		struct netgpu_completion *c = &q->cq[q->cq_head];
-		u16 f = le16_to_cpu(READ_ONCE(c->flags));
-		u32 cid;
+	while (q->cq) {
+		struct netgpu_completion *e = &q->cq[q->cq_head];
+		struct netgpu_completion cpl;
+		struct netgpu_cmd *c;
+		u16 tag;
 
-		if ((f & NETGPU_CQE_FLAG_PHASE) != q->phase)
+		if ((le16_to_cpu(READ_ONCE(e->flags)) & NETGPU_CQE_FLAG_PHASE) != q->phase)
 			break;
 		dma_rmb();
-		cid = le32_to_cpu(c->cid);
-		if (b && cid < b->count && !b->slots[cid].done) {
-			b->slots[cid].cpl = *c;
-			b->slots[cid].done = true;
-			b->remaining--;
-		}
+		cpl = *e;
 		q->cq_head = (q->cq_head + 1) % q->size;
 		if (q->cq_head == 0)
 			q->phase ^= 1;
 		progress = true;
+		tag = netgpu_cid_tag(le32_to_cpu(cpl.cid));
+		c = tag < q->size ? q->tags[tag] : NULL;
+		if (!c || c->cid != le32_to_cpu(cpl.cid)) {
+			bogus++;
+			continue;
+		}
+		q->tags[tag] = NULL;
+		q->free_tags[q->nfree++] = tag;
+		q->credits--;
+		c->cpl = cpl;
+		netgpu_cmd_finished(q, c, NETGPU_CMD_DONE);
+		if (c->owner != NETGPU_OWNER_WAITER)
+			work = true;
 	}
-	spin_unlock_irqrestore(&q->lock, flags);
 	if (progress)
-		wake_up(&q->wq);
+		q->events++;
+	spin_unlock_irqrestore(&q->lock, flags);
+	if (bogus)
+		dev_warn_ratelimited(&q->ndev->pdev->dev,
+				     "queue %u: %u completions for no command in flight\n",
+				     q->qid, bogus);
+	if (work)
+		schedule_work(&q->reclaim_work);
+	if (progress)
+		wake_up_all(&q->wq);
 	return progress;
 }
 
-static irqreturn_t netgpu_vector_irq(int irq, void *data)
+static void netgpu_queue_fail(struct netgpu_queue *q)
 {
-	struct netgpu_dev *nd = data;
-	int v = irq - pci_irq_vector(nd->pdev, 0);
-	unsigned int i;
+	unsigned long flags;
 
-	if (v == 0 || !nd->msix) {
-		wake_up(&nd->event_wq);
-		if (nd->msix)
-			return IRQ_HANDLED;
+	WRITE_ONCE(q->broken, true);
+	spin_lock_irqsave(&q->lock, flags);
+	q->events++;
+	spin_unlock_irqrestore(&q->lock, flags);
+	wake_up_all(&q->wq);
+}
+
+static void netgpu_fail_all(struct netgpu_dev *nd)
+{
+	struct netgpu_queue *q;
+	unsigned long flags;
+	int i;
+
+	spin_lock_irqsave(&nd->qlock, flags);
+	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
+		q = nd->queues[i];
+		if (q)
+			netgpu_queue_fail(q);
 	}
+	spin_unlock_irqrestore(&nd->qlock, flags);
+}
+
+static void netgpu_handle_vector(struct netgpu_dev *nd, int vector)
+{
+	struct netgpu_queue *q;
+	int i;
+
 	spin_lock(&nd->qlock);
 	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
-		struct netgpu_queue *q = nd->queues[i];
-
-		if (q && (!nd->msix || q->vector == v))
+		q = nd->queues[i];
+		if (!q)
+			continue;
+		if (vector < 0 || q->vector == vector)
 			netgpu_process_cq(q);
+		/* A device event (status change, e.g. FATAL): let waiters look at once. */
+		if (vector <= 0)
+			wake_up_all(&q->wq);
 	}
 	spin_unlock(&nd->qlock);
+	if (vector <= 0)
+		wake_up_all(&nd->event_wq);
+}
+
+static irqreturn_t netgpu_msix_irq(int irq, void *data)
+{
+	struct netgpu_vec *v = data;
+
+	netgpu_handle_vector(v->nd, v->index);
 	return IRQ_HANDLED;
 }
 
 static irqreturn_t netgpu_intx_irq(int irq, void *data)
 {
 	struct netgpu_dev *nd = data;
+	u32 cause;
 
 	/* INTR_STATUS is read-to-clear; 0 means the shared line was someone else's. */
-	if (!rd32(nd, NETGPU_REG_INTR_STATUS))
+	cause = rd32(nd, NETGPU_REG_INTR_STATUS);
+	if (!cause || netgpu_all_ones(cause))
 		return IRQ_NONE;
-	return netgpu_vector_irq(irq, data);
+	netgpu_handle_vector(nd, -1);
+	return IRQ_HANDLED;
 }
 
 /* ---------------------------------------------------------------- queues */
 
-static bool netgpu_queue_stopped(struct netgpu_dev *nd, u16 qid)
+/* Is the queue unusable (device error, fatal status, reset, removal)? Sets q->broken. */
+static bool netgpu_queue_check(struct netgpu_queue *q, bool force)
 {
-	return !(rd32(nd, qreg(qid, NETGPU_QREG_STATUS)) & NETGPU_QSTATUS_ENABLED);
+	struct netgpu_dev *nd = q->ndev;
+	bool bad = false;
+	u32 qst, st;
+
+	if (READ_ONCE(q->broken))
+		return true;
+	if (!force && time_before(jiffies, READ_ONCE(q->next_check)))
+		return false;
+	WRITE_ONCE(q->next_check, jiffies + msecs_to_jiffies(NETGPU_CHECK_MS));
+	down_read(&nd->io_sem);
+	if (nd->dead || READ_ONCE(nd->resetting)) {
+		bad = true;
+	} else {
+		qst = rd32(nd, qreg(q->qid, NETGPU_QREG_STATUS));
+		st = rd32(nd, NETGPU_REG_STATUS);
+		bad = netgpu_all_ones(qst) || netgpu_all_ones(st) || !netgpu_answers(nd) ||
+		      qst != NETGPU_QSTATUS_ENABLED || (st & NETGPU_STATUS_FATAL);
+	}
+	up_read(&nd->io_sem);
+	if (bad)
+		netgpu_queue_fail(q);
+	return bad;
+}
+
+static int netgpu_broken_errno(struct netgpu_queue *q)
+{
+	return READ_ONCE(q->ndev->removing) ? -ENODEV : -EIO;
 }
 
 /*
  * Disables the queue and waits until the device no longer touches its rings or any buffer.
- * Returns false if the device did not confirm in time: the caller must then leak the memory
- * rather than free it under a device that may still write to it.
+ * Returns false if the device did not confirm in time: the caller must then keep the memory
+ * rather than free it under a device that may still write to it. A removed device has been
+ * stopped by remove(): true.
  */
 static bool netgpu_queue_stop(struct netgpu_queue *q)
 {
 	struct netgpu_dev *nd = q->ndev;
 	unsigned long deadline = jiffies + msecs_to_jiffies(NETGPU_STOP_TIMEOUT_MS);
-	bool ok = true;
+	bool written = false;
+	u32 st;
 
-	down_read(&nd->io_sem);
-	if (!nd->dead) {
-		wr32(nd, qreg(q->qid, NETGPU_QREG_ENABLE), 0);
-		while (!netgpu_queue_stopped(nd, q->qid)) {
-			if (time_after(jiffies, deadline)) {
-				ok = false;
-				break;
-			}
-			msleep(1);
+	for (;;) {
+		down_read(&nd->io_sem);
+		if (nd->dead) {
+			up_read(&nd->io_sem);
+			return true;
 		}
+		if (!written) {
+			wr32(nd, qreg(q->qid, NETGPU_QREG_ENABLE), 0);
+			written = true;
+		}
+		st = rd32(nd, qreg(q->qid, NETGPU_QREG_STATUS));
+		if (!netgpu_all_ones(st) && (st & NETGPU_QSTATUS_ENABLED) && !netgpu_answers(nd))
+			st = ~0u;	/* not answering: gone, nothing left to wait for */
+		up_read(&nd->io_sem);
+		if (netgpu_all_ones(st) || !(st & NETGPU_QSTATUS_ENABLED))
+			return true;
+		if (time_after(jiffies, deadline))
+			return false;
+		usleep_range(1000, 2000);
 	}
-	up_read(&nd->io_sem);
-	if (!ok)
-		dev_err(&nd->pdev->dev, "queue %u did not stop; leaking its memory\n", q->qid);
-	return ok;
 }
 
-static void netgpu_queue_free(struct netgpu_queue *q, bool device_stopped)
+/*
+ * The device has stopped using the queue (or is being removed): every command still in
+ * flight is lost, every buffer released, the rings freed. Queue memory that user space may
+ * still reap (QUEUED commands) stays. Caller holds nd->qmutex.
+ */
+static void netgpu_queue_teardown(struct netgpu_queue *q)
+{
+	struct netgpu_dev *nd = q->ndev;
+	struct netgpu_completion *cq;
+	unsigned long flags;
+	u32 t;
+
+	mutex_lock(&q->release_mutex);
+	WRITE_ONCE(q->broken, true);
+	spin_lock_irqsave(&q->lock, flags);
+	q->stopped = true;
+	for (t = 0; t < q->size; t++) {
+		struct netgpu_cmd *c = q->tags[t];
+
+		if (!c)
+			continue;
+		q->tags[t] = NULL;
+		netgpu_cmd_finished(q, c, NETGPU_CMD_LOST);
+	}
+	cq = q->cq;
+	q->cq = NULL;
+	q->events++;
+	spin_unlock_irqrestore(&q->lock, flags);
+	netgpu_reclaim_locked(q, NULL);
+	if (cq && !q->leak) {
+		dma_free_coherent(&nd->pdev->dev, q->size * sizeof(*q->sq), q->sq, q->sq_dma);
+		dma_free_coherent(&nd->pdev->dev, q->size * sizeof(*cq), cq, q->cq_dma);
+		q->sq = NULL;
+	}
+	mutex_unlock(&q->release_mutex);
+	wake_up_all(&q->wq);
+}
+
+static void netgpu_queue_unpublish(struct netgpu_queue *q)
 {
 	struct netgpu_dev *nd = q->ndev;
 	unsigned long flags;
@@ -483,229 +800,759 @@ static void netgpu_queue_free(struct netgpu_queue *q, bool device_stopped)
 	if (nd->queues[q->qid] == q)
 		nd->queues[q->qid] = NULL;
 	spin_unlock_irqrestore(&nd->qlock, flags);
-	if (device_stopped) {
-		netgpu_batch_free(nd, q->batch);
-		dma_free_coherent(&nd->pdev->dev, q->size * sizeof(*q->sq), q->sq, q->sq_dma);
-		dma_free_coherent(&nd->pdev->dev, q->size * sizeof(*q->cq), q->cq, q->cq_dma);
+}
+
+/* Frees a torn-down, unpublished queue and what user space never reaped. */
+static void netgpu_queue_free(struct netgpu_queue *q)
+{
+	struct netgpu_dev *nd = q->ndev;
+	struct netgpu_cmd *c;
+	unsigned long idx;
+
+	cancel_work_sync(&q->reclaim_work);
+	netgpu_reclaim(q, NULL);
+	xa_for_each(&q->queued, idx, c) {
+		xa_erase(&q->queued, idx);
+		netgpu_cmd_free(c);
 	}
+	xa_destroy(&q->queued);
+	kfree(q->tags);
+	kfree(q->gens);
+	kfree(q->free_tags);
 	kfree(q);
+	netgpu_dev_put(nd);
+}
+
+/*
+ * Looks at stuck queues again: one the device has let go of by now is torn down and its
+ * index reused. Caller holds nd->qmutex.
+ */
+static void netgpu_reap_zombies(struct netgpu_dev *nd)
+{
+	struct netgpu_queue *q;
+	int i;
+	u32 st;
+
+	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
+		q = nd->queues[i];
+		if (!q || !q->zombie)
+			continue;
+		down_read(&nd->io_sem);
+		st = nd->dead ? 0 : rd32(nd, qreg(q->qid, NETGPU_QREG_STATUS));
+		up_read(&nd->io_sem);
+		if (!netgpu_all_ones(st) && (st & NETGPU_QSTATUS_ENABLED))
+			continue;
+		dev_info(&nd->pdev->dev, "stuck queue %u stopped at last; freeing it\n", q->qid);
+		netgpu_queue_teardown(q);
+		netgpu_queue_unpublish(q);
+		netgpu_queue_free(q);
+	}
 }
 
 static int netgpu_wait_ready(struct netgpu_dev *nd)
 {
 	unsigned long deadline = jiffies + msecs_to_jiffies(NETGPU_READY_TIMEOUT_MS);
-	u32 st;
+	u32 st = 0;
 
 	for (;;) {
 		down_read(&nd->io_sem);
-		st = nd->dead ? 0 : rd32(nd, NETGPU_REG_STATUS);
-		up_read(&nd->io_sem);
-		if (nd->dead)
+		if (nd->dead) {
+			up_read(&nd->io_sem);
 			return -ENODEV;
-		if (st & NETGPU_STATUS_FATAL)
-			return -EIO;
-		if ((st & NETGPU_STATUS_READY) && !(st & NETGPU_STATUS_RESETTING))
-			return 0;
+		}
+		if (!READ_ONCE(nd->resetting))
+			st = netgpu_answers(nd) ? rd32(nd, NETGPU_REG_STATUS) : ~0u;
+		up_read(&nd->io_sem);
+		if (!READ_ONCE(nd->resetting)) {
+			if (netgpu_all_ones(st))
+				return -ENODEV;
+			if (st & NETGPU_STATUS_FATAL)
+				return -EIO;
+			if ((st & NETGPU_STATUS_READY) && !(st & NETGPU_STATUS_RESETTING))
+				return 0;
+		}
 		if (time_after(jiffies, deadline))
 			return -ETIMEDOUT;
-		if (wait_event_interruptible_timeout(nd->event_wq, nd->dead,
-						     msecs_to_jiffies(NETGPU_POLL_MS)) < 0)
+		if (wait_event_interruptible_timeout(nd->event_wq, READ_ONCE(nd->removing),
+						     msecs_to_jiffies(50)) < 0)
 			return -ERESTARTSYS;
 	}
 }
 
-static struct netgpu_queue *netgpu_queue_create(struct netgpu_dev *nd)
+static struct netgpu_queue *netgpu_queue_alloc(struct netgpu_dev *nd)
 {
+	struct device *dev = &nd->pdev->dev;
 	struct netgpu_queue *q;
-	unsigned long flags;
-	int qid = -1, i, ret;
+	u32 i;
+
+	q = kzalloc(sizeof(*q), GFP_KERNEL_ACCOUNT);
+	if (!q)
+		return NULL;
+	q->ndev = nd;
+	q->size = queue_size;
+	q->phase = 1;
+	q->uid = current_uid();
+	mutex_init(&q->sq_mutex);
+	spin_lock_init(&q->lock);
+	mutex_init(&q->release_mutex);
+	init_waitqueue_head(&q->wq);
+	INIT_LIST_HEAD(&q->release_list);
+	INIT_LIST_HEAD(&q->reap_list);
+	xa_init(&q->queued);
+	INIT_WORK(&q->reclaim_work, netgpu_reclaim_work);
+	q->tags = kcalloc(q->size, sizeof(*q->tags), GFP_KERNEL_ACCOUNT);
+	q->gens = kcalloc(q->size, sizeof(*q->gens), GFP_KERNEL_ACCOUNT);
+	q->free_tags = kcalloc(q->size, sizeof(*q->free_tags), GFP_KERNEL_ACCOUNT);
+	q->sq = dma_alloc_coherent(dev, q->size * sizeof(*q->sq), &q->sq_dma, GFP_KERNEL);
+	q->cq = dma_alloc_coherent(dev, q->size * sizeof(*q->cq), &q->cq_dma, GFP_KERNEL);
+	if (!q->tags || !q->gens || !q->free_tags || !q->sq || !q->cq) {
+		if (q->sq)
+			dma_free_coherent(dev, q->size * sizeof(*q->sq), q->sq, q->sq_dma);
+		if (q->cq)
+			dma_free_coherent(dev, q->size * sizeof(*q->cq), q->cq, q->cq_dma);
+		kfree(q->tags);
+		kfree(q->gens);
+		kfree(q->free_tags);
+		kfree(q);
+		return NULL;
+	}
+	for (i = 0; i < q->size; i++)
+		q->free_tags[i] = q->size - 1 - i;
+	q->nfree = q->size;
+	return q;
+}
+
+static void netgpu_queue_free_unused(struct netgpu_queue *q)
+{
+	struct device *dev = &q->ndev->pdev->dev;
+
+	if (q->leak) {
+		dev_err(dev, "queue %u refused but kept running; its rings are kept\n", q->qid);
+	} else {
+		dma_free_coherent(dev, q->size * sizeof(*q->sq), q->sq, q->sq_dma);
+		dma_free_coherent(dev, q->size * sizeof(*q->cq), q->cq, q->cq_dma);
+	}
+	kfree(q->tags);
+	kfree(q->gens);
+	kfree(q->free_tags);
+	kfree(q);
+}
+
+/*
+ * After a refused enable: has the device let go of index @qid (so its rings may be freed)?
+ * Caller holds io_sem.
+ */
+static bool netgpu_index_stopped(struct netgpu_dev *nd, u16 qid)
+{
+	unsigned long deadline = jiffies + msecs_to_jiffies(NETGPU_STOP_TIMEOUT_MS);
 	u32 st;
 
-	q = kzalloc(sizeof(*q), GFP_KERNEL);
-	if (!q)
-		return ERR_PTR(-ENOMEM);
-	q->ndev = nd;
-	q->size = NETGPU_QUEUE_SIZE;
-	q->phase = 1;
-	spin_lock_init(&q->lock);
-	init_waitqueue_head(&q->wq);
-	mutex_init(&q->submit_lock);
-	q->sq = dma_alloc_coherent(&nd->pdev->dev, q->size * sizeof(*q->sq), &q->sq_dma, GFP_KERNEL);
-	q->cq = dma_alloc_coherent(&nd->pdev->dev, q->size * sizeof(*q->cq), &q->cq_dma, GFP_KERNEL);
-	if (!q->sq || !q->cq) {
-		ret = -ENOMEM;
-		goto fail;
+	while ((st = rd32(nd, qreg(qid, NETGPU_QREG_STATUS))) != ~0u &&
+	       (st & NETGPU_QSTATUS_ENABLED)) {
+		if (time_after(jiffies, deadline))
+			return false;
+		usleep_range(1000, 2000);
 	}
-	spin_lock_irqsave(&nd->qlock, flags);
-	for (i = 0; i < nd->max_queues; i++) {
-		if (!nd->queues[i]) {
-			qid = i;
-			nd->queues[i] = q;
-			break;
-		}
-	}
-	spin_unlock_irqrestore(&nd->qlock, flags);
-	if (qid < 0) {
-		ret = -EBUSY;
-		goto fail;
-	}
+	return true;
+}
+
+/* Programs and enables queue @qid for @q; 0, or why the device refused. */
+static int netgpu_queue_enable(struct netgpu_dev *nd, struct netgpu_queue *q, u16 qid)
+{
+	u32 st;
+
+	if (nd->dead || !netgpu_answers(nd))
+		return -ENODEV;
+	st = rd32(nd, qreg(qid, NETGPU_QREG_STATUS));
+	if (netgpu_all_ones(st))
+		return -ENODEV;
+	if (st & NETGPU_QSTATUS_ENABLED)
+		return -EBUSY;		/* the device still serves the index's previous use */
 	q->qid = qid;
 	q->vector = nd->msix ? 1 + (qid % (nd->nvec - 1)) : 1 + qid;
-	down_read(&nd->io_sem);
-	if (nd->dead) {
-		up_read(&nd->io_sem);
-		ret = -ENODEV;
-		goto fail_slot;
-	}
 	wr64(nd, qreg(qid, NETGPU_QREG_SQ_BASE), q->sq_dma);
 	wr64(nd, qreg(qid, NETGPU_QREG_CQ_BASE), q->cq_dma);
 	wr32(nd, qreg(qid, NETGPU_QREG_SIZE), q->size);
 	wr32(nd, qreg(qid, NETGPU_QREG_MSIX_VECTOR), q->vector);
-	wr32(nd, qreg(qid, NETGPU_QREG_COALESCE_USECS), 0);
-	wr32(nd, qreg(qid, NETGPU_QREG_COALESCE_COUNT), 0);
+	if (nd->lim.features & NETGPU_FEATURE_INTR_COALESCING) {
+		wr32(nd, qreg(qid, NETGPU_QREG_COALESCE_USECS), 0);
+		wr32(nd, qreg(qid, NETGPU_QREG_COALESCE_COUNT), 0);
+	}
+	/* A device that refused the writes (index still busy) must not get our rings. */
+	if (rd64(nd, qreg(qid, NETGPU_QREG_SQ_BASE)) != q->sq_dma ||
+	    rd64(nd, qreg(qid, NETGPU_QREG_CQ_BASE)) != q->cq_dma)
+		return -EBUSY;
 	wr32(nd, qreg(qid, NETGPU_QREG_ENABLE), 1);
 	st = rd32(nd, qreg(qid, NETGPU_QREG_STATUS));
 	if (st != NETGPU_QSTATUS_ENABLED) {
-		dev_warn(&nd->pdev->dev, "queue %d refused: status %#x error %u\n", qid, st,
-			 rd32(nd, qreg(qid, NETGPU_QREG_ERROR)));
+		u32 err = rd32(nd, qreg(qid, NETGPU_QREG_ERROR));
+
 		wr32(nd, qreg(qid, NETGPU_QREG_ENABLE), 0);
-		up_read(&nd->io_sem);
-		ret = -EIO;
-		goto fail_slot;
+		if (err == NETGPU_QERR_BUSY)
+			return -EBUSY;	/* still stopping its previous use: try another index */
+		dev_warn(&nd->pdev->dev, "queue %u refused: status %#x error %u\n", qid, st, err);
+		if (!netgpu_index_stopped(nd, qid))
+			q->leak = true;		/* it may still use our rings: never free them */
+		return -EIO;
 	}
-	up_read(&nd->io_sem);
-	return q;
-fail_slot:
-	spin_lock_irqsave(&nd->qlock, flags);
-	nd->queues[qid] = NULL;
-	spin_unlock_irqrestore(&nd->qlock, flags);
-fail:
-	if (q->sq)
-		dma_free_coherent(&nd->pdev->dev, q->size * sizeof(*q->sq), q->sq, q->sq_dma);
-	if (q->cq)
-		dma_free_coherent(&nd->pdev->dev, q->size * sizeof(*q->cq), q->cq, q->cq_dma);
-	kfree(q);
-	return ERR_PTR(ret);
+	q->next_check = jiffies + msecs_to_jiffies(NETGPU_CHECK_MS);
+	return 0;
 }
 
-/* Is the queue unusable (device error, fatal status, removal)? Updates q->broken. */
-static bool netgpu_queue_check(struct netgpu_queue *q)
+/* Creates and enables a queue for the calling process. Caller holds nd->qmutex. */
+static struct netgpu_queue *netgpu_queue_create(struct netgpu_dev *nd)
+{
+	struct netgpu_queue *q, *p;
+	kuid_t uid = current_uid();
+	unsigned long flags;
+	unsigned int mine = 0, limit = READ_ONCE(max_queues_per_user);
+	int i, ret = -EBUSY;
+
+	netgpu_reap_zombies(nd);
+	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
+		p = nd->queues[i];
+		if (p && !p->zombie && uid_eq(p->uid, uid))
+			mine++;
+	}
+	if (limit && mine >= limit)
+		return ERR_PTR(-EDQUOT);
+	q = netgpu_queue_alloc(nd);
+	if (!q)
+		return ERR_PTR(-ENOMEM);
+	down_read(&nd->io_sem);
+	for (i = 0; i < nd->max_queues && !READ_ONCE(nd->resetting); i++) {
+		if (nd->queues[i])
+			continue;
+		ret = netgpu_queue_enable(nd, q, i);
+		if (ret != -EBUSY)
+			break;
+	}
+	if (READ_ONCE(nd->resetting))
+		ret = -EAGAIN;		/* open() waits for the reset to finish and tries again */
+	if (!ret) {
+		kref_get(&nd->ref);
+		spin_lock_irqsave(&nd->qlock, flags);
+		nd->queues[q->qid] = q;
+		spin_unlock_irqrestore(&nd->qlock, flags);
+	}
+	up_read(&nd->io_sem);
+	if (ret) {
+		netgpu_queue_free_unused(q);
+		return ERR_PTR(ret);
+	}
+	return q;
+}
+
+/* ---------------------------------------------------------------- submission */
+
+static bool netgpu_reserve(struct netgpu_queue *q, u32 n, bool *reserved)
+{
+	unsigned long flags;
+
+	if (*reserved || READ_ONCE(q->broken))
+		return true;
+	spin_lock_irqsave(&q->lock, flags);
+	if (q->credits + n <= q->size) {
+		q->credits += n;
+		*reserved = true;
+	}
+	spin_unlock_irqrestore(&q->lock, flags);
+	return *reserved;
+}
+
+static void netgpu_unreserve(struct netgpu_queue *q, u32 n)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&q->lock, flags);
+	q->credits -= n;
+	spin_unlock_irqrestore(&q->lock, flags);
+	wake_up_all(&q->wq);
+}
+
+/*
+ * Queues @n prepared commands, contiguously and in order. On success the commands are in
+ * flight (the device owns their memory) and *first_seq is the first one's sequence number;
+ * on failure none is, and the caller still owns them all.
+ */
+static int netgpu_enqueue(struct netgpu_queue *q, struct netgpu_cmd **cmds, u32 n,
+			  u64 *first_seq)
 {
 	struct netgpu_dev *nd = q->ndev;
+	bool reserved = false;
+	unsigned long flags;
+	u32 i, done = 0;
+	int ret;
 
-	if (q->broken)
-		return true;
+	if (wait_event_killable(q->wq, netgpu_reserve(q, n, &reserved)))
+		return -EINTR;
+	if (!reserved)
+		return netgpu_broken_errno(q);
 	down_read(&nd->io_sem);
-	if (nd->dead ||
-	    (rd32(nd, qreg(q->qid, NETGPU_QREG_STATUS)) & NETGPU_QSTATUS_ERROR) ||
-	    (rd32(nd, NETGPU_REG_STATUS) & NETGPU_STATUS_FATAL))
-		q->broken = true;
+	if (nd->dead || READ_ONCE(q->broken) || READ_ONCE(nd->resetting)) {
+		ret = nd->dead ? -ENODEV : -EIO;
+		goto unlock;
+	}
+	for (i = 0; i < n; i++) {
+		ret = netgpu_cmd_map(nd, cmds[i]);
+		if (ret)
+			goto unmap;
+	}
+	mutex_lock(&q->sq_mutex);
+	for (done = 0; done < n; done++) {
+		if (cmds[done]->owner != NETGPU_OWNER_QUEUED) {
+			cmds[done]->seq = q->next_seq + done;
+			continue;
+		}
+		cmds[done]->seq = q->next_seq + done;
+		ret = xa_insert(&q->queued, (unsigned long)cmds[done]->seq, cmds[done],
+				GFP_KERNEL_ACCOUNT);
+		if (ret) {
+			ret = ret == -EBUSY ? -EAGAIN : ret;
+			goto unqueue;
+		}
+	}
+	spin_lock_irqsave(&q->lock, flags);
+	if (READ_ONCE(q->broken) || !q->cq) {
+		spin_unlock_irqrestore(&q->lock, flags);
+		ret = -EIO;
+		goto unqueue;
+	}
+	if (q->nqueued + n > NETGPU_MAX_QUEUED && cmds[0]->owner == NETGPU_OWNER_QUEUED) {
+		spin_unlock_irqrestore(&q->lock, flags);
+		ret = -EAGAIN;
+		goto unqueue;
+	}
+	for (i = 0; i < n; i++) {
+		struct netgpu_cmd *c = cmds[i];
+
+		c->tag = q->free_tags[--q->nfree];
+		c->cid = netgpu_cid_make(c->tag, ++q->gens[c->tag]);
+		c->desc.cid = cpu_to_le32(c->cid);
+		c->state = NETGPU_CMD_INFLIGHT;
+		q->tags[c->tag] = c;
+		if (c->owner == NETGPU_OWNER_QUEUED)
+			q->nqueued++;
+		q->sq[(q->sq_tail + i) % q->size] = c->desc;
+	}
+	spin_unlock_irqrestore(&q->lock, flags);
+	q->sq_tail = (q->sq_tail + n) % q->size;
+	*first_seq = q->next_seq;
+	q->next_seq += n;
+	/* writel orders the descriptor stores above before the doorbell. */
+	wr32(nd, NETGPU_REG_DOORBELL_BASE + q->qid * NETGPU_REG_DOORBELL_STRIDE, q->sq_tail);
+	mutex_unlock(&q->sq_mutex);
 	up_read(&nd->io_sem);
-	return q->broken;
+	return 0;
+unqueue:
+	for (i = 0; i < done; i++)
+		if (cmds[i]->owner == NETGPU_OWNER_QUEUED)
+			xa_erase(&q->queued, (unsigned long)cmds[i]->seq);
+	mutex_unlock(&q->sq_mutex);
+unmap:
+	for (i = 0; i < n; i++)
+		netgpu_cmd_unmap(nd, cmds[i]);
+unlock:
+	up_read(&nd->io_sem);
+	netgpu_unreserve(q, n);
+	return ret;
+}
+
+static void netgpu_cmds_free(struct netgpu_queue *q, struct netgpu_cmd **cmds, u32 n)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++) {
+		if (IS_ERR_OR_NULL(cmds[i]))
+			continue;
+		netgpu_cmd_release(q->ndev, cmds[i], false);
+		netgpu_cmd_free(cmds[i]);
+	}
+}
+
+/* Prepares a user batch; on failure frees what it prepared. */
+static int netgpu_prepare_batch(struct netgpu_queue *q, u64 ucmds, u32 count, u8 owner,
+				struct netgpu_cmd ***out)
+{
+	const struct netgpu_ioc_cmd __user *u = u64_to_user_ptr(ucmds);
+	struct netgpu_cmd **cmds;
+	u32 i;
+
+	if (count == 0 || count > NETGPU_MAX_BATCH || count > q->size)
+		return -EINVAL;
+	cmds = kcalloc(count, sizeof(*cmds), GFP_KERNEL);
+	if (!cmds)
+		return -ENOMEM;
+	for (i = 0; i < count; i++) {
+		cmds[i] = netgpu_cmd_prepare(q, &u[i], owner);
+		if (IS_ERR(cmds[i])) {
+			int ret = PTR_ERR(cmds[i]);
+
+			cmds[i] = NULL;
+			netgpu_cmds_free(q, cmds, i);
+			kfree(cmds);
+			return ret;
+		}
+	}
+	*out = cmds;
+	return 0;
+}
+
+/*
+ * A SUBMIT caller gives up on its commands (fatal signal, failed queue): those already done
+ * are released and freed here, the others become orphans the queue frees later.
+ */
+static void netgpu_abandon(struct netgpu_queue *q, struct netgpu_cmd **cmds, u32 n)
+{
+	unsigned long flags;
+	u32 i;
+
+	for (i = 0; i < n; i++) {
+		bool mine;
+
+		spin_lock_irqsave(&q->lock, flags);
+		mine = cmds[i]->state == NETGPU_CMD_DONE || cmds[i]->state == NETGPU_CMD_LOST;
+		if (!mine)
+			cmds[i]->owner = NETGPU_OWNER_ORPHAN;
+		spin_unlock_irqrestore(&q->lock, flags);
+		if (mine) {
+			netgpu_reclaim(q, cmds[i]);
+			netgpu_cmd_free(cmds[i]);
+		}
+	}
+}
+
+static bool netgpu_all_done(struct netgpu_cmd **cmds, u32 n)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++)
+		if (READ_ONCE(cmds[i]->state) != NETGPU_CMD_DONE)
+			return false;
+	return true;
 }
 
 static long netgpu_submit(struct netgpu_queue *q, struct netgpu_ioc_submit __user *uarg)
 {
-	struct netgpu_dev *nd = q->ndev;
 	struct netgpu_ioc_submit req;
 	struct netgpu_ioc_cmd __user *ucmds;
-	struct netgpu_batch *b;
-	unsigned long flags;
+	struct netgpu_cmd **cmds;
 	long ret = 0;
+	u64 seq;
 	u32 i;
 
 	if (copy_from_user(&req, uarg, sizeof(req)))
 		return -EFAULT;
-	if (req.flags || req.count == 0 || req.count > NETGPU_MAX_BATCH || req.count >= q->size)
+	if (req.flags)
 		return -EINVAL;
-	ucmds = u64_to_user_ptr(req.cmds);
-	if (mutex_lock_killable(&q->submit_lock))
-		return -EINTR;
-	if (q->batch) {
-		/* Only a broken queue keeps a batch across calls: it can never finish. */
-		ret = -EIO;
-		goto unlock;
+	if (READ_ONCE(q->broken))
+		return netgpu_broken_errno(q);
+	ret = netgpu_prepare_batch(q, req.cmds, req.count, NETGPU_OWNER_WAITER, &cmds);
+	if (ret)
+		return ret;
+	ret = netgpu_enqueue(q, cmds, req.count, &seq);
+	if (ret) {
+		netgpu_cmds_free(q, cmds, req.count);
+		kfree(cmds);
+		return ret;
 	}
-	if (netgpu_queue_check(q)) {
-		ret = -EIO;
-		goto unlock;
-	}
-	b = kvzalloc(struct_size(b, slots, req.count), GFP_KERNEL);
-	if (!b) {
-		ret = -ENOMEM;
-		goto unlock;
-	}
-	b->count = req.count;
-	b->remaining = req.count;
-	for (i = 0; i < req.count; i++) {
-		struct netgpu_command cmd;
-
-		BUILD_BUG_ON(sizeof(cmd) != sizeof(ucmds[i].desc));
-		if (copy_from_user(&cmd, ucmds[i].desc, sizeof(cmd))) {
-			ret = -EFAULT;
-			goto free;
-		}
-		ret = netgpu_prepare(nd, &cmd, &b->slots[i]);
-		if (ret)
-			goto free;
-		cmd.cid = cpu_to_le32(i);
-		q->sq[(q->sq_tail + i) % q->size] = cmd;
-	}
-	spin_lock_irqsave(&q->lock, flags);
-	q->batch = b;
-	spin_unlock_irqrestore(&q->lock, flags);
-	q->sq_tail = (q->sq_tail + req.count) % q->size;
-	down_read(&nd->io_sem);
-	if (!nd->dead) {
-		/* writel orders the descriptor stores above before the doorbell. */
-		wr32(nd, NETGPU_REG_DOORBELL_BASE + q->qid * NETGPU_REG_DOORBELL_STRIDE, q->sq_tail);
-	}
-	up_read(&nd->io_sem);
-
 	/*
-	 * Wait for every completion. Interrupts wake us; the periodic poll also catches a lost
-	 * interrupt and notices a device error. Only a fatal signal ends the wait early (the
-	 * process is dying, and release() then stops the queue before unpinning): an ordinary
-	 * signal cannot, because restarting the call would submit the batch twice.
+	 * Wait for every completion, holding no lock. Interrupts wake us; the periodic poll
+	 * also catches a lost interrupt and notices a device error. Only a fatal signal ends
+	 * the wait early (the process is dying): an ordinary signal cannot, because restarting
+	 * the call would submit the batch twice.
 	 */
 	for (;;) {
-		long w = wait_event_killable_timeout(q->wq, READ_ONCE(b->remaining) == 0,
+		long w = wait_event_killable_timeout(q->wq,
+						     netgpu_all_done(cmds, req.count) ||
+						     READ_ONCE(q->broken),
 						     msecs_to_jiffies(NETGPU_POLL_MS));
 		if (w < 0) {
-			ret = -EINTR;
-			goto unlock;	/* the batch stays in flight; release() reaps it */
+			netgpu_abandon(q, cmds, req.count);
+			kfree(cmds);
+			return -EINTR;
 		}
-		if (READ_ONCE(b->remaining) == 0)
+		if (netgpu_all_done(cmds, req.count))
 			break;
 		if (netgpu_process_cq(q))
 			continue;
-		if (netgpu_queue_check(q)) {
-			ret = -EIO;
-			goto unlock;
+		if (netgpu_queue_check(q, false)) {
+			netgpu_process_cq(q);
+			if (netgpu_all_done(cmds, req.count))
+				break;
+			netgpu_abandon(q, cmds, req.count);
+			kfree(cmds);
+			return netgpu_broken_errno(q);
 		}
 	}
-	for (i = 0; i < b->count; i++) {
-		if (copy_to_user(ucmds[i].cpl, &b->slots[i].cpl, sizeof(b->slots[i].cpl)))
+	ucmds = u64_to_user_ptr(req.cmds);
+	for (i = 0; i < req.count; i++) {
+		struct netgpu_completion cpl;
+
+		netgpu_reclaim(q, cmds[i]);	/* also orders the read of cpl after DONE */
+		cpl = cmds[i]->cpl;
+		cpl.cid = cpu_to_le32(i);
+		if (copy_to_user(ucmds[i].cpl, &cpl, sizeof(cpl)))
 			ret = -EFAULT;
+		netgpu_cmd_free(cmds[i]);
 	}
-	spin_lock_irqsave(&q->lock, flags);
-	q->batch = NULL;
-	spin_unlock_irqrestore(&q->lock, flags);
-free:
-	netgpu_batch_free(nd, b);
-unlock:
-	mutex_unlock(&q->submit_lock);
+	kfree(cmds);
 	return ret;
 }
+
+static long netgpu_queue_ioctl(struct netgpu_queue *q, struct netgpu_ioc_queue __user *uarg)
+{
+	struct netgpu_ioc_queue req;
+	struct netgpu_cmd **cmds;
+	unsigned long flags;
+	u64 seq;
+	long ret;
+
+	if (copy_from_user(&req, uarg, sizeof(req)))
+		return -EFAULT;
+	if (req.flags)
+		return -EINVAL;
+	if (READ_ONCE(q->broken))
+		return netgpu_broken_errno(q);
+	spin_lock_irqsave(&q->lock, flags);
+	ret = q->nqueued + req.count > NETGPU_MAX_QUEUED ? -EAGAIN : 0;
+	spin_unlock_irqrestore(&q->lock, flags);
+	if (ret)
+		return ret;
+	ret = netgpu_prepare_batch(q, req.cmds, req.count, NETGPU_OWNER_QUEUED, &cmds);
+	if (ret)
+		return ret;
+	ret = netgpu_enqueue(q, cmds, req.count, &seq);
+	if (ret) {
+		netgpu_cmds_free(q, cmds, req.count);
+		kfree(cmds);
+		return ret;
+	}
+	kfree(cmds);		/* the queue owns the commands now */
+	if (put_user(seq, &uarg->seq))
+		return -EFAULT;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- reaping */
+
+struct netgpu_reap_ctx {
+	struct netgpu_ioc_reap *r;
+	struct netgpu_cmd **take;	/* commands to reap, by entry */
+	u32 count;
+	u32 flags;
+};
+
+/*
+ * Looks at the listed commands (or the completed ones, COLLECT) under q->lock; if the wait
+ * is over, takes them out of the queue's books into ctx->take and returns the number of
+ * entries no longer pending; else returns 0 and changes nothing.
+ */
+static u32 netgpu_reap_scan(struct netgpu_queue *q, struct netgpu_reap_ctx *ctx)
+{
+	bool broken = READ_ONCE(q->broken);
+	u32 i, finished = 0;
+
+	lockdep_assert_held(&q->lock);
+	if (ctx->flags & NETGPU_WAIT_COLLECT) {
+		struct netgpu_cmd *c;
+		unsigned long idx;
+
+		list_for_each_entry(c, &q->reap_list, dnode) {
+			if (finished == ctx->count)
+				break;
+			ctx->take[finished++] = c;
+		}
+		if (broken && finished < ctx->count) {
+			xa_for_each(&q->queued, idx, c) {
+				if (finished == ctx->count)
+					break;
+				if (c->state == NETGPU_CMD_INFLIGHT)
+					ctx->take[finished++] = c;
+			}
+		}
+	} else {
+		for (i = 0; i < ctx->count; i++) {
+			struct netgpu_cmd *c = xa_load(&q->queued, (unsigned long)ctx->r[i].seq);
+			u32 j;
+
+			ctx->take[i] = NULL;
+			if (!c || c->seq != ctx->r[i].seq) {
+				finished++;
+				continue;
+			}
+			for (j = 0; j < i; j++)		/* listed twice: the first entry reaps */
+				if (ctx->take[j] == c)
+					break;
+			if (j < i) {
+				finished++;
+				continue;
+			}
+			if (c->state == NETGPU_CMD_NEW ||	/* its QUEUE call is not done */
+			    (c->state == NETGPU_CMD_INFLIGHT && !broken))
+				continue;
+			ctx->take[i] = c;
+			finished++;
+		}
+		if (finished == 0 || (!(ctx->flags & NETGPU_WAIT_ANY) && finished < ctx->count))
+			return 0;
+	}
+	if (finished == 0)
+		return 0;
+	for (i = 0; i < ctx->count; i++) {
+		struct netgpu_cmd *c = ctx->take[i];
+
+		if ((ctx->flags & NETGPU_WAIT_COLLECT) && i >= finished)
+			break;
+		if (!c)
+			continue;
+		xa_erase(&q->queued, (unsigned long)c->seq);
+		q->nqueued--;
+		if (!list_empty(&c->dnode))
+			list_del_init(&c->dnode);
+		if (c->state == NETGPU_CMD_INFLIGHT)
+			c->owner = NETGPU_OWNER_ORPHAN;	/* lost; the teardown frees it */
+	}
+	return finished;
+}
+
+static long netgpu_wait(struct netgpu_queue *q, struct netgpu_ioc_wait __user *uarg)
+{
+	struct netgpu_ioc_wait req;
+	struct netgpu_reap_ctx ctx = {};
+	struct netgpu_ioc_reap __user *ur;
+	unsigned long flags, deadline = 0;
+	bool forever;
+	long slice;
+	long ret = 0;
+	u32 i, finished;
+
+	if (copy_from_user(&req, uarg, sizeof(req)))
+		return -EFAULT;
+	if (req.reserved || req.count == 0 || req.count > NETGPU_MAX_WAIT ||
+	    (req.flags & ~(NETGPU_WAIT_ANY | NETGPU_WAIT_COLLECT)) ||
+	    req.flags == (NETGPU_WAIT_ANY | NETGPU_WAIT_COLLECT))
+		return -EINVAL;
+	ur = u64_to_user_ptr(req.reaps);
+	ctx.count = req.count;
+	ctx.flags = req.flags;
+	ctx.r = kcalloc(req.count, sizeof(*ctx.r), GFP_KERNEL);
+	ctx.take = kcalloc(req.count, sizeof(*ctx.take), GFP_KERNEL);
+	if (!ctx.r || !ctx.take) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	if (copy_from_user(ctx.r, ur, req.count * sizeof(*ctx.r))) {
+		ret = -EFAULT;
+		goto out;
+	}
+	for (i = 0; i < req.count; i++) {
+		if (ctx.r[i].reserved) {
+			ret = -EINVAL;
+			goto out;
+		}
+	}
+	forever = req.timeout_ns < 0;
+	if (!forever)
+		deadline = jiffies + nsecs_to_jiffies(req.timeout_ns);
+	for (;;) {
+		u64 ev;
+
+		netgpu_process_cq(q);
+		netgpu_queue_check(q, false);
+		spin_lock_irqsave(&q->lock, flags);
+		ev = q->events;
+		finished = netgpu_reap_scan(q, &ctx);
+		spin_unlock_irqrestore(&q->lock, flags);
+		if (finished)
+			break;
+		if (!forever && !time_before(jiffies, deadline)) {
+			ret = -ETIMEDOUT;
+			goto out;
+		}
+		slice = msecs_to_jiffies(NETGPU_POLL_MS);
+		if (!forever)
+			slice = min_t(long, slice, (long)(deadline - jiffies));
+		ret = wait_event_interruptible_timeout(q->wq, READ_ONCE(q->events) != ev,
+						       max_t(long, slice, 1));
+		if (ret < 0) {
+			ret = -EINTR;
+			goto out;
+		}
+		ret = 0;
+	}
+	/* The taken commands are ours now: release and report them. */
+	for (i = 0; i < req.count; i++) {
+		struct netgpu_cmd *c = ctx.take[i];
+		struct netgpu_ioc_reap *r = &ctx.r[i];
+
+		if ((req.flags & NETGPU_WAIT_COLLECT) && i >= finished) {
+			r->state = NETGPU_REAP_PENDING;
+			continue;
+		}
+		if (!c) {
+			struct netgpu_cmd *p;
+
+			/* Still pending (ANY), or unknown. */
+			spin_lock_irqsave(&q->lock, flags);
+			p = xa_load(&q->queued, (unsigned long)r->seq);
+			r->state = p && p->seq == r->seq ? NETGPU_REAP_PENDING :
+							   NETGPU_REAP_UNKNOWN;
+			spin_unlock_irqrestore(&q->lock, flags);
+			continue;
+		}
+		r->seq = c->seq;
+		memset(r->cpl, 0, sizeof(r->cpl));
+		if (c->state == NETGPU_CMD_DONE) {
+			struct netgpu_completion cpl = c->cpl;
+
+			cpl.cid = cpu_to_le32((u32)c->seq);
+			memcpy(r->cpl, &cpl, sizeof(cpl));
+			r->state = NETGPU_REAP_DONE;
+		} else {
+			r->state = NETGPU_REAP_LOST;
+		}
+		if (c->owner != NETGPU_OWNER_ORPHAN) {
+			netgpu_reclaim(q, c);
+			netgpu_cmd_free(c);
+		}
+	}
+	if (copy_to_user(ur, ctx.r, req.count * sizeof(*ctx.r)) ||
+	    put_user(finished, &uarg->done))
+		ret = -EFAULT;
+out:
+	kfree(ctx.r);
+	kfree(ctx.take);
+	return ret;
+}
+
+static __poll_t netgpu_poll(struct file *file, poll_table *wait)
+{
+	struct netgpu_queue *q = file->private_data;
+	unsigned long flags;
+	__poll_t mask = 0;
+
+	poll_wait(file, &q->wq, wait);
+	netgpu_process_cq(q);
+	spin_lock_irqsave(&q->lock, flags);
+	if (!list_empty(&q->reap_list))
+		mask |= EPOLLIN | EPOLLRDNORM;
+	spin_unlock_irqrestore(&q->lock, flags);
+	if (READ_ONCE(q->broken))
+		mask |= EPOLLERR;
+	return mask;
+}
+
+/* ---------------------------------------------------------------- info */
 
 static long netgpu_info(struct netgpu_queue *q, void __user *uarg)
 {
 	struct netgpu_dev *nd = q->ndev;
 	struct netgpu_ioc_info info = {};
-	int i;
 
 	info.uapi_version = NETGPU_UAPI_VERSION;
 	info.queue = q->qid;
+	info.features = (u32)nd->lim.features;
 	down_read(&nd->io_sem);
 	if (nd->dead) {
 		up_read(&nd->io_sem);
@@ -720,10 +1567,8 @@ static long netgpu_info(struct netgpu_queue *q, void __user *uarg)
 	info.driver_version = rd32(nd, NETGPU_REG_GPU_DRIVER_VERSION);
 	info.total_mem = rd64(nd, NETGPU_REG_GPU_TOTAL_MEM);
 	info.memory_quota = rd64(nd, NETGPU_REG_MEMORY_QUOTA);
-	for (i = 0; i < 16; i += 4)
-		put_unaligned_le32(rd32(nd, NETGPU_REG_GPU_UUID + i), &info.uuid[i]);
-	for (i = 0; i < NETGPU_GPU_NAME_LEN; i += 4)
-		put_unaligned_le32(rd32(nd, NETGPU_REG_GPU_NAME + i), &info.name[i]);
+	netgpu_read_bytes(nd, NETGPU_REG_GPU_UUID, info.uuid, sizeof(info.uuid));
+	netgpu_read_bytes(nd, NETGPU_REG_GPU_NAME, info.name, NETGPU_GPU_NAME_LEN);
 	up_read(&nd->io_sem);
 	info.name[sizeof(info.name) - 1] = 0;
 	return copy_to_user(uarg, &info, sizeof(info)) ? -EFAULT : 0;
@@ -731,38 +1576,90 @@ static long netgpu_info(struct netgpu_queue *q, void __user *uarg)
 
 /* ---------------------------------------------------------------- file operations */
 
+/* Closes a queue whose file is gone (or never was handed out). */
+static void netgpu_queue_close(struct netgpu_queue *q)
+{
+	struct netgpu_dev *nd = q->ndev;
+	struct netgpu_cmd *c;
+	unsigned long idx, flags;
+	bool stopped;
+
+	WRITE_ONCE(q->broken, true);
+	stopped = netgpu_queue_stop(q);
+	mutex_lock(&nd->qmutex);
+	if (stopped) {
+		netgpu_queue_teardown(q);
+		netgpu_queue_unpublish(q);
+		mutex_unlock(&nd->qmutex);
+		netgpu_queue_free(q);
+		return;
+	}
+	/*
+	 * The device did not let go of the queue: keep its index, rings and the buffers of
+	 * commands in flight (they may still be written) as a stuck queue; everything the
+	 * device is done with goes now.
+	 */
+	dev_err(&nd->pdev->dev, "queue %u did not stop; keeping its memory until it does\n",
+		q->qid);
+	spin_lock_irqsave(&q->lock, flags);
+	q->zombie = true;
+	xa_for_each(&q->queued, idx, c) {
+		xa_erase(&q->queued, idx);
+		if (!list_empty(&c->dnode))
+			list_del_init(&c->dnode);
+		c->owner = NETGPU_OWNER_ORPHAN;
+		if (c->released)	/* done and released: nobody else refers to it */
+			netgpu_cmd_free(c);
+	}
+	q->nqueued = 0;
+	spin_unlock_irqrestore(&q->lock, flags);
+	netgpu_reclaim(q, NULL);
+	mutex_unlock(&nd->qmutex);
+}
+
 static int netgpu_open(struct inode *inode, struct file *file)
 {
-	struct netgpu_dev *nd = container_of(inode->i_cdev, struct netgpu_dev, cdev);
+	struct netgpu_dev *nd;
 	struct netgpu_queue *q;
-	int ret;
+	int ret, tries;
 
-	kref_get(&nd->ref);
-	ret = netgpu_wait_ready(nd);
-	if (ret)
-		goto put;
-	q = netgpu_queue_create(nd);
+	mutex_lock(&netgpu_idr_lock);
+	nd = idr_find(&netgpu_idr, iminor(inode));
+	if (nd)
+		kref_get(&nd->ref);
+	mutex_unlock(&netgpu_idr_lock);
+	if (!nd)
+		return -ENODEV;
+	for (tries = 0;; tries++) {
+		ret = netgpu_wait_ready(nd);
+		if (ret)
+			goto put;
+		mutex_lock(&nd->qmutex);
+		q = READ_ONCE(nd->removing) ? ERR_PTR(-ENODEV) : netgpu_queue_create(nd);
+		mutex_unlock(&nd->qmutex);
+		if (!IS_ERR(q) && READ_ONCE(q->broken) && READ_ONCE(nd->resetting) && tries < 3) {
+			/* A reset began right after the queue was made: make another. */
+			netgpu_queue_close(q);
+			continue;
+		}
+		if (PTR_ERR_OR_ZERO(q) == -EAGAIN && tries < 3)
+			continue;
+		break;
+	}
 	if (IS_ERR(q)) {
 		ret = PTR_ERR(q);
 		goto put;
 	}
 	file->private_data = q;
-	return 0;
+	ret = 0;
 put:
-	kref_put(&nd->ref, netgpu_dev_release);
+	netgpu_dev_put(nd);	/* the queue holds its own reference */
 	return ret;
 }
 
 static int netgpu_release(struct inode *inode, struct file *file)
 {
-	struct netgpu_queue *q = file->private_data;
-	struct netgpu_dev *nd = q->ndev;
-	bool stopped;
-
-	stopped = netgpu_queue_stop(q);
-	/* The device no longer writes the CQ: take what it posted, then free. */
-	netgpu_queue_free(q, stopped);
-	kref_put(&nd->ref, netgpu_dev_release);
+	netgpu_queue_close(file->private_data);
 	return 0;
 }
 
@@ -773,6 +1670,10 @@ static long netgpu_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	switch (cmd) {
 	case NETGPU_IOC_SUBMIT:
 		return netgpu_submit(q, (void __user *)arg);
+	case NETGPU_IOC_QUEUE:
+		return netgpu_queue_ioctl(q, (void __user *)arg);
+	case NETGPU_IOC_WAIT:
+		return netgpu_wait(q, (void __user *)arg);
 	case NETGPU_IOC_INFO:
 		return netgpu_info(q, (void __user *)arg);
 	default:
@@ -786,6 +1687,7 @@ static const struct file_operations netgpu_fops = {
 	.release = netgpu_release,
 	.unlocked_ioctl = netgpu_ioctl,
 	.compat_ioctl = compat_ptr_ioctl,
+	.poll = netgpu_poll,
 	.llseek = noop_llseek,
 };
 
@@ -800,12 +1702,10 @@ static ssize_t gpu_name_show(struct device *dev, struct device_attribute *attr, 
 {
 	struct netgpu_dev *nd = to_ndev(dev);
 	char name[NETGPU_GPU_NAME_LEN + 1] = {};
-	int i;
 
 	down_read(&nd->io_sem);
 	if (!nd->dead)
-		for (i = 0; i < NETGPU_GPU_NAME_LEN; i += 4)
-			put_unaligned_le32(rd32(nd, NETGPU_REG_GPU_NAME + i), &name[i]);
+		netgpu_read_bytes(nd, NETGPU_REG_GPU_NAME, name, NETGPU_GPU_NAME_LEN);
 	up_read(&nd->io_sem);
 	return sysfs_emit(buf, "%s\n", name);
 }
@@ -861,10 +1761,16 @@ static ssize_t link_state_show(struct device *dev, struct device_attribute *attr
 		up_read(&nd->io_sem);
 		return sysfs_emit(buf, "removed\n");
 	}
-	st = rd32(nd, NETGPU_REG_STATUS);
-	if (st & NETGPU_STATUS_FATAL)
+	if (READ_ONCE(nd->resetting)) {
+		up_read(&nd->io_sem);
+		return sysfs_emit(buf, "resetting\n");
+	}
+	st = netgpu_answers(nd) ? rd32(nd, NETGPU_REG_STATUS) : ~0u;
+	if (!netgpu_all_ones(st) && (st & NETGPU_STATUS_FATAL))
 		why = rd32(nd, NETGPU_REG_FATAL_REASON);
 	up_read(&nd->io_sem);
+	if (netgpu_all_ones(st))
+		return sysfs_emit(buf, "gone\n");	/* not answering */
 	if (st & NETGPU_STATUS_FATAL)
 		return sysfs_emit(buf, "fatal: %s\n", reasons[why < ARRAY_SIZE(reasons) ? why : 0]);
 	if (st & NETGPU_STATUS_RESETTING)
@@ -875,19 +1781,39 @@ static ssize_t link_state_show(struct device *dev, struct device_attribute *attr
 }
 static DEVICE_ATTR_RO(link_state);
 
-static ssize_t queues_in_use_show(struct device *dev, struct device_attribute *attr, char *buf)
+static int netgpu_count_queues(struct netgpu_dev *nd, bool zombies)
 {
-	struct netgpu_dev *nd = to_ndev(dev);
+	struct netgpu_queue *q;
 	unsigned long flags;
 	int i, n = 0;
 
 	spin_lock_irqsave(&nd->qlock, flags);
-	for (i = 0; i < NETGPU_MAX_QUEUES; i++)
-		n += nd->queues[i] != NULL;
+	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
+		q = nd->queues[i];
+		if (q && q->zombie == zombies)
+			n++;
+	}
 	spin_unlock_irqrestore(&nd->qlock, flags);
-	return sysfs_emit(buf, "%d\n", n);
+	return n;
+}
+
+static ssize_t queues_in_use_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", netgpu_count_queues(to_ndev(dev), false));
 }
 static DEVICE_ATTR_RO(queues_in_use);
+
+static ssize_t queues_stuck_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", netgpu_count_queues(to_ndev(dev), true));
+}
+static DEVICE_ATTR_RO(queues_stuck);
+
+static ssize_t pinned_pages_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%ld\n", atomic_long_read(&to_ndev(dev)->pinned));
+}
+static DEVICE_ATTR_RO(pinned_pages);
 
 static ssize_t irq_mode_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
@@ -908,6 +1834,8 @@ static struct attribute *netgpu_attrs[] = {
 	&dev_attr_executor.attr,
 	&dev_attr_link_state.attr,
 	&dev_attr_queues_in_use.attr,
+	&dev_attr_queues_stuck.attr,
+	&dev_attr_pinned_pages.attr,
 	&dev_attr_irq_mode.attr,
 	NULL,
 };
@@ -920,11 +1848,16 @@ static int netgpu_setup_irqs(struct netgpu_dev *nd)
 	struct pci_dev *pdev = nd->pdev;
 	int i, ret;
 
-	nd->nvec = pci_alloc_irq_vectors(pdev, 2, NETGPU_MSIX_VECTORS, PCI_IRQ_MSIX);
+	nd->nvec = -ENOSPC;
+	if (msix)
+		nd->nvec = pci_alloc_irq_vectors(pdev, 2, NETGPU_MSIX_VECTORS, PCI_IRQ_MSIX);
 	if (nd->nvec >= 2) {
 		nd->msix = true;
 		for (i = 0; i < nd->nvec; i++) {
-			ret = request_irq(pci_irq_vector(pdev, i), netgpu_vector_irq, 0, DRV_NAME, nd);
+			nd->vecs[i].nd = nd;
+			nd->vecs[i].index = i;
+			ret = request_irq(pci_irq_vector(pdev, i), netgpu_msix_irq, 0, DRV_NAME,
+					  &nd->vecs[i]);
 			if (ret)
 				goto fail;
 		}
@@ -934,10 +1867,13 @@ static int netgpu_setup_irqs(struct netgpu_dev *nd)
 	if (nd->nvec < 1)
 		return nd->nvec ? nd->nvec : -ENODEV;
 	nd->msix = false;
-	return request_irq(pci_irq_vector(pdev, 0), netgpu_intx_irq, IRQF_SHARED, DRV_NAME, nd);
+	ret = request_irq(pci_irq_vector(pdev, 0), netgpu_intx_irq, IRQF_SHARED, DRV_NAME, nd);
+	if (ret)
+		pci_free_irq_vectors(pdev);
+	return ret;
 fail:
 	while (--i >= 0)
-		free_irq(pci_irq_vector(pdev, i), nd);
+		free_irq(pci_irq_vector(pdev, i), &nd->vecs[i]);
 	pci_free_irq_vectors(pdev);
 	return ret;
 }
@@ -946,15 +1882,29 @@ static void netgpu_free_irqs(struct netgpu_dev *nd)
 {
 	int i;
 
-	for (i = 0; i < nd->nvec; i++)
-		free_irq(pci_irq_vector(nd->pdev, i), nd);
+	if (nd->msix) {
+		for (i = 0; i < nd->nvec; i++)
+			free_irq(pci_irq_vector(nd->pdev, i), &nd->vecs[i]);
+	} else {
+		free_irq(pci_irq_vector(nd->pdev, 0), nd);
+	}
 	pci_free_irq_vectors(nd->pdev);
+}
+
+/* Features the driver uses, from those the device offers. */
+static void netgpu_negotiate(struct netgpu_dev *nd)
+{
+	nd->lim.features = rd64(nd, NETGPU_REG_DEVICE_FEATURES) &
+			   (NETGPU_FEATURE_SG_INDIRECT | NETGPU_FEATURE_ASYNC |
+			    NETGPU_FEATURE_INTR_COALESCING | NETGPU_FEATURE_WIRE_REQUEST |
+			    NETGPU_FEATURE_OUT_OF_ORDER);
+	wr64(nd, NETGPU_REG_DRIVER_FEATURES, nd->lim.features);
 }
 
 static int netgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 {
 	struct netgpu_dev *nd;
-	u32 magic, version;
+	u32 magic;
 	int ret;
 
 	nd = kzalloc(sizeof(*nd), GFP_KERNEL);
@@ -962,6 +1912,7 @@ static int netgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		return -ENOMEM;
 	kref_init(&nd->ref);
 	init_rwsem(&nd->io_sem);
+	mutex_init(&nd->qmutex);
 	spin_lock_init(&nd->qlock);
 	init_waitqueue_head(&nd->event_wq);
 	nd->pdev = pci_dev_get(pdev);
@@ -976,31 +1927,34 @@ static int netgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = dma_set_mask_and_coherent(&pdev->dev, DMA_BIT_MASK(64));
 	if (ret)
 		goto release;
+	/* Scatter entries have 32-bit lengths: let an IOMMU merge pages into long segments. */
+	dma_set_max_seg_size(&pdev->dev, UINT_MAX);
 	nd->regs = pci_iomap(pdev, NETGPU_REGS_BAR, NETGPU_REGS_BAR_SIZE);
 	if (!nd->regs) {
 		ret = -ENOMEM;
 		goto release;
 	}
 	magic = rd32(nd, NETGPU_REG_MAGIC);
-	version = rd32(nd, NETGPU_REG_VERSION);
-	if (magic != NETGPU_MAGIC || (version >> 16) != NETGPU_ABI_VERSION_MAJOR) {
+	nd->version = rd32(nd, NETGPU_REG_VERSION);
+	if (magic != NETGPU_MAGIC || (nd->version >> 16) != NETGPU_ABI_VERSION_MAJOR) {
 		dev_err(&pdev->dev, "not a netgpu ABI %u device (magic %#x, version %#x)\n",
-			NETGPU_ABI_VERSION_MAJOR, magic, version);
+			NETGPU_ABI_VERSION_MAJOR, magic, nd->version);
 		ret = -ENODEV;
 		goto unmap;
 	}
 	pci_set_master(pdev);
 	nd->max_queues = min_t(u32, rd32(nd, NETGPU_REG_MAX_QUEUES), NETGPU_MAX_QUEUES);
-	nd->max_sg = min_t(u32, rd32(nd, NETGPU_REG_MAX_SG_ENTRIES), NETGPU_MAX_SG_ENTRIES);
-	nd->max_transfer = min_t(u32, rd32(nd, NETGPU_REG_MAX_TRANSFER), NETGPU_MAX_TRANSFER);
-	nd->features = rd64(nd, NETGPU_REG_DEVICE_FEATURES) &
-		       (NETGPU_FEATURE_SG_INDIRECT | NETGPU_FEATURE_ASYNC |
-			NETGPU_FEATURE_INTR_COALESCING);
-	if (!(nd->features & NETGPU_FEATURE_SG_INDIRECT))
-		nd->max_sg = min_t(u32, nd->max_sg, NETGPU_INLINE_SG_ENTRIES);
-	wr64(nd, NETGPU_REG_DRIVER_FEATURES, nd->features);
-	if (nd->max_queues == 0) {
-		ret = -ENODEV;
+	nd->lim.max_sg = min_t(u32, rd32(nd, NETGPU_REG_MAX_SG_ENTRIES), NETGPU_MAX_SG_ENTRIES);
+	nd->lim.max_transfer = min_t(u32, rd32(nd, NETGPU_REG_MAX_TRANSFER), NETGPU_MAX_TRANSFER);
+	/* ABI 1.1 devices know which entries they may write (SG_FLAG_DEVICE_WRITE). */
+	nd->lim.dir_flags = (nd->version & 0xffff) >= 1;
+	netgpu_negotiate(nd);
+	if (nd->max_queues == 0 || queue_size < NETGPU_MIN_QUEUE_SIZE ||
+	    queue_size > min_t(u32, rd32(nd, NETGPU_REG_MAX_QUEUE_SIZE), NETGPU_MAX_QUEUE_SIZE) ||
+	    !is_power_of_2(queue_size)) {
+		dev_err(&pdev->dev, "unusable queue configuration (%u queues, queue_size %u)\n",
+			nd->max_queues, queue_size);
+		ret = -EINVAL;
 		goto unmap;
 	}
 	ret = netgpu_setup_irqs(nd);
@@ -1008,30 +1962,30 @@ static int netgpu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		goto unmap;
 	wr32(nd, NETGPU_REG_EVENT_VECTOR, 0);
 
-	ret = ida_alloc_max(&netgpu_minors, NETGPU_MAX_DEVICES - 1, GFP_KERNEL);
+	mutex_lock(&netgpu_idr_lock);
+	ret = idr_alloc(&netgpu_idr, NULL, 0, NETGPU_MAX_DEVICES, GFP_KERNEL);
+	mutex_unlock(&netgpu_idr_lock);
 	if (ret < 0)
 		goto irqs;
 	nd->minor = ret;
-	cdev_init(&nd->cdev, &netgpu_fops);
-	nd->cdev.owner = THIS_MODULE;
-	ret = cdev_add(&nd->cdev, MKDEV(MAJOR(netgpu_devt), nd->minor), 1);
-	if (ret)
-		goto minor;
+	pci_set_drvdata(pdev, nd);
 	nd->dev = device_create(netgpu_class, &pdev->dev, MKDEV(MAJOR(netgpu_devt), nd->minor),
 				nd, "netgpu%d", nd->minor);
 	if (IS_ERR(nd->dev)) {
 		ret = PTR_ERR(nd->dev);
-		goto cdev;
+		goto minor;
 	}
-	pci_set_drvdata(pdev, nd);
-	dev_info(&pdev->dev, "netgpu%d: ABI %u.%u, %u queues, %s, %d vectors\n", nd->minor,
-		 version >> 16, version & 0xffff, nd->max_queues, nd->msix ? "MSI-X" : "INTx",
-		 nd->nvec);
+	mutex_lock(&netgpu_idr_lock);
+	idr_replace(&netgpu_idr, nd, nd->minor);
+	mutex_unlock(&netgpu_idr_lock);
+	dev_info(&pdev->dev, "netgpu%d: ABI %u.%u, %u queues of %u, %s, %d vectors\n", nd->minor,
+		 nd->version >> 16, nd->version & 0xffff, nd->max_queues, queue_size,
+		 nd->msix ? "MSI-X" : "INTx", nd->nvec);
 	return 0;
-cdev:
-	cdev_del(&nd->cdev);
 minor:
-	ida_free(&netgpu_minors, nd->minor);
+	mutex_lock(&netgpu_idr_lock);
+	idr_remove(&netgpu_idr, nd->minor);
+	mutex_unlock(&netgpu_idr_lock);
 irqs:
 	netgpu_free_irqs(nd);
 unmap:
@@ -1041,69 +1995,91 @@ release:
 disable:
 	pci_disable_device(pdev);
 put:
-	kref_put(&nd->ref, netgpu_dev_release);
+	netgpu_dev_put(nd);
 	return ret;
 }
 
-/* Hot-unplug or driver unbind: open files stay valid but every call fails with -EIO/-ENODEV. */
+/*
+ * Hot-unplug or driver unbind. Open files stay valid but every call fails with ENODEV; the
+ * device struct lives until the last of them is closed. Everything that involves the PCI
+ * device (its registers, interrupts, DMA mappings, rings, pinned pages) is given back here.
+ */
 static void netgpu_remove(struct pci_dev *pdev)
 {
 	struct netgpu_dev *nd = pci_get_drvdata(pdev);
-	unsigned long flags;
+	unsigned long deadline;
+	struct netgpu_queue *q;
+	u64 running = 0;
 	int i;
 
+	/* No new opens from here on; open files keep their queue's reference to nd. */
+	mutex_lock(&netgpu_idr_lock);
+	idr_remove(&netgpu_idr, nd->minor);
+	mutex_unlock(&netgpu_idr_lock);
+	WRITE_ONCE(nd->removing, true);
+	netgpu_fail_all(nd);
+	wake_up_all(&nd->event_wq);
 	device_destroy(netgpu_class, MKDEV(MAJOR(netgpu_devt), nd->minor));
-	cdev_del(&nd->cdev);
 	netgpu_free_irqs(nd);
-	down_write(&nd->io_sem);
+
 	/*
 	 * Stop every queue and wait until each has quiesced, so nothing DMAs into memory that
-	 * open files will free. A surprise-removed device reads all ones: nothing to wait for.
+	 * is given back below. A surprise-removed device reads all ones: nothing to wait for.
 	 */
+	down_write(&nd->io_sem);
 	for (i = 0; i < nd->max_queues; i++)
 		wr32(nd, qreg(i, NETGPU_QREG_ENABLE), 0);
+	deadline = jiffies + msecs_to_jiffies(NETGPU_STOP_TIMEOUT_MS);
 	for (i = 0; i < nd->max_queues; i++) {
-		unsigned long deadline = jiffies + msecs_to_jiffies(NETGPU_STOP_TIMEOUT_MS);
 		u32 st;
 
 		while ((st = rd32(nd, qreg(i, NETGPU_QREG_STATUS))) != ~0u &&
 		       (st & NETGPU_QSTATUS_ENABLED) && time_before(jiffies, deadline))
-			msleep(1);
-	}
-	nd->dead = true;
-	spin_lock_irqsave(&nd->qlock, flags);
-	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
-		if (nd->queues[i]) {
-			nd->queues[i]->broken = true;
-			wake_up(&nd->queues[i]->wq);
+			usleep_range(1000, 2000);
+		if (!netgpu_all_ones(st) && (st & NETGPU_QSTATUS_ENABLED)) {
+			dev_err(&pdev->dev, "queue %d still running at removal: its memory stays pinned\n",
+				i);
+			running |= BIT_ULL(i);
 		}
 	}
-	spin_unlock_irqrestore(&nd->qlock, flags);
-	pci_iounmap(pdev, nd->regs);
+	nd->dead = true;
 	up_write(&nd->io_sem);
-	wake_up(&nd->event_wq);
+
+	mutex_lock(&nd->qmutex);
+	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
+		q = nd->queues[i];
+		if (!q)
+			continue;
+		q->leak = running & BIT_ULL(i);
+		netgpu_queue_teardown(q);
+		if (q->zombie) {
+			netgpu_queue_unpublish(q);
+			netgpu_queue_free(q);
+		}
+	}
+	mutex_unlock(&nd->qmutex);
+
+	pci_iounmap(pdev, nd->regs);
 	pci_clear_master(pdev);
 	pci_release_mem_regions(pdev);
 	pci_disable_device(pdev);
-	ida_free(&netgpu_minors, nd->minor);
-	kref_put(&nd->ref, netgpu_dev_release);
+	netgpu_dev_put(nd);
 }
 
-/* Function-level reset (e.g. /sys/bus/pci/devices/.../reset): the device drops every queue. */
+/*
+ * Function-level reset (e.g. /sys/bus/pci/devices/.../reset): the device drops every queue
+ * and every remote object. Open files fail (EIO) from here on; open() and submissions wait
+ * or fail until reset_done().
+ */
 static void netgpu_reset_prepare(struct pci_dev *pdev)
 {
 	struct netgpu_dev *nd = pci_get_drvdata(pdev);
-	unsigned long flags;
-	int i;
 
-	spin_lock_irqsave(&nd->qlock, flags);
-	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
-		if (nd->queues[i]) {
-			nd->queues[i]->broken = true;
-			wake_up(&nd->queues[i]->wq);
-		}
-	}
-	spin_unlock_irqrestore(&nd->qlock, flags);
+	WRITE_ONCE(nd->resetting, true);
+	/* Let register users, submitters and queue creations that started before finish. */
+	down_write(&nd->io_sem);
+	up_write(&nd->io_sem);
+	netgpu_fail_all(nd);
 }
 
 static void netgpu_reset_done(struct pci_dev *pdev)
@@ -1112,10 +2088,12 @@ static void netgpu_reset_done(struct pci_dev *pdev)
 
 	down_read(&nd->io_sem);
 	if (!nd->dead) {
-		wr64(nd, NETGPU_REG_DRIVER_FEATURES, nd->features);
+		netgpu_negotiate(nd);
 		wr32(nd, NETGPU_REG_EVENT_VECTOR, 0);
 	}
 	up_read(&nd->io_sem);
+	WRITE_ONCE(nd->resetting, false);
+	wake_up_all(&nd->event_wq);
 }
 
 static const struct pci_error_handlers netgpu_err_handlers = {
@@ -1144,6 +2122,11 @@ static int __init netgpu_init(void)
 	ret = alloc_chrdev_region(&netgpu_devt, 0, NETGPU_MAX_DEVICES, DRV_NAME);
 	if (ret)
 		return ret;
+	cdev_init(&netgpu_cdev, &netgpu_fops);
+	netgpu_cdev.owner = THIS_MODULE;
+	ret = cdev_add(&netgpu_cdev, netgpu_devt, NETGPU_MAX_DEVICES);
+	if (ret)
+		goto region;
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
 	netgpu_class = class_create(DRV_NAME);
 #else
@@ -1151,7 +2134,7 @@ static int __init netgpu_init(void)
 #endif
 	if (IS_ERR(netgpu_class)) {
 		ret = PTR_ERR(netgpu_class);
-		goto region;
+		goto cdev;
 	}
 	netgpu_class->dev_groups = netgpu_groups;
 	ret = pci_register_driver(&netgpu_driver);
@@ -1160,6 +2143,8 @@ static int __init netgpu_init(void)
 	return 0;
 class:
 	class_destroy(netgpu_class);
+cdev:
+	cdev_del(&netgpu_cdev);
 region:
 	unregister_chrdev_region(netgpu_devt, NETGPU_MAX_DEVICES);
 	return ret;
@@ -1169,8 +2154,9 @@ static void __exit netgpu_exit(void)
 {
 	pci_unregister_driver(&netgpu_driver);
 	class_destroy(netgpu_class);
+	cdev_del(&netgpu_cdev);
 	unregister_chrdev_region(netgpu_devt, NETGPU_MAX_DEVICES);
-	ida_destroy(&netgpu_minors);
+	idr_destroy(&netgpu_idr);
 }
 
 module_init(netgpu_init);
@@ -1179,4 +2165,4 @@ module_exit(netgpu_exit);
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("netgpu");
 MODULE_DESCRIPTION("netgpu virtual GPU guest driver");
-MODULE_VERSION("0.1.0");
+MODULE_VERSION("0.2.0");

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
 /*
- * netgpu device ABI 1.0, as the guest driver sees it. The definition is proto/src/abi.rs;
- * tests/abi-check (guest-tools/kmod/abi-check.c + a Rust test) proves these numbers and
- * layouts are the same, so the two cannot drift. See docs/device-abi.md.
+ * netgpu device ABI 1.1, as the guest driver sees it. The definition is proto/src/abi.rs;
+ * proto/tests/c_header.rs compiles tests/abi-dump.c (which prints every constant, size and
+ * offset below) and compares each value with the Rust side, so the two cannot drift
+ * (guest-tools/kmod/check-abi.sh runs just that check). See docs/device-abi.md.
  */
 #ifndef NETGPU_ABI_H
 #define NETGPU_ABI_H
@@ -23,7 +24,7 @@
 
 #define NETGPU_MAGIC			0x5550474e	/* "NGPU" */
 #define NETGPU_ABI_VERSION_MAJOR	1
-#define NETGPU_ABI_VERSION_MINOR	0
+#define NETGPU_ABI_VERSION_MINOR	1
 
 /* BAR0 registers */
 #define NETGPU_REG_MAGIC		0x000
@@ -68,6 +69,9 @@
 
 #define NETGPU_QSTATUS_ENABLED		(1u << 0)
 #define NETGPU_QSTATUS_ERROR		(1u << 1)
+#define NETGPU_QERR_BUSY		8	/* ABI 1.1: enabled while still stopping */
+#define NETGPU_INTR_DEVICE_EVENT	(1u << 31)
+#define NETGPU_INTR_LAST_QUEUE_BIT	30	/* queues >= 30 share INTR_STATUS bit 30 */
 
 #define NETGPU_STATUS_READY		(1u << 0)
 #define NETGPU_STATUS_FATAL		(1u << 1)
@@ -80,6 +84,8 @@
 #define NETGPU_FEATURE_SG_CHAIN		(1ull << 2)
 #define NETGPU_FEATURE_INTR_COALESCING	(1ull << 3)
 #define NETGPU_FEATURE_ASYNC		(1ull << 4)
+#define NETGPU_FEATURE_WIRE_REQUEST	(1ull << 5)	/* ABI 1.1 */
+#define NETGPU_FEATURE_OUT_OF_ORDER	(1ull << 6)	/* ABI 1.1 */
 
 #define NETGPU_MIN_QUEUE_SIZE		2
 #define NETGPU_MAX_QUEUE_SIZE		4096
@@ -91,9 +97,11 @@
 #define NETGPU_INLINE_SG_ENTRIES	3
 
 #define NETGPU_SG_FLAG_CHAIN		(1u << 0)
+#define NETGPU_SG_FLAG_DEVICE_WRITE	(1u << 1)	/* the device may write the entry */
 #define NETGPU_CMD_FLAG_SG_INDIRECT	(1u << 0)
 #define NETGPU_CMD_FLAG_ASYNC		(1u << 1)
 #define NETGPU_CQE_FLAG_PHASE		(1u << 0)
+#define NETGPU_CQE_FLAG_CONSOLE_PENDING	(1u << 1)	/* ABI 1.1 */
 
 /* Opcodes */
 #define NETGPU_OP_NOP			0x00
@@ -123,6 +131,7 @@
 #define NETGPU_OP_EVENT_QUERY		0x63
 #define NETGPU_OP_EVENT_ELAPSED_TIME	0x64
 #define NETGPU_OP_EVENT_DESTROY		0x65
+#define NETGPU_OP_WIRE_REQUEST		0x70	/* ABI 1.1, FEATURE_WIRE_REQUEST */
 
 struct netgpu_sg_entry {
 	__le64 addr;

@@ -35,7 +35,7 @@ src=$stage/usr/src/netgpu-$version
 mkdir -p "$src/include/uapi" "$stage/DEBIAN" "$stage/usr/lib/udev/rules.d" "$stage/usr/include/netgpu" \
   "$stage/usr/share/doc/netgpu-guest"
 kmod=$repo/guest-tools/kmod
-cp "$kmod/netgpu.c" "$kmod/netgpu_abi.h" "$kmod/Makefile" "$src/"
+cp "$kmod/netgpu.c" "$kmod/netgpu_abi.h" "$kmod/netgpu_check.h" "$kmod/Makefile" "$src/"
 cp "$kmod/include/uapi/netgpu.h" "$src/include/uapi/"
 sed "s/@VERSION@/$version/" "$kmod/dkms.conf" > "$src/dkms.conf"
 cp "$kmod/99-netgpu.rules" "$stage/usr/lib/udev/rules.d/"

@@ -262,6 +262,22 @@ impl<'a> Fatbin<'a> {
         }))
     }
 
+    /// Every PTX entry with an ISA version up to `max_ptx` whose architecture is at most
+    /// `up_to_sm` (any variant), best first: highest architecture, highest version, generic
+    /// before family- and arch-specific. For an executor that is not bound by a GPU's
+    /// architecture (the CPU executor interprets any PTX it can parse) and tries each in turn:
+    /// CuPy's CUB kernels, for one, carry PTX only for compute_100.
+    pub fn ptx_candidates(&self, up_to_sm: u32, max_ptx: PtxVersion) -> Vec<&Entry<'a>> {
+        let mut v: Vec<&Entry<'a>> = self
+            .ptx_entries()
+            .filter(|e| e.arch.sm <= up_to_sm && e.version <= max_ptx)
+            .collect();
+        v.sort_by_key(|e| {
+            std::cmp::Reverse((e.arch.sm, e.version, std::cmp::Reverse(e.arch.variant)))
+        });
+        v
+    }
+
     /// The ELF (SASS) entry that runs on a device of compute capability `device_sm`: the
     /// highest architecture that runs there, preferring arch-specific code for the exact
     /// device (what the driver picks).
@@ -566,6 +582,10 @@ mod tests {
         let f = Fatbin::parse(&b, &l()).unwrap();
         let e = f.best_ptx(90, PtxVersion::new(9, 5)).unwrap();
         assert_eq!(e.arch.variant, ArchVariant::Generic);
+        let c = f.ptx_candidates(200, PtxVersion::new(9, 5));
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].arch.variant, ArchVariant::Generic);
+        assert!(f.ptx_candidates(89, PtxVersion::new(9, 5)).is_empty());
         // ... and SASS for the exact device prefers the arch-specific build.
         let mut a = EntrySpec::elf(90, &[1; 8]);
         a.extra_flags = FLAG_ARCH_SPECIFIC;

@@ -553,8 +553,8 @@ fn rdc_fatbin_objects_and_libraries() {
 fn corrupted_real_images_never_panic() {
     let cubin = nvcc("k.cubin", &["-cubin", "-arch=sm_80"], KERNELS);
     let fb = nvcc("k.fatbin", &["-fatbin", "-compress-mode=size"], KERNELS);
-    for img in [&cubin, &fb] {
-        for i in 0..img.len() {
+    for (img, step) in [(&cubin, 2), (&fb, 5)] {
+        for i in (0..img.len()).step_by(step) {
             for v in [0xff, 0x00] {
                 let mut b = img.clone();
                 b[i] = v;

@@ -42,6 +42,7 @@ run() {
 run device_memory "$work/device_memory"
 run streams_events "$work/streams_events"
 run jit_link "$work/jit_link"
+run launch_config "$work/launch_config"
 for k in vector_add:vector_add.ptx sgemm_tiled:sgemm.ptx reduce:reduce.ptx; do
   if [ -f "tests/kernels/${k#*:}" ]; then
     run "${k%%:*}" "$work/${k%%:*}"

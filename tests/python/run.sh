@@ -19,14 +19,14 @@ venv_for() {
   local req=$here/requirements-$1.txt key dir
   key=$(sha256sum "$req" | cut -c1-16)
   dir=$cache/$1-$key
-  if [ ! -x "$dir/.done" ]; then
+  if [ ! -f "$dir/.done" ]; then
     echo "python-clients: installing $1 from PyPI into $dir (once)" >&2
     rm -rf "$dir"
     python3 -m venv "$dir" || return 1
     # The NVIDIA wheels the CUDA toolchain already downloaded are reused.
     "$dir/bin/pip" install -q --disable-pip-version-check \
       --find-links "${NETGPU_CACHE:-$HOME/.cache/netgpu}/cuda-toolchain/wheels" -r "$req" >&2 || return 1
-    printf '#!/bin/sh\n' > "$dir/.done"; chmod +x "$dir/.done"
+    touch "$dir/.done"
   fi
   echo "$dir"
 }

@@ -36,6 +36,7 @@ while read -r name _; do
   case $name in ''|'#'*) continue ;; esac
   if [ ${#want[@]} -gt 0 ] && ! printf '%s\n' "${want[@]}" | grep -qx "$name"; then continue; fi
   out=$work/$name.out
+  log_at=$(wc -l < "$work/backend.log")
   timeout "$timeout_s" "$bin/$name" > "$out" 2>&1
   rc=$?
   verdict=$(grep -E '^[a-z_0-9]+: (PASS|FAIL)' "$out" | tail -1)
@@ -64,6 +65,8 @@ while read -r name _; do
       known=$((known + 1)); echo "runtime: KNOWN-FAIL $name: $reason"
     fi
     grep -vxF -- "${verdict:-}" "$out" | tail -n 15 | sed 's/^/    /'
+    # What the backend said meanwhile (module load errors name the PTX construct).
+    tail -n +"$((log_at + 1))" "$work/backend.log" | tail -n 5 | sed 's/^/    backend: /'
   fi
 done < "$here/programs"
 if [ ${#newly[@]} -gt 0 ]; then

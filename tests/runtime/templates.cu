@@ -76,7 +76,7 @@ int main() {
   for (int i = 0; i < n; i++) REQUIRE(r[i] == h[i] * h[i] + 7, "transform[%d] = %d", i, r[i]);
 
   int* sums;
-  CHECK(cudaMalloc(&sums, 4 * sizeof(int)));
+  CHECK(cudaMalloc(&sums, 8 * sizeof(int)));
   block_sum<128><<<4, 128>>>(d, sums);
   CHECK_LAUNCH();
   int got[4];
@@ -88,6 +88,13 @@ int main() {
   }
   block_sum<64><<<8, 64>>>(d, sums);  // a second instantiation of the same template
   CHECK_LAUNCH();
+  int got8[8];
+  CHECK(cudaMemcpy(got8, sums, sizeof got8, cudaMemcpyDeviceToHost));
+  for (int b = 0; b < 8; b++) {
+    int want = 0;
+    for (int i = 0; i < 64; i++) want += r[b * 64 + i];
+    REQUIRE(got8[b] == want, "block_sum<64> block %d: %d != %d", b, got8[b], want);
+  }
   CHECK(cudaFree(d));
   CHECK(cudaFree(sums));
   return pass("axpy<float,double,int,int64>, functor templates, block_sum<128,64>");

@@ -93,7 +93,8 @@ vm_payload_bin() {
 }
 
 # Starts a CPU-executor netgpu-backend on 127.0.0.1 and a netgpu-vdev connected to it, with
-# logs and token under $1. Sets NETGPU_DEVICE_JSON (the QEMU -device argument) and
+# logs and token under $1 ($NETGPU_VDEV_ARGS: extra vdev arguments, e.g. "--memory 1GiB").
+# Sets NETGPU_DEVICE_JSON (the QEMU -device argument) and
 # NETGPU_PIDS; vm_stop_netgpu stops them.
 vm_start_netgpu() {
   local work=$1 target port sock
@@ -109,8 +110,10 @@ vm_start_netgpu() {
   "$target/debug/netgpu-backend" --listen "$NETGPU_BACKEND_ADDR" --executor cpu \
     --token-file "$work/token" > "$work/backend.log" 2>&1 &
   NETGPU_BACKEND_PID=$!
+  local extra=()
+  if [ -n "${NETGPU_VDEV_ARGS:-}" ]; then read -r -a extra <<< "$NETGPU_VDEV_ARGS"; fi
   "$target/debug/netgpu-vdev" --socket "$sock" --backend "$NETGPU_BACKEND_ADDR" \
-    --token-file "$work/token" > "$work/vdev.log" 2>&1 &
+    --token-file "$work/token" "${extra[@]}" > "$work/vdev.log" 2>&1 &
   NETGPU_VDEV_PID=$!
   for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
   [ -S "$sock" ] || { cat "$work/vdev.log" >&2; vm_die "netgpu-vdev did not create its socket"; }
@@ -123,18 +126,27 @@ vm_stop_netgpu() {
   rm -f "${NETGPU_SOCK:-}"
 }
 
-# Builds the guest kernel module and its static self-test in the chroot against the guest
-# kernel's headers; copies netgpu.ko and netgpu-selftest into $1.
+# Builds the guest kernel module and its static test programs in the chroot against the
+# guest kernel's headers; copies netgpu.ko and the programs (every
+# guest-tools/kmod/tests/netgpu-*.c: netgpu-selftest, netgpu-stress, netgpu-mt, ...) into $1.
 vm_build_kmod() {
   local out=$1 b="/build/kmod-$$"
   rm -rf "$VM_ROOT$b"
   mkdir -p "$VM_ROOT/build"
   cp -r "$REPO_ROOT/guest-tools/kmod" "$VM_ROOT$b"
-  vm_chroot make -s -C "$b" KDIR="$VM_KBUILD" > "$out/kmod-build.log" 2>&1 \
+  vm_chroot make -s -C "$b" KDIR="$VM_KBUILD" W=1 > "$out/kmod-build.log" 2>&1 \
     || { cat "$out/kmod-build.log" >&2; vm_die "kernel module build failed"; }
-  vm_chroot gcc -O2 -Wall -Werror -static -o "$b/netgpu-selftest" "$b/tests/netgpu-selftest.c" \
-    >> "$out/kmod-build.log" 2>&1 || { cat "$out/kmod-build.log" >&2; vm_die "selftest build failed"; }
-  cp "$VM_ROOT$b/netgpu.ko" "$VM_ROOT$b/netgpu-selftest" "$out/"
+  if grep -q 'warning:' "$out/kmod-build.log"; then
+    cat "$out/kmod-build.log" >&2; vm_die "kernel module build has warnings"
+  fi
+  local src t
+  for src in "$VM_ROOT$b"/tests/netgpu-*.c; do
+    t=$(basename "$src" .c)
+    vm_chroot gcc -O2 -Wall -Werror -static -pthread -o "$b/$t" "$b/tests/$t.c" \
+      >> "$out/kmod-build.log" 2>&1 || { cat "$out/kmod-build.log" >&2; vm_die "$t build failed"; }
+    cp "$VM_ROOT$b/$t" "$out/"
+  done
+  cp "$VM_ROOT$b/netgpu.ko" "$out/"
   rm -rf "$VM_ROOT$b"
 }
 
@@ -146,15 +158,19 @@ vm_results() {
 
 # Boots the guest with payload directory $2 (its run.sh runs in the guest) and the netgpu
 # device attached; serial log in $1/serial.log. Fails unless the guest summary has 0 failed.
+# $VM_TIMEOUT: seconds (180); $VM_APPEND: extra kernel command line (e.g. slub_debug=FZPU);
+# $VM_KEEP_LOG: a file to copy the serial log to.
 vm_run_payload() {
   local work=$1 payload=$2
   cp "$(dirname "${BASH_SOURCE[0]}")/guest/lib.sh" "$payload/lib.sh"
   "$(dirname "${BASH_SOURCE[0]}")/mkinitramfs.sh" "$work/initrd.cpio.gz" "$payload"
   if ! "$(dirname "${BASH_SOURCE[0]}")/run-vm.sh" --initrd "$work/initrd.cpio.gz" \
-      --device "$NETGPU_DEVICE_JSON" --timeout "${VM_TIMEOUT:-180}" --log "$work/serial.log" > /dev/null; then
+      --device "$NETGPU_DEVICE_JSON" --timeout "${VM_TIMEOUT:-180}" --log "$work/serial.log" \
+      --append "${VM_APPEND:-}" > /dev/null; then
     cat "$work/serial.log" >&2
     echo "--- vdev log" >&2; tail -n 40 "$work/vdev.log" >&2
     echo "--- backend log" >&2; tail -n 40 "$work/backend.log" >&2
   fi
+  if [ -n "${VM_KEEP_LOG:-}" ]; then cp "$work/serial.log" "$VM_KEEP_LOG"; fi
   vm_results "$work/serial.log"
 }

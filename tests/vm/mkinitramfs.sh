@@ -20,6 +20,7 @@ payload=$2
 
 tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
+chmod 755 "$tree"   # the guest's / (mktemp makes it 0700: no other user could reach anything)
 mkdir -p "$tree"/{bin,sbin,dev,proc,sys,tmp,run,etc,payload}
 cp "$VM_ROOT/bin/busybox" "$tree/bin/busybox"
 ln -s busybox "$tree/bin/sh"
@@ -46,6 +47,10 @@ done
 if [ -f /payload/run.sh ]; then
   cd /payload && sh ./run.sh
   rc=$?
+fi
+if [ "$rc" != 0 ]; then
+  echo "NETGPU-VM: kernel log (the payload failed)"
+  dmesg | tail -n 80
 fi
 echo "NETGPU-VM: exit $rc"
 sync

@@ -6,6 +6,8 @@ set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "$0")/lib.sh"
 vm_load_env
+# The fuzz harness's seed corpus through the module's own validation code (gcc, ASan/UBSan).
+"$REPO_ROOT/guest-tools/kmod/fuzz/run.sh" --replay >&2 || vm_die "kmod fuzz corpus replay failed"
 work=$(mktemp -d)
 trap 'vm_stop_netgpu; rm -rf "$work"' EXIT
 mkdir -p "$work/payload"

@@ -29,6 +29,9 @@ pub fn type_size(ty: &str) -> Option<u32> {
 
 /// Largest array any declaration may have, in elements (refused beyond as malformed).
 const MAX_COUNT: u64 = 1 << 48;
+/// Deepest nesting of braces in an initializer and of `{ }`/`( )` in an operand (the parser
+/// recurses on them; real PTX nests two or three deep).
+const MAX_NESTING: usize = 32;
 
 impl P {
     fn line(&self) -> usize {
@@ -255,7 +258,7 @@ fn var_decl(p: &mut P, space: Space, line: usize) -> R<VarDecl> {
     if p.eat_punct('=') {
         let scalar = d.align_scalar;
         let mut vals = Vec::new();
-        init_values(p, &mut vals)?;
+        init_values(p, &mut vals, 0)?;
         let size = d.v.size().ok_or_else(|| too_large(line, &d.v.name))?;
         let mut bytes = Vec::new();
         for v in vals {
@@ -399,13 +402,16 @@ enum Init {
     Sym(String, i64),
 }
 
-fn init_values(p: &mut P, out: &mut Vec<Init>) -> R<()> {
+fn init_values(p: &mut P, out: &mut Vec<Init>, depth: usize) -> R<()> {
     if p.eat_punct('{') {
+        if depth >= MAX_NESTING {
+            return Err(LoadError::invalid(p.line(), "initializer nested too deep"));
+        }
         loop {
             if p.eat_punct('}') {
                 return Ok(());
             }
-            init_values(p, out)?;
+            init_values(p, out, depth + 1)?;
             if !p.eat_punct(',') {
                 p.expect_punct('}')?;
                 return Ok(());
@@ -663,7 +669,14 @@ fn instruction(p: &mut P, guard: Option<(String, bool)>, opcode: String, line: u
 }
 
 fn operand(p: &mut P) -> R<Operand> {
+    operand_at(p, 0)
+}
+
+fn operand_at(p: &mut P, depth: usize) -> R<Operand> {
     let line = p.line();
+    if depth >= MAX_NESTING {
+        return Err(LoadError::invalid(line, "operand nested too deep"));
+    }
     if p.eat_punct('[') {
         let base = match p.next()? {
             Tok::Ident(s) if s.starts_with('%') => Operand::Reg(s),
@@ -683,7 +696,7 @@ fn operand(p: &mut P) -> R<Operand> {
     if p.eat_punct('{') {
         let mut v = Vec::new();
         loop {
-            v.push(operand(p)?);
+            v.push(operand_at(p, depth + 1)?);
             if p.eat_punct('}') {
                 return Ok(Operand::Vec(v));
             }
@@ -696,7 +709,7 @@ fn operand(p: &mut P) -> R<Operand> {
             return Ok(Operand::List(v));
         }
         loop {
-            v.push(operand(p)?);
+            v.push(operand_at(p, depth + 1)?);
             if p.eat_punct(')') {
                 return Ok(Operand::List(v));
             }
@@ -803,6 +816,21 @@ mod tests {
         assert_eq!(e.line, 1);
         let e = parse(".global .u64 a[2305843009213693952];\n").unwrap_err();
         assert!(e.message.contains("array size"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let deep = |open: &str, close: &str| open.repeat(200_000) + &close.repeat(200_000);
+        let e = parse(&format!(".global .b8 x[1] = {};\n", deep("{", "}"))).unwrap_err();
+        assert!(e.message.contains("nested"), "{e}");
+        for (o, c) in [("{", "}"), ("(", ")")] {
+            let src = format!(".entry k() {{\nmov.u32 %r1, {};\n}}\n", deep(o, c));
+            let m = parse(&src).unwrap();
+            let body = m.functions[0].body.as_ref().unwrap();
+            assert!(
+                matches!(&body[0], Stmt::Inst(i) if i.malformed.as_deref().is_some_and(|w| w.contains("nested")))
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 pub const MAX_STRING: usize = 64 * 1024;
 /// Longest formatted output of one call.
 pub const MAX_CALL_OUTPUT: usize = 64 * 1024;
+/// Widest field width or precision honoured (Rust's formatter takes at most 65535).
+const MAX_FIELD: usize = 16 * 1024;
 
 /// Where a call's arguments and strings come from.
 pub trait Args {
@@ -69,7 +71,7 @@ pub fn format(fmt: &[u8], args: &mut dyn Args) -> (Vec<u8>, i32) {
             if w < 0 {
                 s.left = true;
             }
-            s.width = Some(w.unsigned_abs() as usize);
+            s.width = Some((w.unsigned_abs() as usize).min(MAX_FIELD));
         } else {
             s.width = digits(fmt, &mut i);
         }
@@ -81,7 +83,11 @@ pub fn format(fmt: &[u8], args: &mut dyn Args) -> (Vec<u8>, i32) {
                     return (out, -1);
                 };
                 let p = p as u32 as i32;
-                s.prec = if p < 0 { None } else { Some(p as usize) };
+                s.prec = if p < 0 {
+                    None
+                } else {
+                    Some((p as usize).min(MAX_FIELD))
+                };
             } else {
                 s.prec = Some(digits(fmt, &mut i).unwrap_or(0));
             }
@@ -217,7 +223,7 @@ fn digits(fmt: &[u8], i: &mut usize) -> Option<usize> {
         *i += 1;
     }
     // Widths beyond what one call may print are clamped.
-    (*i > start).then_some(v.min(MAX_CALL_OUTPUT))
+    (*i > start).then_some(v.min(MAX_FIELD))
 }
 
 fn to_base(mut v: u64, base: u64, upper: bool) -> Vec<u8> {
@@ -246,8 +252,10 @@ fn int(s: &Spec, neg: bool, v: u64, base: u64, upper: bool, prefix: &[u8]) -> Ve
         to_base(v, base, upper)
     };
     if let Some(p) = s.prec {
-        while body.len() < p {
-            body.insert(0, b'0');
+        if body.len() < p {
+            let mut padded = vec![b'0'; p - body.len()];
+            padded.extend_from_slice(&body);
+            body = padded;
         }
     }
     let mut head = Vec::new();
@@ -340,7 +348,7 @@ fn float(s: &Spec, x: f64, conv: u8) -> Vec<u8> {
         };
         return finish(s, head, t.as_bytes().to_vec(), false);
     }
-    let prec = s.prec.unwrap_or(6).min(MAX_CALL_OUTPUT);
+    let prec = s.prec.unwrap_or(6).min(MAX_FIELD);
     let mut body = match conv {
         b'f' | b'F' => {
             let mut t = format!("{a:.prec$}");
@@ -600,8 +608,17 @@ mod tests {
         assert_eq!(n, -1);
         let (_, n) = format(b"%d %f", &mut args(&[i(1), d(2.0)]));
         assert_eq!(n, 2);
-        // A width beyond the per-call cap does not allocate without bound.
+        // Widths and precisions beyond the per-call cap, written or passed as arguments
+        // (found by the fuzzer: `%.*d` with 2^31 asked for 2 GiB), stay bounded.
         let (out, _) = format(b"%999999999999d", &mut args(&[i(1)]));
         assert!(out.len() <= MAX_CALL_OUTPUT);
+        for f in [&b"%.*d"[..], b"%*d", b"%.*x", b"%*s", b"%.*e", b"%-*c"] {
+            let (out, _) = format(f, &mut args(&[i(i32::MAX), i(5), (8, 0x1000)]));
+            assert!(
+                out.len() <= MAX_CALL_OUTPUT,
+                "{}",
+                String::from_utf8_lossy(f)
+            );
+        }
     }
 }

@@ -42,6 +42,15 @@ impl Console {
         self.len.store(i.buf.len(), Ordering::Release);
     }
 
+    /// Counts output a launch dropped itself (past its own limit).
+    pub fn dropped(&self, bytes: u64) {
+        if bytes > 0 {
+            self.inner.lock().unwrap_or_else(|p| p.into_inner()).dropped += bytes;
+            // A note is waiting now too.
+            self.len.fetch_max(1, Ordering::AcqRel);
+        }
+    }
+
     /// Whether output is waiting (cheap; checked for every reply).
     pub fn pending(&self) -> bool {
         self.len.load(Ordering::Acquire) != 0

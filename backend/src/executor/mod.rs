@@ -21,7 +21,6 @@ pub mod console;
 pub mod cpu;
 pub mod cuda;
 mod handles;
-pub mod images;
 pub mod limits;
 pub mod pool;
 pub mod streams;

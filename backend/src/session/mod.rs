@@ -18,7 +18,6 @@ mod dispatch;
 pub mod writer;
 
 use std::io::{self, BufReader, Read};
-use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -180,8 +179,8 @@ impl<R: Read> FrameReader<R> {
     }
 }
 
-/// Serves one connection until it ends. Never panics on client input; whatever happens, the
-/// connection is closed when this returns.
+/// Serves one connection until it ends. Never panics on client input. The connection is
+/// closed by the caller's [`crate::server::Slot`] (after the slot is free again).
 pub fn run<T: Transport>(transport: T, shared: Arc<Shared>, session_id: u64) {
     let control = match transport.control() {
         Ok(c) => c,
@@ -199,7 +198,7 @@ pub fn run<T: Transport>(transport: T, shared: Arc<Shared>, session_id: u64) {
         }
         Err(e) => warn!(session = session_id, %peer, error = %e, "session ended"),
     }
-    control.shutdown(Shutdown::Both);
+    // The caller's session slot closes the connection once the slot is free again.
 }
 
 fn serve<T: Transport>(
@@ -242,6 +241,7 @@ fn serve<T: Transport>(
                 }
                 other => (CuResult::INVALID_VALUE, other.to_string()),
             };
+            let _ = control.set_write_timeout(Some(Duration::from_secs(1)));
             writer.send(Out::Goodbye { status, why });
             writer.settle(Duration::from_secs(1));
             return Err(e);
@@ -268,6 +268,8 @@ fn serve<T: Transport>(
     // Stop the session's work first (running kernels are cancelled), then say goodbye: no
     // reply can follow it.
     engine.shutdown(TEARDOWN_GRACE);
+    // A client that stopped reading cannot hold the session open.
+    let _ = control.set_write_timeout(Some(Duration::from_secs(1)));
     if let Some((status, why)) = goodbye {
         writer.send(Out::Goodbye { status, why });
         writer.settle(Duration::from_secs(1));

@@ -204,6 +204,9 @@ mod tests {
         fn set_read_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
             Ok(())
         }
+        fn set_write_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+            Ok(())
+        }
         fn peer(&self) -> String {
             "test".into()
         }

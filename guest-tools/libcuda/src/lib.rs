@@ -16,6 +16,7 @@ pub mod dark;
 pub mod image;
 pub mod memmap;
 pub mod state;
+pub mod stats;
 pub mod transport;
 
 /// Writes a diagnostic line to stderr (`netgpu: ...`); silenced by `NETGPU_QUIET=1`.

@@ -12,7 +12,7 @@ use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use netgpu_proto::cuda::CuResult;
+use netgpu_proto::cuda::{attr, CuResult};
 use netgpu_proto::wire::ops::{DeviceInfo, FunctionInfo, Handle, Reply, Request};
 
 use crate::image::Image;
@@ -53,6 +53,26 @@ pub struct Function {
     pub info: FunctionInfo,
     /// Values set with `cuFuncSetAttribute`.
     pub set_attributes: Mutex<Vec<(u32, i32)>>,
+    /// What a launch checks, worked out at the first launch and again after a
+    /// `cuFuncSetAttribute` (`api::module::check_config`).
+    pub launch_limits: Mutex<Option<FuncLimits>>,
+}
+
+/// A function's launch limits: threads per block, static and largest dynamic shared memory.
+#[derive(Clone, Copy, Debug)]
+pub struct FuncLimits {
+    pub max_threads: u64,
+    pub static_smem: u64,
+    pub max_dynamic_smem: u64,
+}
+
+/// The device's launch limits (0: none reported), read once from the device record.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DevLimits {
+    pub block: [u64; 3],
+    pub grid: [u64; 3],
+    /// Shared memory one block may use (opt-in maximum).
+    pub smem_per_block: u64,
 }
 
 impl Function {
@@ -75,6 +95,9 @@ pub struct Kernel {
     pub id: u64,
     pub library: Arc<Library>,
     pub name: CString,
+    /// Its function in each backend context that used it (a launch resolves a `CUkernel`
+    /// without hashing its name).
+    functions: Mutex<Vec<(Handle, Arc<Function>)>>,
 }
 
 #[derive(Clone)]
@@ -88,6 +111,7 @@ pub enum Object {
 pub struct Driver {
     pub transport: Box<dyn Transport>,
     pub info: DeviceInfo,
+    pub limits: DevLimits,
     pub primary: Arc<Context>,
     objects: Mutex<HashMap<u64, Object>>,
     /// (module, name) -> function, so a name looked up twice is one `CUfunction`.
@@ -115,12 +139,14 @@ pub fn init() -> Result<&'static Driver, CuResult> {
         .get_or_init(|| {
             let transport = transport::from_env()?;
             let info = transport.device_query()?;
+            let limits = DevLimits::of(&info);
             let primary = Arc::new(Context::new(true, 0, 0));
             let mut objects = HashMap::new();
             objects.insert(primary.id, Object::Context(primary.clone()));
             Ok(Driver {
                 transport,
                 info,
+                limits,
                 primary,
                 objects: Mutex::new(objects),
                 module_functions: Mutex::new(HashMap::new()),
@@ -261,6 +287,32 @@ impl Context {
     }
 }
 
+impl DevLimits {
+    pub fn of(info: &DeviceInfo) -> DevLimits {
+        let a = |n: u32| {
+            crate::api::device::attribute(info, n as std::ffi::c_int)
+                .unwrap_or(0)
+                .max(0) as u64
+        };
+        DevLimits {
+            block: [
+                attr::MAX_BLOCK_DIM_X,
+                attr::MAX_BLOCK_DIM_Y,
+                attr::MAX_BLOCK_DIM_Z,
+            ]
+            .map(a),
+            grid: [
+                attr::MAX_GRID_DIM_X,
+                attr::MAX_GRID_DIM_Y,
+                attr::MAX_GRID_DIM_Z,
+            ]
+            .map(a),
+            smem_per_block: a(attr::MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+                .max(a(attr::MAX_SHARED_MEMORY_PER_BLOCK)),
+        }
+    }
+}
+
 impl Library {
     /// The library's module in backend context `ctx`, loaded on first use.
     pub fn module(&self, drv: &Driver, ctx: Handle) -> Result<Handle, CuResult> {
@@ -324,6 +376,7 @@ impl Driver {
 
     /// Drops what this library remembers about a destroyed backend context.
     fn forget_context(&self, backend: Handle) {
+        self.forget_kernel_functions(|f| f.ctx == backend);
         lock(&self.module_functions).retain(|_, f| f.ctx != backend);
         lock(&self.objects).retain(|_, o| match o {
             Object::Function(f) => f.ctx != backend,
@@ -400,6 +453,7 @@ impl Driver {
             name: CString::new(name).map_err(|_| CuResult::INVALID_VALUE)?,
             info,
             set_attributes: Mutex::new(Vec::new()),
+            launch_limits: Mutex::new(None),
         });
         lock(&self.objects).insert(f.id, Object::Function(f.clone()));
         lock(&self.module_functions).insert(key, f.clone());
@@ -408,6 +462,7 @@ impl Driver {
 
     /// Forgets the functions of an unloaded module.
     pub fn forget_module(&self, module: Handle) {
+        self.forget_kernel_functions(|f| f.module == module);
         lock(&self.module_functions).retain(|(m, _), _| *m != module);
         lock(&self.objects).retain(|_, o| !matches!(o, Object::Function(f) if f.module == module));
     }
@@ -456,6 +511,7 @@ impl Driver {
             id: next_id(),
             library: lib.clone(),
             name: CString::new(name).map_err(|_| CuResult::INVALID_VALUE)?,
+            functions: Mutex::new(Vec::new()),
         });
         ks.insert(name.to_string(), k.clone());
         lock(&self.objects).insert(k.id, Object::Kernel(k.clone()));
@@ -474,9 +530,23 @@ impl Driver {
 
     pub fn kernel_function(&self, k: &Kernel) -> Result<Arc<Function>, CuResult> {
         let ctx = current()?;
+        if let Some((_, f)) = lock(&k.functions).iter().find(|(c, _)| *c == ctx) {
+            return Ok(f.clone());
+        }
         let module = k.library.module(self, ctx)?;
         let name = k.name.to_str().map_err(|_| CuResult::INVALID_VALUE)?;
-        self.module_function(ctx, module, name)
+        let f = self.module_function(ctx, module, name)?;
+        lock(&k.functions).push((ctx, f.clone()));
+        Ok(f)
+    }
+
+    /// Drops every kernel's cached functions that `gone` says are gone.
+    fn forget_kernel_functions(&self, gone: impl Fn(&Function) -> bool) {
+        for o in lock(&self.objects).values() {
+            if let Object::Kernel(k) = o {
+                lock(&k.functions).retain(|(_, f)| !gone(f));
+            }
+        }
     }
 
     /// Logs the first use of a call this library does not implement.

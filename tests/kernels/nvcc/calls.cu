@@ -102,3 +102,12 @@ extern "C" __global__ void symbols(int *out)
     int i = threadIdx.x;
     out[i] = table[i % 8] + atomicAdd(&counter, 1) * 0;
 }
+
+// A global whose initial value is another global's address.
+__device__ int target_arr[4] = {10, 20, 30, 40};
+__device__ int *ptr_to = &target_arr[2];
+
+extern "C" __global__ void follow_pointer(int *out)
+{
+    out[threadIdx.x] = ptr_to[threadIdx.x % 2];
+}

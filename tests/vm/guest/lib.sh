@@ -5,6 +5,7 @@ fail=0
 check() {
   name=$1
   shift
+  [ -z "${NETGPU_TIMED:-}" ] || echo "[t=$(cut -d' ' -f1 /proc/uptime)] $name"
   if "$@"; then
     echo "NETGPU-TEST: PASS $name"
     pass=$((pass + 1))

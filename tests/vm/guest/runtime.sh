@@ -6,7 +6,8 @@ check insmod insmod ./netgpu.ko
 i=0
 while [ ! -e /dev/netgpu0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 check device-node [ -e /dev/netgpu0 ]
-export LD_LIBRARY_PATH=/payload/lib
+# Each failing driver call is logged with where it was answered (the tail is printed below).
+export LD_LIBRARY_PATH=/payload/lib NETGPU_TRACE_ERRORS=1
 for n in $(cat runtime/programs); do
   timeout 240 ./bin/"$n" > /tmp/"$n".out 2>&1
   rc=$?
@@ -20,7 +21,7 @@ for n in $(cat runtime/programs); do
     fi
   fi
   [ $rc -eq 124 ] && echo "$n: timed out after 240 s"
-  tail -n 8 /tmp/"$n".out
+  tail -n 12 /tmp/"$n".out
   check runtime-"$n" [ $ok -eq 1 ]
 done
 summary

@@ -1459,7 +1459,7 @@ fn src(scope: &Scope, o: &Operand, t: Ty, line: usize) -> R<Src> {
             if let Some(r) = scope.reg(s) {
                 return Ok(Src::R(r));
             }
-            match scope.vars.get(s) {
+            match scope.var(s).as_ref() {
                 Some(Loc::Shared(o)) | Some(Loc::Local(o)) | Some(Loc::KParam(o)) => Src::I(*o),
                 Some(Loc::Global(i)) => Src::Global(*i, 0),
                 None => {
@@ -1520,7 +1520,7 @@ fn address(scope: &Scope, o: &Operand, space: Space, line: usize) -> R<Addr> {
                     offset,
                 });
             }
-            match scope.vars.get(s) {
+            match scope.var(s).as_ref() {
                 Some(Loc::KParam(o)) if matches!(space, Space::Param | Space::Generic) => {
                     at(Space::Param, *o)
                 }

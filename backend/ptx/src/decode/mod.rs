@@ -9,6 +9,7 @@
 mod inst;
 
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use crate::ast::{self, Function, Linkage, Operand, Stmt, VarDecl};
 use crate::error::LoadError;
@@ -142,6 +143,8 @@ fn builtin(name: &str) -> Option<Builtin> {
 struct ModuleCtx<'a> {
     funcs: HashMap<&'a str, &'a Function>,
     globals: HashMap<&'a str, u32>,
+    /// The same, as every scope sees it.
+    global_names: Rc<HashMap<String, u32>>,
     /// Module-scope shared variables (static ones; unsized `extern` ones are dynamic).
     shared: HashMap<&'a str, &'a VarDecl>,
     version: u32,
@@ -152,6 +155,10 @@ struct ModuleCtx<'a> {
 /// leaving it restores what it shadowed.
 #[derive(Default)]
 struct Scope {
+    /// Module globals (one map for the whole module) and the kernel's module-scope shared
+    /// variables (one per kernel), under the names declared here.
+    globals: Rc<HashMap<String, u32>>,
+    kernel_shared: Rc<HashMap<String, Loc>>,
     regs: HashMap<String, u32>,
     /// `%r<N>` declarations: prefix to (first register, count), so `%r17` needs no name
     /// of its own.
@@ -168,6 +175,24 @@ enum Undo {
 }
 
 impl Scope {
+    /// The variable a name refers to.
+    fn var(&self, name: &str) -> Option<Loc> {
+        self.vars
+            .get(name)
+            .or_else(|| self.kernel_shared.get(name))
+            .copied()
+            .or_else(|| self.globals.get(name).map(|i| Loc::Global(*i)))
+    }
+
+    /// A scope for a callee: the same module symbols, nothing of the caller's own.
+    fn inner(&self) -> Scope {
+        Scope {
+            globals: self.globals.clone(),
+            kernel_shared: self.kernel_shared.clone(),
+            ..Scope::default()
+        }
+    }
+
     /// The register a name refers to.
     fn reg(&self, name: &str) -> Option<u32> {
         if let Some(r) = self.regs.get(name) {
@@ -385,8 +410,10 @@ pub fn decode(m: &ast::Module) -> Result<(Vec<Kernel>, Vec<GlobalVar>), LoadErro
             ));
         }
     }
+    let global_names = Rc::new(gidx.iter().map(|(k, v)| ((*k).to_string(), *v)).collect());
     let ctx = ModuleCtx {
         funcs,
+        global_names,
         globals: gidx,
         shared,
         version: m.version,
@@ -480,9 +507,7 @@ fn kernel<'a>(ctx: &'a ModuleCtx<'a>, f: &'a Function) -> Result<Kernel, LoadErr
         scope.set_var(p.name.clone(), Loc::KParam(off));
         off += size;
     }
-    for (name, i) in &ctx.globals {
-        scope.set_var((*name).to_string(), Loc::Global(*i));
-    }
+    scope.globals = ctx.global_names.clone();
     // Shared memory: the kernel's own variables, those of the functions it calls, and the
     // module-scope ones any of them names; dynamic shared memory after all of them.
     let funcs = reachable(ctx, f);
@@ -510,20 +535,19 @@ fn kernel<'a>(ctx: &'a ModuleCtx<'a>, f: &'a Function) -> Result<Kernel, LoadErr
             })?;
         Ok(o)
     };
-    let mut module_shared: Vec<&&VarDecl> = ctx
-        .shared
+    let mut module_shared: Vec<&VarDecl> = used
         .iter()
-        .filter(|(n, _)| used.contains(**n))
-        .map(|(_, v)| v)
+        .filter_map(|n| ctx.shared.get(n.as_str()).copied())
         .collect();
-    module_shared.sort_by_key(|v| v.line);
+    module_shared.sort_by_key(|v| (v.line, v.name.as_str()));
     let mut extern_shared = Vec::new();
+    let mut kernel_shared = HashMap::new();
     for v in module_shared {
         if v.count == Some(0) {
             extern_shared.push(v.name.as_str());
         } else {
             let o = place(v, &mut shared_size)?;
-            scope.set_var(v.name.clone(), Loc::Shared(o));
+            kernel_shared.insert(v.name.clone(), Loc::Shared(o));
         }
     }
     let mut func_shared = HashMap::new();
@@ -539,8 +563,9 @@ fn kernel<'a>(ctx: &'a ModuleCtx<'a>, f: &'a Function) -> Result<Kernel, LoadErr
     }
     let dyn_base = align_up(shared_size, 16).ok_or_else(|| overflow(f.line, &f.name))?;
     for name in extern_shared {
-        scope.set_var(name.to_string(), Loc::Shared(dyn_base));
+        kernel_shared.insert(name.to_string(), Loc::Shared(dyn_base));
     }
+    scope.kernel_shared = Rc::new(kernel_shared);
     let mut d = Decoder {
         m: ctx,
         code: Vec::new(),
@@ -871,7 +896,7 @@ impl<'a> Decoder<'a> {
         };
         let local_of = |o: &Operand| -> Result<u64, LoadError> {
             match o {
-                Operand::Sym(s) => match scope.vars.get(s) {
+                Operand::Sym(s) => match scope.var(s).as_ref() {
                     Some(Loc::Local(off)) => Ok(*off),
                     _ => Err(LoadError::invalid(
                         line,
@@ -939,18 +964,7 @@ impl<'a> Decoder<'a> {
             }
             None => None,
         };
-        let mut inner = Scope::default();
-        for (k, v) in &scope.vars {
-            if matches!(v, Loc::Global(_)) {
-                inner.vars.insert(k.clone(), *v);
-            }
-        }
-        // Module-scope shared variables keep their kernel-wide offsets.
-        for n in self.m.shared.keys() {
-            if let Some(l) = scope.vars.get(*n) {
-                inner.vars.insert((*n).to_string(), *l);
-            }
-        }
+        let mut inner = scope.inner();
         for (decl, arg) in callee
             .params
             .iter()

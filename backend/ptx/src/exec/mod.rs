@@ -57,6 +57,9 @@ pub const MAX_THREADS_PER_SM: u32 = 2048;
 pub const MAX_BLOCKS_PER_SM: u32 = 32;
 /// Register file, local memory and shared memory one block may take on the host.
 pub const MAX_BLOCK_STATE: u64 = 256 << 20;
+/// ... and all the blocks one launch keeps at once (its workers' blocks, or every block of
+/// a cooperative launch).
+pub const MAX_RESIDENT_STATE: u64 = 4 * MAX_BLOCK_STATE;
 /// Thread-instructions a thread runs before it yields at a backward branch.
 const SLICE: u64 = 1 << 13;
 /// CUDA's default printf FIFO size (`cudaLimitPrintfFifoSize`).
@@ -189,6 +192,16 @@ pub fn max_cooperative_blocks(
 }
 
 static GRID_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// The host's cores (asked once: the query reads cgroup files).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
 
 /// One printf call: where it sorts, and its text.
 struct Record {
@@ -328,6 +341,13 @@ fn validate(
                 max,
             });
         }
+        // Every block is resident at once: their state together must fit as well.
+        let all = state.saturating_mul(nblocks);
+        if all > MAX_RESIDENT_STATE {
+            return Err(LaunchError::OutOfResources(format!(
+                "{nblocks} resident blocks need {all} bytes of registers and local memory (at most {MAX_RESIDENT_STATE})"
+            )));
+        }
     }
     Ok(())
 }
@@ -348,11 +368,8 @@ pub fn launch_with(
     mem: &dyn DeviceMemory,
     opts: &LaunchOptions,
 ) -> LaunchOutput {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let mut workers = match cfg.threads {
-        0 => cores,
+        0 => cores(),
         n => n,
     };
     let sm_count = if opts.sm_count == 0 {
@@ -374,7 +391,7 @@ pub fn launch_with(
     let nblocks = cfg.grid.iter().map(|&d| u64::from(d)).product::<u64>();
     // Keep the memory of all workers' blocks within bounds.
     let per_block = block_state_bytes(kernel, nthreads as u64, shared_len as u64).max(1);
-    let budget_workers = (4 * MAX_BLOCK_STATE / per_block).max(1);
+    let budget_workers = (MAX_RESIDENT_STATE / per_block).max(1);
     workers = workers
         .min(usize::try_from(nblocks).unwrap_or(usize::MAX))
         .min(usize::try_from(budget_workers).unwrap_or(usize::MAX))

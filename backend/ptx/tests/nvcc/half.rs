@@ -88,51 +88,53 @@ fn ulps16(a: f32, b: f64) -> i32 {
 
 #[test]
 fn f16_scalar_and_packed_arithmetic() {
-    let m = module("half.ptx");
-    let n = 700usize;
-    let mut r = Rng(21);
-    let a: Vec<f32> = (0..n).map(|_| r.f32()).collect();
-    let b: Vec<f32> = (0..n).map(|_| r.f32()).collect();
-    let gpu = Gpu::new();
-    let (da, db) = (gpu.upload(&a), gpu.upload(&b));
-    let out = gpu.zeros(n * 64);
-    Launch::new(&m, "half_math", 6, 128)
-        .run(&gpu, &[&u64b(da), &u64b(db), &u64b(out), &i32b(n as i32)])
-        .unwrap();
-    let got: Vec<f32> = gpu.download(out, n * 16);
-    for i in 0..n {
-        let (x, y) = (h(f64::from(a[i])), h(f64::from(b[i])));
-        let o = &got[i * 16..i * 16 + 16];
-        let f = |v: f64| v as f32;
-        let lo = f(h(x + y));
-        let hi = f(h(y + x));
-        let p = f64::from(a[i] * 1.001);
-        let exact = [
-            f(h(x + y)),
-            f(h(x * y)),
-            f(h(x * y + 1.0)),
-            f(h(x - y)),
-            hi.mul_add(1000.0, lo),
-            f(h(x * y)),
-            f(h(y * x + y)),
-            if x < y { 1.0 } else { 0.0 },
-            f(x.max(y)) - f(x.min(y)),
-            f(f16_value(f16_round(p, Mode::Zero))),
-            f(f16_value(f16_round(p, Mode::Down))) + f(f16_value(f16_round(p, Mode::Up))),
-            h(x * 3.0).round_ties_even() as f32,
-            -(x.abs() as f32),
-        ];
-        for (k, e) in exact.iter().enumerate() {
-            assert_eq!(
-                o[k], *e,
-                "output {k} of element {i} (a={}, b={})",
-                a[i], b[i]
-            );
+    for file in ["half.ptx", "sm90/half.ptx"] {
+        let m = module(file);
+        let n = 700usize;
+        let mut r = Rng(21);
+        let a: Vec<f32> = (0..n).map(|_| r.f32()).collect();
+        let b: Vec<f32> = (0..n).map(|_| r.f32()).collect();
+        let gpu = Gpu::new();
+        let (da, db) = (gpu.upload(&a), gpu.upload(&b));
+        let out = gpu.zeros(n * 64);
+        Launch::new(&m, "half_math", 6, 128)
+            .run(&gpu, &[&u64b(da), &u64b(db), &u64b(out), &i32b(n as i32)])
+            .unwrap();
+        let got: Vec<f32> = gpu.download(out, n * 16);
+        for i in 0..n {
+            let (x, y) = (h(f64::from(a[i])), h(f64::from(b[i])));
+            let o = &got[i * 16..i * 16 + 16];
+            let f = |v: f64| v as f32;
+            let lo = f(h(x + y));
+            let hi = f(h(y + x));
+            let p = f64::from(a[i] * 1.001);
+            let exact = [
+                f(h(x + y)),
+                f(h(x * y)),
+                f(h(x * y + 1.0)),
+                f(h(x - y)),
+                hi.mul_add(1000.0, lo),
+                f(h(x * y)),
+                f(h(y * x + y)),
+                if x < y { 1.0 } else { 0.0 },
+                f(x.max(y)) - f(x.min(y)),
+                f(f16_value(f16_round(p, Mode::Zero))),
+                f(f16_value(f16_round(p, Mode::Down))) + f(f16_value(f16_round(p, Mode::Up))),
+                h(x * 3.0).round_ties_even() as f32,
+                -(x.abs() as f32),
+            ];
+            for (k, e) in exact.iter().enumerate() {
+                assert_eq!(
+                    o[k], *e,
+                    "output {k} of element {i} (a={}, b={})",
+                    a[i], b[i]
+                );
+            }
+            // hsqrt and __hdiv go through f32 approximations: within one f16 ulp.
+            assert!(ulps16(o[13], x.abs().sqrt()) <= 1, "sqrt of {x}: {}", o[13]);
+            assert!(ulps16(o[14], x / 3.0) <= 1, "{x} / 3: {}", o[14]);
+            assert_eq!(o[15], (i as f32 - 50.0) + y as f32);
         }
-        // hsqrt and __hdiv go through f32 approximations: within one f16 ulp.
-        assert!(ulps16(o[13], x.abs().sqrt()) <= 1, "sqrt of {x}: {}", o[13]);
-        assert!(ulps16(o[14], x / 3.0) <= 1, "{x} / 3: {}", o[14]);
-        assert_eq!(o[15], (i as f32 - 50.0) + y as f32);
     }
 }
 
@@ -145,40 +147,42 @@ fn bf(x: f32) -> f32 {
 
 #[test]
 fn bf16_emulated_arithmetic() {
-    let m = module("half.ptx");
-    let n = 500usize;
-    let mut r = Rng(23);
-    let a: Vec<f32> = (0..n).map(|_| r.f32() * 3.7).collect();
-    let b: Vec<f32> = (0..n).map(|_| r.f32() * 1.3).collect();
-    let gpu = Gpu::new();
-    let (da, db) = (gpu.upload(&a), gpu.upload(&b));
-    let out = gpu.zeros(n * 32);
-    Launch::new(&m, "bf16_math", 4, 128)
-        .run(&gpu, &[&u64b(da), &u64b(db), &u64b(out), &i32b(n as i32)])
-        .unwrap();
-    let got: Vec<f32> = gpu.download(out, n * 8);
-    for i in 0..n {
-        let (x, y) = (bf(a[i]), bf(b[i]));
-        let o = &got[i * 8..i * 8 + 8];
-        let lo = bf(x + y);
-        let hi = bf(y + x);
-        let rz = f32::from_bits((a[i] * 1.001).to_bits() & 0xffff_0000);
-        let exact = [
-            bf(x + y),
-            bf(x * y),
-            bf(bf(x * y) + 1.0),
-            hi.mul_add(1000.0, lo),
-            bf(y * x),
-            if x < y { 1.0 } else { 0.0 },
-            rz,
-            x.round_ties_even() + x.max(y),
-        ];
-        for (k, e) in exact.iter().enumerate() {
-            assert_eq!(
-                o[k], *e,
-                "output {k} of element {i} (a={}, b={})",
-                a[i], b[i]
-            );
+    for file in ["half.ptx", "sm90/half.ptx"] {
+        let m = module(file);
+        let n = 500usize;
+        let mut r = Rng(23);
+        let a: Vec<f32> = (0..n).map(|_| r.f32() * 3.7).collect();
+        let b: Vec<f32> = (0..n).map(|_| r.f32() * 1.3).collect();
+        let gpu = Gpu::new();
+        let (da, db) = (gpu.upload(&a), gpu.upload(&b));
+        let out = gpu.zeros(n * 32);
+        Launch::new(&m, "bf16_math", 4, 128)
+            .run(&gpu, &[&u64b(da), &u64b(db), &u64b(out), &i32b(n as i32)])
+            .unwrap();
+        let got: Vec<f32> = gpu.download(out, n * 8);
+        for i in 0..n {
+            let (x, y) = (bf(a[i]), bf(b[i]));
+            let o = &got[i * 8..i * 8 + 8];
+            let lo = bf(x + y);
+            let hi = bf(y + x);
+            let rz = f32::from_bits((a[i] * 1.001).to_bits() & 0xffff_0000);
+            let exact = [
+                bf(x + y),
+                bf(x * y),
+                bf(bf(x * y) + 1.0),
+                hi.mul_add(1000.0, lo),
+                bf(y * x),
+                if x < y { 1.0 } else { 0.0 },
+                rz,
+                x.round_ties_even() + x.max(y),
+            ];
+            for (k, e) in exact.iter().enumerate() {
+                assert_eq!(
+                    o[k], *e,
+                    "output {k} of element {i} (a={}, b={})",
+                    a[i], b[i]
+                );
+            }
         }
     }
 }

@@ -163,4 +163,27 @@ fn a_block_too_large_for_the_host_is_refused_at_launch() {
     assert_eq!(e.cuda_error(), 701);
     // The same kernel runs with fewer threads.
     Launch::new(&m, "k", 1, 32).run(&gpu, &[]).unwrap();
+    // A cooperative launch keeps every block resident: 200 blocks of 10 MiB do not fit.
+    let mut l = Launch::new(&m, "k", 200, 32);
+    l.opts.cooperative = true;
+    l.opts.sm_count = 8;
+    let e = l.run(&gpu, &[]).unwrap_err();
+    assert!(matches!(e, LaunchError::OutOfResources(_)), "{e:?}");
+}
+
+#[test]
+fn many_kernels_and_many_globals_load_in_linear_time() {
+    // Each kernel used to copy every global into its scope (kernels x globals).
+    let mut text = String::new();
+    for g in 0..5000 {
+        text += &format!(".global .u32 g{g};\n.shared .u32 s{g};\n");
+    }
+    for k in 0..5000 {
+        text += &format!(
+            ".visible .entry k{k}()\n{{\n.reg .b64 %rd<2>;\nmov.u64 %rd1, g{k};\nret;\n}}\n"
+        );
+    }
+    let m = load(&text).unwrap();
+    assert_eq!(m.kernel_names().count(), 5000);
+    assert_eq!(m.globals().len(), 5000);
 }

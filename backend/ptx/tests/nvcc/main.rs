@@ -14,5 +14,6 @@ mod limits;
 mod link;
 mod printf;
 mod programs;
+mod sm80;
 mod util;
 mod warp;

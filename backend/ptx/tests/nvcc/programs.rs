@@ -196,3 +196,84 @@ fn cub_single_tile_radix_sort_of_pairs_and_keys() {
     k.sort();
     assert_eq!(gpu.download::<u32>(ok2, n), k);
 }
+
+/// CUB's own DeviceScan kernels as `DeviceScan::InclusiveSum`/`ExclusiveSum` launch them:
+/// the tile-state init kernel, then one block per tile with decoupled look-back between
+/// blocks. sm_75's scan policy for 4-byte items takes 15 items per thread.
+#[test]
+fn cub_device_scan_with_decoupled_look_back() {
+    let m = module("cub_device.ptx");
+    let init = kernel_like(&m, &["DeviceScanInitKernel"]);
+    let inclusive = kernel_like(&m, &["DeviceScanKernel", "NullType"]);
+    let exclusive = kernel_like(&m, &["DeviceScanKernel", "InputValue"]);
+    let block = m
+        .kernel(inclusive)
+        .unwrap()
+        .attributes()
+        .max_threads_per_block;
+    let tile = block as usize * 15;
+    let n = 40_000usize;
+    let mut r = Rng(77);
+    let x: Vec<i32> = (0..n).map(|_| r.range(-1000, 1000)).collect();
+    let tiles = n.div_ceil(tile) as u32;
+    for (kernel, workers) in [(inclusive, 1), (inclusive, 3), (exclusive, 2)] {
+        let gpu = Gpu::new();
+        let dx = gpu.upload(&x);
+        let out = gpu.zeros(n * 4);
+        // ScanTileState<int>: a pointer to 8-byte descriptors, 32 of padding first.
+        let state = gpu.zeros((tiles as usize + 32) * 8);
+        let mut ts = u64b(state).to_vec();
+        ts.extend_from_slice(&[0; 8]);
+        Launch::new(&m, init, tiles.div_ceil(128), 128)
+            .run(&gpu, &[&ts, &i32b(tiles as i32)])
+            .unwrap();
+        let mut l = Launch::new(&m, kernel, tiles, block);
+        l.threads = workers;
+        let seed = 11i32;
+        if kernel == inclusive {
+            l.run(
+                &gpu,
+                &[
+                    &u64b(dx),
+                    &u64b(out),
+                    &ts,
+                    &i32b(0),
+                    &[0],
+                    &[0],
+                    &i32b(n as i32),
+                    &i32b(0),
+                ],
+            )
+            .unwrap();
+        } else {
+            // InputValue<int>: not a future value, then the value at offset 8.
+            let mut iv = vec![0u8; 16];
+            iv[8..12].copy_from_slice(&seed.to_le_bytes());
+            l.run(
+                &gpu,
+                &[
+                    &u64b(dx),
+                    &u64b(out),
+                    &ts,
+                    &i32b(0),
+                    &[0],
+                    &iv,
+                    &i32b(n as i32),
+                    &i32b(0),
+                ],
+            )
+            .unwrap();
+        }
+        let got: Vec<i32> = gpu.download(out, n);
+        let mut s = if kernel == inclusive { 0 } else { seed };
+        for i in 0..n {
+            if kernel == inclusive {
+                s += x[i];
+                assert_eq!(got[i], s, "inclusive item {i}, {workers} workers");
+            } else {
+                assert_eq!(got[i], s, "exclusive item {i}");
+                s += x[i];
+            }
+        }
+    }
+}

@@ -4,8 +4,9 @@
 //! The values describe what the executor really is and enforces: compute capability 8.0,
 //! 1024 threads and 48 KiB of shared memory per block (64 KiB opt-in through
 //! `CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES`), warps of 32, one worker thread per
-//! "multiprocessor" running one block at a time (so the occupancy calculators and cooperative
-//! launches agree: at most one resident block per multiprocessor), unified addressing, no
+//! "multiprocessor" with the interpreter's residency limits (2048 threads, 32 blocks, 227 KiB
+//! of shared memory per multiprocessor: the occupancy calculators and cooperative launches
+//! agree), unified addressing, no
 //! mapped host memory, no managed memory, no textures or surfaces (limits 0), concurrent
 //! kernels and copies on separate streams, stream priorities, cooperative launches.
 
@@ -78,17 +79,19 @@ pub fn value(a: u32, workers: u32, pci: PciLocation) -> i32 {
         MEMORY_CLOCK_RATE => 1_000_000,
         GLOBAL_MEMORY_BUS_WIDTH => 64,
         L2_CACHE_SIZE => 4 << 20,
-        // One resident block of up to 1024 threads per worker.
-        MAX_THREADS_PER_MULTIPROCESSOR => MAX_THREADS_PER_BLOCK_VALUE,
-        MAX_BLOCKS_PER_MULTIPROCESSOR => 1,
+        // The interpreter's residency model (time-sliced threads), which cooperative launches
+        // obey: the occupancy calculators see what the executor enforces.
+        MAX_THREADS_PER_MULTIPROCESSOR => netgpu_ptx::exec::MAX_THREADS_PER_SM as i32,
+        MAX_BLOCKS_PER_MULTIPROCESSOR => netgpu_ptx::exec::MAX_BLOCKS_PER_SM as i32,
         ASYNC_ENGINE_COUNT => 2,
         UNIFIED_ADDRESSING => 1,
         COMPUTE_CAPABILITY_MAJOR => COMPUTE_CAPABILITY.0 as i32,
         COMPUTE_CAPABILITY_MINOR => COMPUTE_CAPABILITY.1 as i32,
         STREAM_PRIORITIES_SUPPORTED => 1,
         GLOBAL_L1_CACHE_SUPPORTED | LOCAL_L1_CACHE_SUPPORTED => 1,
-        MAX_SHARED_MEMORY_PER_MULTIPROCESSOR => SHARED_OPTIN as i32,
-        MAX_REGISTERS_PER_MULTIPROCESSOR => 65_536,
+        MAX_SHARED_MEMORY_PER_MULTIPROCESSOR => netgpu_ptx::exec::MAX_SHARED_MEMORY as i32,
+        // Never the limit: 64 registers (the most NUM_REGS reports) for every resident thread.
+        MAX_REGISTERS_PER_MULTIPROCESSOR => 64 * netgpu_ptx::exec::MAX_THREADS_PER_SM as i32,
         MANAGED_MEMORY | CONCURRENT_MANAGED_ACCESS | PAGEABLE_MEMORY_ACCESS => 0,
         // The interpreter computes doubles as fast as floats.
         SINGLE_TO_DOUBLE_PRECISION_PERF_RATIO => 1,
@@ -134,15 +137,17 @@ mod tests {
         assert_eq!(get(MANAGED_MEMORY), 0);
         assert_eq!(get(CONCURRENT_KERNELS), 1);
         assert_eq!(get(MULTIPROCESSOR_COUNT), 2);
-        // Occupancy: one block per multiprocessor, whatever the block size.
-        assert_eq!(
-            get(MAX_THREADS_PER_MULTIPROCESSOR),
-            get(MAX_THREADS_PER_BLOCK)
-        );
+        assert_eq!(get(MAX_THREADS_PER_BLOCK), 1024);
+        assert_eq!(get(MAX_PITCH), i32::MAX);
+        assert!(get(MAX_THREADS_PER_MULTIPROCESSOR) >= get(MAX_THREADS_PER_BLOCK));
         assert!(
             get(MAX_SHARED_MEMORY_PER_MULTIPROCESSOR) >= get(MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
         );
         assert!(get(MAX_REGISTERS_PER_BLOCK) >= 64 * get(MAX_THREADS_PER_BLOCK));
+        assert!(
+            get(MAX_REGISTERS_PER_MULTIPROCESSOR) >= 64 * get(MAX_THREADS_PER_MULTIPROCESSOR),
+            "registers never limit occupancy: the executor has none"
+        );
     }
 
     #[test]

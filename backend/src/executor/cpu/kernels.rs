@@ -1,18 +1,27 @@
 //! Adapter between the CPU engine and the PTX interpreter (`netgpu-ptx`): choosing the PTX of
-//! a module image, placing module globals in the session's device memory, function
-//! attributes, and running launches against the session's memory.
+//! a module image (`netgpu-image`), placing module globals in the session's device memory,
+//! function attributes, and running launches against the session's memory.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Instant;
 
+use netgpu_image::{Limits, PtxVersion, Target};
 use netgpu_proto::cuda::{func_attr, CuResult};
 use netgpu_proto::wire::ops::{DevPtr, Handle, ParamInfo};
-use netgpu_ptx::{GlobalSpace, LaunchConfig, LoadErrorKind, Module};
+use netgpu_ptx::{GlobalSpace, LaunchConfig, LaunchError, LaunchOptions, LoadErrorKind, Module};
 use tracing::debug;
 
 use super::memory::{Allocation, Heap};
-use super::{COMPUTE_CAPABILITY, MAX_SHARED_PER_BLOCK, MAX_THREADS_PER_BLOCK};
-use crate::executor::images::{classify, ImageKind};
-use crate::executor::{ExecResult, LaunchDims};
+use super::{COMPUTE_CAPABILITY, MAX_SHARED_PER_BLOCK};
+use crate::executor::limits::MAX_PARAM_BYTES;
+use crate::executor::{Console, ExecResult, LaunchDims};
+
+/// What the CPU executor runs: PTX for compute capability 8.0 up to ISA 9.5 (CUDA 13.5's).
+pub const TARGET: Target = Target {
+    sm: COMPUTE_CAPABILITY.0 * 10 + COMPUTE_CAPABILITY.1,
+    max_ptx: PtxVersion::new(9, 5),
+};
 
 /// A loaded module: the decoded PTX and where its globals live.
 pub struct CpuModule {
@@ -22,76 +31,70 @@ pub struct CpuModule {
     addrs: Vec<u64>,
     /// Bytes of `.const` globals (`CU_FUNC_ATTRIBUTE_CONST_SIZE_BYTES`).
     const_bytes: u64,
-    /// `.target sm_XY` as XY (0 when absent).
-    target: u32,
 }
 
-/// `.version X.Y` and `.target sm_XY` of PTX text, from its header lines (netgpu-ptx's parser
-/// accepts and skips them).
-fn header(text: &str) -> (u32, u32) {
-    let (mut version, mut target) = (0, 0);
-    for line in text.lines().take(200) {
-        let mut w = line.split_whitespace();
-        match w.next() {
-            Some(".version") => {
-                if let Some((a, b)) = w.next().and_then(|v| v.split_once('.')) {
-                    version = a.parse::<u32>().unwrap_or(0) * 10 + b.parse::<u32>().unwrap_or(0);
-                }
-            }
-            Some(".target") => {
-                if let Some(t) = w.next() {
-                    let digits: String = t
-                        .trim_end_matches(',')
-                        .trim_start_matches("sm_")
-                        .trim_start_matches("compute_")
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    target = digits.parse().unwrap_or(0);
-                }
-            }
-            Some(s) if s.starts_with(".visible") || s.starts_with(".entry") => break,
-            _ => {}
-        }
+/// How one launch is controlled.
+pub struct LaunchControl<'a> {
+    pub cooperative: bool,
+    pub cancel: &'a AtomicBool,
+    pub deadline: Option<Instant>,
+    /// Multiprocessors the device reports (cooperative residency).
+    pub sm_count: u32,
+    pub console: &'a Console,
+}
+
+fn load_error(e: netgpu_ptx::LoadError) -> CuResult {
+    debug!(error = %e, "PTX module refused");
+    match e.kind {
+        LoadErrorKind::InvalidPtx => CuResult::INVALID_PTX,
+        LoadErrorKind::NotSupported => CuResult::NOT_SUPPORTED,
     }
-    (version, target)
 }
 
 impl CpuModule {
-    /// Parses and decodes the PTX of the images (one image; several are linked once
-    /// netgpu-ptx links) and places the module's globals in `ctx`'s memory.
+    /// Takes the PTX of the images (the best PTX of each fatbin, a link container's inputs),
+    /// decodes it and places the module's globals in `ctx`'s memory. An image without PTX
+    /// answers `NO_BINARY_FOR_GPU`, as a driver answers for a GPU it has no code for.
     pub fn load(images: &[Vec<u8>], ctx: Handle, heap: &Heap) -> ExecResult<CpuModule> {
-        let image = match images {
-            [one] => one,
-            [] => return Err(CuResult::INVALID_VALUE),
+        let parts: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+        let selected =
+            netgpu_image::select_ptx(&parts, &TARGET, &Limits::default()).map_err(|e| {
+                debug!(error = %e, "module image refused");
+                e.cu_result()
+            })?;
+        let module = match selected.as_slice() {
+            [one] => Module::load(&one.text).map_err(load_error)?,
+            [] => return Err(CuResult::NO_BINARY_FOR_GPU),
+            // Several PTX modules to link: needs netgpu-ptx's linker.
             _ => return Err(CuResult::NOT_SUPPORTED),
         };
-        let text = match classify(image) {
-            ImageKind::Ptx(t) => t,
-            // The CPU executor runs PTX only; a SASS-only image has nothing for it.
-            ImageKind::Elf | ImageKind::Fatbin | ImageKind::Archive => {
-                return Err(CuResult::NO_BINARY_FOR_GPU)
+        // CUDA's parameter space: a kernel whose parameters need more (or whose layout
+        // overflows) is refused at load, as ptxas refuses it.
+        for name in module.kernel_names() {
+            let params = module
+                .kernel(name)
+                .map(|k| k.params().to_vec())
+                .unwrap_or_default();
+            let span = params.iter().try_fold(0u32, |acc, p| {
+                p.offset.checked_add(p.size).map(|end| acc.max(end))
+            });
+            if span.is_none_or(|s| s > MAX_PARAM_BYTES) {
+                debug!(
+                    kernel = name,
+                    "kernel parameters exceed the 32 764-byte parameter space"
+                );
+                return Err(CuResult::INVALID_PTX);
             }
-            ImageKind::Wrapper | ImageKind::Invalid => return Err(CuResult::INVALID_IMAGE),
-        };
-        let (_version, target) = header(text);
-        let module = Module::load(text).map_err(|e| {
-            debug!(error = %e, "PTX module refused");
-            match e.kind {
-                LoadErrorKind::InvalidPtx => CuResult::INVALID_PTX,
-                LoadErrorKind::NotSupported => CuResult::NOT_SUPPORTED,
-            }
-        })?;
+        }
         let mut m = CpuModule {
             module: Arc::new(module),
             globals: Vec::new(),
             addrs: Vec::new(),
             const_bytes: 0,
-            target,
         };
         let vars = m.module.globals().to_vec();
         let mut held: Vec<Arc<Allocation>> = Vec::new();
-        for g in vars {
+        for g in &vars {
             let a = match heap.alloc_global(ctx, g.size.max(1)) {
                 Ok(a) => a,
                 Err(e) => {
@@ -101,20 +104,24 @@ impl CpuModule {
                     return Err(e);
                 }
             };
-            let init_len = (g.init.len() as u64).min(a.len());
-            if let Some(p) = a.at(0, init_len) {
-                // SAFETY: the allocation was just made and is not yet visible to any work;
-                // `init_len` is within it.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(g.init.as_ptr(), p.as_ptr(), init_len as usize)
-                };
-            }
             if g.space == GlobalSpace::Const {
                 m.const_bytes = m.const_bytes.saturating_add(g.size);
             }
             m.globals.push((g.name.clone(), a.base(), g.size));
             m.addrs.push(a.base());
             held.push(a);
+        }
+        // Initial values, with the addresses of other globals they name filled in.
+        for (i, a) in held.iter().enumerate() {
+            let Some(init) = m.module.init_image(i, &m.addrs) else {
+                continue;
+            };
+            let n = (init.len() as u64).min(a.len());
+            if let Some(p) = a.at(0, n) {
+                // SAFETY: the allocation was just made and is not yet visible to any work; `n`
+                // is within it.
+                unsafe { std::ptr::copy_nonoverlapping(init.as_ptr(), p.as_ptr(), n as usize) };
+            }
         }
         Ok(m)
     }
@@ -144,6 +151,15 @@ impl CpuModule {
             .map(|(_, p, s)| (*p, *s))
     }
 
+    /// Most threads per block `kernel` takes (1024, or less under `.maxntid`/`.reqntid`),
+    /// and the only block shape it takes under `.reqntid`.
+    pub fn block_limits(&self, kernel: &str) -> (u32, Option<[u32; 3]>) {
+        match self.module.kernel(kernel) {
+            Some(k) => (k.attributes().max_threads_per_block, k.attributes().reqntid),
+            None => (0, None),
+        }
+    }
+
     /// The attributes `cuFuncGetAttribute` reports for `kernel` (see `docs/backend.md`).
     pub fn attributes(
         &self,
@@ -154,30 +170,31 @@ impl CpuModule {
         let Some(k) = self.module.kernel(kernel) else {
             return Vec::new();
         };
+        let a = k.attributes();
         let clamp = |v: u64| i32::try_from(v).unwrap_or(i32::MAX);
         let cc = (COMPUTE_CAPABILITY.0 * 10 + COMPUTE_CAPABILITY.1) as i32;
         vec![
             (
                 func_attr::MAX_THREADS_PER_BLOCK,
-                MAX_THREADS_PER_BLOCK as i32,
+                clamp(a.max_threads_per_block.into()),
             ),
             (func_attr::SHARED_SIZE_BYTES, clamp(k.shared_static.into())),
             (func_attr::CONST_SIZE_BYTES, clamp(self.const_bytes)),
-            (func_attr::LOCAL_SIZE_BYTES, clamp(k.local_size.into())),
+            (func_attr::LOCAL_SIZE_BYTES, clamp(a.local_bytes.into())),
             (func_attr::NUM_REGS, register_estimate(k.nregs)),
             (
                 func_attr::PTX_VERSION,
-                if self.target == 0 {
+                if a.target == 0 {
                     cc
                 } else {
-                    self.target as i32
+                    clamp(a.target.into())
                 },
             ),
             (func_attr::BINARY_VERSION, cc),
             (func_attr::CACHE_MODE_CA, 0),
             (
                 func_attr::MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                max_dynamic_shared as i32,
+                clamp(max_dynamic_shared.into()),
             ),
             (func_attr::PREFERRED_SHARED_MEMORY_CARVEOUT, carveout),
             (func_attr::CLUSTER_SIZE_MUST_BE_SET, 0),
@@ -197,8 +214,18 @@ impl CpuModule {
             .unwrap_or(0)
     }
 
+    /// Largest grid a cooperative launch of `kernel` may use.
+    pub fn max_cooperative_blocks(&self, kernel: &str, dims: &LaunchDims, sm_count: u32) -> u64 {
+        match self.module.kernel(kernel) {
+            Some(k) => {
+                netgpu_ptx::max_cooperative_blocks(k, dims.block, dims.shared_mem_bytes, sm_count)
+            }
+            None => 0,
+        }
+    }
+
     /// Runs a launch to completion against the session's memory, as work of `ctx` dispatched
-    /// with sequence number `seq` (see `memory`).
+    /// with sequence number `seq` (see `memory`); its `printf` output goes to the console.
     pub fn launch(
         &self,
         kernel: &str,
@@ -206,6 +233,7 @@ impl CpuModule {
         params: &[u8],
         mem: LaunchMemory<'_>,
         threads: usize,
+        control: &LaunchControl<'_>,
     ) -> ExecResult<()> {
         let k = self.module.kernel(kernel).ok_or(CuResult::INVALID_HANDLE)?;
         let cfg = LaunchConfig {
@@ -214,9 +242,23 @@ impl CpuModule {
             shared_mem_bytes: dims.shared_mem_bytes,
             threads,
         };
-        netgpu_ptx::launch(&self.module, k, &cfg, params, &self.addrs, &mem).map_err(|e| {
+        let opts = LaunchOptions {
+            cooperative: control.cooperative,
+            cancel: Some(control.cancel),
+            deadline: control.deadline,
+            sm_count: control.sm_count,
+            ..LaunchOptions::default()
+        };
+        let out = netgpu_ptx::launch_with(&self.module, k, &cfg, params, &self.addrs, &mem, &opts);
+        control.console.push(&out.console);
+        control.console.dropped(out.console_dropped);
+        out.result.map_err(|e| {
             debug!(error = %e, kernel, "launch failed");
-            CuResult(e.cuda_error())
+            match e {
+                // The session is ending: nobody sees it; not a fault of the context.
+                LaunchError::Cancelled => CuResult::CONTEXT_IS_DESTROYED,
+                e => CuResult(e.cuda_error()),
+            }
         })
     }
 }
@@ -255,14 +297,6 @@ impl netgpu_ptx::DeviceMemory for LaunchMemory<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_ptx_header_gives_version_and_target() {
-        let t = "//\n.version 8.8\n.target sm_75, debug\n.address_size 64\n.visible .entry k()\n";
-        assert_eq!(header(t), (88, 75));
-        assert_eq!(header(".version 9.5\n.target compute_90a\n"), (95, 90));
-        assert_eq!(header("garbage"), (0, 0));
-    }
 
     #[test]
     fn register_estimates_fit_a_full_block() {

@@ -35,7 +35,7 @@ use super::{
     memset_len, Completion, Engine, ExecResult, Executor, HandleTable, HostBuf, HtodTarget,
     LaunchDims, Output, SessionSetup,
 };
-use kernels::{default_dynamic_shared, CpuModule, LaunchMemory};
+use kernels::{default_dynamic_shared, CpuModule, LaunchControl, LaunchMemory};
 use memory::{Heap, MemoryPool, Range};
 
 pub use attributes::PciLocation;
@@ -385,22 +385,35 @@ impl CpuEngine {
         ctx: Arc<CtxState>,
         dims: LaunchDims,
         params: Vec<u8>,
-        threads: usize,
+        cooperative: bool,
     ) -> Work {
         let seq = self.inner.next_seq();
         let heap = self.inner.heap.clone();
         let module = f.data.clone();
         let kernel = f.kernel.clone();
         let ctx_handle = f.ctx;
+        let threads = self.inner.threads;
         Work::Memory(Box::new(move |exec: &Arc<Exec>| {
             let mem = LaunchMemory {
                 heap: &heap,
                 ctx: ctx_handle,
                 seq,
             };
-            if let Err(e) = module.launch(&kernel, dims, &params, mem, threads) {
-                ctx.poison(e);
-                exec.sink.deferred(e);
+            let control = LaunchControl {
+                cooperative,
+                cancel: &exec.cancelled,
+                // The time limit counts from when the kernel starts.
+                deadline: exec.kernel_time_limit.map(|l| Instant::now() + l),
+                sm_count: threads as u32,
+                console: &exec.console,
+            };
+            match module.launch(&kernel, dims, &params, mem, threads, &control) {
+                Ok(()) => {}
+                Err(e) if e == CuResult::CONTEXT_IS_DESTROYED => {}
+                Err(e) => {
+                    ctx.poison(e);
+                    exec.sink.deferred(e);
+                }
             }
             Ok(Output::Done)
         }))
@@ -973,27 +986,31 @@ impl Engine for CpuEngine {
         if flags & !LAUNCH_COOPERATIVE != 0 {
             return Err(CuResult::INVALID_VALUE);
         }
+        let (max_threads, reqntid) = f.data.block_limits(&f.kernel);
         limits::check_launch(
             &dims,
             MAX_THREADS_PER_BLOCK,
             &FunctionLimits {
-                max_threads: MAX_THREADS_PER_BLOCK,
+                max_threads,
                 max_dynamic_shared: f.max_dynamic_shared,
             },
         )?;
+        if reqntid.is_some_and(|r| r != dims.block) {
+            // `.reqntid`: the kernel runs with exactly that block shape.
+            return Err(CuResult::INVALID_VALUE);
+        }
         limits::check_params(params.len(), f.span)?;
-        let mut threads = self.inner.threads;
-        if flags & LAUNCH_COOPERATIVE != 0 {
-            // Every block resident at once: one worker thread per block, at most one block per
-            // multiprocessor (worker), as the device attributes say.
-            if dims.blocks() > self.inner.threads as u64 {
-                return Err(CuResult::COOPERATIVE_LAUNCH_TOO_LARGE);
-            }
-            threads = dims.blocks() as usize;
+        let cooperative = flags & LAUNCH_COOPERATIVE != 0;
+        if cooperative
+            && dims.blocks()
+                > f.data
+                    .max_cooperative_blocks(&f.kernel, &dims, self.inner.threads as u32)
+        {
+            return Err(CuResult::COOPERATIVE_LAUNCH_TOO_LARGE);
         }
         let ctx_state = st.ctx(ctx)?.state.clone();
         let f = st.functions.get(func).ok_or(CuResult::INVALID_HANDLE)?;
-        let work = self.launch_op(f, ctx_state, dims, params, threads);
+        let work = self.launch_op(f, ctx_state, dims, params, cooperative);
         self.inner
             .submit(&mut st, ctx, &q, None, work, None, false)
             .finish();

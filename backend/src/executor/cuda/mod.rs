@@ -37,7 +37,6 @@ use thiserror::Error;
 use tracing::debug;
 
 use super::completion::Signal;
-use super::images::{classify, ImageKind};
 use super::limits::{self, FunctionLimits, MAX_PARAM_BYTES};
 use super::pool::Pool;
 use super::streams::{kick, when_all, CtxState, Exec, Fence, StreamQ, StreamSet, Work};
@@ -161,6 +160,7 @@ impl Executor for CudaExecutor {
                 quota: setup.quota.min(self.info.total_mem),
                 max_threads: attr(attr::MAX_THREADS_PER_BLOCK).max(1) as u32,
                 sm_count: attr(attr::MULTIPROCESSOR_COUNT).max(1) as u32,
+                device_sm: self.info.cc_major * 10 + self.info.cc_minor,
                 exec,
                 state: Mutex::new(State::default()),
             }),
@@ -284,6 +284,8 @@ struct Inner {
     quota: u64,
     max_threads: u32,
     sm_count: u32,
+    /// Compute capability as major * 10 + minor (which SASS runs here).
+    device_sm: u32,
     exec: Arc<Exec>,
     state: Mutex<State>,
 }
@@ -950,7 +952,7 @@ impl Engine for CudaEngine {
         // JIT compilation and linking take a while: on a pool thread.
         let me = self.inner.clone();
         self.inner.exec.pool.submit(0, move || {
-            let m = match load_module(&cu, &images) {
+            let m = match load_module(&cu, &images, me.device_sm) {
                 Ok(m) => m,
                 Err(e) => return done.fail(e),
             };
@@ -1599,73 +1601,90 @@ fn function_attributes(
     Ok(out)
 }
 
-/// Loads `images` as one module: one image as it is (`cuModuleLoadData`), several through the
-/// JIT linker (`cuLinkCreate`).
-fn load_module(cu: &Arc<Context>, images: &[Vec<u8>]) -> ExecResult<sys::CUmodule> {
+/// Loads `images` as one module: a single image as it is (`cuModuleLoadData`: PTX, fatbin
+/// or cubin, as the driver chooses SASS or JIT); a `-rdc` link container by its device-linked
+/// image when that has SASS for this GPU; otherwise its inputs through the JIT linker
+/// (`cuLinkCreate`, `cuLinkAddData` by kind, `cuLinkComplete`).
+fn load_module(cu: &Arc<Context>, images: &[Vec<u8>], device_sm: u32) -> ExecResult<sys::CUmodule> {
+    use netgpu_image::{Limits, Role, UnitCode};
+    let parts: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+    let units = netgpu_image::units(&parts, &Limits::default()).map_err(|e| {
+        debug!(error = %e, "module image refused");
+        e.cu_result()
+    })?;
+    let inputs: Vec<&UnitCode<'_>> = units
+        .iter()
+        .filter(|u| u.role == Role::Input)
+        .map(|u| &u.code)
+        .collect();
+    let linked = units.iter().find_map(|u| match (&u.role, &u.code) {
+        (Role::DeviceLinked, UnitCode::Fatbin(f)) if f.best_elf(device_sm).is_some() => {
+            Some(&u.code)
+        }
+        _ => None,
+    });
     let _e = cu.enter()?;
     let mut m = ptr::null_mut();
-    match images {
-        [] => Err(CuResult::INVALID_VALUE),
-        [one] => {
-            let data = prepare(one)?;
-            // SAFETY: a complete image (NUL-terminated if PTX) that outlives the call; a
-            // context is current.
-            check(unsafe { sys::cuModuleLoadData(&mut m, data.0.as_ptr().cast()) })?;
-            Ok(m)
-        }
-        many => {
-            let mut link = ptr::null_mut();
-            // SAFETY: no options; out-pointer to a local.
-            check(unsafe { sys::cuLinkCreate_v2(0, ptr::null_mut(), ptr::null_mut(), &mut link) })?;
-            let r = (|| {
-                for (i, img) in many.iter().enumerate() {
-                    let (mut data, kind) = prepare(img)?;
-                    let name =
-                        CString::new(format!("part{i}")).map_err(|_| CuResult::INVALID_VALUE)?;
-                    // SAFETY: a live link state; the data and name outlive the call.
-                    check(unsafe {
-                        sys::cuLinkAddData_v2(
-                            link,
-                            kind,
-                            data.as_mut_ptr().cast(),
-                            data.len(),
-                            name.as_ptr(),
-                            0,
-                            ptr::null_mut(),
-                            ptr::null_mut(),
-                        )
-                    })?;
-                }
-                let (mut cubin, mut size) = (ptr::null_mut(), 0usize);
-                // SAFETY: a live link state; the cubin belongs to it until destroyed below.
-                check(unsafe { sys::cuLinkComplete(link, &mut cubin, &mut size) })?;
-                // SAFETY: the linked image lives until cuLinkDestroy below.
-                check(unsafe { sys::cuModuleLoadData(&mut m, cubin) })
-            })();
-            // SAFETY: created above, destroyed once.
-            unsafe {
-                sys::cuLinkDestroy(link);
-            }
-            r.map(|_| m)
-        }
+    let whole: Option<&UnitCode<'_>> = match (inputs.as_slice(), linked) {
+        (_, Some(l)) => Some(l),
+        ([one], None) => Some(one),
+        ([], None) => return Err(CuResult::NO_BINARY_FOR_GPU),
+        _ => None,
+    };
+    if let Some(unit) = whole {
+        let (data, _) = prepare(unit);
+        // SAFETY: a complete image (NUL-terminated if PTX) that outlives the call; a context
+        // is current.
+        check(unsafe { sys::cuModuleLoadData(&mut m, data.as_ptr().cast()) })?;
+        return Ok(m);
     }
+    let mut link = ptr::null_mut();
+    // SAFETY: no options; out-pointer to a local.
+    check(unsafe { sys::cuLinkCreate_v2(0, ptr::null_mut(), ptr::null_mut(), &mut link) })?;
+    let r = (|| {
+        for (i, unit) in inputs.iter().enumerate() {
+            let (mut data, kind) = prepare(unit);
+            let name = CString::new(format!("part{i}")).map_err(|_| CuResult::INVALID_VALUE)?;
+            // SAFETY: a live link state; the data and name outlive the call.
+            check(unsafe {
+                sys::cuLinkAddData_v2(
+                    link,
+                    kind,
+                    data.as_mut_ptr().cast(),
+                    data.len(),
+                    name.as_ptr(),
+                    0,
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                )
+            })?;
+        }
+        let (mut cubin, mut size) = (ptr::null_mut(), 0usize);
+        // SAFETY: a live link state; the cubin belongs to it until destroyed below.
+        check(unsafe { sys::cuLinkComplete(link, &mut cubin, &mut size) })?;
+        // SAFETY: the linked image lives until cuLinkDestroy below.
+        check(unsafe { sys::cuModuleLoadData(&mut m, cubin) })
+    })();
+    // SAFETY: created above, destroyed once.
+    unsafe {
+        sys::cuLinkDestroy(link);
+    }
+    r.map(|_| m)
 }
 
-/// The image as the driver takes it (PTX NUL-terminated), and its JIT input type.
-fn prepare(image: &[u8]) -> ExecResult<(Vec<u8>, sys::CUjitInputType)> {
+/// A unit's bytes as the driver takes them (PTX NUL-terminated), and its JIT input type.
+fn prepare(unit: &netgpu_image::UnitCode<'_>) -> (Vec<u8>, sys::CUjitInputType) {
+    use netgpu_image::UnitCode;
     use sys::CUjitInputType::*;
-    let kind = match classify(image) {
-        ImageKind::Ptx(text) => {
+    match unit {
+        UnitCode::Ptx(text) => {
             let mut v = text.as_bytes().to_vec();
             v.push(0);
-            return Ok((v, CU_JIT_INPUT_PTX));
+            (v, CU_JIT_INPUT_PTX)
         }
-        ImageKind::Elf => CU_JIT_INPUT_CUBIN,
-        ImageKind::Fatbin => CU_JIT_INPUT_FATBINARY,
-        ImageKind::Archive => CU_JIT_INPUT_LIBRARY,
-        ImageKind::Wrapper | ImageKind::Invalid => return Err(CuResult::INVALID_IMAGE),
-    };
-    Ok((image.to_vec(), kind))
+        UnitCode::Fatbin(f) => (f.as_bytes().to_vec(), CU_JIT_INPUT_FATBINARY),
+        UnitCode::Cubin(b) => (b.to_vec(), CU_JIT_INPUT_CUBIN),
+    }
 }
 
 #[cfg(test)]
@@ -1684,13 +1703,10 @@ mod tests {
 
     #[test]
     fn images_go_to_the_driver_with_their_jit_type() {
-        let (v, k) = prepare(b".version 8.0\n").unwrap();
+        let (v, k) = prepare(&netgpu_image::UnitCode::Ptx(".version 8.0\n"));
         assert_eq!(v.last(), Some(&0), "PTX is NUL-terminated");
         assert_eq!(k, sys::CUjitInputType::CU_JIT_INPUT_PTX);
-        assert_eq!(
-            prepare(b"\x7fELF..").unwrap().1,
-            sys::CUjitInputType::CU_JIT_INPUT_CUBIN
-        );
-        assert_eq!(prepare(&[0xff, 0]).err(), Some(CuResult::INVALID_IMAGE));
+        let (_, k) = prepare(&netgpu_image::UnitCode::Cubin(b"\x7fELF.."));
+        assert_eq!(k, sys::CUjitInputType::CU_JIT_INPUT_CUBIN);
     }
 }

@@ -42,6 +42,16 @@ fn name(code: u32) -> Option<&'static CStr> {
         719 => c"CUDA_ERROR_LAUNCH_FAILED",
         800 => c"CUDA_ERROR_NOT_PERMITTED",
         801 => c"CUDA_ERROR_NOT_SUPPORTED",
+        900 => c"CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+        901 => c"CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+        902 => c"CUDA_ERROR_STREAM_CAPTURE_MERGE",
+        903 => c"CUDA_ERROR_STREAM_CAPTURE_UNMATCHED",
+        904 => c"CUDA_ERROR_STREAM_CAPTURE_UNJOINED",
+        905 => c"CUDA_ERROR_STREAM_CAPTURE_ISOLATION",
+        906 => c"CUDA_ERROR_STREAM_CAPTURE_IMPLICIT",
+        907 => c"CUDA_ERROR_CAPTURED_EVENT",
+        908 => c"CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD",
+        910 => c"CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE",
         999 => c"CUDA_ERROR_UNKNOWN",
         _ => return None,
     })
@@ -68,6 +78,11 @@ fn description(code: u32) -> Option<&'static CStr> {
         716 => c"misaligned address",
         719 => c"unspecified launch failure",
         801 => c"operation not supported",
+        900 => c"operation not permitted when stream is capturing",
+        901 => c"operation failed due to a previous error during capture",
+        904 => c"capture was not joined into the origin stream before it ended",
+        907 => c"operation not permitted on an event last recorded in a capturing stream",
+        908 => c"attempt to terminate a thread-local capture sequence from another thread",
         _ => return name(code),
     })
 }

@@ -12,7 +12,9 @@ use std::ffi::{c_int, c_uint, c_void};
 use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::ops::{Handle, Reply, Request};
 
-use super::{ctx, guard, put, stream_of, CUdeviceptr, CUresult, Opaque, R};
+use super::{
+    ctx, default_stream, graph, guard, optional, put, stream_of, CUdeviceptr, CUresult, Opaque, R,
+};
 use crate::memmap;
 use crate::state;
 
@@ -96,6 +98,15 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
 
 fn host_to_device(dst: CUdeviceptr, src: &[u8], stream: Handle, sync: bool) -> R {
     let ctx = ctx()?;
+    if !sync
+        && graph::record(stream, || graph::Node::HtoD {
+            dst,
+            src: src.as_ptr() as usize,
+            len: src.len(),
+        })?
+    {
+        return Ok(());
+    }
     let drv = state::driver()?;
     let max = drv.transport.max_transfer();
     let mut off = 0;
@@ -121,6 +132,13 @@ fn host_to_device(dst: CUdeviceptr, src: &[u8], stream: Handle, sync: bool) -> R
 
 fn device_to_host(dst: &mut [u8], src: CUdeviceptr, stream: Handle) -> R {
     let ctx = ctx()?;
+    if graph::record(stream, || graph::Node::DtoH {
+        dst: dst.as_mut_ptr() as usize,
+        src,
+        len: dst.len(),
+    })? {
+        return Ok(());
+    }
     let drv = state::driver()?;
     let max = drv.transport.max_transfer();
     if dst.is_empty() {
@@ -174,7 +192,7 @@ pub unsafe extern "C" fn cuMemcpyHtoD_v2(
     n: usize,
 ) -> CUresult {
     // SAFETY: the caller's buffer contract.
-    guard(|| host_to_device(dst, unsafe { host_slice(src, n) }?, 0, true))
+    guard(|| host_to_device(dst, unsafe { host_slice(src, n) }?, default_stream(), true))
 }
 
 /// # Safety
@@ -198,7 +216,7 @@ pub unsafe extern "C" fn cuMemcpyHtoDAsync_v2(
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpyDtoH_v2(dst: *mut c_void, src: CUdeviceptr, n: usize) -> CUresult {
     // SAFETY: the caller's buffer contract.
-    guard(|| device_to_host(unsafe { host_slice_mut(dst, n) }?, src, 0))
+    guard(|| device_to_host(unsafe { host_slice_mut(dst, n) }?, src, default_stream()))
 }
 
 /// Completes before returning, which satisfies the asynchronous contract.
@@ -229,6 +247,13 @@ pub unsafe extern "C" fn cuMemcpyDtoHAsync_v2(
 /// `dst` must be page-locked memory valid for `n` bytes until the next synchronising call.
 unsafe fn device_to_pinned(dst: *mut u8, src: CUdeviceptr, n: usize, stream: Handle) -> R {
     let ctx = ctx()?;
+    if graph::record(stream, || graph::Node::DtoH {
+        dst: dst as usize,
+        src,
+        len: n,
+    })? {
+        return Ok(());
+    }
     let drv = state::driver()?;
     let max = drv.transport.max_transfer();
     let mut off = 0;
@@ -259,6 +284,11 @@ fn device_to_device(dst: CUdeviceptr, src: CUdeviceptr, n: usize, stream: Handle
     let drv = state::driver()?;
     if sync {
         drv.call(&req).map(|_| ())
+    } else if graph::record(stream, || graph::Node::Post {
+        req: req.clone(),
+        data: Vec::new(),
+    })? {
+        Ok(())
     } else {
         drv.transport.post(&req, &[])
     }
@@ -266,7 +296,7 @@ fn device_to_device(dst: CUdeviceptr, src: CUdeviceptr, n: usize, stream: Handle
 
 #[no_mangle]
 pub extern "C" fn cuMemcpyDtoD_v2(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CUresult {
-    guard(|| device_to_device(dst, src, n, 0, true))
+    guard(|| device_to_device(dst, src, n, default_stream(), true))
 }
 
 #[no_mangle]
@@ -299,6 +329,11 @@ fn memset(
     let drv = state::driver()?;
     if sync {
         drv.call(&req).map(|_| ())
+    } else if graph::record(stream, || graph::Node::Post {
+        req: req.clone(),
+        data: Vec::new(),
+    })? {
+        Ok(())
     } else {
         drv.transport.post(&req, &[])
     }
@@ -306,17 +341,17 @@ fn memset(
 
 #[no_mangle]
 pub extern "C" fn cuMemsetD8_v2(dst: CUdeviceptr, v: u8, n: usize) -> CUresult {
-    guard(|| memset(dst, v.into(), 1, n, 0, true))
+    guard(|| memset(dst, v.into(), 1, n, default_stream(), true))
 }
 
 #[no_mangle]
 pub extern "C" fn cuMemsetD16_v2(dst: CUdeviceptr, v: u16, n: usize) -> CUresult {
-    guard(|| memset(dst, v.into(), 2, n, 0, true))
+    guard(|| memset(dst, v.into(), 2, n, default_stream(), true))
 }
 
 #[no_mangle]
 pub extern "C" fn cuMemsetD32_v2(dst: CUdeviceptr, v: u32, n: usize) -> CUresult {
-    guard(|| memset(dst, v, 4, n, 0, true))
+    guard(|| memset(dst, v, 4, n, default_stream(), true))
 }
 
 #[no_mangle]
@@ -530,7 +565,7 @@ fn copy(dst: Side, src: Side, n: usize, stream: Handle, sync: bool) -> R {
 
 #[no_mangle]
 pub extern "C" fn cuMemcpy(dst: CUdeviceptr, src: CUdeviceptr, n: usize) -> CUresult {
-    guard(|| copy(classify(dst), classify(src), n, 0, true))
+    guard(|| copy(classify(dst), classify(src), n, default_stream(), true))
 }
 
 #[no_mangle]
@@ -848,6 +883,14 @@ fn pitched(
     if (height > 1 || depth > 1) && (src_pitch < width || dst_pitch < width) {
         return Err(CuResult::INVALID_VALUE);
     }
+    if !graph::is_capturing(stream)
+        && pitched_wire(
+            src, src_pitch, src_height, dst, dst_pitch, dst_height, width, height, depth, stream,
+            sync,
+        )?
+    {
+        return Ok(());
+    }
     let contiguous = src_pitch == width
         && dst_pitch == width
         && (depth == 1 || (src_height == height && dst_height == height));
@@ -876,6 +919,87 @@ fn pitched(
         }
     }
     Ok(())
+}
+
+/// A pitched copy as one `Memcpy3D` request (host rows travel packed). `Ok(false)`: not this
+/// way (host to host, larger than one request, or a backend without the operation); the
+/// caller copies row by row.
+#[allow(clippy::too_many_arguments)]
+fn pitched_wire(
+    src: u64,
+    src_pitch: usize,
+    src_height: usize,
+    dst: u64,
+    dst_pitch: usize,
+    dst_height: usize,
+    width: usize,
+    height: usize,
+    depth: usize,
+    stream: Handle,
+    sync: bool,
+) -> Result<bool, CuResult> {
+    use netgpu_proto::wire::ops::{Copy3D, Copy3DKind, MemLoc};
+    if optional::lacking(optional::Op::Memcpy3D) {
+        return Ok(false);
+    }
+    let ctx = ctx()?;
+    let loc = |p: u64, pitch: usize, h: usize| match classify(p) {
+        Side::Device(ptr) => MemLoc::Device {
+            ptr,
+            pitch: pitch as u64,
+            height: h as u64,
+        },
+        Side::Host(_) => MemLoc::Host,
+    };
+    let copy = Copy3D {
+        src: loc(src, src_pitch, src_height),
+        dst: loc(dst, dst_pitch, dst_height),
+        width: width as u64,
+        height: height as u64,
+        depth: depth as u64,
+    };
+    let kind = copy.direction();
+    let packed = copy.packed_len().ok_or(CuResult::INVALID_VALUE)? as usize;
+    let drv = state::driver()?;
+    if kind == Copy3DKind::HostToHost || packed > drv.transport.max_transfer() {
+        return Ok(false);
+    }
+    // Host row (y, z) of a pitched host side.
+    let row = |base: u64, pitch: usize, h: usize, y: usize, z: usize| {
+        (base as usize) + (y + z * h) * pitch
+    };
+    let req = Request::Memcpy3D { ctx, copy, stream };
+    match kind {
+        Copy3DKind::HostToDevice => {
+            let mut buf = Vec::with_capacity(packed);
+            for z in 0..depth {
+                for y in 0..height {
+                    let at = row(src, src_pitch, src_height, y, z);
+                    // SAFETY: a row of the host memory the caller described (API contract).
+                    buf.extend_from_slice(unsafe { host_slice(at as *const c_void, width) }?);
+                }
+            }
+            optional::send(optional::Op::Memcpy3D, &req, &buf, &mut [], !sync)
+        }
+        Copy3DKind::DeviceToHost => {
+            let mut buf = vec![0u8; packed];
+            if !optional::send(optional::Op::Memcpy3D, &req, &[], &mut buf, false)? {
+                return Ok(false);
+            }
+            let mut off = 0;
+            for z in 0..depth {
+                for y in 0..height {
+                    let at = row(dst, dst_pitch, dst_height, y, z);
+                    // SAFETY: a row of the host memory the caller described (API contract).
+                    unsafe { host_slice_mut(at as *mut c_void, width) }?
+                        .copy_from_slice(&buf[off..off + width]);
+                    off += width;
+                }
+            }
+            Ok(true)
+        }
+        _ => optional::send(optional::Op::Memcpy3D, &req, &[], &mut [], !sync),
+    }
 }
 
 /// # Safety
@@ -942,7 +1066,7 @@ unsafe fn memcpy2d(p: *const Memcpy2D, stream: Handle, sync: bool) -> R {
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpy2D_v2(p: *const Memcpy2D) -> CUresult {
     // SAFETY: the caller's descriptor.
-    guard(|| unsafe { memcpy2d(p, 0, true) })
+    guard(|| unsafe { memcpy2d(p, default_stream(), true) })
 }
 
 /// # Safety
@@ -950,7 +1074,7 @@ pub unsafe extern "C" fn cuMemcpy2D_v2(p: *const Memcpy2D) -> CUresult {
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpy2DUnaligned_v2(p: *const Memcpy2D) -> CUresult {
     // SAFETY: the caller's descriptor.
-    guard(|| unsafe { memcpy2d(p, 0, true) })
+    guard(|| unsafe { memcpy2d(p, default_stream(), true) })
 }
 
 /// # Safety
@@ -966,7 +1090,7 @@ pub unsafe extern "C" fn cuMemcpy2DAsync_v2(p: *const Memcpy2D, stream: Opaque) 
 #[no_mangle]
 pub unsafe extern "C" fn cuMemcpy3D_v2(p: *const Memcpy3D) -> CUresult {
     // SAFETY: the caller's descriptor.
-    guard(|| unsafe { memcpy3d(p, 0, true) })
+    guard(|| unsafe { memcpy3d(p, default_stream(), true) })
 }
 
 /// # Safety
@@ -1019,7 +1143,7 @@ pub extern "C" fn cuMemsetD2D8_v2(
     w: usize,
     h: usize,
 ) -> CUresult {
-    guard(|| memset2d(dst, pitch, v.into(), 1, w, h, 0, true))
+    guard(|| memset2d(dst, pitch, v.into(), 1, w, h, default_stream(), true))
 }
 
 #[no_mangle]
@@ -1030,7 +1154,7 @@ pub extern "C" fn cuMemsetD2D16_v2(
     w: usize,
     h: usize,
 ) -> CUresult {
-    guard(|| memset2d(dst, pitch, v.into(), 2, w, h, 0, true))
+    guard(|| memset2d(dst, pitch, v.into(), 2, w, h, default_stream(), true))
 }
 
 #[no_mangle]
@@ -1041,7 +1165,7 @@ pub extern "C" fn cuMemsetD2D32_v2(
     w: usize,
     h: usize,
 ) -> CUresult {
-    guard(|| memset2d(dst, pitch, v, 4, w, h, 0, true))
+    guard(|| memset2d(dst, pitch, v, 4, w, h, default_stream(), true))
 }
 
 #[no_mangle]

@@ -56,9 +56,19 @@ pub fn load_image(drv: &Driver, ctx: Handle, img: &Image) -> Result<Handle, CuRe
     } else {
         first
     };
-    match reply? {
-        Reply::Handle(h) => Ok(h),
-        _ => Err(CuResult::UNKNOWN),
+    match reply {
+        Ok(Reply::Handle(h)) => Ok(h),
+        Ok(_) => Err(CuResult::UNKNOWN),
+        Err(e) => {
+            // Some programs and libraries ignore a failed load (CuPy's CUB reductions then
+            // return zeros): say it where a user looks.
+            crate::log(&format!(
+                "the backend refused a module image ({} bytes): {}; the backend's log names the construct",
+                img.data.len(),
+                e.name()
+            ));
+            Err(e)
+        }
     }
 }
 
@@ -627,6 +637,7 @@ fn set_attribute(f: &Function, a: u32, value: c_int) -> R {
     let mut s = lock(&f.set_attributes);
     s.retain(|(k, _)| *k != a);
     s.push((a, value));
+    *lock(&f.launch_limits) = None;
     Ok(())
 }
 
@@ -747,50 +758,42 @@ unsafe fn extra_buffer(extra: *mut *mut c_void) -> Result<Vec<u8>, CuResult> {
 
 /// A launch configuration the device or the function cannot run fails now, as in CUDA.
 fn check_config(drv: &Driver, f: &Function, grid: [u32; 3], block: [u32; 3], smem: u32) -> R {
-    let dev = |n: u32| {
-        super::device::attribute(&drv.info, n as c_int)
-            .unwrap_or(0)
-            .max(0) as u64
-    };
     if grid.contains(&0) || block.contains(&0) {
         return Err(CuResult::INVALID_VALUE);
     }
-    let lim_block = [
-        attr::MAX_BLOCK_DIM_X,
-        attr::MAX_BLOCK_DIM_Y,
-        attr::MAX_BLOCK_DIM_Z,
-    ]
-    .map(dev);
-    let lim_grid = [
-        attr::MAX_GRID_DIM_X,
-        attr::MAX_GRID_DIM_Y,
-        attr::MAX_GRID_DIM_Z,
-    ]
-    .map(dev);
+    let dev = &drv.limits;
     for i in 0..3 {
-        if (lim_block[i] > 0 && u64::from(block[i]) > lim_block[i])
-            || (lim_grid[i] > 0 && u64::from(grid[i]) > lim_grid[i])
+        if (dev.block[i] > 0 && u64::from(block[i]) > dev.block[i])
+            || (dev.grid[i] > 0 && u64::from(grid[i]) > dev.grid[i])
         {
             return Err(CuResult::INVALID_VALUE);
         }
     }
+    let lim = func_limits(drv, f)?;
     let threads: u64 = block.iter().map(|b| u64::from(*b)).product();
-    let max_threads = function_attribute(drv, f, func_attr::MAX_THREADS_PER_BLOCK)?.max(0) as u64;
-    if max_threads > 0 && threads > max_threads {
+    if lim.max_threads > 0 && threads > lim.max_threads {
         return Err(CuResult::INVALID_VALUE);
     }
-    let static_smem = function_attribute(drv, f, func_attr::SHARED_SIZE_BYTES)?.max(0) as u64;
-    let dynamic_max =
-        function_attribute(drv, f, func_attr::MAX_DYNAMIC_SHARED_SIZE_BYTES)?.max(0) as u64;
     let smem = u64::from(smem);
-    if smem > dynamic_max
-        || smem + static_smem
-            > dev(attr::MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-                .max(dev(attr::MAX_SHARED_MEMORY_PER_BLOCK))
-    {
+    if smem > lim.max_dynamic_smem || smem + lim.static_smem > dev.smem_per_block {
         return Err(CuResult::INVALID_VALUE);
     }
     Ok(())
+}
+
+/// `f`'s launch limits, from its attributes (worked out once until an attribute is set).
+fn func_limits(drv: &Driver, f: &Function) -> Result<state::FuncLimits, CuResult> {
+    if let Some(l) = *lock(&f.launch_limits) {
+        return Ok(l);
+    }
+    let a = |n| function_attribute(drv, f, n).map(|v| v.max(0) as u64);
+    let l = state::FuncLimits {
+        max_threads: a(func_attr::MAX_THREADS_PER_BLOCK)?,
+        static_smem: a(func_attr::SHARED_SIZE_BYTES)?,
+        max_dynamic_smem: a(func_attr::MAX_DYNAMIC_SHARED_SIZE_BYTES)?,
+    };
+    *lock(&f.launch_limits) = Some(l);
+    Ok(l)
 }
 
 /// Checks, packs and posts a launch.
@@ -842,6 +845,12 @@ pub unsafe fn launch(
         stream: stream_of(stream),
         flags,
     };
+    if super::graph::record(stream_of(stream), || super::graph::Node::Post {
+        req: req.clone(),
+        data: params.clone(),
+    })? {
+        return Ok(());
+    }
     drv.transport.post(&req, &params)
 }
 

@@ -70,9 +70,13 @@ fn alloc_from(dptr: *mut CUdeviceptr, size: usize, pool: u64) -> R {
 pub unsafe extern "C" fn cuMemAllocAsync(
     dptr: *mut CUdeviceptr,
     size: usize,
-    _stream: Opaque,
+    stream: Opaque,
 ) -> CUresult {
-    guard(|| alloc_from(dptr, size, CURRENT_POOL.load(Ordering::Relaxed)))
+    guard(|| {
+        // Allocation in a capture would be a memory node, which graphs here do not have.
+        super::graph::refuse_if_capturing(stream_of(stream))?;
+        alloc_from(dptr, size, CURRENT_POOL.load(Ordering::Relaxed))
+    })
 }
 
 /// # Safety
@@ -82,9 +86,12 @@ pub unsafe extern "C" fn cuMemAllocFromPoolAsync(
     dptr: *mut CUdeviceptr,
     size: usize,
     pool: Opaque,
-    _stream: Opaque,
+    stream: Opaque,
 ) -> CUresult {
-    guard(|| alloc_from(dptr, size, handle_of(pool)))
+    guard(|| {
+        super::graph::refuse_if_capturing(stream_of(stream))?;
+        alloc_from(dptr, size, handle_of(pool))
+    })
 }
 
 #[no_mangle]
@@ -93,6 +100,7 @@ pub extern "C" fn cuMemFreeAsync(ptr: CUdeviceptr, stream: Opaque) -> CUresult {
         ctx()?;
         let drv = state::driver()?;
         let stream = stream_of(stream);
+        super::graph::refuse_if_capturing(stream)?;
         let mut done = false;
         if !NO_FREE_ASYNC.load(Ordering::Relaxed) {
             match drv.call(&Request::MemFreeAsync { ptr, stream }) {

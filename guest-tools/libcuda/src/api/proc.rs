@@ -17,8 +17,8 @@ use netgpu_proto::cuda::CuResult;
 
 use super::abi_versions::ABI;
 use super::{
-    context::*, device::*, errors::*, guard, link::*, memory::*, module::*, occupancy::*, pools::*,
-    put, stream::*, CUresult,
+    context::*, device::*, errors::*, graph::*, guard, link::*, memory::*, module::*, occupancy::*,
+    per_thread::*, pools::*, put, stream::*, CUresult,
 };
 use crate::dark::cuGetExportTable;
 
@@ -105,29 +105,29 @@ rows! {
     "cuMemAllocHost" 3020 => cuMemAllocHost_v2;
     "cuMemFreeHost" 2000 => cuMemFreeHost;
     "cuMemcpyHtoD" 3020 => cuMemcpyHtoD_v2;
-    "cuMemcpyHtoD" 7000 pt => cuMemcpyHtoD_v2;
+    "cuMemcpyHtoD" 7000 pt => cuMemcpyHtoD_v2_ptds;
     "cuMemcpyDtoH" 3020 => cuMemcpyDtoH_v2;
-    "cuMemcpyDtoH" 7000 pt => cuMemcpyDtoH_v2;
+    "cuMemcpyDtoH" 7000 pt => cuMemcpyDtoH_v2_ptds;
     "cuMemcpyDtoD" 3020 => cuMemcpyDtoD_v2;
-    "cuMemcpyDtoD" 7000 pt => cuMemcpyDtoD_v2;
+    "cuMemcpyDtoD" 7000 pt => cuMemcpyDtoD_v2_ptds;
     "cuMemcpyHtoDAsync" 3020 => cuMemcpyHtoDAsync_v2;
-    "cuMemcpyHtoDAsync" 7000 pt => cuMemcpyHtoDAsync_v2;
+    "cuMemcpyHtoDAsync" 7000 pt => cuMemcpyHtoDAsync_v2_ptsz;
     "cuMemcpyDtoHAsync" 3020 => cuMemcpyDtoHAsync_v2;
-    "cuMemcpyDtoHAsync" 7000 pt => cuMemcpyDtoHAsync_v2;
+    "cuMemcpyDtoHAsync" 7000 pt => cuMemcpyDtoHAsync_v2_ptsz;
     "cuMemcpyDtoDAsync" 3020 => cuMemcpyDtoDAsync_v2;
-    "cuMemcpyDtoDAsync" 7000 pt => cuMemcpyDtoDAsync_v2;
+    "cuMemcpyDtoDAsync" 7000 pt => cuMemcpyDtoDAsync_v2_ptsz;
     "cuMemsetD8" 3020 => cuMemsetD8_v2;
-    "cuMemsetD8" 7000 pt => cuMemsetD8_v2;
+    "cuMemsetD8" 7000 pt => cuMemsetD8_v2_ptds;
     "cuMemsetD16" 3020 => cuMemsetD16_v2;
-    "cuMemsetD16" 7000 pt => cuMemsetD16_v2;
+    "cuMemsetD16" 7000 pt => cuMemsetD16_v2_ptds;
     "cuMemsetD32" 3020 => cuMemsetD32_v2;
-    "cuMemsetD32" 7000 pt => cuMemsetD32_v2;
+    "cuMemsetD32" 7000 pt => cuMemsetD32_v2_ptds;
     "cuMemsetD8Async" 3020 => cuMemsetD8Async;
-    "cuMemsetD8Async" 7000 pt => cuMemsetD8Async;
+    "cuMemsetD8Async" 7000 pt => cuMemsetD8Async_ptsz;
     "cuMemsetD16Async" 3020 => cuMemsetD16Async;
-    "cuMemsetD16Async" 7000 pt => cuMemsetD16Async;
+    "cuMemsetD16Async" 7000 pt => cuMemsetD16Async_ptsz;
     "cuMemsetD32Async" 3020 => cuMemsetD32Async;
-    "cuMemsetD32Async" 7000 pt => cuMemsetD32Async;
+    "cuMemsetD32Async" 7000 pt => cuMemsetD32Async_ptsz;
     "cuModuleLoad" 2000 => cuModuleLoad;
     "cuModuleLoadData" 2000 => cuModuleLoadData;
     "cuModuleLoadDataEx" 2010 => cuModuleLoadDataEx;
@@ -165,11 +165,11 @@ rows! {
     "cuFuncSetCacheConfig" 3000 => cuFuncSetCacheConfig;
     "cuFuncSetSharedMemConfig" 4020 => cuFuncSetSharedMemConfig;
     "cuLaunchKernel" 4000 => cuLaunchKernel;
-    "cuLaunchKernel" 7000 pt => cuLaunchKernel;
+    "cuLaunchKernel" 7000 pt => cuLaunchKernel_ptsz;
     "cuLaunchCooperativeKernel" 9000 => cuLaunchCooperativeKernel;
-    "cuLaunchCooperativeKernel" 9000 pt => cuLaunchCooperativeKernel;
+    "cuLaunchCooperativeKernel" 9000 pt => cuLaunchCooperativeKernel_ptsz;
     "cuLaunchKernelEx" 11060 => cuLaunchKernelEx;
-    "cuLaunchKernelEx" 11060 pt => cuLaunchKernelEx;
+    "cuLaunchKernelEx" 11060 pt => cuLaunchKernelEx_ptsz;
     "cuOccupancyMaxActiveBlocksPerMultiprocessor" 6050 => cuOccupancyMaxActiveBlocksPerMultiprocessor;
     "cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags" 7000 => cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags;
     "cuOccupancyMaxPotentialBlockSize" 6050 => cuOccupancyMaxPotentialBlockSize;
@@ -179,72 +179,72 @@ rows! {
     "cuStreamCreateWithPriority" 5050 => cuStreamCreateWithPriority;
     "cuStreamDestroy" 4000 => cuStreamDestroy_v2;
     "cuStreamSynchronize" 2000 => cuStreamSynchronize;
-    "cuStreamSynchronize" 7000 pt => cuStreamSynchronize;
+    "cuStreamSynchronize" 7000 pt => cuStreamSynchronize_ptsz;
     "cuStreamQuery" 2000 => cuStreamQuery;
-    "cuStreamQuery" 7000 pt => cuStreamQuery;
+    "cuStreamQuery" 7000 pt => cuStreamQuery_ptsz;
     "cuStreamWaitEvent" 3020 => cuStreamWaitEvent;
-    "cuStreamWaitEvent" 7000 pt => cuStreamWaitEvent;
+    "cuStreamWaitEvent" 7000 pt => cuStreamWaitEvent_ptsz;
     "cuEventCreate" 2000 => cuEventCreate;
     "cuEventRecord" 2000 => cuEventRecord;
-    "cuEventRecord" 7000 pt => cuEventRecord;
+    "cuEventRecord" 7000 pt => cuEventRecord_ptsz;
     "cuEventSynchronize" 2000 => cuEventSynchronize;
     "cuEventQuery" 2000 => cuEventQuery;
     "cuEventElapsedTime" 2000 => cuEventElapsedTime;
     "cuEventElapsedTime" 12080 => cuEventElapsedTime;
     "cuEventDestroy" 4000 => cuEventDestroy_v2;
     "cuStreamGetFlags" 5050 => cuStreamGetFlags;
-    "cuStreamGetFlags" 7000 pt => cuStreamGetFlags;
+    "cuStreamGetFlags" 7000 pt => cuStreamGetFlags_ptsz;
     "cuStreamGetPriority" 5050 => cuStreamGetPriority;
-    "cuStreamGetPriority" 7000 pt => cuStreamGetPriority;
+    "cuStreamGetPriority" 7000 pt => cuStreamGetPriority_ptsz;
     "cuStreamGetCtx" 9020 => cuStreamGetCtx;
-    "cuStreamGetCtx" 9020 pt => cuStreamGetCtx;
+    "cuStreamGetCtx" 9020 pt => cuStreamGetCtx_ptsz;
     "cuStreamGetCtx" 12050 => cuStreamGetCtx_v2;
-    "cuStreamGetCtx" 12050 pt => cuStreamGetCtx_v2;
+    "cuStreamGetCtx" 12050 pt => cuStreamGetCtx_v2_ptsz;
     "cuStreamGetId" 12000 => cuStreamGetId;
-    "cuStreamGetId" 12000 pt => cuStreamGetId;
+    "cuStreamGetId" 12000 pt => cuStreamGetId_ptsz;
     "cuStreamGetDevice" 12080 => cuStreamGetDevice;
-    "cuStreamGetDevice" 12080 pt => cuStreamGetDevice;
+    "cuStreamGetDevice" 12080 pt => cuStreamGetDevice_ptsz;
     "cuStreamIsCapturing" 10000 => cuStreamIsCapturing;
-    "cuStreamIsCapturing" 10000 pt => cuStreamIsCapturing;
+    "cuStreamIsCapturing" 10000 pt => cuStreamIsCapturing_ptsz;
     "cuStreamGetCaptureInfo" 10010 => cuStreamGetCaptureInfo;
-    "cuStreamGetCaptureInfo" 10010 pt => cuStreamGetCaptureInfo;
+    "cuStreamGetCaptureInfo" 10010 pt => cuStreamGetCaptureInfo_ptsz;
     "cuStreamGetCaptureInfo" 11030 => cuStreamGetCaptureInfo_v2;
-    "cuStreamGetCaptureInfo" 11030 pt => cuStreamGetCaptureInfo_v2;
+    "cuStreamGetCaptureInfo" 11030 pt => cuStreamGetCaptureInfo_v2_ptsz;
     "cuStreamGetCaptureInfo" 12030 => cuStreamGetCaptureInfo_v3;
-    "cuStreamGetCaptureInfo" 12030 pt => cuStreamGetCaptureInfo_v3;
+    "cuStreamGetCaptureInfo" 12030 pt => cuStreamGetCaptureInfo_v3_ptsz;
     "cuThreadExchangeStreamCaptureMode" 10010 => cuThreadExchangeStreamCaptureMode;
     "cuLaunchHostFunc" 10000 => cuLaunchHostFunc;
-    "cuLaunchHostFunc" 10000 pt => cuLaunchHostFunc;
+    "cuLaunchHostFunc" 10000 pt => cuLaunchHostFunc_ptsz;
     "cuLaunchHostFunc" 13010 => cuLaunchHostFunc_v2;
-    "cuLaunchHostFunc" 13010 pt => cuLaunchHostFunc_v2;
+    "cuLaunchHostFunc" 13010 pt => cuLaunchHostFunc_v2_ptsz;
     "cuStreamAddCallback" 5000 => cuStreamAddCallback;
-    "cuStreamAddCallback" 7000 pt => cuStreamAddCallback;
+    "cuStreamAddCallback" 7000 pt => cuStreamAddCallback_ptsz;
     "cuMemcpy" 4000 => cuMemcpy;
-    "cuMemcpy" 7000 pt => cuMemcpy;
+    "cuMemcpy" 7000 pt => cuMemcpy_ptds;
     "cuMemcpyAsync" 4000 => cuMemcpyAsync;
-    "cuMemcpyAsync" 7000 pt => cuMemcpyAsync;
+    "cuMemcpyAsync" 7000 pt => cuMemcpyAsync_ptsz;
     "cuMemcpy2D" 3020 => cuMemcpy2D_v2;
-    "cuMemcpy2D" 7000 pt => cuMemcpy2D_v2;
+    "cuMemcpy2D" 7000 pt => cuMemcpy2D_v2_ptds;
     "cuMemcpy2DUnaligned" 3020 => cuMemcpy2DUnaligned_v2;
-    "cuMemcpy2DUnaligned" 7000 pt => cuMemcpy2DUnaligned_v2;
+    "cuMemcpy2DUnaligned" 7000 pt => cuMemcpy2DUnaligned_v2_ptds;
     "cuMemcpy2DAsync" 3020 => cuMemcpy2DAsync_v2;
-    "cuMemcpy2DAsync" 7000 pt => cuMemcpy2DAsync_v2;
+    "cuMemcpy2DAsync" 7000 pt => cuMemcpy2DAsync_v2_ptsz;
     "cuMemcpy3D" 3020 => cuMemcpy3D_v2;
-    "cuMemcpy3D" 7000 pt => cuMemcpy3D_v2;
+    "cuMemcpy3D" 7000 pt => cuMemcpy3D_v2_ptds;
     "cuMemcpy3DAsync" 3020 => cuMemcpy3DAsync_v2;
-    "cuMemcpy3DAsync" 7000 pt => cuMemcpy3DAsync_v2;
+    "cuMemcpy3DAsync" 7000 pt => cuMemcpy3DAsync_v2_ptsz;
     "cuMemsetD2D8" 3020 => cuMemsetD2D8_v2;
-    "cuMemsetD2D8" 7000 pt => cuMemsetD2D8_v2;
+    "cuMemsetD2D8" 7000 pt => cuMemsetD2D8_v2_ptds;
     "cuMemsetD2D16" 3020 => cuMemsetD2D16_v2;
-    "cuMemsetD2D16" 7000 pt => cuMemsetD2D16_v2;
+    "cuMemsetD2D16" 7000 pt => cuMemsetD2D16_v2_ptds;
     "cuMemsetD2D32" 3020 => cuMemsetD2D32_v2;
-    "cuMemsetD2D32" 7000 pt => cuMemsetD2D32_v2;
+    "cuMemsetD2D32" 7000 pt => cuMemsetD2D32_v2_ptds;
     "cuMemsetD2D8Async" 3020 => cuMemsetD2D8Async;
-    "cuMemsetD2D8Async" 7000 pt => cuMemsetD2D8Async;
+    "cuMemsetD2D8Async" 7000 pt => cuMemsetD2D8Async_ptsz;
     "cuMemsetD2D16Async" 3020 => cuMemsetD2D16Async;
-    "cuMemsetD2D16Async" 7000 pt => cuMemsetD2D16Async;
+    "cuMemsetD2D16Async" 7000 pt => cuMemsetD2D16Async_ptsz;
     "cuMemsetD2D32Async" 3020 => cuMemsetD2D32Async;
-    "cuMemsetD2D32Async" 7000 pt => cuMemsetD2D32Async;
+    "cuMemsetD2D32Async" 7000 pt => cuMemsetD2D32Async_ptsz;
     "cuMemAllocPitch" 3020 => cuMemAllocPitch_v2;
     "cuMemGetAddressRange" 3020 => cuMemGetAddressRange_v2;
     "cuPointerGetAttribute" 4000 => cuPointerGetAttribute;
@@ -254,11 +254,11 @@ rows! {
     "cuMemHostUnregister" 4000 => cuMemHostUnregister;
     "cuMemHostGetFlags" 2030 => cuMemHostGetFlags;
     "cuMemAllocAsync" 11020 => cuMemAllocAsync;
-    "cuMemAllocAsync" 11020 pt => cuMemAllocAsync;
+    "cuMemAllocAsync" 11020 pt => cuMemAllocAsync_ptsz;
     "cuMemAllocFromPoolAsync" 11020 => cuMemAllocFromPoolAsync;
-    "cuMemAllocFromPoolAsync" 11020 pt => cuMemAllocFromPoolAsync;
+    "cuMemAllocFromPoolAsync" 11020 pt => cuMemAllocFromPoolAsync_ptsz;
     "cuMemFreeAsync" 11020 => cuMemFreeAsync;
-    "cuMemFreeAsync" 11020 pt => cuMemFreeAsync;
+    "cuMemFreeAsync" 11020 pt => cuMemFreeAsync_ptsz;
     "cuDeviceGetDefaultMemPool" 11020 => cuDeviceGetDefaultMemPool;
     "cuDeviceGetMemPool" 11020 => cuDeviceGetMemPool;
     "cuDeviceSetMemPool" 11020 => cuDeviceSetMemPool;
@@ -269,6 +269,26 @@ rows! {
     "cuMemPoolSetAttribute" 11020 => cuMemPoolSetAttribute;
     "cuMemPoolSetAccess" 11020 => cuMemPoolSetAccess;
     "cuMemPoolGetAccess" 11020 => cuMemPoolGetAccess;
+    "cuStreamBeginCapture" 10000 => cuStreamBeginCapture;
+    "cuStreamBeginCapture" 10000 pt => cuStreamBeginCapture_ptsz;
+    "cuStreamBeginCapture" 10010 => cuStreamBeginCapture_v2;
+    "cuStreamBeginCapture" 10010 pt => cuStreamBeginCapture_v2_ptsz;
+    "cuStreamEndCapture" 10000 => cuStreamEndCapture;
+    "cuStreamEndCapture" 10000 pt => cuStreamEndCapture_ptsz;
+    "cuGraphCreate" 10000 => cuGraphCreate;
+    "cuGraphDestroy" 10000 => cuGraphDestroy;
+    "cuGraphGetNodes" 10000 => cuGraphGetNodes;
+    "cuGraphNodeGetType" 10000 => cuGraphNodeGetType;
+    "cuGraphInstantiate" 10000 => cuGraphInstantiate_v2;
+    "cuGraphInstantiate" 11000 => cuGraphInstantiate_v2;
+    "cuGraphInstantiateWithFlags" 11040 => cuGraphInstantiateWithFlags;
+    "cuGraphInstantiateWithParams" 12000 => cuGraphInstantiateWithParams;
+    "cuGraphInstantiateWithParams" 12000 pt => cuGraphInstantiateWithParams_ptsz;
+    "cuGraphLaunch" 10000 => cuGraphLaunch;
+    "cuGraphLaunch" 10000 pt => cuGraphLaunch_ptsz;
+    "cuGraphUpload" 11010 => cuGraphUpload;
+    "cuGraphUpload" 11010 pt => cuGraphUpload_ptsz;
+    "cuGraphExecDestroy" 10000 => cuGraphExecDestroy;
 }
 
 /// `CU_GET_PROC_ADDRESS_*` flags and `CUdriverProcAddressQueryResult` values.
@@ -459,8 +479,8 @@ mod tests {
 
     #[test]
     fn an_unimplemented_name_is_a_named_not_supported_entry_point() {
-        let Resolution::NotSupported(p) = resolve("cuGraphCreate", 12000, 0) else {
-            panic!("cuGraphCreate should be a NOT_SUPPORTED entry point");
+        let Resolution::NotSupported(p) = resolve("cuGraphAddKernelNode", 12000, 0) else {
+            panic!("cuGraphAddKernelNode should be a NOT_SUPPORTED entry point");
         };
         // SAFETY: a trampoline takes no arguments it reads.
         let f: extern "C" fn() -> u32 = unsafe { std::mem::transmute(p) };

@@ -1,5 +1,5 @@
-//! Streams and events. Work on a stream is ordered by the backend; `cuStreamWaitEvent`
-//! waits on the host for the event (correct, if more conservative than a device-side wait).
+//! Streams and events. Work on a stream is ordered by the backend; `cuStreamWaitEvent` is a
+//! posted `StreamWaitEvent` (a host-side wait on a backend without it).
 
 use std::collections::HashMap;
 use std::ffi::{c_float, c_int, c_uint};
@@ -9,7 +9,7 @@ use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::ops::{Handle, Reply, Request};
 
 use super::context::{GREATEST_PRIORITY, LEAST_PRIORITY};
-use super::{ctx, guard, handle_of, opaque, put, stream_of, CUresult, Opaque, R};
+use super::{ctx, graph, guard, handle_of, opaque, put, stream_of, CUresult, Opaque, R};
 use crate::state::{self, lock};
 
 /// # Safety
@@ -61,7 +61,7 @@ unsafe fn create(ph: *mut Opaque, flags: c_uint, priority: c_int) -> R {
 /// default stream (flags 0, priority 0).
 fn info(s: Opaque) -> Result<StreamInfo, CuResult> {
     let h = stream_of(s);
-    if h == 0 {
+    if h == 0 || super::per_thread::is_default(h) {
         return Ok(StreamInfo {
             flags: 0,
             priority: 0,
@@ -129,8 +129,10 @@ pub unsafe extern "C" fn cuStreamGetCtx_v2(
 pub unsafe extern "C" fn cuStreamGetId(s: Opaque, id: *mut u64) -> CUresult {
     guard(|| {
         info(s)?;
+        // Unique per stream: the backend's handle (the legacy NULL stream is 1).
+        let h = stream_of(s);
         // SAFETY: the caller's out-pointer.
-        unsafe { put(id, s as usize as u64) }
+        unsafe { put(id, if h == 0 { 1 } else { h }) }
     })
 }
 
@@ -145,7 +147,7 @@ pub unsafe extern "C" fn cuStreamGetDevice(s: Opaque, device: *mut c_int) -> CUr
     })
 }
 
-/// Stream capture (CUDA graphs) is not supported, so no stream is ever capturing.
+/// Whether `s` is capturing (`api::graph`).
 ///
 /// # Safety
 /// `status` must be NULL or writable.
@@ -153,12 +155,12 @@ pub unsafe extern "C" fn cuStreamGetDevice(s: Opaque, device: *mut c_int) -> CUr
 pub unsafe extern "C" fn cuStreamIsCapturing(s: Opaque, status: *mut c_int) -> CUresult {
     guard(|| {
         info(s)?;
-        // SAFETY: the caller's out-pointer (CU_STREAM_CAPTURE_STATUS_NONE).
-        unsafe { put(status, 0) }
+        // SAFETY: the caller's out-pointer.
+        unsafe { put(status, graph::status(stream_of(s)).0) }
     })
 }
 
-/// As [`cuStreamIsCapturing`], in the forms that also describe the capture (there is none).
+/// As [`cuStreamIsCapturing`], with the capture's id.
 ///
 /// # Safety
 /// Each pointer NULL or writable.
@@ -170,18 +172,20 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo(
 ) -> CUresult {
     guard(|| {
         info(s)?;
+        let (st, i, _) = graph::status(stream_of(s));
         // SAFETY: the caller's out-pointers (`id` optional).
         unsafe {
-            put(status, 0)?;
+            put(status, st)?;
             if !id.is_null() {
-                put(id, 0)?;
+                put(id, i)?;
             }
         }
         Ok(())
     })
 }
 
-/// CUDA 11.3 / 12.3 forms (`graph`, `dependencies`, edge data and count outputs).
+/// CUDA 11.3 / 12.3 forms: also the graph being built and the capture's current
+/// dependencies (reported as none: the replay keeps capture order, which needs no edges).
 ///
 /// # Safety
 /// Each pointer NULL or writable.
@@ -197,10 +201,11 @@ pub unsafe extern "C" fn cuStreamGetCaptureInfo_v2(
     guard(|| {
         // SAFETY: the caller's out-pointers.
         CuResult(unsafe { cuStreamGetCaptureInfo(s, status, id) }).ok()?;
+        let (_, _, g) = graph::status(stream_of(s));
         // SAFETY: optional outputs, written only when given.
         unsafe {
             if !graph.is_null() {
-                put(graph, std::ptr::null_mut())?;
+                put(graph, opaque(g))?;
             }
             if !deps.is_null() {
                 put(deps, std::ptr::null())?;
@@ -238,7 +243,8 @@ thread_local! {
     static CAPTURE_MODE: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
 }
 
-/// The per-thread capture mode (which matters only while capturing, which never happens).
+/// The per-thread capture mode. It only governs which calls CUDA forbids while a capture is
+/// active; this library forbids none beyond synchronising the capturing stream itself.
 ///
 /// # Safety
 /// `mode` must be valid for reading and writing an int.
@@ -261,7 +267,7 @@ pub type StreamCallback = Option<extern "C" fn(Opaque, c_int, *mut std::ffi::c_v
 
 /// Runs `f` once all earlier work on `s` is done; later work waits for it (it runs before
 /// this call returns).
-fn after_stream(s: Opaque, f: impl FnOnce(CuResult)) -> R {
+pub fn after_stream(s: Opaque, f: impl FnOnce(CuResult)) -> R {
     ctx()?;
     let drv = state::driver()?;
     let r = drv.call(&Request::StreamSynchronize {
@@ -291,6 +297,9 @@ pub unsafe extern "C" fn cuLaunchHostFunc(
     guard(|| {
         let f = f.ok_or(CuResult::INVALID_VALUE)?;
         let data = data as usize;
+        if graph::record(stream_of(s), || graph::Node::Host { f, data })? {
+            return Ok(());
+        }
         after_stream(s, |r| {
             if r.is_success() {
                 f(data as *mut std::ffi::c_void)
@@ -326,6 +335,7 @@ pub unsafe extern "C" fn cuStreamAddCallback(
 ) -> CUresult {
     guard(|| {
         let cb = cb.ok_or(CuResult::INVALID_VALUE)?;
+        graph::refuse_if_capturing(stream_of(s))?;
         if flags != 0 {
             return Err(CuResult::INVALID_VALUE);
         }
@@ -374,6 +384,7 @@ pub extern "C" fn cuStreamDestroy_v2(s: Opaque) -> CUresult {
 pub extern "C" fn cuStreamSynchronize(s: Opaque) -> CUresult {
     guard(|| {
         ctx()?;
+        graph::refuse_if_capturing(stream_of(s))?;
         state::driver()?
             .call(&Request::StreamSynchronize {
                 stream: stream_of(s),
@@ -386,6 +397,7 @@ pub extern "C" fn cuStreamSynchronize(s: Opaque) -> CUresult {
 pub extern "C" fn cuStreamQuery(s: Opaque) -> CUresult {
     guard(|| {
         ctx()?;
+        graph::refuse_if_capturing(stream_of(s))?;
         state::driver()?
             .call(&Request::StreamQuery {
                 stream: stream_of(s),
@@ -394,16 +406,35 @@ pub extern "C" fn cuStreamQuery(s: Opaque) -> CUresult {
     })
 }
 
+/// Later work on `s` waits for `event`'s work (in a capture: joins it, or records the wait).
 #[no_mangle]
-pub extern "C" fn cuStreamWaitEvent(_s: Opaque, event: Opaque, _flags: c_uint) -> CUresult {
+pub extern "C" fn cuStreamWaitEvent(s: Opaque, event: Opaque, _flags: c_uint) -> CUresult {
     guard(|| {
         ctx()?;
-        state::driver()?
-            .call(&Request::EventSynchronize {
-                event: handle_of(event),
-            })
-            .map(|_| ())
+        if graph::wait_event(stream_of(s), handle_of(event))? {
+            return Ok(());
+        }
+        wait_event_now(stream_of(s), handle_of(event))
     })
+}
+
+/// Makes later work on `stream` wait for `event`: a posted `StreamWaitEvent` (the backend
+/// orders it; no round trip), or, on a backend without it, a wait on the host for the event
+/// (correct, if more conservative).
+pub fn wait_event_now(stream: Handle, event: Handle) -> R {
+    let req = Request::StreamWaitEvent { stream, event };
+    if super::optional::send(
+        super::optional::Op::StreamWaitEvent,
+        &req,
+        &[],
+        &mut [],
+        true,
+    )? {
+        return Ok(());
+    }
+    state::driver()?
+        .call(&Request::EventSynchronize { event })
+        .map(|_| ())
 }
 
 /// # Safety
@@ -425,6 +456,9 @@ pub unsafe extern "C" fn cuEventCreate(ph: *mut Opaque, flags: c_uint) -> CUresu
 pub extern "C" fn cuEventRecord(event: Opaque, s: Opaque) -> CUresult {
     guard(|| {
         ctx()?;
+        if graph::record_event(handle_of(event), stream_of(s))? {
+            return Ok(());
+        }
         let req = Request::EventRecord {
             event: handle_of(event),
             stream: stream_of(s),

@@ -65,6 +65,7 @@ impl DeviceTransport {
     fn submit(&self, cmds: &mut [[u8; uapi::CMD_SIZE]]) -> Result<Vec<Completion>, CuResult> {
         let mut done = Vec::with_capacity(cmds.len());
         for chunk in cmds.chunks_mut(uapi::MAX_BATCH as usize) {
+            crate::stats::round_trip();
             let mut s = IocSubmit {
                 cmds: chunk.as_mut_ptr() as u64,
                 count: chunk.len() as u32,
@@ -370,6 +371,7 @@ impl Transport for DeviceTransport {
         let mut cmd = encode(req, &owned, &mut [])?;
         cmd.flags |= abi::CMD_FLAG_ASYNC;
         let mut b = self.lock();
+        crate::stats::posted();
         b.cmds.push(slot(&cmd));
         b.owned.push(owned);
         if b.cmds.len() >= uapi::MAX_BATCH as usize - 1 {

@@ -353,6 +353,7 @@ impl Transport for TcpTransport {
             len: output.len(),
         };
         let id = self.send(req, input, dst, false)?;
+        crate::stats::round_trip();
         let (r, _) = self.wait(id);
         if req.is_synchronising(false) {
             // Copies posted earlier land before a synchronising call returns.
@@ -373,6 +374,7 @@ impl Transport for TcpTransport {
             return Err(LOST);
         }
         let mut w = lock(&self.writer);
+        crate::stats::posted();
         let r = w.send(req, input, FLAG_NO_REPLY);
         if r == Err(LOST) {
             drop(w);
@@ -384,6 +386,7 @@ impl Transport for TcpTransport {
     }
 
     unsafe fn post_read(&self, req: &Request, dst: *mut u8, len: usize) -> Result<(), CuResult> {
+        crate::stats::posted();
         self.send(req, &[], Dst { ptr: dst, len }, true).map(|_| ())
     }
 

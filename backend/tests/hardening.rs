@@ -1,0 +1,192 @@
+//! Regression tests for issue 12's backend findings: no input panics the backend or leaks a
+//! session slot (finding 6), the driver's limits are enforced (finding 9), and a client that
+//! goes away, or a kernel that runs past the session's time limit, does not leave work
+//! running (finding 10).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::kernels::{launch1, Arg, Kernels, MS};
+use common::{TestBackend, TOKEN};
+use netgpu_backend::config::{Config, ExecutorKind};
+use netgpu_backend::executor::{Engine, ExecResult, Executor, SessionSetup};
+use netgpu_backend::server::{Server, Shared};
+use netgpu_client::{Client, ClientError, ClientOptions, CuResult};
+use netgpu_proto::wire::ops::DeviceInfo;
+
+/// Two parameters of 4 294 967 000 bytes: their layout overflows 32-bit offsets.
+const HUGE_PARAMS: &str = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .align 1 .b8 a[4294967000], .param .align 1 .b8 b[4294967000])\n{\nret;\n}\n";
+/// A global of 2^61 words.
+const HUGE_GLOBAL: &str = ".version 8.0\n.target sm_80\n.address_size 64\n.global .align 4 .u32 big[2305843009213693952];\n.visible .entry k()\n{\nret;\n}\n";
+/// Parameters one byte past CUDA's 32 764-byte parameter space.
+const TOO_MANY_PARAMS: &str = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k(.param .align 1 .b8 a[32765])\n{\nret;\n}\n";
+
+/// Every call must answer within this: the old backend hung its client instead.
+const ANSWER: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_layouts_that_overflow_are_refused_without_a_panic() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    for ptx in [HUGE_PARAMS, TOO_MANY_PARAMS] {
+        let r = tokio::time::timeout(ANSWER, async {
+            let m = c.module_load(ctx, ptx.as_bytes()).await?;
+            c.module_get_function(m, "k").await.map(|_| ())
+        })
+        .await
+        .expect("the backend answers");
+        assert!(r.is_err(), "refused at load or at get-function");
+    }
+    // The session is healthy and still the only one.
+    tokio::time::timeout(ANSWER, c.null())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.shared.session_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_limits_are_enforced_at_alloc_and_load() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    for size in [u64::MAX, 1 << 50, (64 << 20) + 1] {
+        assert_eq!(
+            c.mem_alloc(ctx, size).await.unwrap_err().cuda_result(),
+            CuResult::OUT_OF_MEMORY,
+            "{size}"
+        );
+    }
+    assert_eq!(
+        c.mem_alloc(ctx, 0).await.unwrap_err().cuda_result(),
+        CuResult::INVALID_VALUE
+    );
+    let r = tokio::time::timeout(ANSWER, c.module_load(ctx, HUGE_GLOBAL.as_bytes()))
+        .await
+        .expect("the backend answers");
+    assert!(r.is_err(), "a 2^61-word global cannot load: {r:?}");
+    tokio::time::timeout(ANSWER, c.null())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.executor.memory_used(), 0);
+}
+
+/// An executor whose sessions panic when they open (a stand-in for any bug in a session).
+struct Panicking(DeviceInfo);
+
+impl Executor for Panicking {
+    fn device_info(&self) -> &DeviceInfo {
+        &self.0
+    }
+    fn open(&self, _setup: SessionSetup) -> ExecResult<Box<dyn Engine>> {
+        panic!("a bug in a session");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_panics_releases_its_slot_and_closes_its_connection() {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        executor: ExecutorKind::Cpu,
+        max_sessions: 1,
+        ..Config::default()
+    };
+    let shared = Shared::new(
+        config,
+        vec![TOKEN.into()],
+        Arc::new(Panicking(DeviceInfo::default())),
+    );
+    let server = Server::bind(shared.clone()).await.unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    tokio::spawn(server.run(std::future::pending()));
+    let opts = ClientOptions {
+        connect_timeout: ANSWER,
+        ..ClientOptions::default()
+    };
+    for attempt in 0..3 {
+        let t = Instant::now();
+        let e = Client::connect_with(&addr, TOKEN, opts.clone())
+            .await
+            .err()
+            .expect("the session cannot open");
+        let why = e.to_string();
+        assert!(
+            !why.contains("session limit"),
+            "attempt {attempt}: the slot leaked: {why}"
+        );
+        assert!(
+            !matches!(&e, ClientError::Connect { reason, .. } if reason.contains("no answer")),
+            "attempt {attempt}: the client was left hanging: {why}"
+        );
+        assert!(t.elapsed() < ANSWER);
+    }
+    assert_eq!(shared.session_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_mid_kernel_cancels_its_work_and_frees_everything() {
+    let b = TestBackend::start().await;
+    let baseline = b.executor.busy_threads();
+    {
+        let c = b.client().await;
+        let ctx = c.ctx_create(0).await.unwrap();
+        let k = Kernels::load(&c, ctx).await;
+        c.mem_alloc(ctx, 8 << 20).await.unwrap();
+        let s = c.stream_create(ctx, 1).await.unwrap();
+        // Two kernels of a minute each, and more queued behind them.
+        for stream in [0, s, s] {
+            launch1(&c, k.spin, stream, &[Arg::U64(60_000 * MS)]).await;
+        }
+        c.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(b.executor.busy_threads() > baseline, "the kernels run");
+    } // the client vanishes: its socket closes
+    assert_eq!(
+        b.wait_sessions(0, Duration::from_secs(5)).await,
+        0,
+        "session gone"
+    );
+    assert_eq!(b.wait_memory_freed().await, 0, "memory freed");
+    assert_eq!(
+        b.wait_idle(Duration::from_secs(5)).await,
+        0,
+        "no kernel of the gone client runs on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_past_the_time_limit_fails_with_launch_timeout_for_its_session_alone() {
+    let b = TestBackend::start_with(|c| c.kernel_time_limit_ms = Some(300)).await;
+    let c = b.client().await;
+    let other = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let ctx2 = c.ctx_create(0).await.unwrap();
+    let k = Kernels::load(&c, ctx).await;
+    launch1(&c, k.spin, 0, &[Arg::U64(60_000 * MS)]).await;
+    let t = Instant::now();
+    assert_eq!(
+        c.ctx_synchronize(ctx).await.unwrap_err().cuda_result(),
+        CuResult::LAUNCH_TIMEOUT
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "the runaway kernel was stopped"
+    );
+    // Sticky for that context, as on a GPU with a watchdog; others carry on.
+    assert_eq!(
+        c.mem_alloc(ctx, 16).await.unwrap_err().cuda_result(),
+        CuResult::LAUNCH_TIMEOUT
+    );
+    c.mem_alloc(ctx2, 16).await.unwrap();
+    let octx = other.ctx_create(0).await.unwrap();
+    let ok = Kernels::load(&other, octx).await;
+    launch1(&other, ok.spin, 0, &[Arg::U64(10 * MS)]).await;
+    other.ctx_synchronize(octx).await.unwrap();
+    assert_eq!(b.wait_idle(Duration::from_secs(5)).await, 0);
+}
