@@ -258,6 +258,7 @@ impl Config {
                     .or(file.poll_us)
                     .map(Duration::from_micros)
                     .unwrap_or(defaults.poll),
+                transport: defaults.transport,
             },
             on_disconnect: args
                 .on_disconnect

@@ -29,8 +29,10 @@ use crate::regs::{self, Action, GpuInfo, RegisterSource};
 use crate::session;
 use crate::worker::{self, QueueEnv};
 
-/// How long opening a backend session may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening a backend session (connect, TLS, handshake) may take: a queue enabled
+/// during a partition fails within this, as waiting commands do within the watchdog's
+/// timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Static configuration of one device.
 #[derive(Clone, Debug)]
@@ -43,6 +45,8 @@ pub struct DeviceConfig {
     pub memory_quota: u64,
     /// How long a queue worker keeps polling the fast doorbell page after its last command.
     pub poll: Duration,
+    /// How sessions reach the backend and notice when it is gone.
+    pub transport: session::Transport,
 }
 
 impl Default for DeviceConfig {
@@ -54,6 +58,10 @@ impl Default for DeviceConfig {
             token: String::new(),
             memory_quota: 0,
             poll: Duration::from_micros(50),
+            transport: session::Transport {
+                liveness: Some(session::Liveness::default()),
+                ..session::Transport::default()
+            },
         }
     }
 }
@@ -230,6 +238,7 @@ impl Shared {
                 client: format!("netgpu-vdev {} queue {q}", self.cfg.name),
                 limits: self.limits(),
                 timeout: CONNECT_TIMEOUT,
+                transport: self.cfg.transport.clone(),
             },
             mem_used: Arc::clone(&self.mem_used),
             memory_limit: self.cfg.memory_quota,

@@ -51,4 +51,5 @@ pub use jail::{
 pub use memory::{Error as MemoryError, GuestMemory, Snapshot};
 pub use queue::{QueueShared, StopReason};
 pub use server::{run, serve, Error as ServerError, OnDisconnect, Source};
+pub use session::{Liveness, Transport};
 pub use sg::{Buffers, Entry as SgEntryInfo, Error as SgError, Run, SgList};

@@ -12,13 +12,15 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netgpu_proto::wire::client;
 use netgpu_proto::wire::frame::FrameHeader;
 use netgpu_proto::wire::ops::{self, Reply, Request, SessionLimits};
 use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN};
+use netgpu_tls::NetTuning;
 use thiserror::Error;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -47,6 +49,12 @@ pub enum Error {
     HandshakeTimeout(String),
     #[error("backend refused the session")]
     Refused(#[source] client::HandshakeError),
+    #[error("cannot set the socket options of the connection to {addr}")]
+    Socket {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("connection to the backend lost: {0}")]
     Lost(String),
 }
@@ -71,7 +79,67 @@ pub struct Options {
     pub token: String,
     pub client: String,
     pub limits: SessionLimits,
+    /// Connecting and the handshake together.
     pub timeout: Duration,
+    pub transport: Transport,
+}
+
+/// How sessions notice a dead backend or network: socket settings and the watchdog.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// Keepalive and `TCP_USER_TIMEOUT` of the socket (a partition while data is in flight,
+    /// or while nothing is: both fail the socket within seconds).
+    pub net: NetTuning,
+    /// Probing a silent session that has commands waiting (a backend or middlebox that
+    /// holds the connection open but answers nothing, which TCP alone cannot see).
+    pub liveness: Option<Liveness>,
+}
+
+/// The session watchdog's settings (as `netgpu-client`'s): while commands wait for replies
+/// and nothing has moved either way for `probe_after`, a `Null` request is sent (the backend
+/// answers it at once, also while the session's other work runs); once nothing has moved
+/// for `timeout`, the session is declared lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    pub probe_after: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            probe_after: Duration::from_secs(1),
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// When the connection last moved bytes, either way.
+#[derive(Debug)]
+pub struct Progress {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn stamp(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Time since bytes last moved.
+    pub fn silence(&self) -> Duration {
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// Opens a session: connects, authenticates and returns the two halves.
@@ -83,16 +151,25 @@ pub async fn open(opts: &Options) -> Result<(Sender, Receiver, Welcome)> {
                 addr: opts.addr.clone(),
                 source,
             })?;
-        let _ = stream.set_nodelay(true);
+        opts.transport
+            .net
+            .apply(&stream)
+            .map_err(|source| Error::Socket {
+                addr: opts.addr.clone(),
+                source,
+            })?;
         let stream = Arc::new(stream);
+        let progress = Progress::new();
         let mut tx = Sender {
             stream: Arc::clone(&stream),
             out: Vec::with_capacity(OUT_BUFFER),
             next_id: 1,
             sent: 0,
+            progress: Arc::clone(&progress),
         };
         let mut rx = Receiver {
             stream,
+            progress,
             buf: vec![0u8; RECV_BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -129,6 +206,7 @@ pub struct Sender {
     out: Vec<u8>,
     sent: usize,
     next_id: u64,
+    progress: Arc<Progress>,
 }
 
 /// A zero page to pad a data section whose guest memory vanished mid-frame.
@@ -170,11 +248,24 @@ impl Sender {
 
     /// Writes every gathered frame.
     pub async fn flush(&mut self) -> Result<()> {
+        self.flush_stamped(true).await
+    }
+
+    /// Writes every gathered frame without counting it as progress: a liveness probe's
+    /// own bytes prove nothing about the backend.
+    pub async fn flush_probe(&mut self) -> Result<()> {
+        self.flush_stamped(false).await
+    }
+
+    async fn flush_stamped(&mut self, stamp: bool) -> Result<()> {
         while !self.out.is_empty() {
             self.stream.writable().await.map_err(lost)?;
             match self.stream.try_write(&self.out[self.sent..]) {
                 Ok(0) => return Err(lost("backend closed the connection")),
                 Ok(n) => {
+                    if stamp {
+                        self.progress.stamp();
+                    }
                     self.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -228,6 +319,7 @@ impl Sender {
             match r {
                 Ok(Ok(0)) => return Err(lost("backend closed the connection")),
                 Ok(Ok(k)) => {
+                    self.progress.stamp();
                     let guest = self.consume(k) as u64;
                     debug_assert!(guest <= n);
                     done += guest;
@@ -248,7 +340,10 @@ impl Sender {
             let n = len.min(ZEROS.len() as u64) as usize;
             match self.stream.try_write(&ZEROS[..n]) {
                 Ok(0) => return Err(lost("backend closed the connection")),
-                Ok(k) => len -= k as u64,
+                Ok(k) => {
+                    self.progress.stamp();
+                    len -= k as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(lost(e)),
             }
@@ -275,12 +370,18 @@ pub struct Head {
 /// The receiving half: owned by the queue's reply task.
 pub struct Receiver {
     stream: Arc<TcpStream>,
+    progress: Arc<Progress>,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
 }
 
 impl Receiver {
+    /// The connection's progress clock (shared with its sender).
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
     fn buffered(&self) -> usize {
         self.end - self.start
     }
@@ -300,6 +401,7 @@ impl Receiver {
             match self.stream.try_read(&mut self.buf[self.end..]) {
                 Ok(0) => return Err(lost("backend closed the connection")),
                 Ok(n) => {
+                    self.progress.stamp();
                     self.end += n;
                     return Ok(());
                 }
@@ -402,7 +504,10 @@ impl Receiver {
             });
             match r {
                 Ok(Ok(0)) => return Err(lost("backend closed the connection")),
-                Ok(Ok(k)) => done += k as u64,
+                Ok(Ok(k)) => {
+                    self.progress.stamp();
+                    done += k as u64;
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Ok(Err(e)) => return Err(lost(e)),
                 Err(_) => {
@@ -412,5 +517,35 @@ impl Receiver {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 9: every waiting guest call fails within 5 s of a partition. The watchdog's
+    /// timeout plus the kernel module's status check (every 0.5 s) must fit, and so must the
+    /// socket's own bound (keepalive + `TCP_USER_TIMEOUT`), which catches a partition even
+    /// when nothing waits.
+    #[test]
+    fn default_settings_notice_a_partition_within_five_seconds() {
+        let t = Transport {
+            liveness: Some(Liveness::default()),
+            ..Transport::default()
+        };
+        let l = t.liveness.unwrap();
+        assert!(l.probe_after < l.timeout);
+        assert!(l.timeout + Duration::from_millis(500) < Duration::from_secs(5));
+        assert!(t.net.detection_bound() <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn progress_measures_silence_since_the_last_bytes() {
+        let p = Progress::new();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(p.silence() >= Duration::from_millis(30));
+        p.stamp();
+        assert!(p.silence() < Duration::from_millis(30));
     }
 }
