@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use netgpu_client::{Client, ClientError, ClientOptions};
 use netgpu_proto::abi::{self, codec};
 use netgpu_proto::wire::ops::SessionLimits;
 use tokio::runtime::Handle;
@@ -296,8 +295,10 @@ impl Shared {
                 Err(e) => {
                     warn!(device = %me.cfg.name, "cannot open a backend session: {e}");
                     let reason = match e {
-                        ClientError::Refused { .. } => abi::FATAL_BACKEND_AUTH,
-                        ClientError::Protocol(_) => abi::FATAL_BACKEND_PROTOCOL,
+                        session::Error::Refused(_) | session::Error::Tls { .. } => {
+                            abi::FATAL_BACKEND_AUTH
+                        }
+                        session::Error::Protocol(_) => abi::FATAL_BACKEND_PROTOCOL,
                         _ => abi::FATAL_BACKEND_UNREACHABLE,
                     };
                     Session::Failed { reason }
@@ -336,16 +337,18 @@ impl Shared {
     }
 }
 
-/// Asks the backend about its GPU; the session is closed again at once (every queue opens
-/// its own).
-async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, ClientError> {
-    let opts = ClientOptions {
-        name: format!("netgpu-vdev {}", cfg.name),
-        connect_timeout: CONNECT_TIMEOUT,
+/// Asks the backend about its GPU in a session of its own, closed again at once (every
+/// queue opens its own), over the same transport as the queues.
+async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, session::Error> {
+    let opts = session::Options {
+        addr: cfg.backend.clone(),
+        token: cfg.token.clone(),
+        client: format!("netgpu-vdev {}", cfg.name),
         limits,
+        timeout: CONNECT_TIMEOUT,
+        transport: cfg.transport.clone(),
     };
-    let client = Client::connect_with(&cfg.backend, &cfg.token, opts).await?;
-    let d = client.device_query().await?;
+    let d = session::query_device(&opts).await?;
     Ok(GpuInfo {
         total_mem: d.total_mem,
         cc: (d.cc_major, d.cc_minor),

@@ -39,7 +39,8 @@ mod sg;
 mod worker;
 
 pub use config::{
-    parse_size, resolve_backend, Args, Config, Error as ConfigError, Seccomp, SocketSpec,
+    check_transport, parse_size, resolve_backend, Args, Config, Error as ConfigError, Seccomp,
+    SocketSpec,
 };
 pub use config_space::{Ids, CONFIG_SPACE_SIZE};
 pub use device::{Device, DeviceConfig, Shared};

@@ -157,7 +157,7 @@ impl Harness {
         Self::start_rt(tag, backend, |_, cfg| tweak(cfg))
     }
 
-    fn start_rt(
+    pub fn start_rt(
         tag: &str,
         backend_tweak: impl FnOnce(&mut Config),
         tweak: impl FnOnce(&tokio::runtime::Runtime, &mut DeviceConfig),
