@@ -770,6 +770,12 @@ pub fn encode_request(
     if data_len != 0 && !req.accepts_data() {
         return Err(CuResult::INVALID_VALUE);
     }
+    // cuMemsetD8/16/32 only: the device refuses other element sizes, so never encode one.
+    if let Request::Memset { elem_size, .. } = req {
+        if !matches!(elem_size, 1 | 2 | 4) {
+            return Err(CuResult::INVALID_VALUE);
+        }
+    }
     let fixed = match fixed_form(req, data_len, output_len, opts.wire) {
         Some(f) => f,
         None if opts.wire => return encode_wire(req, opts.post),

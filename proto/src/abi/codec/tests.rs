@@ -900,3 +900,37 @@ fn random_commands_and_prefixes_never_panic_the_decoder() {
         }
     }
 }
+
+/// Found by the vdev `codec` fuzz target: an 8-byte memset was encoded as a MEMSET the device
+/// side refuses (`BadArg`); it is now refused at once with the driver's error.
+#[test]
+fn memset_of_an_element_size_the_device_refuses_is_not_encoded() {
+    for wire in [true, false] {
+        let opts = EncodeOptions { wire, post: false };
+        for (es, ok) in [
+            (1u8, true),
+            (2, true),
+            (4, true),
+            (8, false),
+            (0, false),
+            (3, false),
+        ] {
+            let req = Request::Memset {
+                ctx: 1,
+                dst: 8,
+                value: 0,
+                elem_size: es,
+                count: 2,
+                stream: 0,
+            };
+            let r = encode_request(&req, 0, 0, opts);
+            if ok {
+                let gc = r.unwrap();
+                let got = decode(&gc.command, 0, 0, &[]).unwrap();
+                assert!(matches!(got, Decoded::Forward(d) if d.request == req));
+            } else {
+                assert_eq!(r.err(), Some(CuResult::INVALID_VALUE), "elem_size {es}");
+            }
+        }
+    }
+}
