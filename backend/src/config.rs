@@ -77,6 +77,15 @@ pub struct Config {
     /// poisons that session's context, as a GPU watchdog does); none by default. A client may
     /// ask for a shorter limit in its handshake, never a longer one.
     pub kernel_time_limit_ms: Option<u64>,
+    /// TLS for every connection (docs/security.md); required unless
+    /// `insecure_plain_loopback` is set.
+    pub tls: Option<netgpu_tls::ServerTlsConfig>,
+    /// Development only: plain TCP, on a loopback `listen` address, to loopback peers.
+    pub insecure_plain_loopback: bool,
+    /// Keepalive and user timeout of every connection.
+    pub net: netgpu_tls::NetTuning,
+    /// The tenants this backend serves, with their limits (docs/security.md).
+    pub tenants: Vec<crate::tenant::TenantConfig>,
     pub cpu: CpuConfig,
     pub cuda: CudaConfig,
 }
@@ -112,6 +121,10 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
             kernel_time_limit_ms: None,
+            tls: None,
+            insecure_plain_loopback: false,
+            net: netgpu_tls::NetTuning::default(),
+            tenants: Vec::new(),
             cpu: CpuConfig::default(),
             cuda: CudaConfig::default(),
         }

@@ -7,6 +7,7 @@ use clap::Parser;
 use netgpu_backend::config::{read_token_file, Config, ExecutorKind};
 use netgpu_backend::executor::{cpu::CpuExecutor, cuda, Executor};
 use netgpu_backend::server::{Server, Shared};
+use netgpu_tls::{Security, ServerTls};
 use tracing::{error, info, warn};
 
 /// Serves netgpu virtual GPUs: runs the CUDA work that netgpu-vdev forwards, on a GPU or on
@@ -26,6 +27,10 @@ struct Args {
     /// A file holding an accepted client token (may be given several times).
     #[arg(long = "token-file")]
     token_files: Vec<PathBuf>,
+    /// Development only: plain TCP on a loopback address, as `insecure_plain_loopback = true`
+    /// in the config (without it, the config's [tls] section is required).
+    #[arg(long)]
+    insecure_plain_loopback: bool,
     /// Log filter, e.g. `info` or `netgpu_backend=debug` (RUST_LOG also works).
     #[arg(long, default_value = "info")]
     log: String,
@@ -71,13 +76,35 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Ok(mut t) = config.load_tokens() {
         tokens.append(&mut t);
     }
-    if tokens.is_empty() {
-        return Err("no authentication token configured: pass --token-file FILE or set `tokens`/`token_files` in the config".into());
+    if tokens.is_empty() && config.tenants.is_empty() {
+        return Err("no tenant and no token configured: add [[tenants]] (clients then authenticate by certificate) or pass --token-file FILE / set `tokens` in the config".into());
     }
+    config.insecure_plain_loopback |= args.insecure_plain_loopback;
+    let config_name = args
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the backend's config (none given: --config FILE)".into());
+    let security = match Security::choose(
+        config.tls.clone(),
+        config.insecure_plain_loopback,
+        &config_name,
+    )? {
+        Security::Tls(cfg) => {
+            let tls = ServerTls::load((*cfg).clone()).map_err(|e| netgpu_tls::chain(&e))?;
+            info!(cert = %tls.config().cert.display(), client_ca = %tls.config().client_ca.display(), "TLS 1.3, client certificates {:?}", tls.config().client_auth);
+            Security::Tls(Arc::new(tls))
+        }
+        Security::PlainLoopback => {
+            netgpu_tls::policy::check_plain_listen(config.listen)?;
+            warn!("plain TCP on loopback (insecure_plain_loopback): for development only");
+            Security::PlainLoopback
+        }
+    };
     let executor = select_executor(&config)?;
     let info = executor.device_info();
     info!(executor = %info.executor, device = %info.name, memory = info.total_mem, "executor ready");
-    let shared = Shared::new(config, tokens, executor);
+    let shared = Shared::build(config, tokens, executor, security)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -25,7 +25,10 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::executor::Executor;
 use crate::session;
+use crate::tenant::{Defaults, TenantConfigError, Tenants};
+use crate::tls_transport::TlsTransport;
 use crate::transport::{Control, Transport};
+use netgpu_tls::{policy, Security, ServerTls};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -44,33 +47,75 @@ pub struct Shared {
     pub config: Config,
     pub executor: Arc<dyn Executor>,
     pub max_data: u32,
-    tokens: Vec<String>,
+    /// The tenants served, and what each holds now.
+    pub tenants: Tenants,
+    /// TLS, or plain on loopback.
+    pub security: Security<ServerTls>,
     pub shutting_down: AtomicBool,
     next_session: AtomicU64,
     sessions: Mutex<HashMap<u64, Arc<dyn Control>>>,
 }
 
 impl Shared {
+    /// A backend in plain mode on loopback (tests, development): `tokens` belong to the
+    /// tenant `default`, `[[tenants]]` come from the config. A tenant list that cannot be
+    /// built (a duplicate, an unreadable token file) is logged and serves nobody; the daemon
+    /// uses [`Shared::build`], which reports it.
     pub fn new(config: Config, tokens: Vec<String>, executor: Arc<dyn Executor>) -> Arc<Self> {
+        match Self::build(
+            config.clone(),
+            tokens,
+            executor.clone(),
+            Security::PlainLoopback,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "invalid tenant configuration: no tenant is served");
+                Self::assemble(
+                    config,
+                    Tenants::default(),
+                    executor,
+                    Security::PlainLoopback,
+                )
+            }
+        }
+    }
+
+    /// The backend as configured: its tenants (with the top-level `tokens` as tenant
+    /// `default`) and how connections are secured.
+    pub fn build(
+        config: Config,
+        tokens: Vec<String>,
+        executor: Arc<dyn Executor>,
+        security: Security<ServerTls>,
+    ) -> Result<Arc<Self>, TenantConfigError> {
+        let tenants = Tenants::build(
+            &config.tenants,
+            tokens,
+            Defaults {
+                max_sessions: config.max_sessions,
+            },
+        )?;
+        Ok(Self::assemble(config, tenants, executor, security))
+    }
+
+    fn assemble(
+        config: Config,
+        tenants: Tenants,
+        executor: Arc<dyn Executor>,
+        security: Security<ServerTls>,
+    ) -> Arc<Self> {
         let max_data = u32::try_from(config.max_frame_data.as_u64()).unwrap_or(u32::MAX);
         Arc::new(Shared {
             config,
             executor,
             max_data,
-            tokens,
+            tenants,
+            security,
             shutting_down: AtomicBool::new(false),
             next_session: AtomicU64::new(1),
             sessions: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// Constant-time comparison against every accepted token.
-    pub fn token_ok(&self, token: &str) -> bool {
-        let mut ok = false;
-        for t in &self.tokens {
-            ok |= constant_time_eq(t.as_bytes(), token.as_bytes());
-        }
-        ok
     }
 
     /// Sessions currently open.
@@ -133,13 +178,6 @@ impl Drop for Slot {
         }
         self.control.shutdown(Shutdown::Both);
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A bound, not yet serving, backend.
@@ -213,6 +251,15 @@ impl Server {
                 return None;
             }
         };
+        if let Err(e) = self.shared.config.net.apply(&stream) {
+            warn!(%peer, error = %e, "cannot set socket options");
+        }
+        if matches!(self.shared.security, Security::PlainLoopback)
+            && !policy::plain_peer_allowed(peer)
+        {
+            warn!(%peer, "plain connection from a non-loopback peer refused (insecure_plain_loopback serves loopback only; configure [tls])");
+            return None;
+        }
         let control = match stream.control() {
             Ok(c) => c,
             Err(e) => {
@@ -227,7 +274,19 @@ impl Server {
         };
         let shared = self.shared.clone();
         let builder = std::thread::Builder::new().name(format!("session-{}", slot.id()));
-        match builder.spawn(move || shared.serve(stream, slot)) {
+        let handshake = Duration::from_millis(shared.config.handshake_timeout_ms);
+        let spawned = match shared.security.clone() {
+            Security::PlainLoopback => builder.spawn(move || shared.serve(stream, slot)),
+            Security::Tls(tls) => builder.spawn(move || {
+                let t = TlsTransport {
+                    tcp: stream,
+                    tls,
+                    timeout: handshake,
+                };
+                shared.serve(t, slot)
+            }),
+        };
+        match spawned {
             Ok(t) => Some(t),
             Err(e) => {
                 // The closure (and with it the slot) was dropped: the slot is free again.

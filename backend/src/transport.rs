@@ -26,12 +26,23 @@ pub trait Control: Send + Sync {
     fn peer(&self) -> String;
 }
 
+/// Who is at the other end, as far as the transport knows.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// The connection is TLS.
+    pub tls: bool,
+    /// The client's certificate identity (TLS with a client certificate).
+    pub identity: Option<netgpu_tls::PeerIdentity>,
+}
+
 /// A session's byte stream.
 pub trait Transport: Send + 'static {
     type Reader: Read + Send + 'static;
     type Writer: Write + Send + 'static;
     fn control(&self) -> io::Result<Arc<dyn Control>>;
-    fn split(self) -> io::Result<(Self::Reader, Self::Writer)>;
+    /// The two halves, after whatever the transport's own handshake is (TLS's runs here, on
+    /// the session's thread), and what it learnt of the peer.
+    fn split(self) -> io::Result<(Self::Reader, Self::Writer, Peer)>;
 }
 
 impl Control for TcpStream {
@@ -62,9 +73,9 @@ impl Transport for TcpStream {
         Ok(Arc::new(self.try_clone()?))
     }
 
-    fn split(self) -> io::Result<(TcpStream, TcpStream)> {
+    fn split(self) -> io::Result<(TcpStream, TcpStream, Peer)> {
         let _ = self.set_nodelay(true);
         let w = self.try_clone()?;
-        Ok((self, w))
+        Ok((self, w, Peer::default()))
     }
 }

@@ -1,6 +1,7 @@
 //! `netgpuctl`: the operator's CLI for netgpu pools, GPU hosts and virtual GPUs, and the
 //! failover controller daemon (`netgpuctl controller`). See `docs/operators.md`.
 
+mod cert;
 mod snippets;
 mod table;
 
@@ -62,6 +63,9 @@ enum Cmd {
     /// Virtual GPUs.
     #[command(subcommand)]
     Vgpu(VgpuCmd),
+    /// Certificates for TLS between hypervisors and GPU hosts (needs no store).
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
     /// Run the failover controller (a daemon; several may run, one leads).
     Controller {
         /// Seconds between rounds.
@@ -386,6 +390,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Cmd::Cert(c) = &cli.cmd {
+        return cert::run(c, cli.json);
+    }
     let url = store_url(&cli)?;
     let c = Control::open(&url).await.with_context(|| {
         format!("cannot open the store {url} (pass --store or set NETGPU_STORE)")
@@ -401,6 +408,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Pool(p) => pool(&c, p, json).await,
         Cmd::Host(h) => host(&c, h, json).await,
         Cmd::Vgpu(v) => vgpu(&c, v, json).await,
+        Cmd::Cert(c) => cert::run(&c, json),
         Cmd::Controller {
             interval,
             metrics_listen,

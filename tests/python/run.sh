@@ -39,7 +39,7 @@ mkdir -p "$work/lib"
 cp "$target/debug/libcuda.so" "$work/lib/libcuda.so.1"
 head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$target/debug/netgpu-backend" --listen "127.0.0.1:$port" --executor cpu --token-file "$work/token" \
+"$target/debug/netgpu-backend" --listen "127.0.0.1:$port" --executor cpu --token-file "$work/token" --insecure-plain-loopback \
   --log warn > "$work/backend.log" 2>&1 &
 backend=$!
 for _ in $(seq 100); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done

@@ -18,6 +18,8 @@
 //! See `docs/security.md` for the threat model and the operator's steps.
 
 pub mod blocking;
+#[cfg(feature = "issue")]
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod explain;
@@ -29,6 +31,7 @@ pub mod pem;
 pub mod policy;
 pub mod reload;
 pub mod server;
+pub mod split;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 

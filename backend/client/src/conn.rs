@@ -12,15 +12,20 @@ use netgpu_proto::wire::ops::{
     DevPtr, DeviceInfo, FunctionInfo, Handle, Reply, Request, SessionLimits,
 };
 use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use netgpu_tls::{ClientTls, NetTuning};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tracing::debug;
 
 use crate::error::{ClientError, Result};
+use crate::liveness::{Liveness, Progress, Stamped};
 
 const IO_BUFFER: usize = 256 * 1024;
+
+/// The connection's byte stream, plain TCP or TLS, split for the reader task and the writer.
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 /// Largest reply data the client accepts (its own limit, independent of the backend's).
 const MAX_REPLY_DATA: u32 = 1 << 30;
 
@@ -32,6 +37,15 @@ pub struct ClientOptions {
     /// Limits asked for in the handshake (the backend applies the stricter of these and its
     /// own).
     pub limits: SessionLimits,
+    /// TLS to the backend; `None` is plain TCP, which is refused unless every address the
+    /// backend's name resolves to is loopback (see `docs/security.md`).
+    pub tls: Option<Arc<ClientTls>>,
+    /// Keepalive and user timeout of the connection: how soon a partition fails the calls
+    /// waiting on it.
+    pub net: NetTuning,
+    /// Fail waiting calls when the backend stops answering although the connection stays
+    /// up (see [`Liveness`]; on by default); `None` leaves that to TCP alone.
+    pub liveness: Option<Liveness>,
 }
 
 impl Default for ClientOptions {
@@ -40,6 +54,11 @@ impl Default for ClientOptions {
             name: format!("netgpu-client {}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(10),
             limits: SessionLimits::default(),
+            tls: None,
+            net: NetTuning::default(),
+            // The backend answers a Null while other work of the session runs (its
+            // dispatcher never blocks), so probing a silent connection is safe.
+            liveness: Some(Liveness::default()),
         }
     }
 }
@@ -60,7 +79,7 @@ struct Waiter {
 type Pending = Mutex<HashMap<u64, Waiter>>;
 
 struct Writer {
-    io: BufWriter<OwnedWriteHalf>,
+    io: BufWriter<WriteHalf>,
     next_id: u64,
     ctrl: Vec<u8>,
 }
@@ -73,11 +92,15 @@ struct Inner {
     max_data: u32,
     session_id: u64,
     reader: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.reader.abort();
+        if let Some(w) = &self.watchdog {
+            w.abort();
+        }
     }
 }
 
@@ -98,17 +121,23 @@ impl Client {
             addr: addr.to_string(),
             reason,
         };
-        let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| connect_err("timed out".into()))?
-            .map_err(|e| connect_err(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+        let (r, w) = open(addr, &opts).await?;
+        let progress = Progress::new();
+        let (r, w): (ReadHalf, WriteHalf) = (
+            Box::new(Stamped::new(r, progress.clone())),
+            Box::new(Stamped::new(w, progress.clone())),
+        );
         let mut reader = BufReader::with_capacity(IO_BUFFER, r);
         let mut writer = Writer {
             io: BufWriter::with_capacity(IO_BUFFER, w),
             next_id: 1,
             ctrl: Vec::new(),
+        };
+        // With TLS 1.3 the backend checks this client's certificate after the client's side
+        // of the handshake is done: a refusal shows up here, and is explained.
+        let explain = |e: std::io::Error| match &opts.tls {
+            Some(tls) => tls.explain(&e, addr),
+            None => e.to_string(),
         };
         let hello = client::hello(token, &opts.name, opts.limits);
         write_frame(&mut writer, &hello, &[], 0)
@@ -118,11 +147,11 @@ impl Client {
             .io
             .flush()
             .await
-            .map_err(|e| connect_err(e.to_string()))?;
+            .map_err(|e| connect_err(explain(e)))?;
         let handshake = tokio::time::timeout(opts.connect_timeout, read_frame(&mut reader))
             .await
             .map_err(|_| connect_err("no answer to the handshake".into()))?
-            .map_err(|e| connect_err(e.to_string()))?;
+            .map_err(|e| connect_err(explain(e)))?;
         let (h, resp) = handshake;
         let session = client::welcome(&h, resp.reply).map_err(|e| match e {
             HandshakeError::Refused { status, reason } => ClientError::Refused { status, reason },
@@ -141,17 +170,19 @@ impl Client {
             dead.clone(),
             closed.clone(),
         ));
-        Ok(Client {
-            inner: Arc::new(Inner {
-                writer: tokio::sync::Mutex::new(writer),
-                pending,
-                dead,
-                closed,
-                max_data: session.max_data_len,
-                session_id: session.session_id,
-                reader,
-            }),
-        })
+        let inner = Arc::new_cyclic(|me: &std::sync::Weak<Inner>| Inner {
+            writer: tokio::sync::Mutex::new(writer),
+            pending,
+            dead,
+            closed,
+            max_data: session.max_data_len,
+            session_id: session.session_id,
+            reader,
+            watchdog: opts
+                .liveness
+                .map(|l| tokio::spawn(watchdog(me.clone(), progress, l))),
+        });
+        Ok(Client { inner })
     }
 
     /// The backend's id for this session (for logs).
@@ -683,6 +714,112 @@ impl Client {
     }
 }
 
+/// Probes a silent connection while requests wait, and ends it when it stays silent (see
+/// [`crate::liveness`]).
+async fn watchdog(inner: std::sync::Weak<Inner>, progress: Arc<Progress>, l: Liveness) {
+    let tick = (l.probe_after / 4).max(Duration::from_millis(50));
+    let mut probed_at: Option<Duration> = None;
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let waiting = inner.pending.lock().map(|p| p.len()).unwrap_or(0);
+        let silence = progress.silence();
+        if waiting == 0 || silence < l.probe_after {
+            probed_at = None;
+            continue;
+        }
+        if silence >= l.timeout {
+            let why = format!(
+                "the backend sent nothing for {} ms while {waiting} request(s) waited (the backend or the network is stuck)",
+                silence.as_millis()
+            );
+            debug!(reason = %why, "connection declared dead");
+            if let Ok(mut d) = inner.dead.lock() {
+                d.get_or_insert(why);
+            }
+            inner.closed.store(true, Ordering::Release);
+            inner.reader.abort();
+            if let Ok(mut p) = inner.pending.lock() {
+                p.clear();
+            }
+            return;
+        }
+        // One probe per silence: a `Null` the backend answers at once if it is alive. A
+        // writer busy with a large request is progress of its own and is not interrupted.
+        if probed_at.is_none() {
+            probed_at = Some(silence);
+            // On its own task: a probe stuck behind a full socket must not stop the watch.
+            let probe = inner.clone();
+            tokio::spawn(async move {
+                let Ok(mut w) = probe.writer.try_lock() else {
+                    return;
+                };
+                let id = w.next_id;
+                w.next_id += 1;
+                let (tx, _rx) = oneshot::channel();
+                if let Ok(mut p) = probe.pending.lock() {
+                    p.insert(
+                        id,
+                        Waiter {
+                            tx,
+                            buf: Vec::new(),
+                        },
+                    );
+                }
+                let send = async {
+                    if write_frame_id(&mut w, id, &Request::Null, &[], 0)
+                        .await
+                        .is_ok()
+                    {
+                        let _ = w.io.flush().await;
+                    }
+                };
+                // Bounded, so a stuck probe does not keep the connection alive forever.
+                let _ = tokio::time::timeout(l.timeout, send).await;
+            });
+        }
+    }
+}
+
+/// Connects to `addr` as `opts` say: TLS, or plain TCP to a loopback address only; the socket
+/// gets the keepalive and user timeout of `opts.net`.
+async fn open(addr: &str, opts: &ClientOptions) -> Result<(ReadHalf, WriteHalf)> {
+    let connect_err = |reason: String| ClientError::Connect {
+        addr: addr.to_string(),
+        reason,
+    };
+    let targets = match &opts.tls {
+        Some(_) => tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| connect_err(e.to_string()))?
+            .collect::<Vec<_>>(),
+        None => netgpu_tls::policy::resolve_plain(addr).map_err(|e| connect_err(e.to_string()))?,
+    };
+    let stream = tokio::time::timeout(opts.connect_timeout, TcpStream::connect(&targets[..]))
+        .await
+        .map_err(|_| connect_err("timed out".into()))?
+        .map_err(|e| connect_err(e.to_string()))?;
+    opts.net
+        .apply(&stream)
+        .map_err(|e| connect_err(format!("cannot set socket options: {e}")))?;
+    match &opts.tls {
+        None => {
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        Some(tls) => {
+            let s = netgpu_tls::tokio::connect(stream, tls, addr, opts.connect_timeout)
+                .await
+                .map_err(|e| connect_err(e.explanation))?;
+            let (r, w) = tokio::io::split(s);
+            Ok((Box::new(r), Box::new(w)))
+        }
+    }
+}
+
 fn unexpected(r: Reply) -> ClientError {
     ClientError::Protocol(format!("unexpected reply {r:?}"))
 }
@@ -738,7 +875,7 @@ async fn write_frame_id(
     w.io.write_all(data).await.map_err(io_err)
 }
 
-async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<(FrameHeader, Response)> {
+async fn read_frame(r: &mut BufReader<ReadHalf>) -> std::io::Result<(FrameHeader, Response)> {
     let (h, reply) = read_head(r).await?;
     let mut data = Vec::new();
     read_data(r, h.data_len, &mut data).await?;
@@ -754,9 +891,7 @@ async fn read_frame(r: &mut BufReader<OwnedReadHalf>) -> std::io::Result<(FrameH
 }
 
 /// Reads a frame's header and control section, leaving its data section unread.
-async fn read_head(
-    r: &mut BufReader<OwnedReadHalf>,
-) -> std::io::Result<(FrameHeader, Option<Reply>)> {
+async fn read_head(r: &mut BufReader<ReadHalf>) -> std::io::Result<(FrameHeader, Option<Reply>)> {
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let mut hdr = [0u8; HEADER_LEN];
     r.read_exact(&mut hdr).await?;
@@ -771,7 +906,7 @@ async fn read_head(
 /// Reads a data section into `data`; a reused vector of the right length is not rewritten
 /// before the read.
 async fn read_data(
-    r: &mut BufReader<OwnedReadHalf>,
+    r: &mut BufReader<ReadHalf>,
     len: u32,
     data: &mut Vec<u8>,
 ) -> std::io::Result<()> {
@@ -780,7 +915,7 @@ async fn read_data(
 }
 
 async fn reader_task(
-    mut r: BufReader<OwnedReadHalf>,
+    mut r: BufReader<ReadHalf>,
     pending: Arc<Pending>,
     dead: Arc<Mutex<Option<String>>>,
     closed: Arc<AtomicBool>,
@@ -953,5 +1088,21 @@ impl Client {
     /// Takes up to `max` bytes of the session's kernel console output (device `printf`).
     pub async fn console_read(&self, max: u32) -> Result<Vec<u8>> {
         Ok(self.call(&Request::ConsoleRead { max }, &[]).await?.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn plain_tcp_to_a_non_loopback_address_is_refused_before_connecting() {
+        let e = Client::connect("198.18.0.2:7070", "t").await.err().unwrap();
+        let s = e.to_string();
+        assert!(
+            s.contains("plain TCP refused") && s.contains("configure [tls]"),
+            "{s}"
+        );
+        assert_eq!(e.cuda_result(), CuResult::DEVICE_UNAVAILABLE);
     }
 }

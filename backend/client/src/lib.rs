@@ -12,8 +12,10 @@
 
 mod conn;
 mod error;
+pub mod liveness;
 
 pub use conn::{Client, ClientOptions};
 pub use error::{ClientError, Result};
+pub use liveness::Liveness;
 pub use netgpu_proto::cuda::CuResult;
 pub use netgpu_proto::wire::ops::{DevPtr, DeviceInfo, FunctionInfo, Handle, ParamInfo};

@@ -92,6 +92,7 @@ impl Blocking {
         let engine = exec.open(SessionSetup {
             quota,
             kernel_time_limit,
+            tenant_memory: None,
             sink: sink.clone(),
             console: console.clone(),
         })?;

@@ -16,6 +16,7 @@
 //! - [`blocking`]: a blocking facade over an engine, for tests and tools.
 
 pub mod blocking;
+pub mod budget;
 pub mod completion;
 pub mod console;
 pub mod cpu;
@@ -46,6 +47,9 @@ pub struct SessionSetup {
     pub quota: u64,
     /// Longest a kernel may run; past it the launch fails with `LAUNCH_TIMEOUT`.
     pub kernel_time_limit: Option<Duration>,
+    /// The tenant's memory pool, shared by all its sessions (`crate::tenant`), when its
+    /// `memory_quota` is set: every allocation is charged to it too.
+    pub tenant_memory: Option<Arc<budget::MemoryPool>>,
     /// Where completions and deferred failures go.
     pub sink: Arc<dyn Sink>,
     /// Where device-side `printf` output goes.

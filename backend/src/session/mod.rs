@@ -31,7 +31,8 @@ use tracing::{info, warn};
 
 use crate::executor::{Completion, Console, Engine, ExecResult, Mode, Output, SessionSetup, Sink};
 use crate::server::Shared;
-use crate::transport::{Control, Transport};
+use crate::tenant::{TenantConfig, TenantSession};
+use crate::transport::{Control, Peer, Transport};
 use writer::{Out, Writer};
 
 const IO_BUFFER: usize = 256 * 1024;
@@ -211,7 +212,7 @@ fn serve<T: Transport>(
     control.set_read_timeout(Some(Duration::from_millis(
         shared.config.handshake_timeout_ms,
     )))?;
-    let (r, w) = transport.split()?;
+    let (r, w, peer_id) = transport.split()?;
     let console = Arc::new(Console::new());
     let writer = Arc::new(Writer::new(w, console.clone(), control.clone()));
     let mut frames = FrameReader {
@@ -223,7 +224,7 @@ fn serve<T: Transport>(
         writer: writer.clone(),
         deferred: Mutex::new(None),
     });
-    let (mut engine, limits) = match handshake(
+    let (mut engine, limits, _tenant) = match handshake(
         &mut frames,
         &writer,
         &replies,
@@ -231,6 +232,7 @@ fn serve<T: Transport>(
         shared,
         session_id,
         peer,
+        &peer_id,
     ) {
         Ok(e) => e,
         Err(e) => {
@@ -286,18 +288,27 @@ pub struct Limits {
     pub kernel_time_limit: Option<Duration>,
 }
 
-fn limits(shared: &Shared, asked: &SessionLimits) -> Limits {
+fn limits(shared: &Shared, tenant: &TenantConfig, asked: &SessionLimits) -> Limits {
+    // The tenant's limits stand in for the backend's; the client can only ask for less.
+    let own = tenant
+        .session_memory_quota
+        .unwrap_or(shared.config.session_memory_quota)
+        .as_u64();
     let quota = match asked.memory_quota {
-        Some(q) => q.min(shared.config.session_memory_quota.as_u64()),
-        None => shared.config.session_memory_quota.as_u64(),
+        Some(q) => q.min(own),
+        None => own,
     };
-    let ms = match (
-        shared.config.kernel_time_limit_ms,
-        asked.kernel_time_limit_ms,
-    ) {
+    let stricter = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
+    let ms = stricter(
+        stricter(
+            shared.config.kernel_time_limit_ms,
+            tenant.kernel_time_limit_ms,
+        ),
+        asked.kernel_time_limit_ms,
+    );
     Limits {
         quota,
         // A limit of 0 would fail every kernel: the smallest limit is 1 ms.
@@ -305,6 +316,8 @@ fn limits(shared: &Shared, asked: &SessionLimits) -> Limits {
     }
 }
 
+// The session's pieces, each needed once; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn handshake<R: Read, W: io::Write + Send + 'static>(
     frames: &mut FrameReader<R>,
     writer: &Writer<W>,
@@ -313,7 +326,8 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
     shared: &Shared,
     session_id: u64,
     peer: &str,
-) -> Result<(Box<dyn Engine>, Limits), SessionError> {
+    peer_id: &Peer,
+) -> Result<(Box<dyn Engine>, Limits, TenantSession), SessionError> {
     let h = frames.next()?.ok_or(SessionError::Closed)?;
     if h.data_len != 0 || h.no_reply() {
         return Err(SessionError::Protocol("malformed hello frame".into()));
@@ -332,12 +346,15 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
             "the first request must be Hello".into(),
         ));
     };
-    if !shared.token_ok(&token) {
-        warn!(session = session_id, %peer, "unknown token refused");
-        return Err(SessionError::Refused(
-            "authentication failed: unknown token".into(),
-        ));
-    }
+    let cert_tenant = peer_id.identity.as_ref().and_then(|i| i.tenant.as_ref());
+    let tenant = shared
+        .tenants
+        .authenticate(cert_tenant, &token)
+        .and_then(|t| t.admit())
+        .map_err(|e| {
+            warn!(session = session_id, %peer, subject = ?peer_id.identity.as_ref().map(|i| &i.subject), reason = %e, "session refused");
+            SessionError::Refused(e.to_string())
+        })?;
     let version = PROTOCOL_VERSION.min(version_max);
     if version < MIN_PROTOCOL_VERSION.max(version_min) {
         return Err(SessionError::Refused(format!(
@@ -347,13 +364,14 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
     if shared.shutting_down.load(Ordering::Acquire) {
         return Err(SessionError::Shutdown);
     }
-    let limits = limits(shared, &asked);
+    let limits = limits(shared, &tenant.tenant().config, &asked);
     let sink: Arc<dyn Sink> = replies.clone();
     let engine = shared
         .executor
         .open(SessionSetup {
             quota: limits.quota,
             kernel_time_limit: limits.kernel_time_limit,
+            tenant_memory: tenant.tenant().memory.clone(),
             sink,
             console: console.clone(),
         })
@@ -369,8 +387,8 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
         }),
         data: None,
     });
-    info!(session = session_id, %peer, %client, version, quota = limits.quota, time_limit_ms = limits.kernel_time_limit.map(|d| d.as_millis() as u64), "session open");
-    Ok((engine, limits))
+    info!(session = session_id, %peer, %client, tenant = %tenant.tenant().name, tls = peer_id.tls, version, quota = limits.quota, time_limit_ms = limits.kernel_time_limit.map(|d| d.as_millis() as u64), "session open");
+    Ok((engine, limits, tenant))
 }
 
 /// A completion for request `id` answered through `replies`.

@@ -5,8 +5,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use clap::Parser;
-use netgpu_client::{Client, ClientError};
+use netgpu_client::{Client, ClientError, ClientOptions};
+use netgpu_tls::{ClientTls, ClientTlsConfig};
 
 /// Connects to a netgpu-backend, checks that it computes correctly, and prints what it found.
 #[derive(Parser, Debug)]
@@ -15,15 +18,29 @@ struct Args {
     /// Backend address.
     #[arg(long, default_value = "127.0.0.1:7070")]
     backend: String,
-    /// File holding the backend's token.
+    /// File holding the backend's token (optional when a client certificate names the
+    /// tenant).
     #[arg(long)]
-    token_file: PathBuf,
+    token_file: Option<PathBuf>,
     /// PTX module with a `vector_add(const float*, const float*, float*, int)` kernel to run.
     #[arg(long)]
     ptx: Option<PathBuf>,
     /// Elements in the vector addition.
     #[arg(long, default_value_t = 1 << 20)]
     n: u32,
+    /// CA certificate (PEM) that issued the backend's certificate: connect with TLS.
+    /// Without it the connection is plain TCP, which only a loopback backend accepts.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// This client's certificate (PEM), naming its tenant.
+    #[arg(long, value_name = "PEM", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    key: Option<PathBuf>,
+    /// The name the backend's certificate must carry (default: the host of --backend).
+    #[arg(long)]
+    server_name: Option<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,11 +56,29 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let token = std::fs::read_to_string(&args.token_file)
-        .map_err(|e| format!("cannot read token file {}: {e}", args.token_file.display()))?;
-    let c = Client::connect(&args.backend, token.lines().next().unwrap_or("").trim())
-        .await
-        .map_err(|e| format!("{e} (is netgpu-backend running on {}?)", args.backend))?;
+    let token = match &args.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| format!("cannot read token file {}: {e}", f.display()))?,
+        None => String::new(),
+    };
+    let mut opts = ClientOptions::default();
+    if let Some(ca) = args.ca.clone() {
+        let tls = ClientTls::load(ClientTlsConfig {
+            ca,
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+            server_name: args.server_name.clone(),
+        })
+        .map_err(|e| netgpu_tls::chain(&e))?;
+        opts.tls = Some(Arc::new(tls));
+    }
+    let c = Client::connect_with(
+        &args.backend,
+        token.lines().next().unwrap_or("").trim(),
+        opts,
+    )
+    .await
+    .map_err(|e| format!("{e} (is netgpu-backend running on {}?)", args.backend))?;
     let d = c.device_query().await?;
     println!("device      {} ({} executor)", d.name, d.executor);
     println!(

@@ -39,46 +39,14 @@ pub const MAX_ALLOC: u64 = 1 << 40;
 /// An allocation that is not dying.
 const LIVE: u64 = u64::MAX;
 
-/// Device memory shared by all sessions of one executor.
-#[derive(Debug)]
-pub struct MemoryPool {
-    total: u64,
-    used: AtomicU64,
-}
+pub use crate::executor::budget::MemoryPool;
 
-impl MemoryPool {
-    pub fn new(total: u64) -> Arc<Self> {
-        Arc::new(MemoryPool {
-            total,
-            used: AtomicU64::new(0),
-        })
-    }
-
-    pub fn total(&self) -> u64 {
-        self.total
-    }
-
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    fn reserve(&self, bytes: u64) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(bytes).filter(|&n| n <= self.total)
-            })
-            .is_ok()
-    }
-
-    fn release(&self, bytes: u64) {
-        self.used.fetch_sub(bytes, Ordering::AcqRel);
-    }
-}
-
-/// Who pays for an allocation: the session's quota and the executor's pool.
+/// Who pays for an allocation: the session's quota, its tenant's pool (when the tenant has a
+/// memory quota) and the executor's pool.
 struct Account {
     used: AtomicU64,
     quota: u64,
+    tenant: Option<Arc<MemoryPool>>,
     pool: Arc<MemoryPool>,
 }
 
@@ -90,15 +58,30 @@ impl Account {
                 u.checked_add(size).filter(|&n| n <= self.quota)
             })
             .is_ok();
-        if ok && !self.pool.reserve(size) {
+        if !ok {
+            return false;
+        }
+        if let Some(t) = &self.tenant {
+            if !t.reserve(size) {
+                self.used.fetch_sub(size, Ordering::AcqRel);
+                return false;
+            }
+        }
+        if !self.pool.reserve(size) {
+            if let Some(t) = &self.tenant {
+                t.release(size);
+            }
             self.used.fetch_sub(size, Ordering::AcqRel);
             return false;
         }
-        ok
+        true
     }
 
     fn release(&self, size: u64) {
         self.used.fetch_sub(size, Ordering::AcqRel);
+        if let Some(t) = &self.tenant {
+            t.release(size);
+        }
         self.pool.release(size);
     }
 }
@@ -188,7 +171,7 @@ pub struct Heap {
 }
 
 impl Heap {
-    pub fn new(pool: Arc<MemoryPool>, quota: u64) -> Self {
+    pub fn new(pool: Arc<MemoryPool>, tenant: Option<Arc<MemoryPool>>, quota: u64) -> Self {
         // A random 64 KiB-aligned base between 2^40 and 2^46: sessions do not share ranges in
         // practice, and addresses stay well inside the 47-bit user space CUDA also uses.
         let base = (1u64 << 40) + ((random_u64() % ((1u64 << 46) - (1u64 << 41))) & !0xffff);
@@ -198,6 +181,7 @@ impl Heap {
             account: Arc::new(Account {
                 used: AtomicU64::new(0),
                 quota,
+                tenant,
                 pool,
             }),
         }
@@ -397,7 +381,7 @@ mod tests {
     #[test]
     fn allocations_are_aligned_zeroed_and_bounds_checked() {
         let pool = MemoryPool::new(1 << 20);
-        let h = Heap::new(pool.clone(), 1 << 20);
+        let h = Heap::new(pool.clone(), None, 1 << 20);
         let a = h.alloc(1, 1000).unwrap().base();
         assert_eq!(a % ALLOC_ALIGN as u64, 0);
         let r = h.range(1, a, 1000).unwrap();
@@ -435,7 +419,7 @@ mod tests {
     #[test]
     fn held_ranges_keep_memory_until_released() {
         let pool = MemoryPool::new(1 << 20);
-        let h = Heap::new(pool.clone(), 1 << 20);
+        let h = Heap::new(pool.clone(), None, 1 << 20);
         let a = h.alloc(1, 64).unwrap().base();
         let r = h.range(1, a, 64).unwrap();
         h.mark_dying_user(a, 0).unwrap();
@@ -448,7 +432,7 @@ mod tests {
     #[test]
     fn module_globals_are_not_freed_by_mem_free() {
         let pool = MemoryPool::new(1 << 20);
-        let h = Heap::new(pool, 1 << 20);
+        let h = Heap::new(pool, None, 1 << 20);
         let g = h.alloc_global(1, 64).unwrap().base();
         assert_eq!(h.owner_of_user(g).err(), Some(CuResult::INVALID_VALUE));
         assert_eq!(h.mark_dying_user(g, 0).err(), Some(CuResult::INVALID_VALUE));
@@ -458,8 +442,8 @@ mod tests {
     #[test]
     fn quota_and_pool_limits_refuse_allocations() {
         let pool = MemoryPool::new(3000);
-        let h1 = Heap::new(pool.clone(), 2000);
-        let h2 = Heap::new(pool.clone(), 2000);
+        let h1 = Heap::new(pool.clone(), None, 2000);
+        let h2 = Heap::new(pool.clone(), None, 2000);
         h1.alloc(1, 1500).unwrap();
         assert_eq!(
             h1.alloc(1, 600).err(),
@@ -482,8 +466,8 @@ mod tests {
     #[test]
     fn pointers_of_one_heap_do_not_resolve_in_another() {
         let pool = MemoryPool::new(1 << 20);
-        let h1 = Heap::new(pool.clone(), 1 << 20);
-        let h2 = Heap::new(pool, 1 << 20);
+        let h1 = Heap::new(pool.clone(), None, 1 << 20);
+        let h2 = Heap::new(pool, None, 1 << 20);
         let a = h1.alloc(1, 64).unwrap().base();
         assert!(h2.range(1, a, 1).is_err());
         assert!(h2.resolve_for(1, 0, a, 1).is_none());
@@ -492,7 +476,7 @@ mod tests {
     #[test]
     fn a_context_dies_whole() {
         let pool = MemoryPool::new(1 << 20);
-        let h = Heap::new(pool.clone(), 1 << 20);
+        let h = Heap::new(pool.clone(), None, 1 << 20);
         let a = h.alloc(1, 64).unwrap().base();
         let b = h.alloc(2, 64).unwrap().base();
         let dead = h.mark_ctx_dying(1, 0);

@@ -158,6 +158,7 @@ impl Executor for CudaExecutor {
                 dev: self.dev,
                 raw: self.raw,
                 quota: setup.quota.min(self.info.total_mem),
+                tenant: setup.tenant_memory.clone(),
                 max_threads: attr(attr::MAX_THREADS_PER_BLOCK).max(1) as u32,
                 sm_count: attr(attr::MULTIPROCESSOR_COUNT).max(1) as u32,
                 device_sm: self.info.cc_major * 10 + self.info.cc_minor,
@@ -282,6 +283,8 @@ struct Inner {
     dev: sys::CUdevice,
     raw: &'static driver::Raw,
     quota: u64,
+    /// The tenant's pool: every byte in `State::used` is also charged there.
+    tenant: Option<Arc<crate::executor::budget::MemoryPool>>,
     max_threads: u32,
     sm_count: u32,
     /// Compute capability as major * 10 + minor (which SASS runs here).
@@ -313,6 +316,13 @@ fn on_stream(
 }
 
 impl Inner {
+    /// Returns `bytes` that left `State::used` to the tenant's pool.
+    fn release_tenant(&self, bytes: u64) {
+        if let Some(t) = &self.tenant {
+            t.release(bytes);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -356,7 +366,7 @@ impl Inner {
                 state.poison(e);
                 Err(e)
             }
-            Err(WaitEnd::Cancelled) => Err(CuResult::CONTEXT_IS_DESTROYED),
+            Err(WaitEnd::Cancelled) => Err(super::streams::CANCELLED),
             Err(WaitEnd::TimedOut) => {
                 state.poison(CuResult::LAUNCH_TIMEOUT);
                 let cu = ev.ctx.clone();
@@ -417,6 +427,7 @@ impl Inner {
                         if st.allocs.get(&p).is_some_and(|a| a.gen == gen) {
                             if let Some(a) = st.allocs.remove(&p) {
                                 st.used = st.used.saturating_sub(a.size);
+                                me.release_tenant(a.size);
                             }
                         }
                     }
@@ -508,6 +519,7 @@ impl Engine for CudaEngine {
             .sum();
         st.allocs.retain(|_, a| a.ctx != ctx);
         st.used = st.used.saturating_sub(freed);
+        self.inner.release_tenant(freed);
         drop(st);
         // Once everything queued is submitted: drop our references; the context goes (and
         // with it its memory, modules, streams and events) when the last one does.
@@ -1534,6 +1546,8 @@ impl Drop for CudaEngine {
         self.inner.exec.cancelled.store(true, Ordering::Release);
         self.flush();
         let st = std::mem::take(&mut *self.inner.lock());
+        // Everything the session held goes with its contexts.
+        self.inner.release_tenant(st.used);
         // Destroying contexts may wait for the GPU: never on the session's thread.
         self.inner.exec.pool.submit(0, move || {
             for (_, c) in st.ctxs.iter() {
@@ -1556,11 +1570,22 @@ fn alloc(
         return Err(CuResult::OUT_OF_MEMORY);
     }
     let bytes = usize::try_from(size).map_err(|_| CuResult::OUT_OF_MEMORY)?;
+    // The tenant's share across all its sessions, before the GPU's.
+    if let Some(t) = &inner.tenant {
+        if !t.reserve(size) {
+            return Err(CuResult::OUT_OF_MEMORY);
+        }
+    }
     let mut p = 0;
     {
-        let _e = cu.enter()?;
-        // SAFETY: out-pointer to a local; the context is current.
-        check(unsafe { sys::cuMemAlloc_v2(&mut p, bytes) })?;
+        let allocated = cu.enter().and_then(|_e| {
+            // SAFETY: out-pointer to a local; the context is current.
+            check(unsafe { sys::cuMemAlloc_v2(&mut p, bytes) })
+        });
+        if let Err(e) = allocated {
+            inner.release_tenant(size);
+            return Err(e);
+        }
     }
     st.next_gen += 1;
     let gen = st.next_gen;
@@ -1577,6 +1602,7 @@ fn alloc(
     // The driver may hand out an address whose free we have not booked yet: book it now.
     if let Some(old) = old {
         st.used = st.used.saturating_sub(old.size);
+        inner.release_tenant(old.size);
     }
     st.used += size;
     Ok(p)

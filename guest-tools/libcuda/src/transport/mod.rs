@@ -9,6 +9,7 @@
 //! Stream-ordered work is `post`ed: buffered and sent with the next `call` (or `flush`), so
 //! a burst of launches and async copies costs one ioctl or one socket write.
 
+pub mod config;
 pub mod device;
 pub mod tcp;
 
@@ -44,31 +45,24 @@ pub trait Transport: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Picks the transport from the environment: `NETGPU_BACKEND` (+ `NETGPU_TOKEN` or
-/// `NETGPU_TOKEN_FILE`) selects TCP; otherwise `NETGPU_DEVICE` or `/dev/netgpu0`.
+/// Picks the transport from the environment: a backend address (`NETGPU_BACKEND`, or
+/// `backend` in the `NETGPU_CONFIG` file, see [`config`]) selects TCP, with TLS when a CA is
+/// configured; otherwise `NETGPU_DEVICE` or `/dev/netgpu0`.
 pub fn from_env() -> Result<Box<dyn Transport>, CuResult> {
-    if let Ok(addr) = std::env::var("NETGPU_BACKEND") {
-        let token = match (
-            std::env::var("NETGPU_TOKEN"),
-            std::env::var("NETGPU_TOKEN_FILE"),
-        ) {
-            (Ok(t), _) => t,
-            (_, Ok(f)) => std::fs::read_to_string(&f)
-                .map_err(|e| {
-                    crate::log(&format!("cannot read NETGPU_TOKEN_FILE {f}: {e}"));
-                    CuResult::NO_DEVICE
-                })?
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string(),
-            _ => {
-                crate::log("NETGPU_BACKEND is set but neither NETGPU_TOKEN nor NETGPU_TOKEN_FILE");
-                return Err(CuResult::NO_DEVICE);
-            }
-        };
-        return Ok(Box::new(tcp::TcpTransport::connect(&addr, &token)?));
+    match config::tcp_from_env() {
+        Err(why) => {
+            crate::log(&why);
+            return Err(CuResult::NO_DEVICE);
+        }
+        Ok(Some(c)) => {
+            return Ok(Box::new(tcp::TcpTransport::connect(
+                &c.addr,
+                &c.token,
+                c.tls.as_ref(),
+                &c.net,
+            )?))
+        }
+        Ok(None) => {}
     }
     let path = std::env::var("NETGPU_DEVICE").unwrap_or_else(|_| "/dev/netgpu0".into());
     Ok(Box::new(device::DeviceTransport::open(&path)?))

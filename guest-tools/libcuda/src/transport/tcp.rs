@@ -10,10 +10,14 @@
 //! `FLAG_CONSOLE_PENDING` makes the next call read the kernels' console output and write it
 //! to the program's stdout. A lost connection makes every call, waiting or later, fail with
 //! `CUDA_ERROR_DEVICE_UNAVAILABLE`; nothing ever waits on a dead peer.
+//!
+//! The byte stream is TLS ([`netgpu_tls`], split into a reading half for the reader thread and
+//! a writing half for callers) or, to a loopback backend only, plain TCP; either way the socket
+//! gets netgpu's keepalive and user timeout, so a partition fails waiting calls within seconds.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,7 +28,15 @@ use netgpu_proto::wire::frame::{FrameKind, FLAG_NO_REPLY};
 use netgpu_proto::wire::ops::{DeviceInfo, Reply, Request};
 use netgpu_proto::wire::HEADER_LEN;
 
+use netgpu_tls::{ClientTls, NetTuning};
+
 use super::Transport;
+
+/// The connection's halves: plain TCP or TLS.
+type Rd = Box<dyn Read + Send>;
+type Wr = Box<dyn Write + Send>;
+/// How long connecting, the TLS handshake and the session handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const LOST: CuResult = CuResult::DEVICE_UNAVAILABLE;
 /// Largest reply data accepted (the client's own limit).
@@ -75,7 +87,7 @@ struct Shared {
 }
 
 struct Writer {
-    io: BufWriter<TcpStream>,
+    io: BufWriter<Wr>,
     next_id: u64,
     buf: Vec<u8>,
 }
@@ -92,14 +104,55 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl TcpTransport {
-    pub fn connect(addr: &str, token: &str) -> Result<TcpTransport, CuResult> {
-        let s = TcpStream::connect(addr).map_err(|e| {
-            crate::log(&format!("cannot connect to backend {addr}: {e}"));
+    /// Connects to the backend at `addr`: with TLS when `tls` is given, else plain TCP, which
+    /// only a loopback address gets.
+    pub fn connect(
+        addr: &str,
+        token: &str,
+        tls: Option<&ClientTls>,
+        net: &NetTuning,
+    ) -> Result<TcpTransport, CuResult> {
+        let fail = |why: String| {
+            crate::log(&format!("cannot connect to backend {addr}: {why}"));
             CuResult::NO_DEVICE
-        })?;
-        let _ = s.set_nodelay(true);
-        let w = s.try_clone().map_err(|_| CuResult::NO_DEVICE)?;
-        let mut reader = BufReader::with_capacity(256 << 10, s);
+        };
+        let targets: Vec<SocketAddr> = match tls {
+            Some(_) => addr
+                .to_socket_addrs()
+                .map_err(|e| fail(e.to_string()))?
+                .collect(),
+            None => netgpu_tls::policy::resolve_plain(addr).map_err(|e| fail(e.to_string()))?,
+        };
+        let mut last = String::from("no address");
+        let mut sock = None;
+        for t in &targets {
+            match TcpStream::connect_timeout(t, HANDSHAKE_TIMEOUT) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let s = sock.ok_or_else(|| fail(last))?;
+        net.apply(&s)
+            .map_err(|e| fail(format!("socket options: {e}")))?;
+        // A clone of the socket for the handshake's read timeout (a socket-wide setting).
+        let ctl = s.try_clone().map_err(|e| fail(e.to_string()))?;
+        let (r, w): (Rd, Wr) = match tls {
+            None => {
+                let w = s.try_clone().map_err(|e| fail(e.to_string()))?;
+                (Box::new(s), Box::new(w))
+            }
+            Some(tls) => {
+                let stream = netgpu_tls::blocking::connect(s, tls, addr, HANDSHAKE_TIMEOUT)
+                    .map_err(|e| fail(e.explanation))?;
+                let (r, w) =
+                    netgpu_tls::split::split_stream(stream).map_err(|e| fail(e.to_string()))?;
+                (Box::new(r), Box::new(w))
+            }
+        };
+        let mut reader = BufReader::with_capacity(256 << 10, r);
         let mut writer = Writer {
             io: BufWriter::with_capacity(256 << 10, w),
             next_id: 1,
@@ -114,17 +167,29 @@ impl TcpTransport {
             crate::log(&format!("backend {addr} refused the session: {why}"));
             CuResult::NO_DEVICE
         };
+        // With TLS 1.3 a refused client certificate shows up at the first read: explained.
+        let explain = |e: std::io::Error| match tls {
+            Some(t) => t.explain(&e, addr),
+            None => e.to_string(),
+        };
         let hello = client::hello(token, &name, Default::default());
         writer
             .send(&hello, &[], 0)
-            .and_then(|_| writer.io.flush().map_err(|_| LOST))
             .map_err(|_| refused("connection lost during the handshake".into()))?;
-        let _ = reader
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_secs(10)));
-        let (h, reply) = read_head(&mut reader).map_err(|e| refused(e.to_string()))?;
+        writer.io.flush().map_err(|e| refused(explain(e)))?;
+        let _ = ctl.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+        let mut hdr = [0u8; HEADER_LEN];
+        reader
+            .read_exact(&mut hdr)
+            .map_err(|e| refused(explain(e)))?;
+        let h = client::decode_header(&hdr, MAX_REPLY_DATA).map_err(|e| refused(e.to_string()))?;
+        let mut ctrl = vec![0u8; h.ctrl_len as usize];
+        reader
+            .read_exact(&mut ctrl)
+            .map_err(|e| refused(explain(e)))?;
+        let reply = client::decode_reply(&ctrl).map_err(|e| refused(e.to_string()))?;
         let session = client::welcome(&h, reply).map_err(|e| refused(e.to_string()))?;
-        let _ = reader.get_ref().set_read_timeout(None);
+        let _ = ctl.set_read_timeout(None);
         let shared = Arc::new(Shared {
             pending: Mutex::new(Pending::default()),
             done: Condvar::new(),
@@ -272,7 +337,7 @@ fn mark_dead(p: &mut Pending, why: String) {
 }
 
 fn read_head(
-    r: &mut BufReader<TcpStream>,
+    r: &mut BufReader<Rd>,
 ) -> Result<(netgpu_proto::wire::FrameHeader, Option<Reply>), FramingError> {
     let mut hdr = [0u8; HEADER_LEN];
     r.read_exact(&mut hdr)
@@ -284,7 +349,7 @@ fn read_head(
     Ok((h, client::decode_reply(&ctrl)?))
 }
 
-fn reader_loop(mut r: BufReader<TcpStream>, shared: &Shared) {
+fn reader_loop(mut r: BufReader<Rd>, shared: &Shared) {
     let why = loop {
         let (h, reply) = match read_head(&mut r) {
             Ok(x) => x,

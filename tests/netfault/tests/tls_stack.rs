@@ -1,0 +1,312 @@
+//! The whole stack over TLS with tenants: mutual authentication end to end, the tenant's
+//! quota and session limit enforced by the backend across sessions, tenants isolated, and a
+//! partition between two network namespaces noticed within 5 s with nothing leaked.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytesize::ByteSize;
+use common::{fnv, pattern};
+use netgpu_backend::config::{Config, ExecutorKind};
+use netgpu_backend::executor::cpu::CpuExecutor;
+use netgpu_backend::server::{Server, Shared};
+use netgpu_backend::tenant::TenantConfig;
+use netgpu_client::{Client, ClientOptions, CuResult};
+use netgpu_tls::issue::{new_ca, Ca, Role};
+use netgpu_tls::{
+    ClientAuth, ClientTls, ClientTlsConfig, Security, ServerTls, ServerTlsConfig, TenantName,
+};
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = new_ca("test CA", 1).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem).unwrap();
+        let ca = Ca::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
+        let b = ca
+            .issue(
+                "gpu",
+                &Role::Backend {
+                    dns: vec!["localhost".into()],
+                    ips: vec!["127.0.0.1".parse().unwrap(), "198.18.0.1".parse().unwrap()],
+                },
+                1,
+            )
+            .unwrap();
+        std::fs::write(dir.path().join("gpu.crt"), &b.cert_pem).unwrap();
+        std::fs::write(dir.path().join("gpu.key"), &b.key_pem).unwrap();
+        Pki { dir, ca }
+    }
+
+    fn p(&self, n: &str) -> std::path::PathBuf {
+        self.dir.path().join(n)
+    }
+
+    fn server(&self) -> ServerTls {
+        ServerTls::load(ServerTlsConfig {
+            cert: self.p("gpu.crt"),
+            key: self.p("gpu.key"),
+            client_ca: self.p("ca.crt"),
+            client_auth: ClientAuth::Required,
+        })
+        .unwrap()
+    }
+
+    fn client(&self, tenant: &str) -> ClientOptions {
+        let h = self
+            .ca
+            .issue(
+                tenant,
+                &Role::Hypervisor {
+                    tenant: TenantName::new(tenant).unwrap(),
+                    dns: vec![],
+                },
+                1,
+            )
+            .unwrap();
+        std::fs::write(self.p(&format!("{tenant}.crt")), &h.cert_pem).unwrap();
+        std::fs::write(self.p(&format!("{tenant}.key")), &h.key_pem).unwrap();
+        let tls = ClientTls::load(ClientTlsConfig {
+            ca: self.p("ca.crt"),
+            cert: Some(self.p(&format!("{tenant}.crt"))),
+            key: Some(self.p(&format!("{tenant}.key"))),
+            server_name: None,
+        })
+        .unwrap();
+        ClientOptions {
+            tls: Some(Arc::new(tls)),
+            ..Default::default()
+        }
+    }
+}
+
+fn tenant(name: &str, quota_mib: u64, sessions: u32) -> TenantConfig {
+    TenantConfig {
+        name: TenantName::new(name).unwrap(),
+        memory_quota: Some(ByteSize::mib(quota_mib)),
+        max_sessions: Some(sessions),
+        session_memory_quota: None,
+        kernel_time_limit_ms: None,
+        tokens: vec![],
+        token_files: vec![],
+    }
+}
+
+struct TlsBackend {
+    addr: std::net::SocketAddr,
+    shared: Arc<Shared>,
+    executor: Arc<CpuExecutor>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn start(pki: &Pki, listen: &str, tenants: Vec<TenantConfig>) -> TlsBackend {
+    let mut config = Config {
+        listen: listen.parse().unwrap(),
+        executor: ExecutorKind::Cpu,
+        session_memory_quota: ByteSize::mib(256),
+        tenants,
+        ..Config::default()
+    };
+    config.cpu.total_memory = ByteSize::mib(512);
+    let executor = Arc::new(CpuExecutor::new(
+        "tls cpu",
+        config.cpu.total_memory.as_u64(),
+        2,
+    ));
+    let shared = Shared::build(
+        config,
+        vec![],
+        executor.clone(),
+        Security::Tls(Arc::new(pki.server())),
+    )
+    .unwrap();
+    let server = Server::bind(shared.clone()).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap()
+    });
+    TlsBackend {
+        addr,
+        shared,
+        executor,
+        _stop: tx,
+    }
+}
+
+async fn idle(b: &TlsBackend, within: Duration) -> (usize, u64) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = (b.shared.session_count(), b.executor.memory_used());
+        if left == (0, 0) || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_share_by_quota_and_never_reach_each_other() {
+    let pki = Pki::new();
+    let b = start(
+        &pki,
+        "127.0.0.1:0",
+        vec![tenant("acme", 8, 2), tenant("beta", 64, 4)],
+    )
+    .await;
+    let addr = format!("localhost:{}", b.addr.port());
+    let acme = pki.client("acme");
+    let a1 = Client::connect_with(&addr, "", acme.clone()).await.unwrap();
+    let a2 = Client::connect_with(&addr, "", acme.clone()).await.unwrap();
+    // Data crosses TLS intact.
+    let c1 = a1.ctx_create(0).await.unwrap();
+    let p1 = a1.mem_alloc(c1, 6 << 20).await.unwrap();
+    let d = pattern(6 << 20, 9);
+    a1.memcpy_htod(c1, p1, &d, 0).await.unwrap();
+    assert_eq!(
+        fnv(&a1.memcpy_dtoh(c1, p1, 6 << 20, 0).await.unwrap()),
+        fnv(&d)
+    );
+    // The tenant's 8 MiB hold across its sessions, whatever each session's own quota.
+    let c2 = a2.ctx_create(0).await.unwrap();
+    let e = a2.mem_alloc(c2, 4 << 20).await.unwrap_err();
+    assert_eq!(e.cuda_result(), CuResult::OUT_OF_MEMORY);
+    a2.mem_alloc(c2, 1 << 20).await.unwrap();
+    // Its session limit too, with a reason.
+    let e = Client::connect_with(&addr, "", acme.clone())
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("already has 2 sessions"), "{e}");
+    // Another tenant is not limited by acme's use, and cannot touch acme's objects.
+    let beta = Client::connect_with(&addr, "", pki.client("beta"))
+        .await
+        .unwrap();
+    let cb = beta.ctx_create(0).await.unwrap();
+    beta.mem_alloc(cb, 32 << 20).await.unwrap();
+    let e = beta.memcpy_dtoh(cb, p1, 16, 0).await.unwrap_err();
+    assert_eq!(
+        e.cuda_result(),
+        CuResult::INVALID_VALUE,
+        "acme's pointer in beta's session"
+    );
+    assert!(
+        beta.memcpy_dtoh(c1, p1, 16, 0).await.is_err(),
+        "acme's context handle in beta's session"
+    );
+    // acme's memory comes back when its session ends.
+    drop(a1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a2.mem_alloc(c2, 6 << 20).await.unwrap();
+    drop((a2, beta));
+    assert_eq!(idle(&b, Duration::from_secs(5)).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_tenant_and_a_plain_client_are_refused_with_reasons() {
+    let pki = Pki::new();
+    let b = start(&pki, "127.0.0.1:0", vec![tenant("acme", 8, 2)]).await;
+    let addr = format!("localhost:{}", b.addr.port());
+    let e = Client::connect_with(&addr, "", pki.client("gamma"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("\"gamma\"") && e.to_string().contains("[[tenants]]"),
+        "{e}"
+    );
+    assert_eq!(e.cuda_result(), CuResult::NOT_PERMITTED);
+    let e = Client::connect(&format!("127.0.0.1:{}", b.addr.port()), "t")
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("speaks TLS only"), "{e}");
+    assert_eq!(idle(&b, Duration::from_secs(5)).await, (0, 0));
+}
+
+#[test]
+fn a_partition_between_namespaces_fails_a_tls_copy_within_five_seconds() {
+    if netgpu_netfault::netns::skipped() {
+        return;
+    }
+    let pki = Arc::new(Pki::new());
+    let pair = netgpu_netfault::Pair::create().unwrap();
+    // The backend in the GPU host's namespace.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p2 = pki.clone();
+    pair.gpu.spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let b = start(&p2, "198.18.0.1:7070", vec![tenant("acme", 64, 4)]).await;
+            tx.send((b.shared.clone(), b.executor.clone())).unwrap();
+            std::future::pending::<()>().await;
+            drop(b);
+        });
+    });
+    let (shared, executor) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // The client in the hypervisor's namespace, straight across the veth.
+    let opts = pki.client("acme");
+    let hv = pair.hv.handle();
+    let (ctx_tx, ctx_rx) = std::sync::mpsc::channel();
+    let (res_tx, res_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        hv.enter().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let c = Client::connect_with("198.18.0.1:7070", "", opts)
+                .await
+                .unwrap();
+            let ctx = c.ctx_create(0).await.unwrap();
+            let len = 64usize << 20;
+            let p = c.mem_alloc(ctx, len as u64).await.unwrap();
+            let data = pattern(len, 2);
+            ctx_tx.send(()).unwrap();
+            let r = c.memcpy_htod(ctx, p, &data, 0).await;
+            res_tx
+                .send((r.map_err(|e| e.cuda_result()), Instant::now()))
+                .unwrap();
+        });
+    });
+    ctx_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    pair.partition().unwrap();
+    let cut = Instant::now();
+    let (r, at) = res_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the copy hangs");
+    let took = at.saturating_duration_since(cut);
+    eprintln!("TLS copy across a partition: {r:?} after {took:?}");
+    assert_eq!(
+        r,
+        Err(CuResult::DEVICE_UNAVAILABLE),
+        "64 MiB cannot cross a partition"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The backend notices too and frees the session.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while (shared.session_count(), executor.memory_used()) != (0, 0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!((shared.session_count(), executor.memory_used()), (0, 0));
+}

@@ -1,0 +1,232 @@
+//! What TLS costs on netgpu's hop, measured against plain TCP in the same run.
+//!
+//! `cargo bench -p netgpu-tls --bench cost` (`-- --quick` for a short run) prints:
+//! - this machine's AEAD throughput on one core (AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305
+//!   sealing 16 KiB records, what TLS 1.3 sends), the ceiling for any encrypted copy;
+//! - the round trip of a 24-byte ping-pong (the size of a `Null` frame) over plain TCP and over
+//!   TLS 1.3 through the split halves the backend and libcuda use;
+//! - a 64 MiB transfer with a 1-byte answer (a host-to-device copy) over both.
+//!
+//! Loopback, both ends in this process: each end's CPU cost counts, as on two 2-core hosts.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use netgpu_tls::issue::{new_ca, Ca, Role};
+use netgpu_tls::split::split_stream;
+use netgpu_tls::{ClientAuth, ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TenantName};
+use ring::aead;
+
+const BULK: usize = 64 << 20;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let trials = if quick { 2 } else { 5 };
+    println!(
+        "netgpu TLS cost (loopback, TLS 1.3 via rustls/ring){}",
+        if quick { " [quick]" } else { "" }
+    );
+    println!();
+    println!("AEAD throughput, one core, 16 KiB records:");
+    for (name, alg) in [
+        ("AES-128-GCM", &aead::AES_128_GCM),
+        ("AES-256-GCM", &aead::AES_256_GCM),
+        ("ChaCha20-Poly1305", &aead::CHACHA20_POLY1305),
+    ] {
+        println!(
+            "  {name:<18} {:>6.2} GB/s",
+            aead_gbps(alg, if quick { 256 << 20 } else { 1 << 30 })
+        );
+    }
+    println!();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = pki(dir.path());
+    let rtts = if quick { 2_000 } else { 10_000 };
+    let mut best = [f64::MAX; 4];
+    for _ in 0..trials {
+        let (a, b) = plain_pair();
+        best[0] = best[0].min(round_trips(a, b, rtts));
+        let (a, b) = tls_pair(&server, &client);
+        best[1] = best[1].min(round_trips(a, b, rtts));
+        let (a, b) = plain_pair();
+        best[2] = best[2].min(bulk(a, b));
+        let (a, b) = tls_pair(&server, &client);
+        best[3] = best[3].min(bulk(a, b));
+    }
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "", "plain TCP", "TLS 1.3", "ratio"
+    );
+    println!(
+        "{:<34} {:>9.1} us {:>9.1} us {:>7.2}x",
+        "24-byte round trip",
+        best[0] * 1e6,
+        best[1] * 1e6,
+        best[1] / best[0]
+    );
+    let (p, t) = (BULK as f64 / best[2] / 1e9, BULK as f64 / best[3] / 1e9);
+    println!(
+        "{:<34} {:>7.2} GB/s {:>7.2} GB/s {:>7.2}x",
+        "64 MiB one way + 1-byte answer",
+        p,
+        t,
+        t / p
+    );
+    println!();
+    println!("(best of {trials} interleaved trials; ratio = TLS / plain: time for round trips, throughput for copies)");
+}
+
+fn aead_gbps(alg: &'static aead::Algorithm, total: usize) -> f64 {
+    let key =
+        aead::LessSafeKey::new(aead::UnboundKey::new(alg, &vec![7u8; alg.key_len()]).unwrap());
+    let mut rec = vec![0u8; 16 << 10];
+    let t = Instant::now();
+    let mut n = 0u64;
+    for i in 0..(total / rec.len()) {
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&(i as u64).to_be_bytes());
+        let tag = key
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::empty(),
+                &mut rec,
+            )
+            .unwrap();
+        n += u64::from(tag.as_ref()[0]);
+    }
+    std::hint::black_box(n);
+    total as f64 / t.elapsed().as_secs_f64() / 1e9
+}
+
+fn pki(dir: &std::path::Path) -> (ServerTls, ClientTls) {
+    let ca = new_ca("bench CA", 1).unwrap();
+    std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
+    let ca = Ca::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
+    let b = ca
+        .issue(
+            "b",
+            &Role::Backend {
+                dns: vec!["localhost".into()],
+                ips: vec![],
+            },
+            1,
+        )
+        .unwrap();
+    let h = ca
+        .issue(
+            "h",
+            &Role::Hypervisor {
+                tenant: TenantName::new("bench").unwrap(),
+                dns: vec![],
+            },
+            1,
+        )
+        .unwrap();
+    for (n, i) in [("b", &b), ("h", &h)] {
+        std::fs::write(dir.join(format!("{n}.crt")), &i.cert_pem).unwrap();
+        std::fs::write(dir.join(format!("{n}.key")), &i.key_pem).unwrap();
+    }
+    let s = ServerTls::load(ServerTlsConfig {
+        cert: dir.join("b.crt"),
+        key: dir.join("b.key"),
+        client_ca: dir.join("ca.crt"),
+        client_auth: ClientAuth::Required,
+    })
+    .unwrap();
+    let c = ClientTls::load(ClientTlsConfig {
+        ca: dir.join("ca.crt"),
+        cert: Some(dir.join("h.crt")),
+        key: Some(dir.join("h.key")),
+        server_name: Some("localhost".into()),
+    })
+    .unwrap();
+    (s, c)
+}
+
+type Io = (Box<dyn Read + Send>, Box<dyn Write + Send>);
+
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    for x in [&s, &c] {
+        netgpu_tls::NetTuning::default().apply(x).unwrap();
+    }
+    (s, c)
+}
+
+fn plain_pair() -> (Io, Io) {
+    let (s, c) = tcp_pair();
+    let (s2, c2) = (s.try_clone().unwrap(), c.try_clone().unwrap());
+    ((Box::new(s), Box::new(s2)), (Box::new(c), Box::new(c2)))
+}
+
+fn tls_pair(server: &ServerTls, client: &ClientTls) -> (Io, Io) {
+    let (s, c) = tcp_pair();
+    let t = Duration::from_secs(5);
+    let st = thread::scope(|sc| {
+        let h = sc.spawn(|| netgpu_tls::blocking::accept(s, server, t).unwrap());
+        let cs = netgpu_tls::blocking::connect(c, client, "localhost:1", t).unwrap();
+        (h.join().unwrap(), cs)
+    });
+    let (sr, sw) = split_stream(st.0).unwrap();
+    let (cr, cw) = split_stream(st.1).unwrap();
+    ((Box::new(sr), Box::new(sw)), (Box::new(cr), Box::new(cw)))
+}
+
+/// Seconds per round trip of a 24-byte frame, the server echoing on its own thread.
+fn round_trips(server: Io, client: Io, n: usize) -> f64 {
+    let (mut sr, mut sw) = server;
+    let echo = thread::spawn(move || {
+        let mut b = [0u8; 24];
+        for _ in 0..n {
+            sr.read_exact(&mut b).unwrap();
+            sw.write_all(&b).unwrap();
+            sw.flush().unwrap();
+        }
+    });
+    let (mut cr, mut cw) = client;
+    let mut b = [1u8; 24];
+    let t = Instant::now();
+    for _ in 0..n {
+        cw.write_all(&b).unwrap();
+        cw.flush().unwrap();
+        cr.read_exact(&mut b).unwrap();
+    }
+    let e = t.elapsed().as_secs_f64() / n as f64;
+    echo.join().unwrap();
+    e
+}
+
+/// Seconds to send 64 MiB and get a 1-byte answer.
+fn bulk(server: Io, client: Io) -> f64 {
+    let (mut sr, mut sw) = server;
+    let sink = thread::spawn(move || {
+        let mut b = vec![0u8; 256 << 10];
+        let mut left = BULK;
+        while left > 0 {
+            let n = sr.read(&mut b[..left.min(256 << 10)]).unwrap();
+            assert!(n > 0);
+            left -= n;
+        }
+        sw.write_all(&[1]).unwrap();
+        sw.flush().unwrap();
+    });
+    let (mut cr, mut cw) = client;
+    let data = vec![0x5au8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..BULK / data.len() {
+        cw.write_all(&data).unwrap();
+    }
+    cw.flush().unwrap();
+    let mut one = [0u8; 1];
+    cr.read_exact(&mut one).unwrap();
+    let e = t.elapsed().as_secs_f64();
+    sink.join().unwrap();
+    e
+}
