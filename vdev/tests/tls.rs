@@ -271,3 +271,117 @@ fn plain_tcp_goes_to_loopback_only() {
     };
     assert!(netgpu_vdev::check_transport(&d).is_ok());
 }
+
+/// The `netgpu-vdev` binary, jailed (seccomp filter on, the default), with `--tls-*`: the
+/// probe and a queue's copies go through TLS under the filter; then the certificate files
+/// are replaced (rotation): the jailed vdev cannot read them, survives, and keeps serving
+/// new sessions with the certificate it loaded.
+#[test]
+fn the_jailed_binary_speaks_tls_and_survives_a_certificate_rotation() {
+    let pki = Pki::new("tlsjail");
+    let (bc, bk) = pki.backend();
+    let server = ServerTls::load(ServerTlsConfig {
+        cert: bc,
+        key: bk,
+        client_ca: pki.ca_file.clone(),
+        client_auth: ClientAuth::Required,
+    })
+    .unwrap();
+    let (hc, hk) = pki.hypervisor("tenant-j");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = common::start_backend(&rt);
+    let term = terminator(&rt, server, backend.addr.clone());
+    let token = pki.dir.path().join("token");
+    std::fs::write(&token, common::TOKEN).unwrap();
+    let socket = common::socket_path("tlsjail");
+    let _ = std::fs::remove_file(&socket);
+    let mut vdev = std::process::Command::new(env!("CARGO_BIN_EXE_netgpu-vdev"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--backend")
+        .arg(&term.addr)
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--tls-ca")
+        .arg(&pki.ca_file)
+        .arg("--tls-cert")
+        .arg(&hc)
+        .arg("--tls-key")
+        .arg(&hk)
+        .args(["--tls-server-name", "gpu1.test"])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let mut h = Harness::attach(socket.clone(), rt, backend);
+    assert_eq!(h.wait_status(abi::STATUS_READY), abi::STATUS_READY);
+    h.map_memory();
+    let copy_through = |h: &mut Harness| {
+        assert_eq!(
+            h.setup_queue(0, SQ, CQ, 8, abi::NO_VECTOR),
+            abi::QSTATUS_ENABLED
+        );
+        let ctx = run(h, 0, Command::new(op::CTX_CREATE, 1, &[0])).value0;
+        let ptr = run(h, 1, Command::new(op::MEM_ALLOC, 2, &[ctx, 1 << 20])).value0;
+        let src: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 + (i >> 11)) as u8).collect();
+        h.mem.write_all_at(&src, 0x10_0000).unwrap();
+        let c = run(
+            h,
+            2,
+            Command::new(op::MEMCPY_HTOD, 3, &[ctx, ptr, 0])
+                .with_sg(&[SgEntry::new(0x10_0000, 1 << 20)]),
+        );
+        assert_eq!(CuResult(c.result), CuResult::SUCCESS);
+        let c = run(
+            h,
+            3,
+            Command::new(op::MEMCPY_DTOH, 4, &[ctx, ptr, 0])
+                .with_sg(&[SgEntry::device_write(0x30_0000, 1 << 20)]),
+        );
+        assert_eq!(CuResult(c.result), CuResult::SUCCESS);
+        let mut back = vec![0u8; 1 << 20];
+        h.mem.read_exact_at(&mut back, 0x30_0000).unwrap();
+        assert!(back == src, "the copy came back changed");
+        h.write32(
+            abi::REGS_BAR,
+            Harness::qreg(0, netgpu_proto::abi::queue::ENABLE),
+            0,
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while h.read32(
+            abi::REGS_BAR,
+            Harness::qreg(0, netgpu_proto::abi::queue::STATUS),
+        ) != 0
+        {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        h.mem.write_all_at(&[0u8; 8 * 32], CQ).unwrap();
+    };
+    copy_through(&mut h);
+    // Rotation: new files renamed into place, as an operator (or a secret manager) does.
+    let (nc, nk) = pki.issue(
+        "hv1-next",
+        &Role::Hypervisor {
+            tenant: TenantName::new("tenant-j").unwrap(),
+            dns: vec![],
+        },
+    );
+    std::fs::rename(&nc, &hc).unwrap();
+    std::fs::rename(&nk, &hk).unwrap();
+    copy_through(&mut h);
+    assert!(
+        vdev.try_wait().unwrap().is_none(),
+        "the jailed vdev must survive a certificate change it cannot read"
+    );
+    let tenants = term.tenants.lock().unwrap().clone();
+    assert!(tenants.len() >= 3, "{tenants:?}");
+    assert!(tenants.iter().all(|t| t.as_deref() == Some("tenant-j")));
+    drop(h);
+    let _ = vdev.kill();
+    let _ = vdev.wait();
+    let _ = std::fs::remove_file(&socket);
+}

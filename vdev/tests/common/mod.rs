@@ -196,6 +196,32 @@ impl Harness {
         }
     }
 
+    /// Drives a vdev that runs elsewhere (the `netgpu-vdev` binary) at `socket`.
+    pub fn attach(socket: PathBuf, rt: tokio::runtime::Runtime, backend: Backend) -> Harness {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            match Client::new(&socket) {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot connect to {socket:?}: {e:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        Harness {
+            rt,
+            backend,
+            socket,
+            stop: Arc::new(EventFd::new(libc::EFD_CLOEXEC).unwrap()),
+            server: None,
+            client,
+            mem: memfd(MEM_SIZE),
+        }
+    }
+
     pub fn read32(&mut self, region: u32, off: u64) -> u32 {
         let mut b = [0u8; 4];
         self.client.region_read(region, off, &mut b).unwrap();
