@@ -385,3 +385,105 @@ fn the_jailed_binary_speaks_tls_and_survives_a_certificate_rotation() {
     let _ = vdev.wait();
     let _ = std::fs::remove_file(&socket);
 }
+
+/// The CPU backend's own TLS listener (mutual TLS, the hypervisor's tenant from its
+/// certificate), no terminator in between.
+fn tls_backend(rt: &tokio::runtime::Runtime, pki: &Pki, tenant: &str) -> String {
+    use netgpu_backend::config::{Config, ExecutorKind};
+    use netgpu_backend::executor::cpu::CpuExecutor;
+    use netgpu_backend::server::{Server, Shared};
+    use netgpu_backend::tenant::TenantConfig;
+    let (c, k) = pki.backend();
+    let tls = ServerTls::load(ServerTlsConfig {
+        cert: c,
+        key: k,
+        client_ca: pki.ca_file.clone(),
+        client_auth: ClientAuth::Required,
+    })
+    .unwrap();
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        executor: ExecutorKind::Cpu,
+        max_frame_data: bytesize::ByteSize::mib(1),
+        tenants: vec![TenantConfig {
+            name: TenantName::new(tenant).unwrap(),
+            memory_quota: None,
+            max_sessions: None,
+            session_memory_quota: None,
+            kernel_time_limit_ms: None,
+            tokens: vec![common::TOKEN.into()],
+            token_files: vec![],
+        }],
+        ..Config::default()
+    };
+    rt.block_on(async {
+        let executor = Arc::new(CpuExecutor::new("tls cpu", 256 << 20, 2));
+        let shared = Shared::build(
+            config,
+            vec![],
+            executor,
+            netgpu_tls::Security::Tls(Arc::new(tls)),
+        )
+        .unwrap();
+        let server = Server::bind(shared).await.unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let _ = server.run(std::future::pending()).await;
+        });
+        addr
+    })
+}
+
+#[test]
+fn copies_through_the_backends_own_tls_listener() {
+    let pki = Pki::new("tlsreal");
+    let (hc, hk) = pki.hypervisor("tenant-r");
+    let mut h = Harness::start_rt(
+        "tlsreal",
+        |_| {},
+        |rt, c| {
+            c.backend = tls_backend(rt, &pki, "tenant-r");
+            c.transport.tls = Some(client_tls(ClientTlsConfig {
+                ca: pki.ca_file.clone(),
+                cert: Some(hc.clone()),
+                key: Some(hk.clone()),
+                server_name: Some("gpu1.test".into()),
+            }));
+        },
+    );
+    assert_eq!(h.wait_status(abi::STATUS_READY), abi::STATUS_READY);
+    h.map_memory();
+    assert_eq!(
+        h.setup_queue(0, SQ, CQ, 8, abi::NO_VECTOR),
+        abi::QSTATUS_ENABLED
+    );
+    let ctx = run(&mut h, 0, Command::new(op::CTX_CREATE, 1, &[0])).value0;
+    const LEN: u32 = 0x38_0000;
+    let ptr = run(
+        &mut h,
+        1,
+        Command::new(op::MEM_ALLOC, 2, &[ctx, u64::from(LEN)]),
+    )
+    .value0;
+    let src: Vec<u8> = (0..LEN).map(|i| (i ^ (i >> 7) ^ (i >> 19)) as u8).collect();
+    h.mem.write_all_at(&src, 0x10_0000).unwrap();
+    let c = run(
+        &mut h,
+        2,
+        Command::new(op::MEMCPY_HTOD, 3, &[ctx, ptr, 0]).with_sg(&[SgEntry::new(0x10_0000, LEN)]),
+    );
+    assert_eq!(CuResult(c.result), CuResult::SUCCESS);
+    let c = run(
+        &mut h,
+        3,
+        Command::new(op::MEMCPY_DTOH, 4, &[ctx, ptr, 0])
+            .with_sg(&[SgEntry::device_write(0x48_0000, LEN)]),
+    );
+    assert_eq!(
+        (CuResult(c.result), c.value0),
+        (CuResult::SUCCESS, u64::from(LEN))
+    );
+    let mut back = vec![0u8; LEN as usize];
+    h.mem.read_exact_at(&mut back, 0x48_0000).unwrap();
+    assert!(back == src, "the copy came back changed");
+}
