@@ -758,6 +758,11 @@ pub struct EncodeOptions {
 
 /// Encodes `req`, whose data section is `data_len` bytes and whose caller-provided output
 /// (the destination of a device-to-host copy) is `output_len` bytes.
+/// Whether a symbol name fits the fixed `MODULE_GET_*` opcodes (1 to `MAX_NAME_LEN` bytes).
+fn symbol_fits(name: &str) -> bool {
+    !name.is_empty() && name.len() <= abi::MAX_NAME_LEN as usize
+}
+
 pub fn encode_request(
     req: &Request,
     data_len: u64,
@@ -769,6 +774,13 @@ pub fn encode_request(
     }
     if data_len != 0 && !req.accepts_data() {
         return Err(CuResult::INVALID_VALUE);
+    }
+    // A symbol name the fixed opcodes cannot carry (empty, or longer than the device takes)
+    // goes as a wire request when it can (the backend answers it), else it is refused here.
+    if let Request::ModuleGetFunction { name, .. } | Request::ModuleGetGlobal { name, .. } = req {
+        if !symbol_fits(name) && !opts.wire {
+            return Err(CuResult::INVALID_VALUE);
+        }
     }
     // cuMemsetD8/16/32 only: the device refuses other element sizes, so never encode one.
     if let Request::Memset { elem_size, .. } = req {
@@ -876,13 +888,13 @@ fn fixed_form(req: &Request, data_len: u64, output_len: u64, wire: bool) -> Opti
             f(op::MODULE_LOAD, vec![*ctx], ReplyForm::Handle)
         }
         Request::ModuleUnload { module } => f(op::MODULE_UNLOAD, vec![*module], ReplyForm::Done),
-        Request::ModuleGetFunction { module, name } if !wire => Some((
+        Request::ModuleGetFunction { module, name } if !wire && symbol_fits(name) => Some((
             op::MODULE_GET_FUNCTION,
             vec![*module, name.len() as u64],
             ReplyForm::ParamTable,
             name.as_bytes().to_vec(),
         )),
-        Request::ModuleGetGlobal { module, name } => Some((
+        Request::ModuleGetGlobal { module, name } if symbol_fits(name) => Some((
             op::MODULE_GET_GLOBAL,
             vec![*module, name.len() as u64],
             ReplyForm::Global,

@@ -934,3 +934,58 @@ fn memset_of_an_element_size_the_device_refuses_is_not_encoded() {
         }
     }
 }
+
+/// Found by the vdev `codec` fuzz target: `ModuleGetFunction` with an empty name was encoded
+/// as a fixed `MODULE_GET_FUNCTION` the device side refuses (`BadName`). Names the fixed
+/// opcodes cannot carry go as wire requests, or are refused without the wire opcode.
+#[test]
+fn symbol_names_the_fixed_opcodes_cannot_carry_are_not_encoded_as_them() {
+    let long = "k".repeat(abi::MAX_NAME_LEN as usize + 1);
+    for name in ["", long.as_str()] {
+        for req in [
+            Request::ModuleGetFunction {
+                module: 1,
+                name: name.into(),
+            },
+            Request::ModuleGetGlobal {
+                module: 1,
+                name: name.into(),
+            },
+        ] {
+            let no_wire = EncodeOptions {
+                wire: false,
+                post: false,
+            };
+            assert_eq!(
+                encode_request(&req, 0, 0, no_wire).err(),
+                Some(CuResult::INVALID_VALUE)
+            );
+            let wire = EncodeOptions {
+                wire: true,
+                post: false,
+            };
+            let gc = encode_request(&req, 0, 0, wire).unwrap();
+            assert_eq!(gc.command.opcode, op::WIRE_REQUEST);
+            let n = prefix_len(&gc.command, gc.prefix.len() as u64).unwrap();
+            match decode(
+                &gc.command,
+                gc.prefix.len() as u64,
+                codec_room(&gc),
+                &gc.prefix[..n],
+            ) {
+                Ok(Decoded::Forward(d)) => assert_eq!(d.request, req),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
+
+fn codec_room(gc: &GuestCommand) -> u64 {
+    gc.buffers
+        .iter()
+        .map(|b| match *b {
+            GuestBuffer::Scratch(n) => n,
+            _ => 0,
+        })
+        .sum()
+}
