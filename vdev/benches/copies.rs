@@ -3,7 +3,8 @@
 //! the peak of heap memory vdev's own threads hold during a copy.
 //!
 //! `cargo bench -p netgpu-vdev --bench copies` (`ITERS`, `MIB` to change the defaults of 8
-//! and 64). The guest side is simulated as in the test harness: the data lives in a memfd
+//! and 64; `TLS=1`: the backend's mutual-TLS listener and vdev's `[tls]`, certificates from a
+//! throwaway CA, against the same raw TCP baseline). The guest side is simulated as in the test harness: the data lives in a memfd
 //! passed with `DMA_MAP`, named by an indirect scatter list of 16 KiB entries (4096 of them
 //! for 64 MiB), the doorbell is a trapped `REGION_WRITE` and the completion is observed by
 //! polling the ring. The raw baseline writes the same number of bytes from one buffer into
@@ -127,22 +128,30 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let backend = start_backend_with(&brt, |c| {
-        c.session_memory_quota = bytesize::ByteSize::b(2 * len);
-        c.cpu.total_memory = bytesize::ByteSize::b(4 * len);
-    });
+    let tls = std::env::var("TLS").is_ok_and(|v| v == "1");
+    let pki = tempfile::tempdir().unwrap();
+    let (backend_addr, client_tls) = if tls {
+        tls_backend(&brt, pki.path(), len)
+    } else {
+        let b = start_backend_with(&brt, |c| {
+            c.session_memory_quota = bytesize::ByteSize::b(2 * len);
+            c.cpu.total_memory = bytesize::ByteSize::b(4 * len);
+        });
+        (b.addr.clone(), None)
+    };
     let vrt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .on_thread_start(|| VDEV.with(|v| v.set(true)))
         .enable_all()
         .build()
         .unwrap();
-    let cfg = DeviceConfig {
+    let mut cfg = DeviceConfig {
         name: "bench".into(),
-        backend: backend.addr.clone(),
+        backend: backend_addr,
         token: TOKEN.into(),
         ..DeviceConfig::default()
     };
+    cfg.transport.tls = client_tls;
     let socket = socket_path("copies");
     let source = Source::bind(&socket).unwrap();
     let stop = Arc::new(EventFd::new(libc::EFD_CLOEXEC).unwrap());
@@ -261,8 +270,13 @@ fn main() {
     let (u, d, r) = (median(up), median(down), median(raw));
     let gbs = |t: Duration| len as f64 / t.as_secs_f64() / 1e9;
     println!(
-        "{mib} MiB copies, {entries} scatter-gather entries of {} KiB, median of {iters}:",
-        ENTRY >> 10
+        "{mib} MiB copies, {entries} scatter-gather entries of {} KiB, median of {iters}{}:",
+        ENTRY >> 10,
+        if tls {
+            ", vdev to backend over TLS 1.3 (AES-128-GCM)"
+        } else {
+            ""
+        }
     );
     println!(
         "raw TCP loopback:        {:>7.2} ms  {:>6.2} GB/s",
@@ -290,4 +304,92 @@ fn main() {
     let _ = stop.write(1);
     let _ = server.join();
     let _ = std::fs::remove_file(&socket);
+}
+
+/// A CPU backend behind its own mutual-TLS listener, and vdev's matching `[tls]`.
+fn tls_backend(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    len: u64,
+) -> (String, Option<Arc<netgpu_tls::ClientTls>>) {
+    use netgpu_backend::config::{Config, ExecutorKind};
+    use netgpu_backend::executor::cpu::CpuExecutor;
+    use netgpu_backend::server::{Server, Shared};
+    use netgpu_backend::tenant::TenantConfig;
+    use netgpu_tls::issue::{new_ca, Ca, Role};
+    let ca_pem = new_ca("bench", 2).unwrap();
+    let ca = Ca::from_pem(&ca_pem.cert_pem, &ca_pem.key_pem).unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca_file = write("ca.crt", &ca_pem.cert_pem);
+    let b = ca
+        .issue(
+            "gpu",
+            &Role::Backend {
+                dns: vec!["gpu.bench".into()],
+                ips: vec![],
+            },
+            2,
+        )
+        .unwrap();
+    let h = ca
+        .issue(
+            "hv",
+            &Role::Hypervisor {
+                tenant: netgpu_tls::TenantName::new("bench").unwrap(),
+                dns: vec![],
+            },
+            2,
+        )
+        .unwrap();
+    let server = netgpu_tls::ServerTls::load(netgpu_tls::ServerTlsConfig {
+        cert: write("gpu.crt", &b.cert_pem),
+        key: write("gpu.key", &b.key_pem),
+        client_ca: ca_file.clone(),
+        client_auth: netgpu_tls::ClientAuth::Required,
+    })
+    .unwrap();
+    let client = netgpu_tls::ClientTls::load(netgpu_tls::ClientTlsConfig {
+        ca: ca_file,
+        cert: Some(write("hv.crt", &h.cert_pem)),
+        key: Some(write("hv.key", &h.key_pem)),
+        server_name: Some("gpu.bench".into()),
+    })
+    .unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        executor: ExecutorKind::Cpu,
+        session_memory_quota: bytesize::ByteSize::b(2 * len),
+        tenants: vec![TenantConfig {
+            name: netgpu_tls::TenantName::new("bench").unwrap(),
+            memory_quota: None,
+            max_sessions: None,
+            session_memory_quota: None,
+            kernel_time_limit_ms: None,
+            tokens: vec![TOKEN.into()],
+            token_files: vec![],
+        }],
+        ..Config::default()
+    };
+    config.cpu.total_memory = bytesize::ByteSize::b(4 * len);
+    let addr = rt.block_on(async {
+        let executor = Arc::new(CpuExecutor::new("bench cpu", 4 * len, 2));
+        let shared = Shared::build(
+            config,
+            vec![],
+            executor,
+            netgpu_tls::Security::Tls(Arc::new(server)),
+        )
+        .unwrap();
+        let server = Server::bind(shared).await.unwrap();
+        let addr = server.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let _ = server.run(std::future::pending()).await;
+        });
+        addr
+    });
+    (addr, Some(Arc::new(client)))
 }

@@ -38,6 +38,12 @@ pub enum Error {
     Id(String),
     #[error("cannot resolve the backend address {0:?} (HOST:PORT)")]
     Resolve(String, #[source] std::io::Error),
+    #[error("cannot load the TLS files of [tls] / --tls-*")]
+    Tls(#[source] netgpu_tls::pem::LoadError),
+    #[error("{0}")]
+    Policy(#[from] netgpu_tls::policy::PolicyError),
+    #[error("--tls-cert/--tls-key/--tls-server-name need --tls-ca (or [tls] ca in the config)")]
+    TlsWithoutCa,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -112,6 +118,24 @@ pub struct Args {
     /// Serve Prometheus metrics on this address (one port per vdev instance).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// CA certificate(s) (PEM) that issued the backends' certificates: enables TLS (the
+    /// `[tls] ca` line).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// This hypervisor's client certificate (PEM, leaf first; `netgpu-cert hypervisor`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the backend's certificate must carry (default: the host of --backend as
+    /// given, before it is resolved).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
+    /// Plain TCP to a loopback backend, for development on one machine (also the default
+    /// without TLS; never allowed off loopback).
+    #[arg(long)]
+    pub insecure_plain_loopback: bool,
 }
 
 /// The TOML file: the same options as the command line.
@@ -134,6 +158,9 @@ pub struct FileConfig {
     pub vgpu: Option<String>,
     pub store: Option<String>,
     pub metrics_listen: Option<String>,
+    /// TLS to the backend (`netgpu-tls`'s client section: ca, cert, key, server_name).
+    pub tls: Option<netgpu_tls::ClientTlsConfig>,
+    pub insecure_plain_loopback: Option<bool>,
 }
 
 /// `--vgpu` with its store.
@@ -204,6 +231,65 @@ pub fn resolve_backend(addr: &str) -> Result<String> {
     })
 }
 
+/// The `--tls-*` flags.
+struct TlsArgs {
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_server_name: Option<String>,
+}
+
+/// The TLS client settings from the file's `[tls]` and the `--tls-*` flags (flags win), with
+/// the server name defaulting to the host of `backend` as the operator wrote it (vdev
+/// resolves the address at start-up, and an IP address is not what the certificate names).
+fn tls_config(
+    args: &TlsArgs,
+    file: Option<netgpu_tls::ClientTlsConfig>,
+    backend: &str,
+) -> Result<Option<netgpu_tls::ClientTlsConfig>> {
+    let any_flag = args.tls_ca.is_some()
+        || args.tls_cert.is_some()
+        || args.tls_key.is_some()
+        || args.tls_server_name.is_some();
+    let mut c = match (file, any_flag) {
+        (None, false) => return Ok(None),
+        (Some(c), _) => c,
+        (None, true) => netgpu_tls::ClientTlsConfig::default(),
+    };
+    if let Some(ca) = &args.tls_ca {
+        c.ca = ca.clone();
+    }
+    if args.tls_cert.is_some() {
+        c.cert = args.tls_cert.clone();
+    }
+    if args.tls_key.is_some() {
+        c.key = args.tls_key.clone();
+    }
+    if args.tls_server_name.is_some() {
+        c.server_name = args.tls_server_name.clone();
+    }
+    if c.ca.as_os_str().is_empty() {
+        return Err(Error::TlsWithoutCa);
+    }
+    // With --vgpu the backend is the placement's, known at connect time (empty here).
+    if c.server_name.is_none() && !backend.is_empty() {
+        c.server_name = Some(netgpu_tls::policy::host_part(backend).to_string());
+    }
+    Ok(Some(c))
+}
+
+/// Refuses plain TCP to a backend that is not on loopback (`backend`: resolved `IP:PORT`).
+pub fn check_transport(device: &DeviceConfig) -> Result<()> {
+    if device.transport.tls.is_none() && !crate::session::plain_allowed(&device.backend) {
+        return Err(Error::Policy(
+            netgpu_tls::policy::PolicyError::NotLoopback {
+                addr: device.backend.clone(),
+            },
+        ));
+    }
+    Ok(())
+}
+
 fn parse_id(s: &str) -> Result<u16> {
     let t = s.trim();
     let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
@@ -253,6 +339,31 @@ impl Config {
             (None, Some(_)) => String::new(),
             (None, None) => return Err(Error::NoBackend),
         };
+        let flags = TlsArgs {
+            tls_ca: args.tls_ca,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+            tls_server_name: args.tls_server_name,
+        };
+        let tls = tls_config(&flags, file.tls, &backend)?;
+        let plain = args.insecure_plain_loopback || file.insecure_plain_loopback == Some(true);
+        let config_name = args
+            .config
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "the command line".into());
+        // Certificates are read now: under the seccomp filter vdev opens no files later.
+        let tls = match tls {
+            Some(t) => Some(std::sync::Arc::new(
+                netgpu_tls::ClientTls::load(t).map_err(Error::Tls)?,
+            )),
+            None => None,
+        };
+        if tls.is_some() && plain {
+            return Err(Error::Policy(netgpu_tls::policy::PolicyError::Both {
+                config: config_name,
+            }));
+        }
         let token = match args.token_file.or(file.token_file) {
             Some(p) => read_token(&p)?,
             None => String::new(),
@@ -306,6 +417,10 @@ impl Config {
                     .map(Duration::from_micros)
                     .unwrap_or(defaults.poll),
                 pool: None,
+                transport: crate::session::Transport {
+                    tls,
+                    ..defaults.transport
+                },
             },
             on_disconnect: args
                 .on_disconnect
@@ -447,6 +562,74 @@ mod tests {
         std::fs::write(&cfg, "bogus = 1\n").unwrap();
         let a = Args::try_parse_from(["netgpu-vdev", "--config", cfg.to_str().unwrap()]).unwrap();
         assert!(matches!(Config::resolve(a), Err(Error::Parse(..))));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn tls_section_and_flags_choose_the_transport() {
+        let dir = std::env::temp_dir().join(format!("vdev-cfg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = netgpu_tls::issue::new_ca("vdev-cfg", 1).unwrap();
+        let ca_file = dir.join("ca.crt");
+        std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+        let cfg = dir.join("vdev.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "socket = \"/run/a.sock\"\nbackend = \"gpu1.dc:7070\"\n[tls]\nca = \"{}\"\n",
+                ca_file.display()
+            ),
+        )
+        .unwrap();
+        let args = |extra: &[&str]| {
+            let mut a = vec!["netgpu-vdev", "--config", cfg.to_str().unwrap()];
+            a.extend_from_slice(extra);
+            Args::try_parse_from(a).unwrap()
+        };
+        // The server name defaults to the host as written, not the address it resolves to.
+        let c = Config::resolve(args(&[])).unwrap();
+        let tls = c.device.transport.tls.expect("[tls] enables TLS");
+        assert_eq!(tls.config().server_name.as_deref(), Some("gpu1.dc"));
+        let c = Config::resolve(args(&["--tls-server-name", "gpu1.example"])).unwrap();
+        assert_eq!(
+            c.device
+                .transport
+                .tls
+                .unwrap()
+                .config()
+                .server_name
+                .as_deref(),
+            Some("gpu1.example")
+        );
+        // TLS and the plain-loopback line together are refused.
+        let e = Config::resolve(args(&["--insecure-plain-loopback"])).unwrap_err();
+        assert!(e.to_string().contains("remove one"), "{e}");
+        // A certificate without its key, or a CA file that does not exist, fail at start.
+        let e = Config::resolve(args(&["--tls-cert", "/x.crt"])).unwrap_err();
+        assert!(matches!(e, Error::Tls(_)), "{e}");
+        let a = Args::try_parse_from([
+            "netgpu-vdev",
+            "--socket=/x",
+            "--backend=127.0.0.1:1",
+            "--tls-cert=/x.crt",
+        ])
+        .unwrap();
+        assert!(matches!(Config::resolve(a), Err(Error::TlsWithoutCa)));
+        let a = Args::try_parse_from([
+            "netgpu-vdev",
+            "--socket=/x",
+            "--backend=127.0.0.1:1",
+            "--tls-ca=/no/such/ca.crt",
+        ])
+        .unwrap();
+        let e = Config::resolve(a).unwrap_err();
+        assert!(netgpu_tls::chain(&e).contains("/no/such/ca.crt"), "{e}");
+        // Without TLS: plain, loopback only.
+        let a =
+            Args::try_parse_from(["netgpu-vdev", "--socket=/x", "--backend=127.0.0.1:1"]).unwrap();
+        let c = Config::resolve(a).unwrap();
+        assert!(c.device.transport.tls.is_none());
+        assert!(check_transport(&c.device).is_ok());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

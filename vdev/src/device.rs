@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use netgpu_client::{Client, ClientError, ClientOptions};
 use netgpu_proto::abi::{self, codec};
 use netgpu_proto::wire::ops::SessionLimits;
 use tokio::runtime::Handle;
@@ -29,8 +28,10 @@ use crate::regs::{self, Action, GpuInfo, RegisterSource};
 use crate::session;
 use crate::worker::{self, QueueEnv};
 
-/// How long opening a backend session may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long opening a backend session (connect, TLS, handshake) may take: a queue enabled
+/// during a partition fails within this, as waiting commands do within the watchdog's
+/// timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Static configuration of one device.
 #[derive(Clone, Debug)]
@@ -45,6 +46,8 @@ pub struct DeviceConfig {
     pub poll: Duration,
     /// `--vgpu`: backend and token come from the vGPU's current placement in the pool.
     pub pool: Option<crate::pool::Follow>,
+    /// How sessions reach the backend and notice when it is gone.
+    pub transport: session::Transport,
 }
 
 impl DeviceConfig {
@@ -69,6 +72,10 @@ impl Default for DeviceConfig {
             memory_quota: 0,
             poll: Duration::from_micros(50),
             pool: None,
+            transport: session::Transport {
+                liveness: Some(session::Liveness::default()),
+                ..session::Transport::default()
+            },
         }
     }
 }
@@ -246,6 +253,7 @@ impl Shared {
                 client: format!("netgpu-vdev {} queue {q}", self.cfg.name),
                 limits: self.limits(),
                 timeout: CONNECT_TIMEOUT,
+                transport: self.cfg.transport.clone(),
             },
             mem_used: Arc::clone(&self.mem_used),
             memory_limit: self.cfg.memory_quota,
@@ -303,8 +311,10 @@ impl Shared {
                 Err(e) => {
                     warn!(device = %me.cfg.name, "cannot open a backend session: {e}");
                     let reason = match e {
-                        ClientError::Refused { .. } => abi::FATAL_BACKEND_AUTH,
-                        ClientError::Protocol(_) => abi::FATAL_BACKEND_PROTOCOL,
+                        session::Error::Refused(_) | session::Error::Tls { .. } => {
+                            abi::FATAL_BACKEND_AUTH
+                        }
+                        session::Error::Protocol(_) => abi::FATAL_BACKEND_PROTOCOL,
                         _ => abi::FATAL_BACKEND_UNREACHABLE,
                     };
                     Session::Failed { reason }
@@ -343,18 +353,19 @@ impl Shared {
     }
 }
 
-/// Asks the backend about its GPU; the session is closed again at once (every queue opens
-/// its own).
-async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, ClientError> {
-    let opts = ClientOptions {
-        name: format!("netgpu-vdev {}", cfg.name),
-        connect_timeout: CONNECT_TIMEOUT,
-        limits,
-        ..ClientOptions::default()
-    };
+/// Asks the backend about its GPU in a session of its own, closed again at once (every
+/// queue opens its own), over the same transport as the queues.
+async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, session::Error> {
     let (addr, token) = cfg.endpoint();
-    let client = Client::connect_with(&addr, &token, opts).await?;
-    let d = client.device_query().await?;
+    let opts = session::Options {
+        addr,
+        token,
+        client: format!("netgpu-vdev {}", cfg.name),
+        limits,
+        timeout: CONNECT_TIMEOUT,
+        transport: cfg.transport.clone(),
+    };
+    let d = session::query_device(&opts).await?;
     Ok(GpuInfo {
         total_mem: d.total_mem,
         cc: (d.cc_major, d.cc_minor),

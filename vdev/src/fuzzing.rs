@@ -87,6 +87,7 @@ pub fn ring(
             client: String::new(),
             limits: SessionLimits::default(),
             timeout: Duration::ZERO,
+            transport: Default::default(),
         },
         mem_used: Arc::new(AtomicU64::new(0)),
         memory_limit: r.memory_limit,

@@ -40,7 +40,8 @@ mod sg;
 mod worker;
 
 pub use config::{
-    parse_size, resolve_backend, Args, Config, Error as ConfigError, Seccomp, SocketSpec,
+    check_transport, parse_size, resolve_backend, Args, Config, Error as ConfigError, Seccomp,
+    SocketSpec,
 };
 pub use config_space::{Ids, CONFIG_SPACE_SIZE};
 pub use device::{Device, DeviceConfig, Shared};
@@ -53,4 +54,5 @@ pub use memory::{Error as MemoryError, GuestMemory, Snapshot};
 pub use pool::{serve_metrics, Error as PoolError, Follow};
 pub use queue::{QueueShared, StopReason};
 pub use server::{run, serve, Error as ServerError, OnDisconnect, Source};
+pub use session::{Liveness, Transport};
 pub use sg::{Buffers, Entry as SgEntryInfo, Error as SgError, Run, SgList};

@@ -35,6 +35,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     // Name lookups happen now: the filter leaves no room for them later.
     if cfg.pool.is_none() {
         cfg.device.backend = netgpu_vdev::resolve_backend(&cfg.device.backend)?;
+        // Plain TCP only to loopback; everything else needs [tls].
+        netgpu_vdev::check_transport(&cfg.device)?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -108,7 +110,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             warn!(device = %device.name(), "running without the seccomp filter (--no-seccomp)")
         }
     }
-    info!(device = %device.name(), socket = ?cfg.socket, backend = %cfg.device.backend, seccomp = ?cfg.seccomp, "netgpu-vdev listening");
+    info!(device = %device.name(), socket = ?cfg.socket, backend = %cfg.device.backend, tls = cfg.device.transport.tls.is_some(), seccomp = ?cfg.seccomp, "netgpu-vdev listening");
     netgpu_vdev::run(&mut device, source, &stop, cfg.on_disconnect)?;
     device.disconnect();
     info!(device = %device.name(), "netgpu-vdev stopped");

@@ -9,16 +9,29 @@
 //! never touched after it). Frames, the handshake (`wire::client::{hello, welcome}`, shared
 //! with `netgpu-client` and libcuda) and limits are the wire protocol's own; only the I/O
 //! loop is vdev's.
+//!
+//! With TLS (`[tls]`, `netgpu-tls`) the same loop runs through a rustls client connection
+//! shared by the two halves (held only to move bytes in or out of rustls, never across an
+//! await): guest data is copied into rustls in chunks of at most [`TLS_CHUNK`] bytes under the
+//! guest memory's access lock, and the ciphertext is written to the socket outside it; reply
+//! data is decrypted into the receive buffer and copied into the guest pages. Only the
+//! sending half drains rustls's output, so TLS records reach the socket in the order rustls
+//! made them. Plain TCP is for loopback addresses only.
 
 use std::io;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use netgpu_proto::wire::client;
 use netgpu_proto::wire::frame::FrameHeader;
 use netgpu_proto::wire::ops::{self, Reply, Request, SessionLimits};
 use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN};
+use netgpu_tls::{ClientTls, NetTuning};
+use rustls::ClientConnection;
 use thiserror::Error;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -34,6 +47,9 @@ const MAX_IOV: usize = 256;
 const OUT_BUFFER: usize = 64 * 1024;
 /// The receive buffer: a header and the largest control section fit.
 const RECV_BUFFER: usize = 2 * MAX_CTRL_LEN as usize;
+/// With TLS: largest piece of guest memory copied into rustls at once (and the ciphertext
+/// buffers' scale).
+pub const TLS_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -47,8 +63,20 @@ pub enum Error {
     HandshakeTimeout(String),
     #[error("backend refused the session")]
     Refused(#[source] client::HandshakeError),
+    #[error("cannot set the socket options of the connection to {addr}")]
+    Socket {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("plain TCP refused for {0}: without [tls] vdev connects to loopback addresses only (127.0.0.0/8, ::1); configure [tls] (see docs/security.md)")]
+    PlainNotLoopback(String),
+    #[error("TLS to backend {addr}: {explanation}")]
+    Tls { addr: String, explanation: String },
     #[error("connection to the backend lost: {0}")]
     Lost(String),
+    #[error("backend answered out of protocol: {0}")]
+    Protocol(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -71,7 +99,108 @@ pub struct Options {
     pub token: String,
     pub client: String,
     pub limits: SessionLimits,
+    /// Connecting and the handshake together.
     pub timeout: Duration,
+    pub transport: Transport,
+}
+
+/// How sessions notice a dead backend or network: socket settings and the watchdog.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// Keepalive and `TCP_USER_TIMEOUT` of the socket (a partition while data is in flight,
+    /// or while nothing is: both fail the socket within seconds).
+    pub net: NetTuning,
+    /// Probing a silent session that has commands waiting (a backend or middlebox that
+    /// holds the connection open but answers nothing, which TCP alone cannot see).
+    pub liveness: Option<Liveness>,
+    /// TLS to the backend (certificates loaded at start-up); `None`: plain TCP, loopback
+    /// addresses only.
+    pub tls: Option<Arc<ClientTls>>,
+}
+
+/// Whether plain TCP may go to `addr`: an `IP:PORT` on loopback (addresses are resolved at
+/// start-up; the seccomp filter leaves no room for name lookups later).
+pub fn plain_allowed(addr: &str) -> bool {
+    addr.parse::<SocketAddr>()
+        .is_ok_and(netgpu_tls::policy::plain_peer_allowed)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A session's TLS state, shared by its halves.
+struct Tls {
+    conn: Mutex<ClientConnection>,
+    client: Arc<ClientTls>,
+    addr: String,
+}
+
+impl Tls {
+    /// A TLS error in the operator's words (the backend refusing this client's certificate
+    /// shows up at the first read, after the handshake).
+    fn failed(&self, e: rustls::Error) -> Error {
+        let io = io::Error::new(io::ErrorKind::InvalidData, e);
+        Error::Tls {
+            addr: self.addr.clone(),
+            explanation: self.client.explain(&io, &self.addr),
+        }
+    }
+}
+
+/// Moves what rustls has to send into `out`.
+fn drain(c: &mut ClientConnection, out: &mut Vec<u8>) -> Result<()> {
+    while c.wants_write() {
+        c.write_tls(out).map_err(lost)?;
+    }
+    Ok(())
+}
+
+/// The session watchdog's settings (as `netgpu-client`'s): while commands wait for replies
+/// and nothing has moved either way for `probe_after`, a `Null` request is sent (the backend
+/// answers it at once, also while the session's other work runs); once nothing has moved
+/// for `timeout`, the session is declared lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Liveness {
+    pub probe_after: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness {
+            probe_after: Duration::from_secs(1),
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// When the connection last moved bytes, either way.
+#[derive(Debug)]
+pub struct Progress {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn stamp(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Time since bytes last moved.
+    pub fn silence(&self) -> Duration {
+        self.epoch
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
 }
 
 /// Opens a session: connects, authenticates and returns the two halves.
@@ -83,16 +212,62 @@ pub async fn open(opts: &Options) -> Result<(Sender, Receiver, Welcome)> {
                 addr: opts.addr.clone(),
                 source,
             })?;
-        let _ = stream.set_nodelay(true);
+        opts.transport
+            .net
+            .apply(&stream)
+            .map_err(|source| Error::Socket {
+                addr: opts.addr.clone(),
+                source,
+            })?;
+        let (stream, tls) = match &opts.transport.tls {
+            None if !plain_allowed(&opts.addr) => {
+                return Err(Error::PlainNotLoopback(opts.addr.clone()))
+            }
+            None => (stream, None),
+            Some(client) => {
+                let tls_err = |explanation: String| Error::Tls {
+                    addr: opts.addr.clone(),
+                    explanation,
+                };
+                let name = client
+                    .server_name(&opts.addr)
+                    .map_err(|e| tls_err(e.to_string()))?;
+                let connector = tokio_rustls::TlsConnector::from(client.client_config());
+                let s = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| tls_err(client.explain(&e, &opts.addr)))?;
+                let (stream, mut conn) = s.into_inner();
+                // Bounded by what vdev hands it at once (a frame batch or one chunk).
+                conn.set_buffer_limit(None);
+                let t = Tls {
+                    conn: Mutex::new(conn),
+                    client: Arc::clone(client),
+                    addr: opts.addr.clone(),
+                };
+                (stream, Some(Arc::new(t)))
+            }
+        };
         let stream = Arc::new(stream);
+        let progress = Progress::new();
         let mut tx = Sender {
             stream: Arc::clone(&stream),
             out: Vec::with_capacity(OUT_BUFFER),
             next_id: 1,
             sent: 0,
+            progress: Arc::clone(&progress),
+            tls: tls.clone(),
+            cipher: Vec::new(),
+            cipher_sent: 0,
+            bounce: Vec::new(),
         };
         let mut rx = Receiver {
             stream,
+            progress,
+            tls,
+            cipher: Vec::new().into_boxed_slice(),
+            cstart: 0,
+            cend: 0,
             buf: vec![0u8; RECV_BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -122,6 +297,37 @@ pub async fn open(opts: &Options) -> Result<(Sender, Receiver, Welcome)> {
         .map_err(|_| Error::HandshakeTimeout(opts.addr.clone()))?
 }
 
+/// Opens a session, asks the backend about its GPU and closes the session again (the
+/// device's probe: the same transport, TLS and socket settings as the queues' sessions).
+pub async fn query_device(opts: &Options) -> Result<ops::DeviceInfo> {
+    let query = async {
+        let (mut tx, mut rx, _) = open(opts).await?;
+        let id = tx.next_id();
+        tx.push(id, 0, &Request::DeviceQuery, 0)?;
+        tx.flush().await?;
+        let head = rx.head().await?;
+        rx.discard(u64::from(head.header.data_len)).await?;
+        let reply = match &head.ctrl {
+            Ctrl::Bytes(b) => ops::decode::<Reply>(b).ok(),
+            Ctrl::Oversized(_) => None,
+        };
+        match (head.header.kind, head.header.request_id == id, reply) {
+            (netgpu_proto::wire::frame::FrameKind::Reply, true, Some(Reply::Device(d)))
+                if head.header.status.is_success() =>
+            {
+                Ok(d)
+            }
+            (_, _, r) => Err(Error::Protocol(format!(
+                "DeviceQuery answered with status {} and {r:?}",
+                head.header.status
+            ))),
+        }
+    };
+    tokio::time::timeout(opts.timeout, query)
+        .await
+        .map_err(|_| Error::HandshakeTimeout(opts.addr.clone()))?
+}
+
 /// The sending half: owned by the queue's worker, which writes frames in submission order.
 pub struct Sender {
     stream: Arc<TcpStream>,
@@ -129,6 +335,13 @@ pub struct Sender {
     out: Vec<u8>,
     sent: usize,
     next_id: u64,
+    progress: Arc<Progress>,
+    tls: Option<Arc<Tls>>,
+    /// With TLS: ciphertext not written yet; `cipher_sent` bytes of it already are.
+    cipher: Vec<u8>,
+    cipher_sent: usize,
+    /// With TLS: guest data on its way into rustls.
+    bounce: Vec<u8>,
 }
 
 /// A zero page to pad a data section whose guest memory vanished mid-frame.
@@ -170,11 +383,36 @@ impl Sender {
 
     /// Writes every gathered frame.
     pub async fn flush(&mut self) -> Result<()> {
+        self.flush_stamped(true).await
+    }
+
+    /// Writes every gathered frame without counting it as progress: a liveness probe's
+    /// own bytes prove nothing about the backend.
+    pub async fn flush_probe(&mut self) -> Result<()> {
+        self.flush_stamped(false).await
+    }
+
+    async fn flush_stamped(&mut self, stamp: bool) -> Result<()> {
+        if let Some(tls) = self.tls.clone() {
+            {
+                let mut c = lock(&tls.conn);
+                if self.sent < self.out.len() {
+                    c.writer().write_all(&self.out[self.sent..]).map_err(lost)?;
+                }
+                self.out.clear();
+                self.sent = 0;
+                drain(&mut c, &mut self.cipher)?;
+            }
+            return self.write_cipher(stamp).await;
+        }
         while !self.out.is_empty() {
             self.stream.writable().await.map_err(lost)?;
             match self.stream.try_write(&self.out[self.sent..]) {
                 Ok(0) => return Err(lost("backend closed the connection")),
                 Ok(n) => {
+                    if stamp {
+                        self.progress.stamp();
+                    }
                     self.consume(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -182,6 +420,63 @@ impl Sender {
             }
         }
         Ok(())
+    }
+
+    /// With TLS: writes the ciphertext made so far.
+    async fn write_cipher(&mut self, stamp: bool) -> Result<()> {
+        while self.cipher_sent < self.cipher.len() {
+            self.stream.writable().await.map_err(lost)?;
+            match self.stream.try_write(&self.cipher[self.cipher_sent..]) {
+                Ok(0) => return Err(lost("backend closed the connection")),
+                Ok(n) => {
+                    if stamp {
+                        self.progress.stamp();
+                    }
+                    self.cipher_sent += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(lost(e)),
+            }
+        }
+        self.cipher.clear();
+        self.cipher_sent = 0;
+        Ok(())
+    }
+
+    /// With TLS: [`Sender::send_guest`] through rustls. Each chunk is copied out of guest
+    /// memory (under its access lock, as every guest access) and encrypted, then written
+    /// outside the lock.
+    async fn send_guest_tls(
+        &mut self,
+        tls: &Tls,
+        mem: &GuestMemory,
+        run: &Run,
+        skip: u64,
+        len: u64,
+    ) -> Result<u64> {
+        self.flush().await?;
+        if self.bounce.len() < TLS_CHUNK {
+            self.bounce.resize(TLS_CHUNK, 0);
+        }
+        let mut done = 0u64;
+        while done < len {
+            let n = (len - done).min(TLS_CHUNK as u64) as usize;
+            let chunk = &mut self.bounce[..n];
+            if run
+                .gather_into(&mem.snapshot(), skip + done, chunk)
+                .is_err()
+            {
+                return Ok(len - done);
+            }
+            {
+                let mut c = lock(&tls.conn);
+                c.writer().write_all(chunk).map_err(lost)?;
+                drain(&mut c, &mut self.cipher)?;
+            }
+            done += n as u64;
+            self.write_cipher(true).await?;
+        }
+        Ok(0)
     }
 
     /// Writes the gathered frames, then `len` bytes of guest memory (`skip` bytes into
@@ -195,6 +490,9 @@ impl Sender {
         skip: u64,
         len: u64,
     ) -> Result<u64> {
+        if let Some(tls) = self.tls.clone() {
+            return self.send_guest_tls(&tls, mem, run, skip, len).await;
+        }
         let fd = self.stream.as_raw_fd();
         let mut done = 0u64;
         while done < len {
@@ -228,6 +526,7 @@ impl Sender {
             match r {
                 Ok(Ok(0)) => return Err(lost("backend closed the connection")),
                 Ok(Ok(k)) => {
+                    self.progress.stamp();
                     let guest = self.consume(k) as u64;
                     debug_assert!(guest <= n);
                     done += guest;
@@ -243,12 +542,28 @@ impl Sender {
     /// Writes the gathered frames, then `len` zero bytes.
     pub async fn pad(&mut self, mut len: u64) -> Result<()> {
         self.flush().await?;
+        if let Some(tls) = self.tls.clone() {
+            while len > 0 {
+                let n = len.min(ZEROS.len() as u64) as usize;
+                {
+                    let mut c = lock(&tls.conn);
+                    c.writer().write_all(&ZEROS[..n]).map_err(lost)?;
+                    drain(&mut c, &mut self.cipher)?;
+                }
+                len -= n as u64;
+                self.write_cipher(true).await?;
+            }
+            return Ok(());
+        }
         while len > 0 {
             self.stream.writable().await.map_err(lost)?;
             let n = len.min(ZEROS.len() as u64) as usize;
             match self.stream.try_write(&ZEROS[..n]) {
                 Ok(0) => return Err(lost("backend closed the connection")),
-                Ok(k) => len -= k as u64,
+                Ok(k) => {
+                    self.progress.stamp();
+                    len -= k as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(lost(e)),
             }
@@ -275,12 +590,23 @@ pub struct Head {
 /// The receiving half: owned by the queue's reply task.
 pub struct Receiver {
     stream: Arc<TcpStream>,
+    progress: Arc<Progress>,
+    tls: Option<Arc<Tls>>,
+    /// With TLS: ciphertext read from the socket, `cstart..cend` not yet given to rustls.
+    cipher: Box<[u8]>,
+    cstart: usize,
+    cend: usize,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
 }
 
 impl Receiver {
+    /// The connection's progress clock (shared with its sender).
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
+    }
+
     fn buffered(&self) -> usize {
         self.end - self.start
     }
@@ -295,11 +621,27 @@ impl Receiver {
             self.end -= self.start;
             self.start = 0;
         }
+        if let Some(tls) = self.tls.clone() {
+            loop {
+                let r = lock(&tls.conn).reader().read(&mut self.buf[self.end..]);
+                match r {
+                    Ok(0) => return Err(lost("backend closed the TLS session")),
+                    Ok(n) => {
+                        self.end += n;
+                        return Ok(());
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(lost(e)),
+                }
+                self.feed(&tls).await?;
+            }
+        }
         loop {
             self.stream.readable().await.map_err(lost)?;
             match self.stream.try_read(&mut self.buf[self.end..]) {
                 Ok(0) => return Err(lost("backend closed the connection")),
                 Ok(n) => {
+                    self.progress.stamp();
                     self.end += n;
                     return Ok(());
                 }
@@ -307,6 +649,40 @@ impl Receiver {
                 Err(e) => return Err(lost(e)),
             }
         }
+    }
+
+    /// With TLS: gives rustls more ciphertext (what is left of the last socket read, else a
+    /// new one) and lets it decrypt.
+    async fn feed(&mut self, tls: &Tls) -> Result<()> {
+        if self.cstart == self.cend {
+            if self.cipher.is_empty() {
+                self.cipher = vec![0u8; TLS_CHUNK].into_boxed_slice();
+            }
+            self.cstart = 0;
+            self.cend = 0;
+            loop {
+                self.stream.readable().await.map_err(lost)?;
+                match self.stream.try_read(&mut self.cipher) {
+                    Ok(0) => return Err(lost("backend closed the connection")),
+                    Ok(n) => {
+                        self.progress.stamp();
+                        self.cend = n;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(lost(e)),
+                }
+            }
+        }
+        let mut c = lock(&tls.conn);
+        let mut rd = &self.cipher[self.cstart..self.cend];
+        let n = c.read_tls(&mut rd).map_err(lost)?;
+        if n == 0 {
+            return Err(lost("backend closed the TLS session"));
+        }
+        self.cstart += n;
+        c.process_new_packets().map_err(|e| tls.failed(e))?;
+        Ok(())
     }
 
     /// The next `n` bytes (`n` at most the buffer size).
@@ -382,6 +758,27 @@ impl Receiver {
                 return Ok(false);
             }
         }
+        if self.tls.is_some() {
+            // Decrypted into the receive buffer, then copied into the guest pages.
+            while done < len {
+                self.fill().await?;
+                let n = (self.buffered() as u64).min(len - done);
+                let ok = run
+                    .scatter(
+                        &mem.snapshot(),
+                        skip + done,
+                        &self.buf[self.start..self.start + n as usize],
+                    )
+                    .is_ok();
+                self.start += n as usize;
+                done += n;
+                if !ok {
+                    self.discard(len - done).await?;
+                    return Ok(false);
+                }
+            }
+            return Ok(true);
+        }
         while done < len {
             let (ranges, _) = run
                 .slice(skip + done, (len - done).min(CHUNK), MAX_IOV)
@@ -402,7 +799,10 @@ impl Receiver {
             });
             match r {
                 Ok(Ok(0)) => return Err(lost("backend closed the connection")),
-                Ok(Ok(k)) => done += k as u64,
+                Ok(Ok(k)) => {
+                    self.progress.stamp();
+                    done += k as u64;
+                }
                 Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Ok(Err(e)) => return Err(lost(e)),
                 Err(_) => {
@@ -412,5 +812,35 @@ impl Receiver {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 9: every waiting guest call fails within 5 s of a partition. The watchdog's
+    /// timeout plus the kernel module's status check (every 0.5 s) must fit, and so must the
+    /// socket's own bound (keepalive + `TCP_USER_TIMEOUT`), which catches a partition even
+    /// when nothing waits.
+    #[test]
+    fn default_settings_notice_a_partition_within_five_seconds() {
+        let t = Transport {
+            liveness: Some(Liveness::default()),
+            ..Transport::default()
+        };
+        let l = t.liveness.unwrap();
+        assert!(l.probe_after < l.timeout);
+        assert!(l.timeout + Duration::from_millis(500) < Duration::from_secs(5));
+        assert!(t.net.detection_bound() <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn progress_measures_silence_since_the_last_bytes() {
+        let p = Progress::new();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(p.silence() >= Duration::from_millis(30));
+        p.stamp();
+        assert!(p.silence() < Duration::from_millis(30));
     }
 }

@@ -281,14 +281,21 @@ impl Run {
 
     /// Reads `len` bytes from `skip` on (small buffers only: names, control sections).
     pub fn gather(&self, mem: &Snapshot, skip: u64, len: u64) -> Result<Vec<u8>> {
-        let (ranges, got) = self.slice(skip, len, usize::MAX)?;
+        let (_, got) = self.slice(skip, len, usize::MAX)?;
         let mut out = vec![0u8; got as usize];
+        self.gather_into(mem, skip, &mut out)?;
+        Ok(out)
+    }
+
+    /// Fills `out` from `skip` on; fails if the run is shorter.
+    pub fn gather_into(&self, mem: &Snapshot, skip: u64, out: &mut [u8]) -> Result<()> {
+        let (ranges, _) = self.slice(skip, out.len() as u64, usize::MAX)?;
         let mut done = 0usize;
         for (addr, n) in ranges {
             mem.read(addr, &mut out[done..done + n as usize])?;
             done += n as usize;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Writes `data` from `skip` on; fails if it does not fit.

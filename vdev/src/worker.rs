@@ -14,7 +14,7 @@
 //!   device's decision ([`crate::queue::QueueShared::finish`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use netgpu_proto::abi::codec::{self, Decoded, DeviceReply, ReplyForm};
 use netgpu_proto::abi::{self, Command, Completion};
 use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::frame::{FrameKind, FLAG_NO_REPLY};
+use netgpu_proto::wire::ops::Request;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -31,7 +32,7 @@ use crate::forward::{self, Effect, Plan, Quota};
 use crate::interrupts::Interrupts;
 use crate::memory::{GuestMemory, Snapshot};
 use crate::queue::{QueueRegs, QueueShared, RunControl, StopReason};
-use crate::session::{self, Ctrl, Head, Receiver, Sender};
+use crate::session::{self, Ctrl, Head, Liveness, Progress, Receiver, Sender};
 use crate::sg::{Run, SgList};
 
 /// Everything a worker needs from the device.
@@ -98,6 +99,10 @@ struct Pipe {
     /// Commands waiting for replies, and the output entries they hold: bounded, so a guest
     /// that floods the ring (or a backend that never answers) cannot grow vdev's memory.
     outstanding: Mutex<Outstanding>,
+    /// The watchdog asks the submit loop to send a liveness probe.
+    probe_wanted: AtomicBool,
+    /// Request id of the last probe sent (0: none); its reply is only progress.
+    probe_id: AtomicU64,
 }
 
 /// Most commands of one queue waiting for the backend at once.
@@ -163,7 +168,15 @@ pub async fn run(env: QueueEnv) -> StopReason {
         inflight: Mutex::new(HashMap::new()),
         quota: Mutex::new(Some(quota)),
         outstanding: Mutex::new(Outstanding::default()),
+        probe_wanted: AtomicBool::new(false),
+        probe_id: AtomicU64::new(0),
     });
+    let watchdog = pipe
+        .env
+        .session
+        .transport
+        .liveness
+        .map(|l| tokio::spawn(Arc::clone(&pipe).watchdog(rx.progress(), l)));
     let replies = tokio::spawn(Arc::clone(&pipe).replies(rx));
     let ctl = Arc::clone(&pipe.env.ctl);
     let reason = tokio::select! {
@@ -175,6 +188,10 @@ pub async fn run(env: QueueEnv) -> StopReason {
     // its receiver and our sender closes the socket.
     replies.abort();
     let _ = replies.await;
+    if let Some(w) = watchdog {
+        w.abort();
+        let _ = w.await;
+    }
     if pipe.env.fast_doorbells {
         pipe.env.doorbells.set_polling(q, false);
     }
@@ -460,6 +477,52 @@ impl Pipe {
         Ok(())
     }
 
+    /// Watches a session with commands waiting: probes it when it falls silent and stops
+    /// the queue (`BackendLost`) when it stays silent, so the commands fail (the driver sees
+    /// the queue's ERROR) instead of waiting forever on a backend or network that is gone
+    /// without a FIN or RST. An idle session (nothing waiting) is never probed.
+    async fn watchdog(self: Arc<Self>, progress: Arc<Progress>, l: Liveness) {
+        let tick = (l.probe_after / 4).max(Duration::from_millis(20));
+        let mut probed = false;
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.env.ctl.is_stopped() {
+                return;
+            }
+            let waiting = lock(&self.outstanding).commands;
+            let silence = progress.silence();
+            if waiting == 0 || silence < l.probe_after {
+                probed = false;
+                continue;
+            }
+            if silence >= l.timeout {
+                let why = format!(
+                    "the backend sent nothing for {} ms while {waiting} command(s) waited (the backend or the network is stuck)",
+                    silence.as_millis()
+                );
+                self.stop(StopReason::BackendLost(why));
+                return;
+            }
+            if !probed {
+                // One probe per silence; the submit loop sends it (it owns the sender).
+                probed = true;
+                self.probe_wanted.store(true, Ordering::Release);
+                self.env.queue.wake();
+            }
+        }
+    }
+
+    /// Sends a liveness probe if the watchdog asked for one.
+    async fn send_probe(&self, tx: &mut Sender) -> session::Result<()> {
+        if !self.probe_wanted.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let id = tx.next_id();
+        self.probe_id.store(id, Ordering::Release);
+        tx.push(id, 0, &Request::Null, 0)?;
+        tx.flush_probe().await
+    }
+
     /// The submit loop: ring order in, frames out.
     async fn submit(self: &Arc<Self>, mut tx: Sender, max_data: u64) -> StopReason {
         let env = &self.env;
@@ -472,6 +535,9 @@ impl Pipe {
         loop {
             if env.ctl.is_stopped() {
                 return env.ctl.reason();
+            }
+            if let Err(e) = self.send_probe(&mut tx).await {
+                return StopReason::BackendLost(e.to_string());
             }
             let tail = self.tail();
             if tail >= size {
@@ -567,7 +633,15 @@ impl Pipe {
                 }
                 FrameKind::Request => break "backend sent a request frame".into(),
             }
-            let waiting = lock(&self.inflight).remove(&head.header.request_id);
+            let id = head.header.request_id;
+            let waiting = lock(&self.inflight).remove(&id);
+            if waiting.is_none() && id != 0 && id == self.probe_id.load(Ordering::Acquire) {
+                // A liveness probe's answer: the bytes themselves were the point.
+                if let Err(e) = rx.discard(u64::from(head.header.data_len)).await {
+                    break e.to_string();
+                }
+                continue;
+            }
             let Some(w) = waiting else {
                 break format!(
                     "backend answered unknown request {}",
@@ -712,6 +786,8 @@ pub(crate) fn offline(
         inflight: Mutex::new(HashMap::new()),
         quota: Mutex::new(Some(quota)),
         outstanding: Mutex::new(Outstanding::default()),
+        probe_wanted: AtomicBool::new(false),
+        probe_id: AtomicU64::new(0),
     });
     let size = pipe.env.regs.size;
     if tail >= size {
@@ -828,6 +904,7 @@ mod tests {
                 client: String::new(),
                 limits: Default::default(),
                 timeout: Duration::ZERO,
+                transport: Default::default(),
             },
             mem_used: Arc::new(AtomicU64::new(0)),
             memory_limit: limit,

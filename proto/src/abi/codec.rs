@@ -758,6 +758,11 @@ pub struct EncodeOptions {
 
 /// Encodes `req`, whose data section is `data_len` bytes and whose caller-provided output
 /// (the destination of a device-to-host copy) is `output_len` bytes.
+/// Whether a symbol name fits the fixed `MODULE_GET_*` opcodes (1 to `MAX_NAME_LEN` bytes).
+fn symbol_fits(name: &str) -> bool {
+    !name.is_empty() && name.len() <= abi::MAX_NAME_LEN as usize
+}
+
 pub fn encode_request(
     req: &Request,
     data_len: u64,
@@ -770,17 +775,16 @@ pub fn encode_request(
     if data_len != 0 && !req.accepts_data() {
         return Err(CuResult::INVALID_VALUE);
     }
-    // The driver's memsets are of 1, 2 or 4 bytes (cuMemsetD8/16/32); `decode` refuses any
-    // other size, so a command carrying one must not be made.
-    if let Request::Memset { elem_size, .. } = req {
-        if !matches!(elem_size, 1 | 2 | 4) {
+    // A symbol name the fixed opcodes cannot carry (empty, or longer than the device takes)
+    // goes as a wire request when it can (the backend answers it), else it is refused here.
+    if let Request::ModuleGetFunction { name, .. } | Request::ModuleGetGlobal { name, .. } = req {
+        if !symbol_fits(name) && !opts.wire {
             return Err(CuResult::INVALID_VALUE);
         }
     }
-    // No symbol has an empty name (`decode` refuses one). Names beyond MAX_NAME_LEN have no
-    // fixed form (`fixed_form`) and go as WIRE_REQUESTs.
-    if let Request::ModuleGetFunction { name, .. } | Request::ModuleGetGlobal { name, .. } = req {
-        if name.is_empty() {
+    // cuMemsetD8/16/32 only: the device refuses other element sizes, so never encode one.
+    if let Request::Memset { elem_size, .. } = req {
+        if !matches!(elem_size, 1 | 2 | 4) {
             return Err(CuResult::INVALID_VALUE);
         }
     }
@@ -828,11 +832,6 @@ pub const MAX_FIXED_PARAMS: u64 = 1024;
 type Fixed = (u16, Vec<u64>, ReplyForm, Vec<u8>);
 
 /// The fixed opcode that expresses `req` exactly, if any.
-/// Whether a symbol name fits a fixed command (`prefix_len` takes up to MAX_NAME_LEN bytes).
-fn name_fits(name: &str) -> bool {
-    name.len() as u64 <= u64::from(abi::MAX_NAME_LEN)
-}
-
 fn fixed_form(req: &Request, data_len: u64, output_len: u64, wire: bool) -> Option<Fixed> {
     let f = |opcode: u16, args: Vec<u64>, form: ReplyForm| Some((opcode, args, form, Vec::new()));
     match req {
@@ -884,18 +883,20 @@ fn fixed_form(req: &Request, data_len: u64, output_len: u64, wire: bool) -> Opti
             ReplyForm::Done,
         ),
         Request::ModuleLoad { ctx, parts }
-            if parts.is_empty() || (parts.len() == 1 && u64::from(parts[0]) == data_len) =>
+            // Only the empty list: one part spanning the data is the same module but a
+            // different request, and decode must give back what was encoded.
+            if parts.is_empty() =>
         {
             f(op::MODULE_LOAD, vec![*ctx], ReplyForm::Handle)
         }
         Request::ModuleUnload { module } => f(op::MODULE_UNLOAD, vec![*module], ReplyForm::Done),
-        Request::ModuleGetFunction { module, name } if !wire && name_fits(name) => Some((
+        Request::ModuleGetFunction { module, name } if !wire && symbol_fits(name) => Some((
             op::MODULE_GET_FUNCTION,
             vec![*module, name.len() as u64],
             ReplyForm::ParamTable,
             name.as_bytes().to_vec(),
         )),
-        Request::ModuleGetGlobal { module, name } if name_fits(name) => Some((
+        Request::ModuleGetGlobal { module, name } if symbol_fits(name) => Some((
             op::MODULE_GET_GLOBAL,
             vec![*module, name.len() as u64],
             ReplyForm::Global,

@@ -6,6 +6,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub enum Event {
 
 pub struct FakeBackend {
     pub addr: String,
+    /// Answers nothing by itself (not even `Null`): a wedged backend.
+    mute: Arc<AtomicBool>,
     events: Mutex<mpsc::Receiver<Event>>,
     writers: Arc<Mutex<HashMap<u64, tmpsc::UnboundedSender<Vec<u8>>>>>,
 }
@@ -64,6 +67,8 @@ impl FakeBackend {
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let w2 = Arc::clone(&writers);
+        let mute = Arc::new(AtomicBool::new(false));
+        let mute2 = Arc::clone(&mute);
         rt.spawn(async move {
             let mut next = 0u64;
             loop {
@@ -87,6 +92,7 @@ impl FakeBackend {
                     }
                 });
                 let tx = tx.clone();
+                let mute = Arc::clone(&mute2);
                 tokio::spawn(async move {
                     loop {
                         let mut h = [0u8; HEADER_LEN];
@@ -116,6 +122,9 @@ impl FakeBackend {
                                 executor: "cpu".into(),
                                 ..DeviceInfo::default()
                             })),
+                            // Answered at once, as the real backend's dispatcher does.
+                            Request::Null if !mute.load(Ordering::Acquire) => Some(Reply::Done),
+                            Request::Null => continue,
                             _ => None,
                         };
                         match auto {
@@ -146,9 +155,16 @@ impl FakeBackend {
         });
         FakeBackend {
             addr,
+            mute,
             events: Mutex::new(rx),
             writers,
         }
+    }
+
+    /// Stops (or resumes) answering liveness probes: a backend that holds its connections
+    /// open and answers nothing.
+    pub fn set_mute(&self, mute: bool) {
+        self.mute.store(mute, Ordering::Release);
     }
 
     /// The next event, within `timeout`.

@@ -157,7 +157,7 @@ impl Harness {
         Self::start_rt(tag, backend, |_, cfg| tweak(cfg))
     }
 
-    fn start_rt(
+    pub fn start_rt(
         tag: &str,
         backend_tweak: impl FnOnce(&mut Config),
         tweak: impl FnOnce(&tokio::runtime::Runtime, &mut DeviceConfig),
@@ -193,6 +193,32 @@ impl Harness {
             server: Some(server),
             client,
             mem,
+        }
+    }
+
+    /// Drives a vdev that runs elsewhere (the `netgpu-vdev` binary) at `socket`.
+    pub fn attach(socket: PathBuf, rt: tokio::runtime::Runtime, backend: Backend) -> Harness {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            match Client::new(&socket) {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot connect to {socket:?}: {e:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        Harness {
+            rt,
+            backend,
+            socket,
+            stop: Arc::new(EventFd::new(libc::EFD_CLOEXEC).unwrap()),
+            server: None,
+            client,
+            mem: memfd(MEM_SIZE),
         }
     }
 
@@ -291,5 +317,81 @@ impl Drop for Harness {
             let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Where call `slot`'s buffers lie in guest memory (each slot its own, so calls can be in
+/// flight together): prefix, data (28 KiB), output (96 KiB).
+fn call_area(slot: u32) -> (u64, u64, u64) {
+    let base = 0x100_000 + u64::from(slot) * 0x20_000;
+    (base, base + 0x1000, base + 0x8000)
+}
+
+/// Encodes `req` as the guest library would (`abi::codec`, wire requests allowed), lays its
+/// buffers out as the kernel module would (outputs with DEVICE_WRITE) and submits it in
+/// `slot` of the queue `q` whose ring is at `sq` (size 8); returns the command to decode the
+/// completion with ([`Harness::finish_call`]).
+pub fn submit_call(
+    h: &mut Harness,
+    q: u32,
+    sq: u64,
+    slot: u32,
+    req: &netgpu_proto::wire::ops::Request,
+    data: &[u8],
+    out_len: u64,
+) -> netgpu_proto::abi::codec::GuestCommand {
+    use netgpu_proto::abi::codec::{self, EncodeOptions, GuestBuffer};
+    use netgpu_proto::abi::SgEntry;
+    let opts = EncodeOptions {
+        wire: true,
+        post: false,
+    };
+    let gc = codec::encode_request(req, data.len() as u64, out_len, opts).unwrap();
+    let (prefix_at, data_at, out_at) = call_area(slot);
+    let mut sg = Vec::new();
+    for b in &gc.buffers {
+        match *b {
+            GuestBuffer::Prefix => {
+                h.mem.write_all_at(&gc.prefix, prefix_at).unwrap();
+                sg.push(SgEntry::new(prefix_at, gc.prefix.len() as u32));
+            }
+            GuestBuffer::Data => {
+                h.mem.write_all_at(data, data_at).unwrap();
+                sg.push(SgEntry::new(data_at, data.len() as u32));
+            }
+            GuestBuffer::Output => sg.push(SgEntry::device_write(out_at, out_len as u32)),
+            GuestBuffer::Scratch(n) => sg.push(SgEntry::device_write(out_at, n as u32)),
+        }
+    }
+    let mut cmd = gc.command.with_sg(&sg);
+    cmd.cid = 100 + slot;
+    h.put_command(sq, slot, &cmd);
+    h.ring(q, (slot + 1) % 8);
+    gc
+}
+
+impl Harness {
+    /// Waits for the completion of the call in `slot` (ring at `cq`) and decodes it.
+    pub fn finish_call(
+        &self,
+        cq: u64,
+        slot: u32,
+        gc: &netgpu_proto::abi::codec::GuestCommand,
+    ) -> Result<netgpu_proto::abi::codec::GuestReply, netgpu_proto::cuda::CuResult> {
+        use netgpu_proto::abi::codec::{self, GuestBuffer};
+        let c = self.wait_completion(cq, slot, true);
+        let room = gc
+            .buffers
+            .iter()
+            .find_map(|b| match *b {
+                GuestBuffer::Scratch(n) => Some(n as usize),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let mut scratch = vec![0u8; room];
+        self.mem
+            .read_exact_at(&mut scratch, call_area(slot).2)
+            .unwrap();
+        codec::decode_completion(gc, &c, &scratch)
     }
 }
