@@ -788,7 +788,7 @@ pub fn encode_request(
             return Err(CuResult::INVALID_VALUE);
         }
     }
-    let fixed = match fixed_form(req, data_len, output_len, opts.wire) {
+    let fixed = match fixed_form(req, output_len, opts.wire) {
         Some(f) => f,
         None if opts.wire => return encode_wire(req, opts.post),
         None => return Err(CuResult::NOT_SUPPORTED),
@@ -832,7 +832,7 @@ pub const MAX_FIXED_PARAMS: u64 = 1024;
 type Fixed = (u16, Vec<u64>, ReplyForm, Vec<u8>);
 
 /// The fixed opcode that expresses `req` exactly, if any.
-fn fixed_form(req: &Request, data_len: u64, output_len: u64, wire: bool) -> Option<Fixed> {
+fn fixed_form(req: &Request, output_len: u64, wire: bool) -> Option<Fixed> {
     let f = |opcode: u16, args: Vec<u64>, form: ReplyForm| Some((opcode, args, form, Vec::new()));
     match req {
         Request::Null => f(op::NOP, vec![], ReplyForm::Done),
