@@ -192,6 +192,7 @@ async fn tenants_share_by_quota_and_never_reach_each_other() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("already has 2 sessions"), "{e}");
+    assert_eq!(e.cuda_result(), CuResult::NOT_PERMITTED, "{e}");
     // Another tenant is not limited by acme's use, and cannot touch acme's objects.
     let beta = Client::connect_with(&addr, "", pki.client("beta"))
         .await
@@ -212,7 +213,9 @@ async fn tenants_share_by_quota_and_never_reach_each_other() {
     drop(a1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     a2.mem_alloc(c2, 6 << 20).await.unwrap();
-    drop((a2, beta));
+    // And so does its session slot: a new session is admitted again.
+    let a3 = Client::connect_with(&addr, "", acme.clone()).await.unwrap();
+    drop((a2, a3, beta));
     assert_eq!(idle(&b, Duration::from_secs(5)).await, (0, 0));
 }
 
