@@ -5,7 +5,7 @@
 //! - the round trip of a raw 24-byte ping-pong vs the protocol's `Null` request;
 //! - raw TCP transfers (request, bulk bytes, 1-byte answer) vs host-to-device and
 //!   device-to-host copies of 4 KiB, 1 MiB and 64 MiB;
-//! - stream-ordered launches per second of an empty kernel.
+//! - stream-ordered launches per second of an empty kernel (`-- --launches`: only those).
 
 #![allow(clippy::unwrap_used)]
 
@@ -23,6 +23,8 @@ const TOKEN: &str = "bench";
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--launches`: only the launch rate (for profiling the launch path).
+    let launches_only = std::env::args().any(|a| a == "--launches");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -35,6 +37,14 @@ fn main() {
     );
     println!();
 
+    if launches_only {
+        for _ in 0..3 {
+            if let Some(rate) = on_rt(&rt, launches(addr.clone(), 1_000_000)) {
+                println!("async empty-kernel launches {rate:.0}/s");
+            }
+        }
+        return;
+    }
     // The machine is shared (builds, other benches): each figure is the best of several
     // alternating trials, raw and netgpu interleaved so both see the same conditions.
     let trials = if quick { 2 } else { 5 };

@@ -190,3 +190,100 @@ async fn a_kernel_past_the_time_limit_fails_with_launch_timeout_for_its_session_
     other.ctx_synchronize(octx).await.unwrap();
     assert_eq!(b.wait_idle(Duration::from_secs(5)).await, 0);
 }
+
+/// The client process of the kill test below (it does nothing unless that test starts it).
+#[test]
+#[ignore = "the child process of a_client_process_killed_mid_kernel_leaves_nothing_behind"]
+fn child_client_with_running_kernels() {
+    let Ok(addr) = std::env::var("NETGPU_KILL_TEST_ADDR") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = Client::connect(&addr, TOKEN).await.unwrap();
+        let ctx = c.ctx_create(0).await.unwrap();
+        let k = Kernels::load(&c, ctx).await;
+        c.mem_alloc(ctx, 8 << 20).await.unwrap();
+        let s = c.stream_create(ctx, 1).await.unwrap();
+        for stream in [0, s] {
+            launch1(&c, k.spin, stream, &[Arg::U64(120_000 * MS)]).await;
+        }
+        c.flush().await.unwrap();
+        c.null().await.unwrap();
+        println!("ready");
+        use std::io::Write;
+        std::io::stdout().flush().unwrap();
+        tokio::time::sleep(Duration::from_secs(300)).await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_process_killed_mid_kernel_leaves_nothing_behind() {
+    use std::io::BufRead;
+    let b = TestBackend::start().await;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_client_with_running_kernels",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("NETGPU_KILL_TEST_ADDR", b.addr())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let ready = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("ready"))
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(60), ready).await;
+    assert!(matches!(ready, Ok(Ok(true))), "the child client got going");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(b.shared.session_count(), 1);
+    assert!(b.executor.busy_threads() > 0, "its kernels run");
+    assert!(b.executor.memory_used() > 0);
+    child.kill().unwrap(); // SIGKILL: no goodbye, the kernel closes the socket
+    child.wait().unwrap();
+    assert_eq!(
+        b.wait_sessions(0, Duration::from_secs(5)).await,
+        0,
+        "session gone"
+    );
+    assert_eq!(
+        b.wait_idle(Duration::from_secs(5)).await,
+        0,
+        "kernels stopped"
+    );
+    assert_eq!(b.wait_memory_freed().await, 0, "memory freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_running_kernels_and_says_goodbye() {
+    let mut b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let k = Kernels::load(&c, ctx).await;
+    launch1(&c, k.spin, 0, &[Arg::U64(120_000 * MS)]).await;
+    let c2 = c.clone();
+    let waiting = tokio::spawn(async move { c2.ctx_synchronize(ctx).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    b.shutdown().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "no wait for the kernel"
+    );
+    let r = tokio::time::timeout(ANSWER, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.is_err(), "the waiting call fails rather than hangs");
+    let e = c.null().await.unwrap_err();
+    assert_eq!(e.cuda_result(), CuResult::DEVICE_UNAVAILABLE, "{e}");
+    assert_eq!(b.wait_memory_freed().await, 0);
+    assert_eq!(b.wait_idle(Duration::from_secs(5)).await, 0);
+}

@@ -795,3 +795,37 @@ async fn kernel_printf_output_is_flagged_on_the_sync_reply_and_read_with_console
     .await
     .unwrap();
 }
+
+const LINK_A: &str = ".version 8.0\n.target sm_80\n.address_size 64\n.extern .func (.param .b32 ret) twice(.param .b32 x);\n.visible .entry use_twice(.param .u64 out)\n{\n.reg .u64 %o;\n.reg .b32 %r<3>;\nld.param.u64 %o, [out];\nmov.b32 %r1, 21;\n{\n.param .b32 p0;\n.param .b32 r0;\nst.param.b32 [p0], %r1;\ncall.uni (r0), twice, (p0);\nld.param.b32 %r2, [r0];\n}\nst.global.u32 [%o], %r2;\nret;\n}\n";
+const LINK_B: &str = ".version 8.0\n.target sm_80\n.address_size 64\n.visible .func (.param .b32 ret) twice(.param .b32 x)\n{\n.reg .b32 %a;\nld.param.b32 %a, [x];\nadd.s32 %a, %a, %a;\nst.param.b32 [ret], %a;\nret;\n}\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_parts_link_into_one_module() {
+    let s = setup().await;
+    let (c, ctx) = (&s.c, s.ctx);
+    let m = c
+        .module_link(ctx, &[LINK_A.as_bytes(), LINK_B.as_bytes()])
+        .await
+        .unwrap();
+    let f = c.module_get_function(m, "use_twice").await.unwrap();
+    let out = c.mem_alloc(ctx, 4).await.unwrap();
+    c.launch_kernel_checked(f.handle, [1, 1, 1], [1, 1, 1], 0, 0, 0, &out.to_le_bytes())
+        .await
+        .unwrap();
+    c.ctx_synchronize(ctx).await.unwrap();
+    let v = c.memcpy_dtoh(ctx, out, 4, 0).await.unwrap();
+    assert_eq!(
+        u32::from_le_bytes(v.try_into().unwrap()),
+        42,
+        "the call crossed modules"
+    );
+    // A part alone does not resolve its extern function; two definitions clash.
+    assert!(c.module_link(ctx, &[LINK_A.as_bytes()]).await.is_err());
+    assert!(c
+        .module_link(
+            ctx,
+            &[LINK_A.as_bytes(), LINK_B.as_bytes(), LINK_B.as_bytes()]
+        )
+        .await
+        .is_err());
+}

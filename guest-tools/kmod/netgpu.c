@@ -1815,6 +1815,51 @@ static ssize_t pinned_pages_show(struct device *dev, struct device_attribute *at
 }
 static DEVICE_ATTR_RO(pinned_pages);
 
+/*
+ * One line per queue, for diagnosing a queue that makes no progress: the driver's ring
+ * positions and books, and the device's (SQ_HEAD, CQ_TAIL, STATUS, ERROR).
+ */
+static ssize_t queue_state_show(struct device *dev, struct device_attribute *attr, char *buf)
+{
+	struct netgpu_dev *nd = to_ndev(dev);
+	struct netgpu_queue *q;
+	ssize_t n = 0;
+	int i;
+
+	mutex_lock(&nd->qmutex);
+	down_read(&nd->io_sem);
+	for (i = 0; i < NETGPU_MAX_QUEUES; i++) {
+		u32 head = 0, tail = 0, st = 0, err = 0;
+		unsigned long flags;
+		u32 credits, cq_head, sq_tail;
+		u64 seq;
+
+		q = nd->queues[i];
+		if (!q)
+			continue;
+		spin_lock_irqsave(&q->lock, flags);
+		credits = q->credits;
+		cq_head = q->cq_head;
+		spin_unlock_irqrestore(&q->lock, flags);
+		sq_tail = READ_ONCE(q->sq_tail);
+		seq = READ_ONCE(q->next_seq);
+		if (!nd->dead) {
+			head = rd32(nd, qreg(q->qid, NETGPU_QREG_SQ_HEAD));
+			tail = rd32(nd, qreg(q->qid, NETGPU_QREG_CQ_TAIL));
+			st = rd32(nd, qreg(q->qid, NETGPU_QREG_STATUS));
+			err = rd32(nd, qreg(q->qid, NETGPU_QREG_ERROR));
+		}
+		n += sysfs_emit_at(buf, n,
+				   "queue %u%s%s: sq_tail %u cq_head %u in_flight %u next_seq %llu device: sq_head %u cq_tail %u status %#x error %u\n",
+				   q->qid, q->zombie ? " stuck" : "", READ_ONCE(q->broken) ? " failed" : "",
+				   sq_tail, cq_head, credits, seq, head, tail, st, err);
+	}
+	up_read(&nd->io_sem);
+	mutex_unlock(&nd->qmutex);
+	return n;
+}
+static DEVICE_ATTR_RO(queue_state);
+
 static ssize_t irq_mode_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
 	struct netgpu_dev *nd = to_ndev(dev);
@@ -1836,6 +1881,7 @@ static struct attribute *netgpu_attrs[] = {
 	&dev_attr_queues_in_use.attr,
 	&dev_attr_queues_stuck.attr,
 	&dev_attr_pinned_pages.attr,
+	&dev_attr_queue_state.attr,
 	&dev_attr_irq_mode.attr,
 	NULL,
 };

@@ -93,14 +93,21 @@ vm_payload_bin() {
 }
 
 # Starts a CPU-executor netgpu-backend on 127.0.0.1 and a netgpu-vdev connected to it, with
-# logs and token under $1 ($NETGPU_VDEV_ARGS: extra vdev arguments, e.g. "--memory 1GiB").
+# logs and token under $1 ($NETGPU_VDEV_ARGS: extra vdev arguments, e.g. "--memory 1GiB";
+# $NETGPU_VM_BIN_DIR: use the binaries under that target directory instead of building).
 # Sets NETGPU_DEVICE_JSON (the QEMU -device argument) and
 # NETGPU_PIDS; vm_stop_netgpu stops them.
 vm_start_netgpu() {
   local work=$1 target port sock
   target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-  vm_log "building netgpu-backend and netgpu-vdev"
-  (cd "$REPO_ROOT" && cargo build -q -p netgpu-backend -p netgpu-vdev) || vm_die "cargo build failed"
+  if [ -n "${NETGPU_VM_BIN_DIR:-}" ]; then
+    # Binaries built elsewhere (e.g. another branch's vdev): $NETGPU_VM_BIN_DIR/debug/...
+    target=$NETGPU_VM_BIN_DIR
+    vm_log "using netgpu-backend and netgpu-vdev from $target"
+  else
+    vm_log "building netgpu-backend and netgpu-vdev"
+    (cd "$REPO_ROOT" && cargo build -q -p netgpu-backend -p netgpu-vdev) || vm_die "cargo build failed"
+  fi
   mkdir -p "$VM_ROOT/run/netgpu"
   sock="$VM_ROOT/run/netgpu/vdev-$$.sock"
   NETGPU_SOCK=$sock

@@ -334,6 +334,7 @@ async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, Cli
         name: format!("netgpu-vdev {}", cfg.name),
         connect_timeout: CONNECT_TIMEOUT,
         limits,
+        ..ClientOptions::default()
     };
     let client = Client::connect_with(&cfg.backend, &cfg.token, opts).await?;
     let d = client.device_query().await?;
@@ -466,5 +467,109 @@ impl Device {
 
     pub fn set_intx_fd(&self, fd: Option<File>) {
         self.shared.irqs().set_intx(fd);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::tests::memfd;
+    use netgpu_proto::abi::{queue as qreg, reg};
+
+    /// A device on a runtime that never runs its tasks: no probe, no workers, no network.
+    fn device() -> (Device, tokio::runtime::Runtime) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let d = Device::new(DeviceConfig::default(), rt.handle().clone()).unwrap();
+        (d, rt)
+    }
+
+    fn r32(d: &mut Device, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        assert!(d.region_read(abi::REGS_BAR, off, &mut b));
+        u32::from_le_bytes(b)
+    }
+
+    fn w32(d: &mut Device, off: u64, v: u32) {
+        assert!(d.region_write(abi::REGS_BAR, off, &v.to_le_bytes()));
+    }
+
+    fn qoff(q: u64, f: u64) -> u64 {
+        reg::QUEUE_REGS_BASE + q * reg::QUEUE_REGS_STRIDE + f
+    }
+
+    fn ready(d: &Device) {
+        *lock(&d.shared.session) = Session::Ready {
+            info: GpuInfo {
+                name: "gpu".into(),
+                ..GpuInfo::default()
+            },
+        };
+    }
+
+    fn program(d: &mut Device, q: u64) {
+        w32(d, qoff(q, qreg::SQ_BASE), 0x1000);
+        w32(d, qoff(q, qreg::CQ_BASE), 0x2000);
+        w32(d, qoff(q, qreg::SIZE), 8);
+        w32(d, qoff(q, qreg::MSIX_VECTOR), 1);
+    }
+
+    #[test]
+    fn a_queue_cannot_start_before_the_backend_answered() {
+        let (mut d, _rt) = device();
+        d.shared
+            .memory()
+            .map(0, 0x10_0000, 0, true, Some(memfd(0x10_0000)))
+            .unwrap();
+        program(&mut d, 2);
+        w32(&mut d, qoff(2, qreg::ENABLE), 1);
+        assert_eq!(r32(&mut d, qoff(2, qreg::STATUS)), abi::QSTATUS_ERROR);
+        assert_eq!(r32(&mut d, qoff(2, qreg::ERROR)), abi::QERR_BACKEND_LOST);
+        ready(&d);
+        w32(&mut d, qoff(2, qreg::ENABLE), 0);
+        w32(&mut d, qoff(2, qreg::ENABLE), 1);
+        assert_eq!(r32(&mut d, qoff(2, qreg::STATUS)), abi::QSTATUS_ENABLED);
+        assert_eq!(r32(&mut d, reg::GPU_NAME), u32::from_le_bytes(*b"gpu\0"));
+    }
+
+    #[test]
+    fn a_failed_queue_stays_alone_and_the_device_stays_ready() {
+        let (mut d, _rt) = device();
+        d.shared
+            .memory()
+            .map(0, 0x10_0000, 0, true, Some(memfd(0x10_0000)))
+            .unwrap();
+        ready(&d);
+        program(&mut d, 1);
+        w32(&mut d, qoff(1, qreg::ENABLE), 1);
+        // Queue 0 runs a worker (what enable_queue starts), which reports its session lost.
+        let q0 = Arc::clone(&d.shared.queues[0]);
+        let (_ctl, epoch) = q0.start();
+        d.shared
+            .worker_stopped(&q0, epoch, StopReason::BackendLost("gone".into()));
+        assert_eq!(r32(&mut d, qoff(0, qreg::STATUS)), abi::QSTATUS_ERROR);
+        assert_eq!(r32(&mut d, qoff(0, qreg::ERROR)), abi::QERR_BACKEND_LOST);
+        assert_eq!(r32(&mut d, reg::STATUS), abi::STATUS_READY);
+        assert_eq!(r32(&mut d, qoff(1, qreg::STATUS)), abi::QSTATUS_ENABLED);
+    }
+
+    #[test]
+    fn reset_returns_every_register_to_power_on_and_starts_a_probe() {
+        let (mut d, _rt) = device();
+        ready(&d);
+        assert!(d.region_write(
+            abi::REGS_BAR,
+            reg::DRIVER_FEATURES,
+            &abi::FEATURES_ALL.to_le_bytes()
+        ));
+        w32(&mut d, reg::EVENT_VECTOR, 9);
+        program(&mut d, 5);
+        assert_eq!(r32(&mut d, qoff(5, qreg::SIZE)), 8);
+        w32(&mut d, reg::RESET, abi::RESET_VALUE);
+        assert_eq!(r32(&mut d, reg::DRIVER_FEATURES), 0);
+        assert_eq!(r32(&mut d, reg::EVENT_VECTOR), 0);
+        assert_eq!(r32(&mut d, qoff(5, qreg::SIZE)), 0);
+        assert_eq!(r32(&mut d, reg::STATUS), abi::STATUS_CONNECTING);
     }
 }

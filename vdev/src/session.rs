@@ -6,17 +6,19 @@
 //! written with `writev` from the mapped guest pages and a reply's data is read with `readv`
 //! into them, in chunks of at most [`CHUNK`] bytes, each a non-blocking syscall under the
 //! guest memory's access lock (so a `DMA_UNMAP` waits for at most one chunk and the memory is
-//! never touched after it). Frames, handshake and limits are the wire protocol's own types
-//! (`netgpu_proto::wire`); only the I/O loop is vdev's.
+//! never touched after it). Frames, the handshake (`wire::client::{hello, welcome}`, shared
+//! with `netgpu-client` and libcuda) and limits are the wire protocol's own; only the I/O
+//! loop is vdev's.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use netgpu_proto::wire::frame::{FrameHeader, FrameKind};
+use netgpu_proto::wire::client;
+use netgpu_proto::wire::frame::FrameHeader;
 use netgpu_proto::wire::ops::{self, Reply, Request, SessionLimits};
-use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN};
 use thiserror::Error;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -43,8 +45,8 @@ pub enum Error {
     },
     #[error("backend {0} did not answer the handshake in time")]
     HandshakeTimeout(String),
-    #[error("backend refused the session ({status}): {reason}")]
-    Refused { status: String, reason: String },
+    #[error("backend refused the session")]
+    Refused(#[source] client::HandshakeError),
     #[error("connection to the backend lost: {0}")]
     Lost(String),
 }
@@ -95,13 +97,7 @@ pub async fn open(opts: &Options) -> Result<(Sender, Receiver, Welcome)> {
             start: 0,
             end: 0,
         };
-        let hello = Request::Hello {
-            version_min: MIN_PROTOCOL_VERSION,
-            version_max: PROTOCOL_VERSION,
-            token: opts.token.clone(),
-            client: opts.client.clone(),
-            limits: opts.limits,
-        };
+        let hello = client::hello(&opts.token, &opts.client, opts.limits);
         let id = tx.next_id();
         tx.push(id, 0, &hello, 0)?;
         tx.flush().await?;
@@ -111,31 +107,15 @@ pub async fn open(opts: &Options) -> Result<(Sender, Receiver, Welcome)> {
             _ => None,
         };
         rx.discard(u64::from(head.header.data_len)).await?;
-        match (head.header.kind, reply) {
-            (
-                FrameKind::Reply,
-                Some(Reply::Welcome {
-                    session_id,
-                    max_data_len,
-                    ..
-                }),
-            ) if head.header.status.is_success() => Ok((
-                tx,
-                rx,
-                Welcome {
-                    session_id,
-                    max_data: max_data_len,
-                },
-            )),
-            (_, Some(Reply::Error(reason))) => Err(Error::Refused {
-                status: head.header.status.to_string(),
-                reason,
-            }),
-            (_, other) => Err(Error::Refused {
-                status: head.header.status.to_string(),
-                reason: format!("unexpected handshake reply {other:?}"),
-            }),
-        }
+        let s = client::welcome(&head.header, reply).map_err(Error::Refused)?;
+        Ok((
+            tx,
+            rx,
+            Welcome {
+                session_id: s.session_id,
+                max_data: s.max_data_len,
+            },
+        ))
     };
     tokio::time::timeout(opts.timeout, connect)
         .await

@@ -212,6 +212,11 @@ impl Run {
         }
     }
 
+    /// Number of guest ranges.
+    pub fn entries(&self) -> usize {
+        self.ranges.len()
+    }
+
     /// Total bytes.
     pub fn len(&self) -> u64 {
         self.len
@@ -219,6 +224,24 @@ impl Run {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether `offset` falls on a boundary between entries (or an end).
+    pub fn is_boundary(&self, offset: u64) -> bool {
+        let mut at = 0u64;
+        if offset == 0 {
+            return true;
+        }
+        for &(_, len) in &self.ranges {
+            at += u64::from(len);
+            if at == offset {
+                return true;
+            }
+            if at > offset {
+                return false;
+            }
+        }
+        false
     }
 
     /// The guest ranges of bytes `skip..skip+len`, at most `max_ranges` of them: the caller
@@ -506,6 +529,8 @@ mod tests {
         assert_eq!(m, 650);
         assert_eq!(b[0], (0x3000, 100));
         assert!(r.slice(0, 1001, 1).is_err());
+        assert!(r.is_boundary(0) && r.is_boundary(100) && r.is_boundary(1000));
+        assert!(!r.is_boundary(50) && !r.is_boundary(1001));
         assert!(r.slice(u64::MAX, 2, 1).is_err());
     }
 }

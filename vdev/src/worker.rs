@@ -29,7 +29,7 @@ use crate::cq::CompletionRing;
 use crate::doorbell::DoorbellPage;
 use crate::forward::{self, Effect, Plan, Quota};
 use crate::interrupts::Interrupts;
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, Snapshot};
 use crate::queue::{QueueRegs, QueueShared, RunControl, StopReason};
 use crate::session::{self, Ctrl, Head, Receiver, Sender};
 use crate::sg::{Run, SgList};
@@ -95,6 +95,28 @@ struct Pipe {
     inflight: Mutex<HashMap<u64, Waiting>>,
     /// Taken (and dropped, returning the queue's share) when the worker stops.
     quota: Mutex<Option<Quota>>,
+    /// Commands waiting for replies, and the output entries they hold: bounded, so a guest
+    /// that floods the ring (or a backend that never answers) cannot grow vdev's memory.
+    outstanding: Mutex<Outstanding>,
+}
+
+/// Most commands of one queue waiting for the backend at once.
+pub const MAX_OUTSTANDING: usize = 256;
+/// Most output scatter-gather entries those hold together (room for four of the largest).
+pub const MAX_OUTSTANDING_ENTRIES: usize = 4 * abi::MAX_SG_ENTRIES as usize;
+
+#[derive(Default)]
+struct Outstanding {
+    commands: usize,
+    entries: usize,
+}
+
+impl Outstanding {
+    /// Whether another command of any size may be sent.
+    fn has_room(&self) -> bool {
+        self.commands < MAX_OUTSTANDING
+            && self.entries + abi::MAX_SG_ENTRIES as usize <= MAX_OUTSTANDING_ENTRIES
+    }
 }
 
 /// What a descriptor asks for, once checked.
@@ -140,6 +162,7 @@ pub async fn run(env: QueueEnv) -> StopReason {
         cq: Mutex::new(cq),
         inflight: Mutex::new(HashMap::new()),
         quota: Mutex::new(Some(quota)),
+        outstanding: Mutex::new(Outstanding::default()),
     });
     let replies = tokio::spawn(Arc::clone(&pipe).replies(rx));
     let ctl = Arc::clone(&pipe.env.ctl);
@@ -205,6 +228,22 @@ impl Pipe {
         v1: u64,
         console: bool,
     ) {
+        let mem = self.env.mem.snapshot();
+        self.complete_in(&mem, seq, cid, result, v0, v1, console);
+    }
+
+    /// As [`Pipe::complete`], with the guest memory view the caller holds.
+    #[allow(clippy::too_many_arguments)]
+    fn complete_in(
+        self: &Arc<Self>,
+        mem: &Snapshot,
+        seq: u64,
+        cid: u32,
+        result: CuResult,
+        v0: u64,
+        v1: u64,
+        console: bool,
+    ) {
         let mut flags = 0;
         if console {
             flags |= abi::CQE_FLAG_CONSOLE_PENDING;
@@ -225,8 +264,7 @@ impl Pipe {
             .queue
             .sq_head
             .load(std::sync::atomic::Ordering::Acquire) as u16;
-        let mem = self.env.mem.snapshot();
-        let posted = match cq.post(&mem, seq, c, head) {
+        let posted = match cq.post(mem, seq, c, head) {
             Ok(n) => n,
             Err(e) => {
                 drop(cq);
@@ -235,7 +273,6 @@ impl Pipe {
                 return;
             }
         };
-        drop(mem);
         self.env
             .queue
             .cq_tail
@@ -263,8 +300,8 @@ impl Pipe {
         }
     }
 
-    /// Checks and decodes one descriptor.
-    fn prepare(&self, cmd: &Command, max_data: u64) -> Prepared {
+    /// Checks and decodes one descriptor (`mem`: the current guest memory view).
+    fn prepare(&self, mem: &Snapshot, cmd: &Command, max_data: u64) -> Prepared {
         let name = &self.env.device;
         let fail = |r: CuResult| Prepared::Done(r, 0, 0);
         let spec = match codec::check(cmd) {
@@ -274,8 +311,7 @@ impl Pipe {
                 return fail(e.cuda_result());
             }
         };
-        let mem = self.env.mem.snapshot();
-        let bufs = match SgList::resolve(cmd, &mem).and_then(|l| l.split(&spec)) {
+        let bufs = match SgList::resolve(cmd, mem).and_then(|l| l.split(&spec)) {
             Ok(b) => b,
             Err(e) => {
                 debug!(device = %name, cid = cmd.cid, "bad scatter-gather list: {e}");
@@ -285,7 +321,13 @@ impl Pipe {
         let (in_len, out_len) = (bufs.input.len(), bufs.output.len());
         let prefix = match codec::prefix_len(cmd, in_len) {
             Ok(0) => Vec::new(),
-            Ok(n) => match bufs.input.gather(&mem, 0, n as u64) {
+            // A control section is a buffer of its own: the guest's length only picks which
+            // entry boundary ends it.
+            Ok(n) if cmd.opcode == abi::op::WIRE_REQUEST && !bufs.input.is_boundary(n as u64) => {
+                debug!(device = %name, cid = cmd.cid, "control section ends inside an entry");
+                return fail(CuResult::INVALID_VALUE);
+            }
+            Ok(n) => match bufs.input.gather(mem, 0, n as u64) {
                 Ok(p) => p,
                 Err(_) => return fail(CuResult::INVALID_VALUE),
             },
@@ -294,7 +336,6 @@ impl Pipe {
                 return fail(e.cuda_result());
             }
         };
-        drop(mem);
         let dr = match codec::decode(cmd, in_len, out_len, &prefix) {
             Ok(Decoded::Nop) => return Prepared::Done(CuResult::SUCCESS, 0, 0),
             Ok(Decoded::Forward(dr)) => dr,
@@ -381,6 +422,11 @@ impl Pipe {
             data_form,
         } = out;
         let cmd = Self::new_cmd(cid, seq, &plan, output, data_form);
+        if !plan.posted {
+            let mut o = lock(&self.outstanding);
+            o.commands += 1;
+            o.entries += cmd.output.entries();
+        }
         let mut data_ok = true;
         for (i, part) in plan.parts.iter().enumerate() {
             let id = tx.next_id();
@@ -453,13 +499,26 @@ impl Pipe {
                 last_work = Instant::now();
                 continue;
             }
+            if !lock(&self.outstanding).has_room() {
+                // Back-pressure: the next command waits until a reply makes room.
+                if let Err(e) = tx.flush().await {
+                    return StopReason::BackendLost(e.to_string());
+                }
+                let notified = env.queue.notify.notified();
+                if !lock(&self.outstanding).has_room() {
+                    notified.await;
+                }
+                continue;
+            }
             if env.fast_doorbells && !polling {
                 env.doorbells.set_polling(q, true);
                 polling = true;
             }
             let mut raw = [0u8; Command::SIZE];
             let at = env.regs.sq_base + u64::from(head) * Command::SIZE as u64;
-            if env.mem.snapshot().read(at, &mut raw).is_err() {
+            // One view of guest memory per descriptor, never held across a wait.
+            let mem = env.mem.snapshot();
+            if mem.read(at, &mut raw).is_err() {
                 warn!(device = %env.device, queue = q, "submission ring no longer mapped");
                 return StopReason::RingFault;
             }
@@ -470,9 +529,10 @@ impl Pipe {
                 .store(head, std::sync::atomic::Ordering::Release);
             let s = seq;
             seq += 1;
-            match self.prepare(&cmd, max_data) {
-                Prepared::Done(r, v0, v1) => self.complete(s, cmd.cid, r, v0, v1, false),
+            match self.prepare(&mem, &cmd, max_data) {
+                Prepared::Done(r, v0, v1) => self.complete_in(&mem, s, cmd.cid, r, v0, v1, false),
                 Prepared::Send(out) => {
+                    drop(mem);
                     let sent = self.send(&mut tx, cmd.cid, s, out).await;
                     if let Err(e) = sent {
                         return StopReason::BackendLost(e.to_string());
@@ -605,6 +665,15 @@ impl Pipe {
             (st.remaining == 0).then_some((st.error, st.values, st.console))
         };
         if let Some((error, (v0, v1), console)) = done {
+            {
+                let mut o = lock(&self.outstanding);
+                let was_full = !o.has_room();
+                o.commands = o.commands.saturating_sub(1);
+                o.entries = o.entries.saturating_sub(cmd.output.entries());
+                if was_full {
+                    self.env.queue.wake(); // the submit loop waits for room
+                }
+            }
             let result = error.unwrap_or(CuResult::SUCCESS);
             let (v0, v1) = match (result.is_success(), cmd.data_form) {
                 (false, _) => (0, 0),
@@ -642,6 +711,7 @@ pub(crate) fn offline(
         cq: Mutex::new(cq),
         inflight: Mutex::new(HashMap::new()),
         quota: Mutex::new(Some(quota)),
+        outstanding: Mutex::new(Outstanding::default()),
     });
     let size = pipe.env.regs.size;
     if tail >= size {
@@ -664,7 +734,7 @@ pub(crate) fn offline(
             .store(head, std::sync::atomic::Ordering::Release);
         let s = seq;
         seq += 1;
-        let out = match pipe.prepare(&cmd, max_data) {
+        let out = match pipe.prepare(&pipe.env.mem.snapshot(), &cmd, max_data) {
             Prepared::Done(r, v0, v1) => {
                 pipe.complete(s, cmd.cid, r, v0, v1, false);
                 continue;
@@ -873,6 +943,42 @@ mod tests {
         let mut b = [0u8; 16];
         mem.snapshot().read(0x8000, &mut b).unwrap();
         assert_eq!(b, [0x5a; 16]);
+    }
+
+    #[test]
+    fn a_wire_control_section_must_be_a_buffer_of_its_own() {
+        let mem = guest();
+        let req = ops::encode(&Request::MemGetInfo).unwrap();
+        let mut both = req.clone();
+        both.extend_from_slice(&[0; 4]);
+        mem.snapshot().write(0x8000, &both).unwrap();
+        let n = req.len() as u64;
+        let out = SgEntry::device_write(0x9000, 64);
+        // Control and 4 bytes more in one entry: the split would fall inside it.
+        put(
+            &mem,
+            0,
+            Command::new(op::WIRE_REQUEST, 1, &[n])
+                .with_sg(&[SgEntry::new(0x8000, both.len() as u32), out]),
+        );
+        // The control section as its own entry.
+        put(
+            &mem,
+            1,
+            Command::new(op::WIRE_REQUEST, 2, &[n]).with_sg(&[SgEntry::new(0x8000, n as u32), out]),
+        );
+        let mut asked = 0;
+        offline(env(&mem, 0, true), 2, 1 << 20, |_| {
+            asked += 1;
+            reply(&Reply::MemInfo { free: 1, total: 2 }, 0)
+        });
+        assert_eq!(
+            CuResult(completion(&mem, 0).result),
+            CuResult::INVALID_VALUE
+        );
+        let c = completion(&mem, 1);
+        assert_eq!((c.cid, c.result), (2, 0));
+        assert_eq!(asked, 1);
     }
 
     #[test]

@@ -657,3 +657,46 @@ fn copies_larger_than_a_frame_move_straight_between_guest_pages_and_the_backend(
     h.mem.read_exact_at(&mut back, 0x48_0000).unwrap();
     assert!(back == src, "the copy came back changed");
 }
+
+#[test]
+fn a_queue_holds_at_most_256_commands_waiting_for_the_backend() {
+    let (mut h, fake) = fake_device("backpressure", abi::FEATURE_OUT_OF_ORDER);
+    assert_eq!(
+        h.setup_queue(0, SQ, CQ, 512, abi::NO_VECTOR),
+        abi::QSTATUS_ENABLED
+    );
+    for i in 0..300u32 {
+        h.put_command(SQ, i, &Command::new(op::CTX_SYNCHRONIZE, i, &[1]));
+    }
+    h.ring(0, 300);
+    let mut waiting = Vec::new();
+    for _ in 0..256 {
+        waiting.push(next_request(&fake));
+    }
+    assert!(
+        request_within(&fake, Duration::from_millis(300)).is_none(),
+        "more than 256 commands were sent before any was answered"
+    );
+    assert_eq!(
+        h.read32(abi::REGS_BAR, Harness::qreg(0, qreg::SQ_HEAD)),
+        256,
+        "the device stopped reading the ring"
+    );
+    // Each answer lets one more through.
+    let (conn, id, _, _) = waiting.remove(0);
+    fake.reply(conn, id, CuResult::SUCCESS, &Reply::Done, &[]);
+    let (conn, id, _, _) = next_request(&fake);
+    fake.reply(conn, id, CuResult::SUCCESS, &Reply::Done, &[]);
+    for (conn, id, _, _) in waiting {
+        fake.reply(conn, id, CuResult::SUCCESS, &Reply::Done, &[]);
+    }
+    for _ in 0..43 {
+        let (conn, id, _, _) = next_request(&fake);
+        fake.reply(conn, id, CuResult::SUCCESS, &Reply::Done, &[]);
+    }
+    let mut cids: Vec<u32> = (0..300)
+        .map(|s| h.wait_completion(CQ, s, true).cid)
+        .collect();
+    cids.sort();
+    assert_eq!(cids, (0..300).collect::<Vec<_>>());
+}

@@ -3,7 +3,8 @@
 seeds/ptx (each kernel of every fixture as a module of its own: the header, the module's
 variables and declarations, the functions it calls, the kernel; small inputs keep the
 fuzzer fast), seeds/link (modules that link, NUL-separated) and seeds/printf (the
-fixtures' printf format strings, NUL, argument bytes).
+fixtures' printf format strings, NUL, argument bytes). Files named found-* are inputs the
+fuzzer found, kept as regression seeds.
 
     backend/ptx/fuzz/make-seeds.py
 """
@@ -18,7 +19,9 @@ out = {d: os.path.join(here, "seeds", d) for d in ("ptx", "link", "printf")}
 for d in out.values():
     os.makedirs(d, exist_ok=True)
     for f in glob.glob(os.path.join(d, "*")):
-        os.remove(f)
+        # found-*: inputs the fuzzer found (and that were fixed) stay as regression seeds.
+        if not os.path.basename(f).startswith("found-"):
+            os.remove(f)
 
 
 def chunks(text):

@@ -4,16 +4,22 @@
 //!   docs/ptx-executor.md).
 //! - [`decode`], [`ir`]: the tree to a flat, fully resolved instruction list per kernel, with
 //!   device functions inlined; every unsupported construct is refused here with its line.
-//! - [`exec`]: the interpreter: blocks in parallel, threads of a block cooperatively
-//!   scheduled around barriers, shuffles and votes; every memory access checked.
+//! - [`exec`]: the interpreter: blocks in parallel (all resident in a cooperative launch),
+//!   threads of a block cooperatively scheduled and time-sliced around barriers and warp
+//!   collectives; every memory access checked; cancellation, deadlines, console output.
 //! - [`num`]: typed arithmetic; [`printf`]: device-side `printf` formatting.
 //! - [`link`]: several modules into one program (`-rdc=true`, `cuLink*`).
 //!
 //! ```ignore
 //! let m = Module::load(ptx_text)?;
 //! let k = m.kernel("vector_add").unwrap();
-//! launch(&m, k, &LaunchConfig { grid: [n / 256, 1, 1], block: [256, 1, 1], shared_mem_bytes: 0, threads: 0 },
-//!        &params, &[], &device_memory)?;
+//! let cfg = LaunchConfig { grid: [n / 256, 1, 1], block: [256, 1, 1], shared_mem_bytes: 0, threads: 0 };
+//! launch(&m, k, &cfg, &params, &[], &device_memory)?;
+//! // With launch control and the kernel's printf output:
+//! let out = launch_with(&m, k, &cfg, &params, &[], &device_memory, &LaunchOptions {
+//!     cancel: Some(&flag), deadline: Some(deadline), ..LaunchOptions::default() });
+//! print!("{}", String::from_utf8_lossy(&out.console));
+//! out.result?;
 //! ```
 
 pub mod ast;

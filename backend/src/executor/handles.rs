@@ -5,19 +5,44 @@
 //! one session is not merely refused elsewhere, it is almost never even a valid number there.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use netgpu_proto::wire::ops::Handle;
 
+/// Hashes handles with one multiply: every launch looks several up. A peer only *looks up*
+/// handles (the keys are ours), so the keyed hashing that protects maps from chosen keys is
+/// not needed here.
+#[derive(Default)]
+pub struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        // Fibonacci hashing, folded so the high bits reach the bucket index too.
+        let h = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 32);
+    }
+}
+
 pub struct HandleTable<T> {
     next: Handle,
-    objects: HashMap<Handle, T>,
+    objects: HashMap<Handle, T, BuildHasherDefault<HandleHasher>>,
 }
 
 impl<T> HandleTable<T> {
     pub fn new() -> Self {
         HandleTable {
             next: (random_u64() >> 16).max(1),
-            objects: HashMap::new(),
+            objects: HashMap::default(),
         }
     }
 

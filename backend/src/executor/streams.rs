@@ -32,6 +32,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// What work of a session that is ending (its client gone, the backend shutting down) reports
+/// instead of running: the device is gone for it.
+pub const CANCELLED: CuResult = CuResult::DEVICE_UNAVAILABLE;
+
 /// Shared/exclusive access to a session's device memory (see the module docs). Taking and
 /// leaving it shared is two atomic operations; only a shared taker that finds it exclusive
 /// waits (on a condition variable, woken when the exclusive holder lets go).
@@ -148,6 +152,15 @@ impl Exec {
         self.cancelled.load(Ordering::Acquire)
     }
 
+    /// The result of waiting for work of a context in `state`: the context's sticky error,
+    /// or [`CANCELLED`] once the session is ending (its work did not all run).
+    pub fn outcome(&self, state: &CtxState) -> ExecResult<()> {
+        if self.is_cancelled() {
+            return Err(CANCELLED);
+        }
+        state.check()
+    }
+
     /// Waits until no item is queued or running, at most `timeout`; true if idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
@@ -175,8 +188,9 @@ impl Exec {
         self.active.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn item_done(&self) {
-        if self.active.fetch_sub(1, Ordering::SeqCst) == 1
+    fn items_done(&self, n: usize) {
+        if n > 0
+            && self.active.fetch_sub(n, Ordering::SeqCst) == n
             && self.idle_waiters.load(Ordering::SeqCst) > 0
         {
             let _m = lock(&self.idle_m);
@@ -543,7 +557,8 @@ pub fn kick(q: Arc<StreamQ>) {
     pool.submit(prio, move || run_strand(q));
 }
 
-fn finish(q: &Arc<StreamQ>, seq: u64) {
+/// Marks items up to `seq` finished (`n` of them) and runs the waiters that passes.
+fn finish(q: &Arc<StreamQ>, seq: u64, n: usize) {
     let ready: Vec<Box<dyn FnOnce() + Send>> = {
         let mut g = lock(&q.inner);
         g.completed = g.completed.max(seq);
@@ -562,58 +577,93 @@ fn finish(q: &Arc<StreamQ>, seq: u64) {
     for f in ready {
         f();
     }
-    q.exec.item_done();
+    q.exec.items_done(n);
+}
+
+/// Items a strand takes from its queue at once (fewer lock round trips per item).
+const BATCH: usize = 64;
+
+/// Puts unrun items back at the front of the queue, in order.
+fn put_back(q: &Arc<StreamQ>, first: Item, rest: VecDeque<Item>) {
+    let mut g = lock(&q.inner);
+    for i in rest.into_iter().rev() {
+        g.queue.push_front(i);
+    }
+    g.queue.push_front(first);
 }
 
 fn run_strand(q: Arc<StreamQ>) {
     loop {
-        let mut item = {
+        let mut batch: VecDeque<Item> = {
             let mut g = lock(&q.inner);
-            match g.queue.pop_front() {
-                Some(i) => i,
-                None => {
-                    g.running = false;
+            if g.queue.is_empty() {
+                g.running = false;
+                return;
+            }
+            let n = g.queue.len().min(BATCH);
+            g.queue.drain(..n).collect()
+        };
+        // Items run but not yet marked finished: the last one's sequence number and how many.
+        let (mut done_seq, mut done_n) = (0u64, 0usize);
+        while let Some(mut item) = batch.pop_front() {
+            if let Some(dep) = item.deps.iter().find(|d| !d.is_done()).cloned() {
+                if done_n > 0 {
+                    finish(&q, done_seq, done_n);
+                }
+                put_back(&q, item, batch);
+                let q2 = q.clone();
+                dep.on_done(move || kick(q2));
+                return;
+            }
+            let work = item.work.take();
+            let step = if q.exec.is_cancelled() {
+                Step::Done(Err(CANCELLED))
+            } else if let Some(e) = q.ctx.poisoned() {
+                Step::Done(Err(e))
+            } else {
+                match work.map(|w| run(w, &q.exec, true)) {
+                    Some(Ok(step)) => step,
+                    // Waiting runs cannot come back unrun.
+                    Some(Err(_)) | None => Step::Done(Ok(Output::Done)),
+                }
+            };
+            match step {
+                Step::Done(r) => {
+                    done_seq = item.seq;
+                    done_n += 1;
+                    // A reply goes out only once its stream has moved on (a query right
+                    // after it must see the work done).
+                    if let Some(d) = item.done.take() {
+                        finish(&q, done_seq, done_n);
+                        done_n = 0;
+                        d.complete(r);
+                    }
+                }
+                Step::DoneAfter(r, sig) => {
+                    if done_n > 0 {
+                        finish(&q, done_seq, done_n);
+                    }
+                    if !batch.is_empty() {
+                        let mut g = lock(&q.inner);
+                        for i in batch.into_iter().rev() {
+                            g.queue.push_front(i);
+                        }
+                    }
+                    if let Some(d) = item.done.take() {
+                        d.complete(r);
+                    }
+                    let seq = item.seq;
+                    let q2 = q.clone();
+                    sig.on_fire(move || {
+                        finish(&q2, seq, 1);
+                        kick(q2);
+                    });
                     return;
                 }
             }
-        };
-        if let Some(dep) = item.deps.iter().find(|d| !d.is_done()).cloned() {
-            lock(&q.inner).queue.push_front(item);
-            let q2 = q.clone();
-            dep.on_done(move || kick(q2));
-            return;
         }
-        let work = item.work.take();
-        let step = if q.exec.is_cancelled() {
-            Step::Done(Err(CuResult::CONTEXT_IS_DESTROYED))
-        } else if let Some(e) = q.ctx.poisoned() {
-            Step::Done(Err(e))
-        } else {
-            match work.map(|w| run(w, &q.exec, true)) {
-                Some(Ok(step)) => step,
-                // Waiting runs cannot come back unrun.
-                Some(Err(_)) | None => Step::Done(Ok(Output::Done)),
-            }
-        };
-        match step {
-            Step::Done(r) => {
-                finish(&q, item.seq);
-                if let Some(d) = item.done.take() {
-                    d.complete(r);
-                }
-            }
-            Step::DoneAfter(r, sig) => {
-                if let Some(d) = item.done.take() {
-                    d.complete(r);
-                }
-                let seq = item.seq;
-                let q2 = q.clone();
-                sig.on_fire(move || {
-                    finish(&q2, seq);
-                    kick(q2);
-                });
-                return;
-            }
+        if done_n > 0 {
+            finish(&q, done_seq, done_n);
         }
     }
 }

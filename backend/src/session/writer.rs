@@ -84,8 +84,51 @@ impl<W: Write> Writer<W> {
         if self.is_closed() {
             return;
         }
-        lock(&self.queue).push_back(out);
-        self.drain();
+        let mut io = match self.io.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                // The holder writes what we queue before it lets go (and looks again after).
+                lock(&self.queue).push_back(out);
+                self.drain();
+                return;
+            }
+        };
+        // Nobody is writing: frames queued before ours go first, then ours, straight away.
+        let mut mine = Some(out);
+        loop {
+            let next = {
+                let mut q = lock(&self.queue);
+                match q.pop_front() {
+                    Some(o) => Some(o),
+                    None => mine.take(),
+                }
+            };
+            let Some(o) = next else { break };
+            self.write_locked(&mut io, o);
+        }
+        self.flush_locked(&mut io);
+        drop(io);
+        if !lock(&self.queue).is_empty() {
+            self.drain();
+        }
+    }
+
+    fn write_locked(&self, io: &mut Io<W>, out: Out) {
+        if self.is_closed() {
+            return;
+        }
+        if let Err(e) = self.write_one(io, out) {
+            self.fail(&e);
+        }
+    }
+
+    fn flush_locked(&self, io: &mut Io<W>) {
+        if !self.is_closed() {
+            if let Err(e) = io.w.flush() {
+                self.fail(&e);
+            }
+        }
     }
 
     fn drain(&self) {
@@ -99,18 +142,9 @@ impl<W: Write> Writer<W> {
             loop {
                 let next = lock(&self.queue).pop_front();
                 let Some(out) = next else { break };
-                if self.is_closed() {
-                    continue;
-                }
-                if let Err(e) = self.write_one(&mut io, out) {
-                    self.fail(&e);
-                }
+                self.write_locked(&mut io, out);
             }
-            if !self.is_closed() {
-                if let Err(e) = io.w.flush() {
-                    self.fail(&e);
-                }
-            }
+            self.flush_locked(&mut io);
             drop(io);
             if lock(&self.queue).is_empty() {
                 return;

@@ -17,6 +17,9 @@
  *   netgpu-stress open-within S  opens and runs MEM_GET_INFO, retrying failed opens for up
  *                                to S seconds; prints "OPEN ok|<errno> after <s> s"; exit 0 on
  *                                success
+ *   netgpu-stress spin N         loads a kernel that loops N times and launches it
+ *                                synchronously (one long command): prints "SPINNING" before
+ *                                the launch, "SPUN <CUresult>" after
  *   netgpu-stress churn MiB      forever: open, context, MiB of device memory, copies back and
  *                                forth; on any failure close and start again (a device reset
  *                                or removal ends its calls). Every call is timed; on SIGTERM
@@ -38,11 +41,12 @@ static int fail(const char *what, int r)
 	return 3;
 }
 
-static int hold(int fd, size_t mib, int queued)
+static int hold(int fd, size_t mib, int queued, double t_start, double t_open)
 {
 	struct netgpu_completion cpl;
 	struct netgpu_command c;
 	size_t n = mib << 20;
+	double t_ctx, t_alloc;
 	int r;
 
 	c = cmd3(NETGPU_OP_CTX_CREATE, 0, 0, 0);
@@ -51,17 +55,20 @@ static int hold(int fd, size_t mib, int queued)
 		return fail("ctx-create", r);
 	uint64_t ctx = cpl.value0;
 
+	t_ctx = now_s();
 	c = cmd3(NETGPU_OP_MEM_ALLOC, ctx, n, 0);
 	r = one(fd, c, &cpl);
 	if (r)
 		return fail("mem-alloc", r);
+	t_alloc = now_s();
 	uint64_t dptr = cpl.value0;
 	unsigned char *b = malloc(n);
 
 	if (!b)
 		return 2;
 	memset(b, 0x5a, n);
-	printf("HOLDING\n");
+	printf("HOLDING after %.2f s (open %.2f, context %.2f, allocation %.2f)\n",
+	       now_s() - t_start, t_open - t_start, t_ctx - t_open, t_alloc - t_ctx);
 	fflush(stdout);
 	for (unsigned long i = 0;; i++) {
 		if (!queued) {
@@ -179,6 +186,29 @@ static int churn(size_t mib)
 	return slowest > 5.0;
 }
 
+static int spin(int fd, uint64_t n)
+{
+	struct netgpu_completion cpl;
+	uint64_t params[2], ctx, dptr, module, func;
+	int r;
+
+	if (one(fd, cmd3(NETGPU_OP_CTX_CREATE, 0, 0, 0), &cpl))
+		return fail("ctx-create", -EIO);
+	ctx = cpl.value0;
+	if (one(fd, cmd3(NETGPU_OP_MEM_ALLOC, ctx, 4096, 0), &cpl))
+		return fail("mem-alloc", -EIO);
+	dptr = cpl.value0;
+	module = load_test_module(fd, ctx);
+	func = module ? get_function(fd, module, "spin") : 0;
+	if (!func)
+		return fail("module", -EIO);
+	printf("SPINNING\n");
+	fflush(stdout);
+	r = one(fd, spin_launch(func, params, n, dptr, 0), NULL);
+	printf("SPUN %d\n", r);
+	return r ? 3 : 0;
+}
+
 static int use_fd(int fd)
 {
 	struct netgpu_ioc_info info;
@@ -245,10 +275,11 @@ static int open_within(double limit)
 int main(int argc, char **argv)
 {
 	struct netgpu_completion cpl;
+	double t_start, t_open;
 	int fd, r;
 
 	if (argc < 2) {
-		fprintf(stderr, "usage: netgpu-stress meminfo | hold MiB [queued] | idle | use-fd N | openclose N | open-within S | churn MiB\n");
+		fprintf(stderr, "usage: netgpu-stress meminfo | hold MiB [queued] | idle | spin N | use-fd N | openclose N | open-within S | churn MiB\n");
 		return 2;
 	}
 	if (strcmp(argv[1], "use-fd") == 0 && argc > 2)
@@ -259,11 +290,13 @@ int main(int argc, char **argv)
 		return open_within(atof(argv[2]));
 	if (strcmp(argv[1], "churn") == 0 && argc > 2)
 		return churn((size_t)atoi(argv[2]));
+	t_start = now_s();
 	fd = open("/dev/netgpu0", O_RDWR);
 	if (fd < 0) {
 		printf("ERROR open %s\n", strerror(errno));
 		return 3;
 	}
+	t_open = now_s();
 	if (strcmp(argv[1], "meminfo") == 0) {
 		r = one(fd, cmd3(NETGPU_OP_MEM_GET_INFO, 0, 0, 0), &cpl);
 		if (r)
@@ -272,6 +305,8 @@ int main(int argc, char **argv)
 		       (unsigned long long)cpl.value1);
 		return 0;
 	}
+	if (strcmp(argv[1], "spin") == 0 && argc > 2)
+		return spin(fd, strtoull(argv[2], NULL, 0));
 	if (strcmp(argv[1], "idle") == 0) {
 		printf("HOLDING\n");
 		fflush(stdout);
@@ -279,6 +314,7 @@ int main(int argc, char **argv)
 			pause();
 	}
 	if (strcmp(argv[1], "hold") == 0 && argc > 2)
-		return hold(fd, (size_t)atoi(argv[2]), argc > 3 && strcmp(argv[3], "queued") == 0);
+		return hold(fd, (size_t)atoi(argv[2]), argc > 3 && strcmp(argv[3], "queued") == 0,
+			    t_start, t_open);
 	return 2;
 }

@@ -12,7 +12,7 @@ use std::ffi::{c_void, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use netgpu_proto::cuda::{attr, CuResult};
+use netgpu_proto::cuda::{attr, func_attr, CuResult};
 use netgpu_proto::wire::ops::{DeviceInfo, FunctionInfo, Handle, Reply, Request};
 
 use crate::image::Image;
@@ -113,9 +113,12 @@ pub struct Driver {
     pub info: DeviceInfo,
     pub limits: DevLimits,
     pub primary: Arc<Context>,
-    objects: Mutex<HashMap<u64, Object>>,
+    objects: Mutex<HashMap<u64, Object, IdHash>>,
     /// (module, name) -> function, so a name looked up twice is one `CUfunction`.
     module_functions: Mutex<HashMap<(Handle, String), Arc<Function>>>,
+    /// Module -> the architecture its code was compiled for (`image::code_arch`), for a
+    /// backend that reports no `PTX_VERSION` of its functions.
+    module_arch: Mutex<HashMap<Handle, u32>>,
 }
 
 static DRIVER: OnceLock<Result<Driver, CuResult>> = OnceLock::new();
@@ -123,6 +126,37 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0x1000);
 
 thread_local! {
     static CTX_STACK: RefCell<Vec<Arc<Context>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Hashes the library's own object ids (multiples of 16 it hands out; a launch looks one up):
+/// a multiply-shift instead of SipHash, whose flooding resistance guards nothing here (a
+/// program can only slow down its own lookups).
+#[derive(Clone, Copy, Default)]
+pub struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // The table indexes by the low bits: fold the well-mixed high ones in.
+        self.0 ^ (self.0 >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,7 +175,7 @@ pub fn init() -> Result<&'static Driver, CuResult> {
             let info = transport.device_query()?;
             let limits = DevLimits::of(&info);
             let primary = Arc::new(Context::new(true, 0, 0));
-            let mut objects = HashMap::new();
+            let mut objects = HashMap::with_hasher(IdHash);
             objects.insert(primary.id, Object::Context(primary.clone()));
             Ok(Driver {
                 transport,
@@ -150,6 +184,7 @@ pub fn init() -> Result<&'static Driver, CuResult> {
                 primary,
                 objects: Mutex::new(objects),
                 module_functions: Mutex::new(HashMap::new()),
+                module_arch: Mutex::new(HashMap::new()),
             })
         })
         .as_ref()
@@ -439,13 +474,19 @@ impl Driver {
         if let Some(f) = lock(&self.module_functions).get(&key) {
             return Ok(f.clone());
         }
-        let info = match self.call(&Request::ModuleGetFunction {
+        let mut info = match self.call(&Request::ModuleGetFunction {
             module,
             name: name.to_string(),
         })? {
             Reply::Function(f) => f,
             _ => return Err(CuResult::UNKNOWN),
         };
+        if info.attribute(func_attr::PTX_VERSION).is_none() {
+            if let Some(&arch) = lock(&self.module_arch).get(&module) {
+                info.attributes
+                    .push((func_attr::PTX_VERSION, arch.min(i32::MAX as u32) as i32));
+            }
+        }
         let f = Arc::new(Function {
             id: next_id(),
             ctx,
@@ -461,7 +502,15 @@ impl Driver {
     }
 
     /// Forgets the functions of an unloaded module.
+    /// Records what architecture module `module`'s code was compiled for.
+    pub fn set_module_arch(&self, module: Handle, arch: Option<u32>) {
+        if let Some(a) = arch {
+            lock(&self.module_arch).insert(module, a);
+        }
+    }
+
     pub fn forget_module(&self, module: Handle) {
+        lock(&self.module_arch).remove(&module);
         self.forget_kernel_functions(|f| f.module == module);
         lock(&self.module_functions).retain(|(m, _), _| *m != module);
         lock(&self.objects).retain(|_, o| !matches!(o, Object::Function(f) if f.module == module));

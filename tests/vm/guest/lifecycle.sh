@@ -89,6 +89,33 @@ check killed-leaves-no-stuck-queue [ "$(cat $sys/queues_stuck)" = 0 ]
 check killed-leaves-no-pinned-pages [ "$(cat $sys/pinned_pages)" = 0 ] && [ "$(pins)" = "$pins0" ]
 check killed-leaves-no-device-memory [ "$(freemem)" = "$free0" ]
 
+# Finding 5 (the module's part): a process killed during a command longer than the 10 s
+# the driver waits for a queue to stop. A device that finishes the command first (in order,
+# ABI 1.0) leaves the queue stuck: the driver keeps its index and memory, the next process
+# gets another index and works (the old module freed the index, the next open got it and
+# waited forever); once the command ends the stuck queue is freed. A device that abandons
+# in-flight work (ABI 1.1) stops at once and nothing is stuck.
+./netgpu-stress spin 40000000 > /tmp/spin.out 2>&1 &
+spinner=$!
+i=0; while ! grep -q SPINNING /tmp/spin.out && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+sleep 1
+t0=$(ms)
+kill -9 $spinner; wait $spinner 2>/dev/null
+t1=$(ms)
+stuck=$(cat $sys/queues_stuck)
+echo "close during a long command took $((t1 - t0)) ms; stuck queues: $stuck"
+t0=$(ms)
+check long-command-next-process-works ./netgpu-stress meminfo
+t1=$(ms)
+check long-command-next-process-not-held-up [ $((t1 - t0)) -lt 5000 ]
+i=0
+while [ "$(cat $sys/queues_stuck)" != 0 ] && [ $i -lt 60 ]; do
+  ./netgpu-stress meminfo > /dev/null 2>&1   # an open looks at stuck queues again
+  sleep 1; i=$((i + 1))
+done
+check long-command-stuck-queue-freed-later [ "$(cat $sys/queues_stuck)" = 0 ]
+check long-command-no-pins-left [ "$(cat $sys/pinned_pages)" = 0 ]
+
 # Module unload refused while a file is open.
 start_holder 8
 check rmmod-refused-while-open sh -c '! rmmod netgpu 2>/dev/null'
@@ -219,7 +246,7 @@ kill -TERM $canary; wait $canary
 cat /tmp/canary.out
 check no-stray-dma-writes grep -q "corrupt 0$" /tmp/canary.out
 
-if dmesg | grep -E "BUG|WARNING|Oops|general protection|refcount_t|use-after-free|Poison|Redzone|did not stop|still running" > /dev/null; then
+if dmesg | grep -E "BUG|WARNING|Oops|general protection|refcount_t|use-after-free|Poison|Redzone|still running" > /dev/null; then
   dmesg | tail -n 60
   check kernel-log-clean false
 else

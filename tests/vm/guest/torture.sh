@@ -46,6 +46,22 @@ exits_within() {
   wait "$1" 2>/dev/null
   return 0
 }
+# Where a process that should have made progress waits (kernel stack), and the driver's view.
+stuck_report() {
+  echo "--- process $1: $(cat /proc/$1/wchan 2>/dev/null)"
+  cat /proc/$1/stack 2>/dev/null
+  echo "--- queues $(cat $sys/queues_in_use) stuck $(cat $sys/queues_stuck) pinned $(cat $sys/pinned_pages) link $(cat $sys/link_state)"
+  dmesg | tail -n 5
+}
+# Keeps the slowest "HOLDING after S s (...)" line seen in /tmp/slowest.
+echo "HOLDING after 0.00 s" > /tmp/slowest
+slowest_start() {
+  new=$(sed -n 's/^HOLDING after \([0-9.]*\) s.*/\1/p' "$1")
+  old=$(sed -n 's/^HOLDING after \([0-9.]*\) s.*/\1/p' /tmp/slowest)
+  if [ -n "$new" ] && awk -v a="$new" -v b="$old" 'BEGIN {exit !(a > b)}'; then
+    grep '^HOLDING' "$1" > /tmp/slowest
+  fi
+}
 echo "torture: $cycles cycles per phase"
 ./netgpu-canary 4 > /tmp/canary.out 2>&1 &
 canary=$!
@@ -88,7 +104,9 @@ while [ $n -lt "$cycles" ]; do
   # shellcheck disable=SC2086  # $mode is empty or one word
   ./netgpu-stress hold 4 $mode > /tmp/hold.out 2>&1 &
   h=$!
-  waitfor /tmp/hold.out HOLDING 100 || { ok=0; echo "kill cycle $n: no HOLDING: $(cat /tmp/hold.out)"; }
+  # A holder that needs more than 30 s to start is hung; the slowest start is reported.
+  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "kill cycle $n: no HOLDING in 30 s: $(cat /tmp/hold.out)"; stuck_report $h; }
+  slowest_start /tmp/hold.out
   case $((n % 4)) in 0) ;; 1) sleep 0.05 ;; 2) sleep 0.15 ;; 3) sleep 0.3 ;; esac
   kill -9 $h 2>/dev/null
   wait $h 2>/dev/null
@@ -96,6 +114,7 @@ while [ $n -lt "$cycles" ]; do
 done
 t1=$(ms)
 rate "process kill mid-copy" "$t0" "$t1"
+echo "torture: slowest holder start so far: $(cat /tmp/slowest)"
 check kill-cycles-completed [ $ok = 1 ]
 check kill-leaves-no-queue [ "$(cat $sys/queues_in_use)" = 0 ]
 check kill-leaves-no-pins [ "$(cat $sys/pinned_pages)" = 0 ]
@@ -114,7 +133,8 @@ while [ $n -lt "$cycles" ]; do
   exec 3<>/dev/netgpu0
   ./netgpu-stress hold 1 > /tmp/hold.out 2>&1 &
   h=$!
-  waitfor /tmp/hold.out HOLDING 100 || { ok=0; echo "reload cycle $n: no HOLDING: $(cat /tmp/hold.out)"; }
+  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "reload cycle $n: no HOLDING in 30 s: $(cat /tmp/hold.out)"; stuck_report $h; }
+  slowest_start /tmp/hold.out
   if rmmod netgpu 2>/dev/null; then ok=0; echo "cycle $n: rmmod succeeded with files open"; fi
   echo "$bdf" > /sys/bus/pci/drivers/netgpu/unbind || ok=0
   exits_within $h 50 || { ok=0; echo "cycle $n: busy process did not end"; }
@@ -127,6 +147,7 @@ while [ $n -lt "$cycles" ]; do
 done
 t1=$(ms)
 rate "module reload with files open" "$t0" "$t1"
+echo "torture: slowest holder start: $(cat /tmp/slowest)"
 check reload-cycles-completed [ $ok = 1 ]
 
 # Nothing leaked.

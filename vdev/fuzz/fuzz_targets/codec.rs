@@ -31,13 +31,23 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(n) = codec::prefix_len(&cmd, in_len) {
         assert!(n as u64 <= in_len);
         if n <= prefix_src.len() {
-            if let Ok(Decoded::Forward(d)) = codec::decode(&cmd, in_len, out_len, &prefix_src[..n]) {
+            if let Ok(Decoded::Forward(d)) = codec::decode(&cmd, in_len, out_len, &prefix_src[..n])
+            {
                 assert!(d.data_skip + d.data_len <= in_len);
                 assert!(!matches!(d.request, Request::Hello { .. }));
-                if let Ok(r) = codec::encode_reply(d.form, CuResult(u32::from(lens[11] % 2)), ctrl, data_len, out_len) {
+                if let Ok(r) = codec::encode_reply(
+                    d.form,
+                    CuResult(u32::from(lens[11] % 2)),
+                    ctrl,
+                    data_len,
+                    out_len,
+                ) {
                     assert!(r.output.len() as u64 <= out_len, "output beyond the buffer");
                     if r.result.is_success() && data_len > 0 {
-                        assert!(r.data_at + data_len <= out_len, "reply data beyond the buffer");
+                        assert!(
+                            r.data_at + data_len <= out_len,
+                            "reply data beyond the buffer"
+                        );
                     }
                 }
             }
@@ -46,7 +56,11 @@ fuzz_target!(|data: &[u8]| {
 
     // Guest side: any request that decodes survives encode -> decode.
     if let Ok(req) = ops::decode::<Request>(prefix_src) {
-        let dl = if req.accepts_data() { data_len % 4096 } else { 0 };
+        let dl = if req.accepts_data() {
+            data_len % 4096
+        } else {
+            0
+        };
         let ol = match &req {
             Request::MemcpyDtoH { len, .. } => *len,
             _ => 0,

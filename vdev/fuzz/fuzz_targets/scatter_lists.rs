@@ -32,8 +32,10 @@ fn memory() -> &'static GuestMemory {
     static MEM: OnceLock<GuestMemory> = OnceLock::new();
     MEM.get_or_init(|| {
         let mem = GuestMemory::new();
-        mem.map(BASE, SIZE, 0, true, Some(memfd(SIZE))).expect("map");
-        mem.map(RO, 0x1000, 0, false, Some(memfd(0x1000))).expect("map");
+        mem.map(BASE, SIZE, 0, true, Some(memfd(SIZE)))
+            .expect("map");
+        mem.map(RO, 0x1000, 0, false, Some(memfd(0x1000)))
+            .expect("map");
         mem
     })
 }
@@ -57,21 +59,41 @@ fuzz_target!(|data: &[u8]| {
     let sum: u64 = list.entries.iter().map(|e| u64::from(e.len)).sum();
     assert_eq!(sum, list.total);
     for e in list.entries.iter().filter(|e| e.len > 0) {
-        let end = e.addr.checked_add(u64::from(e.len)).expect("entry end overflows");
-        assert!(e.addr >= BASE && end <= RO + 0x1000, "entry outside guest memory");
-        assert!(!e.write || end <= RO, "a device-write entry in read-only memory");
+        let end = e
+            .addr
+            .checked_add(u64::from(e.len))
+            .expect("entry end overflows");
+        assert!(
+            e.addr >= BASE && end <= RO + 0x1000,
+            "entry outside guest memory"
+        );
+        assert!(
+            !e.write || end <= RO,
+            "a device-write entry in read-only memory"
+        );
     }
     let Ok(b) = list.split(&spec) else {
         return;
     };
     assert_eq!(b.input.len() + b.output.len(), list.total);
-    let out_entries: u64 = list.entries.iter().filter(|e| e.write).map(|e| u64::from(e.len)).sum();
-    assert!(b.output.len() <= out_entries, "output holds an entry without DEVICE_WRITE");
+    let out_entries: u64 = list
+        .entries
+        .iter()
+        .filter(|e| e.write)
+        .map(|e| u64::from(e.len))
+        .sum();
+    assert!(
+        b.output.len() <= out_entries,
+        "output holds an entry without DEVICE_WRITE"
+    );
     if !spec.output {
         assert!(b.output.is_empty());
     }
     if b.input.len() <= SIZE {
-        let got = b.input.gather(&snap, 0, b.input.len()).expect("a resolved input reads");
+        let got = b
+            .input
+            .gather(&snap, 0, b.input.len())
+            .expect("a resolved input reads");
         assert_eq!(got.len() as u64, b.input.len());
     }
 });

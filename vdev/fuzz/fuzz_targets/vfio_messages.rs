@@ -3,7 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netgpu_vdev::protocol::{DmaMap, DmaUnmap, Header, RegionAccess, RegionInfo, Version, HEADER_LEN};
+use netgpu_vdev::protocol::{
+    DmaMap, DmaUnmap, Header, RegionAccess, RegionInfo, Version, HEADER_LEN,
+};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= HEADER_LEN {

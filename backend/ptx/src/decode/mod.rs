@@ -17,8 +17,19 @@ use crate::ir::*;
 
 /// Greatest depth of nested device-function calls (recursion is refused).
 const MAX_INLINE_DEPTH: usize = 16;
-/// CUDA 12.1+'s kernel parameter space limit, in bytes.
+/// CUDA 12.1+'s kernel parameter space limit, in bytes (PTX ISA 8.1 and later).
 pub const MAX_PARAM_BYTES: u64 = 32_764;
+/// The limit for PTX older than ISA 8.1.
+pub const MAX_PARAM_BYTES_OLD: u64 = 4_096;
+
+/// The parameter space a module of PTX ISA `version` (major * 10 + minor) may use.
+fn param_limit(version: u32) -> u64 {
+    if version != 0 && version < 81 {
+        MAX_PARAM_BYTES_OLD
+    } else {
+        MAX_PARAM_BYTES
+    }
+}
 /// Statically allocated shared memory per kernel (ptxas refuses more).
 pub const MAX_STATIC_SHARED: u64 = 48 * 1024;
 /// The `.const` bank.
@@ -492,14 +503,15 @@ fn kernel<'a>(ctx: &'a ModuleCtx<'a>, f: &'a Function) -> Result<Kernel, LoadErr
     // Parameters, in the driver's packing: each aligned to its alignment.
     let mut params = Vec::new();
     let mut off = 0u64;
+    let limit = param_limit(ctx.version);
     for p in &f.params {
         let size = p
             .size()
-            .filter(|s| *s <= MAX_PARAM_BYTES)
-            .ok_or_else(|| param_space(f, p.line))?;
+            .filter(|s| *s <= limit)
+            .ok_or_else(|| param_space(f, p.line, limit))?;
         off = align_up(off, p.align.into())
-            .filter(|o| o.checked_add(size).is_some_and(|e| e <= MAX_PARAM_BYTES))
-            .ok_or_else(|| param_space(f, p.line))?;
+            .filter(|o| o.checked_add(size).is_some_and(|e| e <= limit))
+            .ok_or_else(|| param_space(f, p.line, limit))?;
         params.push(ParamInfo {
             offset: off as u32,
             size: size as u32,
@@ -612,11 +624,11 @@ fn kernel<'a>(ctx: &'a ModuleCtx<'a>, f: &'a Function) -> Result<Kernel, LoadErr
     })
 }
 
-fn param_space(f: &Function, line: usize) -> LoadError {
+fn param_space(f: &Function, line: usize, limit: u64) -> LoadError {
     LoadError::invalid(
         line,
         format!(
-            "parameters of kernel {} exceed the {MAX_PARAM_BYTES}-byte parameter space",
+            "parameters of kernel {} exceed the {limit}-byte parameter space",
             f.name
         ),
     )

@@ -7,7 +7,7 @@ use crate::util::*;
 
 fn load(body: &str) -> Result<Module, LoadError> {
     Module::load(&format!(
-        ".version 8.0\n.target sm_75\n.address_size 64\n{body}"
+        ".version 8.5\n.target sm_75\n.address_size 64\n{body}"
     ))
 }
 
@@ -39,6 +39,11 @@ fn parameters_that_overflow_or_exceed_the_parameter_space_are_refused() {
     let m = load(".visible .entry k(.param .align 4 .b8 a[32760], .param .u32 b)\n{\nret;\n}\n")
         .unwrap();
     assert_eq!(m.kernel("k").unwrap().attributes().param_bytes, 32764);
+    // PTX before ISA 8.1 has the old 4096-byte parameter space.
+    let old = ".version 7.8\n.target sm_75\n.address_size 64\n.visible .entry k(.param .align 4 .b8 a[4100])\n{\nret;\n}\n";
+    let e = Module::load(old).unwrap_err();
+    assert!(e.message.contains("4096-byte"), "{e}");
+    assert!(Module::load(&old.replace("4100", "4096")).is_ok());
 }
 
 #[test]

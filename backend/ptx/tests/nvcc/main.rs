@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::needless_range_loop)]
 
+mod alu;
 mod atomics;
+mod barriers;
 mod calls;
 mod control;
 mod convert;

@@ -277,3 +277,29 @@ fn cub_device_scan_with_decoupled_look_back() {
         }
     }
 }
+
+/// thrust::device_vector's construction: cub::detail::for_each::static_kernel running
+/// thrust's uninitialized_fill functor {device_ptr, value} over n items (2 per thread).
+#[test]
+fn thrust_uninitialized_fill_as_device_vector_runs_it() {
+    let m = module("thrust_algos.ptx");
+    for (ty, value) in [
+        ("device_ptrIiEE", 77i32.to_le_bytes()),
+        ("device_ptrIfEE", 2.5f32.to_le_bytes()),
+    ] {
+        let k = kernel_like(&m, &["__uninitialized_fill", ty]);
+        let block = m.kernel(k).unwrap().attributes().max_threads_per_block;
+        let n = 10_001usize;
+        let gpu = Gpu::new();
+        let d = gpu.zeros(n * 4 + 8);
+        let mut functor = u64b(d).to_vec();
+        functor.extend_from_slice(&value);
+        functor.extend_from_slice(&[0; 4]);
+        Launch::new(&m, k, (n as u32).div_ceil(block * 2), block)
+            .run(&gpu, &[&u64b(n as u64), &functor])
+            .unwrap();
+        let got: Vec<[u8; 4]> = gpu.download(d, n + 2);
+        assert!(got[..n].iter().all(|v| *v == value), "{ty}");
+        assert_eq!(got[n], [0; 4], "{ty}: wrote past the end");
+    }
+}

@@ -65,8 +65,11 @@ impl CpuModule {
         let module = match selected.as_slice() {
             [one] => Module::load(&one.text).map_err(load_error)?,
             [] => return Err(CuResult::NO_BINARY_FOR_GPU),
-            // Several PTX modules to link: needs netgpu-ptx's linker.
-            _ => return Err(CuResult::NOT_SUPPORTED),
+            // Several modules (-rdc=true, the JIT linker): one program.
+            many => {
+                let texts: Vec<&str> = many.iter().map(|p| p.text.as_str()).collect();
+                Module::link(&texts).map_err(load_error)?
+            }
         };
         // CUDA's parameter space: a kernel whose parameters need more (or whose layout
         // overflows) is refused at load, as ptxas refuses it.
@@ -256,7 +259,7 @@ impl CpuModule {
             debug!(error = %e, kernel, "launch failed");
             match e {
                 // The session is ending: nobody sees it; not a fault of the context.
-                LaunchError::Cancelled => CuResult::CONTEXT_IS_DESTROYED,
+                LaunchError::Cancelled => crate::executor::streams::CANCELLED,
                 e => CuResult(e.cuda_error()),
             }
         })

@@ -18,7 +18,7 @@ mod kernels;
 pub mod memory;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -129,6 +129,7 @@ impl Executor for CpuExecutor {
                 exec,
                 seq: AtomicU64::new(1),
                 threads: self.threads,
+                kicks_pending: AtomicBool::new(false),
             }),
         }))
     }
@@ -150,6 +151,9 @@ struct Function {
     data: Arc<CpuModule>,
     kernel: Arc<str>,
     span: u32,
+    /// `.maxntid`/`.reqntid` limits of the kernel.
+    max_threads: u32,
+    reqntid: Option<[u32; 3]>,
     shared_static: u32,
     max_dynamic_shared: u32,
     carveout: i32,
@@ -225,6 +229,8 @@ struct Inner {
     /// Dispatch sequence numbers of work that may touch memory (see `memory`).
     seq: AtomicU64,
     threads: usize,
+    /// Streams wait in `State::kicks` (lets `flush` skip the lock when none do).
+    kicks_pending: AtomicBool,
 }
 
 pub struct CpuEngine {
@@ -271,6 +277,7 @@ impl Inner {
         let (fence, start) = q.push(deps, work, done);
         if start {
             st.kicks.push(q.clone());
+            self.kicks_pending.store(true, Ordering::Release);
             if st.kicks.len() >= KICK_BATCH {
                 for q in st.kicks.drain(..) {
                     kick(q);
@@ -410,7 +417,7 @@ impl CpuEngine {
             };
             match module.launch(&kernel, dims, &params, mem, threads, &control) {
                 Ok(()) => {}
-                Err(e) if e == CuResult::CONTEXT_IS_DESTROYED => {}
+                Err(e) if e == streams::CANCELLED => {}
                 Err(e) => {
                     ctx.poison(e);
                     exec.sink.deferred(e);
@@ -467,7 +474,8 @@ impl Engine for CpuEngine {
             Err(e) => return done.fail(e),
         };
         drop(st);
-        when_all(fences, move || done.result(state.check()));
+        let exec = self.inner.exec.clone();
+        when_all(fences, move || done.result(exec.outcome(&state)));
     }
 
     fn mem_alloc(&mut self, ctx: Handle, size: u64, done: Completion) {
@@ -913,12 +921,15 @@ impl Engine for CpuEngine {
             Some(&h) if st.functions.get(h).is_some() => h,
             _ => {
                 let shared_static = data.shared_static(name);
+                let (max_threads, reqntid) = data.block_limits(name);
                 let h = st.functions.insert(Function {
                     ctx,
                     module,
                     data: data.clone(),
                     kernel: Arc::from(name),
                     span,
+                    max_threads,
+                    reqntid,
                     shared_static,
                     max_dynamic_shared: default_dynamic_shared(shared_static),
                     carveout: -1,
@@ -987,7 +998,7 @@ impl Engine for CpuEngine {
         if flags & !LAUNCH_COOPERATIVE != 0 {
             return Err(CuResult::INVALID_VALUE);
         }
-        let (max_threads, reqntid) = f.data.block_limits(&f.kernel);
+        let (max_threads, reqntid) = (f.max_threads, f.reqntid);
         limits::check_launch(
             &dims,
             MAX_THREADS_PER_BLOCK,
@@ -1067,8 +1078,9 @@ impl Engine for CpuEngine {
             (q.last().into_iter().collect(), vec![q.ctx.clone()])
         };
         drop(st);
+        let exec = self.inner.exec.clone();
         when_all(fences, move || {
-            done.result(states.iter().try_for_each(|s| s.check()))
+            done.result(states.iter().try_for_each(|s| exec.outcome(s)))
         });
     }
 
@@ -1163,7 +1175,10 @@ impl Engine for CpuEngine {
         drop(st);
         match fence {
             None => done.done(),
-            Some(f) => f.on_done(move || done.result(state.check())),
+            Some(f) => {
+                let exec = self.inner.exec.clone();
+                f.on_done(move || done.result(exec.outcome(&state)))
+            }
         }
     }
 
@@ -1207,6 +1222,10 @@ impl Engine for CpuEngine {
     }
 
     fn flush(&mut self) {
+        // Called before every wait for input: cheap when nothing is waiting to start.
+        if !self.inner.kicks_pending.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let kicks = std::mem::take(&mut self.inner.lock().kicks);
         for q in kicks {
             kick(q);

@@ -366,7 +366,7 @@ impl Inner {
                 state.poison(e);
                 Err(e)
             }
-            Err(WaitEnd::Cancelled) => Err(CuResult::CONTEXT_IS_DESTROYED),
+            Err(WaitEnd::Cancelled) => Err(super::streams::CANCELLED),
             Err(WaitEnd::TimedOut) => {
                 state.poison(CuResult::LAUNCH_TIMEOUT);
                 let cu = ev.ctx.clone();

@@ -5,7 +5,8 @@
 //! backend like any other image. The backend's executor does the real linking (the CUDA
 //! executor with the GPU driver's own linker, the CPU executor with the PTX executor's), so
 //! nothing is compiled here and linking costs no round trip. A session with one input (what
-//! Numba makes for a kernel) completes to that input as it is.
+//! Numba makes for a kernel) completes to that input as it is; several become one netgpu link
+//! container (`netgpu_image::link`).
 //!
 //! Option values (`CU_JIT_*_LOG_BUFFER*`, `CU_JIT_WALL_TIME`) are written back as the driver
 //! API defines: the option arrays of `cuLinkCreate` stay valid for the life of the session.
@@ -19,7 +20,9 @@ use std::time::Instant;
 use netgpu_proto::cuda::CuResult;
 
 use super::{guard, put, CUresult, Opaque, R};
-use crate::image;
+use netgpu_image::link::LinkPart;
+use netgpu_image::{PartKind, Role};
+
 use crate::state::lock;
 
 /// `CUjit_option` values this library reads or writes.
@@ -33,37 +36,22 @@ mod opt {
     pub const NUM_OPTIONS: i32 = 35;
 }
 
-/// `CUjitInputType`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InputKind {
-    Cubin,
-    Ptx,
-    Fatbin,
-    /// A host object holding a fatbin (`.o`).
-    Object,
-    /// An archive of host objects (`.a`).
-    Library,
-}
-
-impl InputKind {
-    /// From `CUjitInputType`; NVVM IR (5, link-time optimisation) has no executor here.
-    pub fn from_jit(t: c_int) -> Result<InputKind, CuResult> {
-        Ok(match t {
-            0 => InputKind::Cubin,
-            1 => InputKind::Ptx,
-            2 => InputKind::Fatbin,
-            3 => InputKind::Object,
-            4 => InputKind::Library,
-            5 => return Err(CuResult::NOT_SUPPORTED),
-            _ => return Err(CuResult::INVALID_VALUE),
-        })
+/// A `CUjitInputType` as the kind of a link part; NVVM IR (5, link-time optimisation) has no
+/// executor here.
+pub fn input_kind(t: c_int) -> Result<PartKind, CuResult> {
+    match t {
+        5 => Err(CuResult::NOT_SUPPORTED),
+        t => u32::try_from(t)
+            .ok()
+            .and_then(PartKind::from_jit_input_type)
+            .ok_or(CuResult::INVALID_VALUE),
     }
 }
 
 /// One input of a link session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Input {
-    pub kind: InputKind,
+    pub kind: PartKind,
     pub name: String,
     /// PTX without its terminating NUL; binary images whole.
     pub data: Vec<u8>,
@@ -218,58 +206,72 @@ fn with_session<T>(
     f(s)
 }
 
-/// The image a link of `inputs` makes, or why there is none.
+/// The image a link of `inputs` makes, or why there is none. One PTX, cubin, fatbin or link
+/// container is its own result; anything else becomes a netgpu link container of the inputs
+/// (`netgpu_image::link`), which the backend's executor links when the program loads it.
 pub fn link(inputs: &[Input]) -> Result<Vec<u8>, (CuResult, String)> {
     match inputs {
         [] => Err((
             CuResult::INVALID_VALUE,
             "cuLinkComplete: nothing was added to the link".into(),
         )),
-        [one] => match one.kind {
-            InputKind::Ptx => {
-                let mut text = one.data.clone();
-                text.push(0);
-                Ok(text)
-            }
-            InputKind::Cubin | InputKind::Fatbin => Ok(one.data.clone()),
-            InputKind::Object | InputKind::Library => Err((
-                CuResult::NOT_SUPPORTED,
-                format!(
-                    "cuLinkComplete: {}: linking host objects and libraries is not supported yet; add their fatbins (cuobjdump -xelf/-xptx) instead",
-                    one.name
-                ),
-            )),
-        },
-        many => Err((
-            CuResult::NOT_SUPPORTED,
-            format!(
-                "cuLinkComplete: linking {} inputs ({}) needs the backend's linker, which is not available yet",
-                many.len(),
-                many.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
-            ),
-        )),
+        [one] if one.kind == PartKind::Ptx => {
+            let mut text = one.data.clone();
+            text.push(0);
+            Ok(text)
+        }
+        [one]
+            if matches!(
+                one.kind,
+                PartKind::Cubin | PartKind::Fatbin | PartKind::Link
+            ) =>
+        {
+            Ok(one.data.clone())
+        }
+        many => {
+            let parts: Vec<LinkPart<'_>> = many
+                .iter()
+                .map(|i| LinkPart {
+                    kind: i.kind,
+                    role: Role::Input,
+                    name: &i.name,
+                    data: &i.data,
+                })
+                .collect();
+            netgpu_image::link::encode(&parts)
+                .map_err(|e| (e.cu_result(), format!("cuLinkComplete: {e}")))
+        }
     }
 }
 
 /// An input as the session keeps it: PTX up to its NUL (or its size), binary images by the
-/// size given. A cubin, PTX or fatbin is recognised by its contents, so the output of an
-/// earlier link (PTX, when it had one PTX input) can be added back as a "cubin".
-fn input(kind: InputKind, data: &[u8], name: String) -> Result<Input, (CuResult, String)> {
+/// size given. A PTX, cubin, fatbin or link container is recognised by its contents
+/// (`netgpu_image::detect`), so the output of an earlier link (PTX, or a link container) can
+/// be added back as a "cubin"; host objects and libraries are taken as declared.
+fn input(kind: PartKind, data: &[u8], name: String) -> Result<Input, (CuResult, String)> {
+    use netgpu_image::ImageKind;
     let text = data.split(|b| *b == 0).next().unwrap_or(&[]);
-    let is_text = !text.is_empty() && text.is_ascii();
-    let kind = match kind {
-        InputKind::Object | InputKind::Library => kind,
-        _ if data.starts_with(b"\x7fELF") => InputKind::Cubin,
-        _ if image::is_binary(data) => InputKind::Fatbin,
-        _ if is_text => InputKind::Ptx,
+    let kind = match (kind, netgpu_image::detect(data)) {
+        (PartKind::Object, Some(ImageKind::HostObject)) => PartKind::Object,
+        (PartKind::Library, Some(ImageKind::Library)) => PartKind::Library,
+        (PartKind::Object | PartKind::Library, _) => {
+            return Err((
+                CuResult::INVALID_IMAGE,
+                format!("{name}: not a host object or library"),
+            ))
+        }
+        (_, Some(ImageKind::Cubin)) => PartKind::Cubin,
+        (_, Some(ImageKind::Fatbin)) => PartKind::Fatbin,
+        (_, Some(ImageKind::LinkContainer)) => PartKind::Link,
+        (_, Some(ImageKind::Ptx)) if !text.is_empty() => PartKind::Ptx,
         _ => {
             return Err((
                 CuResult::INVALID_IMAGE,
-                format!("{name}: neither PTX text nor a cubin or fatbin"),
+                format!("{name}: neither PTX text nor a cubin, fatbin or link container"),
             ))
         }
     };
-    let data = if kind == InputKind::Ptx {
+    let data = if kind == PartKind::Ptx {
         text.to_vec()
     } else {
         data.to_vec()
@@ -329,7 +331,7 @@ pub unsafe extern "C" fn cuLinkCreate(
 fn add(state: Opaque, kind: c_int, data: &[u8], name: String) -> R {
     let started = Instant::now();
     with_session(state, |s| {
-        let kind = InputKind::from_jit(kind).inspect_err(|e| {
+        let kind = input_kind(kind).inspect_err(|e| {
             if *e == CuResult::NOT_SUPPORTED {
                 s.report.failed(&format!("{name}: NVVM IR (link-time optimisation) is not supported; link PTX instead"), started);
             }
@@ -481,7 +483,7 @@ mod tests {
 
     fn ptx(name: &str) -> Input {
         input(
-            InputKind::Ptx,
+            PartKind::Ptx,
             b".version 8.0\n.target sm_75\n\0",
             name.into(),
         )
@@ -489,38 +491,48 @@ mod tests {
     }
 
     #[test]
-    fn one_input_links_to_itself_and_ptx_stays_nul_terminated() {
+    fn one_input_links_to_itself_and_several_to_a_link_container() {
         assert_eq!(ptx("a").data, b".version 8.0\n.target sm_75\n");
         assert_eq!(
             link(&[ptx("a")]).unwrap(),
             b".version 8.0\n.target sm_75\n\0".to_vec()
         );
-        let elf = [b"\x7fELF".as_slice(), &[2, 1, 0, 0]].concat();
-        let cubin = input(InputKind::Cubin, &elf, "c".into()).unwrap();
-        assert_eq!(link(&[cubin]).unwrap(), elf);
         assert_eq!(link(&[]).unwrap_err().0, CuResult::INVALID_VALUE);
-        let (e, msg) = link(&[ptx("a"), ptx("b")]).unwrap_err();
-        assert_eq!(e, CuResult::NOT_SUPPORTED);
-        assert!(msg.contains("a, b"), "{msg}");
+        let both = link(&[ptx("a"), ptx("b")]).unwrap();
+        let parts = netgpu_image::link::decode(&both, &netgpu_image::Limits::default()).unwrap();
+        let names: Vec<_> = parts.iter().map(|p| (p.name, p.kind, p.role)).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("a", PartKind::Ptx, Role::Input),
+                ("b", PartKind::Ptx, Role::Input)
+            ]
+        );
+        // The container added back (as Numba re-adds cached code) is a link part.
+        let again = input(PartKind::Cubin, &both, "cached".into()).unwrap();
+        assert_eq!(again.kind, PartKind::Link);
+        assert_eq!(link(&[again]).unwrap(), both);
     }
 
     #[test]
     fn inputs_are_recognised_by_their_contents() {
         // A linked PTX image added back as a "cubin" is PTX.
-        let again = input(InputKind::Cubin, b".version 8.0\0", "cached".into()).unwrap();
-        assert_eq!(again.kind, InputKind::Ptx);
-        let fatbin = 0xBA55_ED50u32.to_le_bytes();
+        let again = input(PartKind::Cubin, b".version 8.0\0", "cached".into()).unwrap();
+        assert_eq!(again.kind, PartKind::Ptx);
+        let fb = netgpu_image::testing::fatbin(&[]);
         assert_eq!(
-            input(InputKind::Cubin, &fatbin, "f".into()).unwrap().kind,
-            InputKind::Fatbin
+            input(PartKind::Cubin, &fb, "f".into()).unwrap().kind,
+            PartKind::Fatbin
         );
-        let (e, msg) = input(InputKind::Ptx, &[0xfe; 8], "junk".into()).unwrap_err();
+        let (e, msg) = input(PartKind::Ptx, &[0xfe; 8], "junk".into()).unwrap_err();
         assert_eq!(e, CuResult::INVALID_IMAGE);
         assert!(msg.starts_with("junk:"));
-        assert_eq!(InputKind::from_jit(5), Err(CuResult::NOT_SUPPORTED));
-        assert_eq!(InputKind::from_jit(9), Err(CuResult::INVALID_VALUE));
+        let (e, _) = input(PartKind::Object, b".version 8.0", "o".into()).unwrap_err();
+        assert_eq!(e, CuResult::INVALID_IMAGE);
+        assert_eq!(input_kind(5), Err(CuResult::NOT_SUPPORTED));
+        assert_eq!(input_kind(9), Err(CuResult::INVALID_VALUE));
+        assert_eq!(input_kind(-1), Err(CuResult::INVALID_VALUE));
     }
-
     #[test]
     fn reports_write_logs_cut_to_their_buffers_and_the_lengths_back() {
         let mut info = [b'x'; 8];

@@ -1,0 +1,293 @@
+//! 64 MiB host-to-device and device-to-host copies through vdev (guest memory, doorbell,
+//! completion, CPU backend on loopback) against raw TCP loopback measured in the same run, and
+//! the peak of heap memory vdev's own threads hold during a copy.
+//!
+//! `cargo bench -p netgpu-vdev --bench copies` (`ITERS`, `MIB` to change the defaults of 8
+//! and 64). The guest side is simulated as in the test harness: the data lives in a memfd
+//! passed with `DMA_MAP`, named by an indirect scatter list of 16 KiB entries (4096 of them
+//! for 64 MiB), the doorbell is a trapped `REGION_WRITE` and the completion is observed by
+//! polling the ring. The raw baseline writes the same number of bytes from one buffer into
+//! another over a loopback TCP connection, as the backend would receive them.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{memfd, socket_path, start_backend_with, TOKEN};
+use netgpu_proto::abi::{self, op, queue as qreg, reg, Command, Completion, SgEntry};
+use netgpu_vdev::{Device, DeviceConfig, OnDisconnect, Source};
+use vmm_sys_util::eventfd::EventFd;
+
+thread_local! {
+    /// Set on vdev's threads (its runtime and its message loop).
+    static VDEV: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Heap bytes vdev's threads hold now and at most since the last reset.
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+/// Bytes vdev's threads allocated in blocks of 1 MiB or more (a staging buffer would be one).
+static LARGE: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+fn on_vdev() -> bool {
+    VDEV.try_with(|v| v.get()).unwrap_or(false)
+}
+
+// SAFETY: every call forwards to the system allocator with the caller's arguments; the
+// counters are plain atomics and allocate nothing.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if on_vdev() {
+            let now = LIVE.fetch_add(l.size() as isize, Ordering::Relaxed) + l.size() as isize;
+            PEAK.fetch_max(now, Ordering::Relaxed);
+            if l.size() >= 1 << 20 {
+                LARGE.fetch_add(l.size(), Ordering::Relaxed);
+            }
+        }
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        if on_vdev() {
+            LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const SQ: u64 = 0x10_000;
+const CQ: u64 = 0x20_000;
+const TABLE: u64 = 0x40_000;
+const ENTRY: u32 = 16 << 10;
+const DATA: u64 = 1 << 20;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// One raw loopback transfer of `buf.len()` bytes, receiver reading into its own buffer.
+fn raw_tcp(buf: &[u8], into: &mut [u8]) -> Duration {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = into.len();
+    std::thread::scope(|s| {
+        let rx = s.spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut got = 0;
+            let t = Instant::now();
+            while got < n {
+                got += c.read(&mut into[got..]).unwrap();
+            }
+            c.write_all(&[1]).unwrap(); // the reply
+            t
+        });
+        let mut c = std::net::TcpStream::connect(addr).unwrap();
+        c.set_nodelay(true).unwrap();
+        let t = Instant::now();
+        c.write_all(buf).unwrap();
+        let mut ack = [0u8; 1];
+        c.read_exact(&mut ack).unwrap();
+        let d = t.elapsed();
+        let _ = rx.join();
+        d
+    })
+}
+
+fn main() {
+    let iters: usize = std::env::var("ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let mib: u64 = std::env::var("MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let len = mib << 20;
+    let mem_size = DATA + 2 * len;
+    // The backend on a runtime of its own, vdev on another whose threads are counted.
+    let brt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = start_backend_with(&brt, |c| {
+        c.session_memory_quota = bytesize::ByteSize::b(2 * len);
+        c.cpu.total_memory = bytesize::ByteSize::b(4 * len);
+    });
+    let vrt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .on_thread_start(|| VDEV.with(|v| v.set(true)))
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = DeviceConfig {
+        name: "bench".into(),
+        backend: backend.addr.clone(),
+        token: TOKEN.into(),
+        ..DeviceConfig::default()
+    };
+    let socket = socket_path("copies");
+    let source = Source::bind(&socket).unwrap();
+    let stop = Arc::new(EventFd::new(libc::EFD_CLOEXEC).unwrap());
+    let mut device = Device::new(cfg, vrt.handle().clone()).unwrap();
+    let stop2 = Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        VDEV.with(|v| v.set(true));
+        netgpu_vdev::run(&mut device, source, &stop2, OnDisconnect::Wait).unwrap();
+    });
+    let mut client = vfio_user::Client::new(&socket).unwrap();
+    let mem = memfd(mem_size);
+    let r32 = |c: &mut vfio_user::Client, off: u64| {
+        let mut b = [0u8; 4];
+        c.region_read(abi::REGS_BAR, off, &mut b).unwrap();
+        u32::from_le_bytes(b)
+    };
+    let w = |c: &mut vfio_user::Client, off: u64, v: &[u8]| {
+        c.region_write(abi::REGS_BAR, off, v).unwrap();
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while r32(&mut client, reg::STATUS) & abi::STATUS_READY == 0 {
+        assert!(Instant::now() < deadline, "device not ready");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    client.dma_map(0, 0, mem_size, mem.as_raw_fd()).unwrap();
+    let q = |f: u64| reg::QUEUE_REGS_BASE + f;
+    w(&mut client, q(qreg::SQ_BASE), &SQ.to_le_bytes());
+    w(&mut client, q(qreg::CQ_BASE), &CQ.to_le_bytes());
+    w(&mut client, q(qreg::SIZE), &64u32.to_le_bytes());
+    w(
+        &mut client,
+        q(qreg::MSIX_VECTOR),
+        &abi::NO_VECTOR.to_le_bytes(),
+    );
+    w(&mut client, q(qreg::ENABLE), &1u32.to_le_bytes());
+    assert_eq!(r32(&mut client, q(qreg::STATUS)), abi::QSTATUS_ENABLED);
+    let mut tail = 0u32;
+    let mut phase = true;
+    let mut run = |client: &mut vfio_user::Client, mut cmd: Command| -> (Completion, Duration) {
+        let slot = tail;
+        cmd.cid = slot;
+        mem.write_all_at(&cmd.to_bytes(), SQ + u64::from(slot) * 128)
+            .unwrap();
+        tail = (tail + 1) % 64;
+        let t = Instant::now();
+        w(client, reg::DOORBELL_BASE, &tail.to_le_bytes());
+        let mut b = [0u8; Completion::SIZE];
+        loop {
+            mem.read_exact_at(&mut b, CQ + u64::from(slot) * 32)
+                .unwrap();
+            let c = Completion::from_bytes(&b);
+            if c.phase() == phase {
+                let d = t.elapsed();
+                if tail == 0 {
+                    phase = !phase;
+                }
+                return (c, d);
+            }
+            std::hint::spin_loop();
+        }
+    };
+    let (c, _) = run(&mut client, Command::new(op::CTX_CREATE, 0, &[0]));
+    let ctx = c.value0;
+    let (c, _) = run(&mut client, Command::new(op::MEM_ALLOC, 0, &[ctx, len]));
+    assert_eq!(c.result, 0, "allocation");
+    let ptr = c.value0;
+    // Scatter lists: 16 KiB entries, the first half of the data area for host-to-device,
+    // the second (device-writable) for device-to-host.
+    let entries = (len / u64::from(ENTRY)) as u32;
+    let table = |base: u64, write: bool| -> Vec<u8> {
+        let mut t = Vec::new();
+        for i in 0..entries {
+            let a = base + u64::from(i) * u64::from(ENTRY);
+            let e = if write {
+                SgEntry::device_write(a, ENTRY)
+            } else {
+                SgEntry::new(a, ENTRY)
+            };
+            t.extend_from_slice(&e.to_bytes());
+        }
+        t
+    };
+    let tbl_len = u64::from(entries) * 16;
+    mem.write_all_at(&table(DATA, false), TABLE).unwrap();
+    mem.write_all_at(&table(DATA + len, true), TABLE + tbl_len)
+        .unwrap();
+    let src: Vec<u8> = (0..len).map(|i| ((i * 31) >> 7) as u8).collect();
+    mem.write_all_at(&src, DATA).unwrap();
+    let htod = Command::new(op::MEMCPY_HTOD, 0, &[ctx, ptr, 0]).with_indirect_sg(TABLE, entries);
+    let dtoh =
+        Command::new(op::MEMCPY_DTOH, 0, &[ctx, ptr, 0]).with_indirect_sg(TABLE + tbl_len, entries);
+    // Warm up, then measure.
+    run(&mut client, htod);
+    run(&mut client, dtoh);
+    LIVE.store(0, Ordering::Relaxed);
+    PEAK.store(0, Ordering::Relaxed);
+    LARGE.store(0, Ordering::Relaxed);
+    let mut up = Vec::new();
+    let mut down = Vec::new();
+    for _ in 0..iters {
+        let (c, d) = run(&mut client, htod);
+        assert_eq!(c.result, 0);
+        up.push(d);
+        let (c, d) = run(&mut client, dtoh);
+        assert_eq!(c.result, 0);
+        down.push(d);
+    }
+    let peak = PEAK.load(Ordering::Relaxed);
+    let large = LARGE.load(Ordering::Relaxed);
+    let mut back = vec![0u8; len as usize];
+    mem.read_exact_at(&mut back, DATA + len).unwrap();
+    assert!(back == src, "the copy came back changed");
+    // The same bytes over raw loopback TCP.
+    let mut into = vec![0u8; len as usize];
+    let raw: Vec<Duration> = (0..iters).map(|_| raw_tcp(&src, &mut into)).collect();
+    let (u, d, r) = (median(up), median(down), median(raw));
+    let gbs = |t: Duration| len as f64 / t.as_secs_f64() / 1e9;
+    println!(
+        "{mib} MiB copies, {entries} scatter-gather entries of {} KiB, median of {iters}:",
+        ENTRY >> 10
+    );
+    println!(
+        "raw TCP loopback:        {:>7.2} ms  {:>6.2} GB/s",
+        r.as_secs_f64() * 1e3,
+        gbs(r)
+    );
+    println!(
+        "host-to-device via vdev: {:>7.2} ms  {:>6.2} GB/s  ({:.2}x raw TCP)",
+        u.as_secs_f64() * 1e3,
+        gbs(u),
+        r.as_secs_f64() / u.as_secs_f64()
+    );
+    println!(
+        "device-to-host via vdev: {:>7.2} ms  {:>6.2} GB/s  ({:.2}x raw TCP)",
+        d.as_secs_f64() * 1e3,
+        gbs(d),
+        r.as_secs_f64() / d.as_secs_f64()
+    );
+    println!(
+        "peak heap held by vdev's threads during the copies: {:.1} KiB ({:.4} of the copy size); blocks of 1 MiB or more: {large} bytes",
+        peak as f64 / 1024.0,
+        peak as f64 / len as f64
+    );
+    drop(client);
+    let _ = stop.write(1);
+    let _ = server.join();
+    let _ = std::fs::remove_file(&socket);
+}
