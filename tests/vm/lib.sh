@@ -117,9 +117,12 @@ vm_start_netgpu() {
   "$target/debug/netgpu-backend" --listen "$NETGPU_BACKEND_ADDR" --executor cpu --insecure-plain-loopback \
     --token-file "$work/token" > "$work/backend.log" 2>&1 &
   NETGPU_BACKEND_PID=$!
+  # A test may put something between vdev and the backend: vm_hook_backend_started (defined by
+  # the test) runs here and may set NETGPU_VDEV_BACKEND_ADDR, where vdev connects instead.
+  if declare -F vm_hook_backend_started > /dev/null; then vm_hook_backend_started "$work"; fi
   local extra=()
   if [ -n "${NETGPU_VDEV_ARGS:-}" ]; then read -r -a extra <<< "$NETGPU_VDEV_ARGS"; fi
-  "$target/debug/netgpu-vdev" --socket "$sock" --backend "$NETGPU_BACKEND_ADDR" \
+  "$target/debug/netgpu-vdev" --socket "$sock" --backend "${NETGPU_VDEV_BACKEND_ADDR:-$NETGPU_BACKEND_ADDR}" \
     --token-file "$work/token" "${extra[@]}" > "$work/vdev.log" 2>&1 &
   NETGPU_VDEV_PID=$!
   for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
