@@ -39,23 +39,15 @@ heal() {
   # vdev (new queues, new connections) a moment.
   sleep 3
 }
-# Known failure (2026-12-01): vdev's queue connections have no liveness watchdog, and on
-# loopback the proxy's kernel answers TCP keepalives, so a stalled link is never noticed and
-# the waiting call hangs (killed after 20 s). Counted as a failure when the host ran with
-# NETGPU_NETFAULT_STRICT=1 (./strict; set it once vdev probes its connections); otherwise
-# reported as XFAIL / XPASS.
-strict=
-[ ! -e ./strict ] || strict=1
+# A waiting call under a stalled link must fail within the bound: vdev's watchdog probes a
+# silent queue connection and declares it lost (docs/vdev.md, "Surviving the network").
 xcheck() {
   name=$1
   shift
   if "$@"; then
     echo "NETGPU-TEST: PASS $name"; pass=$((pass + 1))
-    [ -n "$strict" ] || echo "XPASS $name: make it strict (NETGPU_NETFAULT_STRICT)"
-  elif [ -n "$strict" ]; then
-    echo "NETGPU-TEST: FAIL $name"; fail=$((fail + 1))
   else
-    echo "XFAIL $name (known: vdev does not notice a stalled link; docs/security.md)"
+    echo "NETGPU-TEST: FAIL $name"; fail=$((fail + 1))
   fi
 }
 check baseline-before-faults ./netfault check
