@@ -718,7 +718,8 @@ impl Client {
 /// [`crate::liveness`]).
 async fn watchdog(inner: std::sync::Weak<Inner>, progress: Arc<Progress>, l: Liveness) {
     let tick = (l.probe_after / 4).max(Duration::from_millis(50));
-    let mut probed_at: Option<Duration> = None;
+    // The probe of this silence: whether it was written, and the read count when it was.
+    let mut probe: Option<(Arc<AtomicBool>, u64)> = None;
     loop {
         tokio::time::sleep(tick).await;
         let Some(inner) = inner.upgrade() else { return };
@@ -726,31 +727,38 @@ async fn watchdog(inner: std::sync::Weak<Inner>, progress: Arc<Progress>, l: Liv
             return;
         }
         let waiting = inner.pending.lock().map(|p| p.len()).unwrap_or(0);
+        if waiting == 0 {
+            probe = None;
+            continue;
+        }
+        if let Some((written, reads)) = &probe {
+            if progress.reads() != *reads {
+                // The backend spoke: alive.
+                probe = None;
+            } else if written.load(Ordering::Acquire) {
+                // Only the backend's bytes answer a written probe.
+                let silence = progress.read_silence();
+                if silence >= l.timeout {
+                    declare_dead(&inner, silence, waiting);
+                    return;
+                }
+                continue;
+            }
+        }
         let silence = progress.silence();
-        if waiting == 0 || silence < l.probe_after {
-            probed_at = None;
+        if silence < l.probe_after {
+            probe = None;
             continue;
         }
         if silence >= l.timeout {
-            let why = format!(
-                "the backend sent nothing for {} ms while {waiting} request(s) waited (the backend or the network is stuck)",
-                silence.as_millis()
-            );
-            debug!(reason = %why, "connection declared dead");
-            if let Ok(mut d) = inner.dead.lock() {
-                d.get_or_insert(why);
-            }
-            inner.closed.store(true, Ordering::Release);
-            inner.reader.abort();
-            if let Ok(mut p) = inner.pending.lock() {
-                p.clear();
-            }
+            declare_dead(&inner, silence, waiting);
             return;
         }
         // One probe per silence: a `Null` the backend answers at once if it is alive. A
         // writer busy with a large request is progress of its own and is not interrupted.
-        if probed_at.is_none() {
-            probed_at = Some(silence);
+        if probe.is_none() {
+            let written = Arc::new(AtomicBool::new(false));
+            probe = Some((written.clone(), progress.reads()));
             // On its own task: a probe stuck behind a full socket must not stop the watch.
             let probe = inner.clone();
             tokio::spawn(async move {
@@ -773,14 +781,32 @@ async fn watchdog(inner: std::sync::Weak<Inner>, progress: Arc<Progress>, l: Liv
                     if write_frame_id(&mut w, id, &Request::Null, &[], 0)
                         .await
                         .is_ok()
+                        && w.io.flush().await.is_ok()
                     {
-                        let _ = w.io.flush().await;
+                        written.store(true, Ordering::Release);
                     }
                 };
                 // Bounded, so a stuck probe does not keep the connection alive forever.
                 let _ = tokio::time::timeout(l.timeout, send).await;
             });
         }
+    }
+}
+
+/// Ends a connection the watchdog found silent: every waiting call fails with the reason.
+fn declare_dead(inner: &Inner, silence: Duration, waiting: usize) {
+    let why = format!(
+        "the backend sent nothing for {} ms while {waiting} request(s) waited (the backend or the network is stuck)",
+        silence.as_millis()
+    );
+    debug!(reason = %why, "connection declared dead");
+    if let Ok(mut d) = inner.dead.lock() {
+        d.get_or_insert(why);
+    }
+    inner.closed.store(true, Ordering::Release);
+    inner.reader.abort();
+    if let Ok(mut p) = inner.pending.lock() {
+        p.clear();
     }
 }
 

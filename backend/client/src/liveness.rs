@@ -6,7 +6,9 @@
 //! Both halves of the connection stamp the time of their last progress (bytes read, bytes
 //! accepted by the socket). While requests wait for replies, a watchdog probes a silent
 //! connection with a `Null` request after `probe_after`, and declares it dead once neither
-//! direction has moved for `timeout`: every waiting call then fails with
+//! direction has moved for `timeout` — or, once the probe is written, once the backend has
+//! sent nothing for `timeout` (the probe's own write is taken by the local socket and proves
+//! nothing about the peer): every waiting call then fails with
 //! `CUDA_ERROR_DEVICE_UNAVAILABLE`. An idle connection (nothing waiting) is never probed.
 //!
 //! This relies on the backend answering a `Null` while other requests of the session are
@@ -39,11 +41,13 @@ impl Default for Liveness {
     }
 }
 
-/// When either half of a connection last made progress.
+/// When either half of a connection last made progress, and how often the reading half did.
 #[derive(Debug)]
 pub struct Progress {
     epoch: Instant,
     last_ms: AtomicU64,
+    last_read_ms: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl Progress {
@@ -51,18 +55,44 @@ impl Progress {
         Arc::new(Progress {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
+            last_read_ms: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
         })
     }
 
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn stamp(&self) {
-        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.fetch_max(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn stamp_read(&self) {
+        let ms = self.now_ms();
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
+        self.last_read_ms.fetch_max(ms, Ordering::Relaxed);
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn since(&self, ms: &AtomicU64) -> Duration {
+        let now = self.epoch.elapsed();
+        now.saturating_sub(Duration::from_millis(ms.load(Ordering::Relaxed)))
     }
 
     /// Time since the last progress in either direction.
     pub fn silence(&self) -> Duration {
-        let now = self.epoch.elapsed();
-        now.saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+        self.since(&self.last_ms)
+    }
+
+    /// Time since the peer last sent anything.
+    pub fn read_silence(&self) -> Duration {
+        self.since(&self.last_read_ms)
+    }
+
+    /// How many reads brought bytes so far (a change means the peer spoke).
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 }
 
@@ -87,7 +117,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Stamped<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.progress.stamp();
+            self.progress.stamp_read();
         }
         r
     }

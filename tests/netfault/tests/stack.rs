@@ -255,6 +255,35 @@ async fn a_stall_without_rst_fails_waiting_calls_within_five_seconds() {
     s.client().await.null().await.unwrap();
 }
 
+/// A small call waiting on a stalled link fails too: the watchdog's own probe is accepted by
+/// the local socket, which must not count as the backend being alive (it did, and the call
+/// was probed forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_fails_a_small_waiting_call_within_five_seconds() {
+    let s = Stack::start().await;
+    let c = Client::connect_with(&s.proxy.addr().to_string(), TOKEN, with_liveness())
+        .await
+        .unwrap();
+    c.ctx_create(0).await.unwrap();
+    s.proxy.set(Fault::Stall);
+    let t = Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(15), c.mem_get_info())
+        .await
+        .expect("the small call hangs under the stall")
+        .unwrap_err();
+    let took = t.elapsed();
+    eprintln!("stalled small call failed after {took:?}: {e}");
+    assert_eq!(e.cuda_result(), CuResult::DEVICE_UNAVAILABLE, "{e}");
+    assert!(took < FIVE, "{took:?}");
+    s.proxy.set(Fault::Reset);
+    drop(c);
+    assert_eq!(
+        s.backend.wait_idle(FIVE).await,
+        (0, 0),
+        "the session was freed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liveness_keeps_a_session_that_waits_for_a_long_kernel() {
     // The backend answers the watchdog's probes while the kernel runs, so a synchronize
