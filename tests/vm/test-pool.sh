@@ -119,6 +119,14 @@ NETGPU_DEVICE_JSON="{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",
     if grep -q '^NETGPU-HOST: kill-gpu-host' "$work/serial.log" 2>/dev/null; then
       grep -c "device reset" "$work/vdev.log" > "$work/resets-before" || true
       kill -9 "${backend_pid[$first]}"
+      # vdev's /metrics shows the vGPU disconnected while its host is gone.
+      for _ in $(seq 200); do
+        if curl -fs "http://$vdev_metrics/metrics" 2>/dev/null \
+            | grep -qF 'netgpu_vgpu_connected{vgpu="vm1",Hostname=""} 0'; then
+          touch "$work/connected-dropped"; break
+        fi
+        sleep 0.05
+      done
       exit 0
     fi
     sleep 0.1
@@ -147,6 +155,7 @@ for want in 'netgpu_vgpu_memory_quota_bytes{vgpu="vm1",Hostname=""} 1073741824' 
   'netgpu_vgpu_connected{vgpu="vm1",Hostname=""} 1' 'netgpu_vgpu_reconnects_total{vgpu="vm1",Hostname=""} 1'; do
   grep -qF "$want" <<< "$vm" || { echo "vdev /metrics lacks: $want" >&2; echo "$vm" | grep netgpu_vgpu >&2; rc=1; }
 done
+[ -e "$work/connected-dropped" ] || { echo "vdev /metrics never showed vm1 disconnected after its host was killed" >&2; rc=1; }
 # The new host's metrics: the guest's kernels under the vGPU's name, from its grant.
 bm=$(curl -fs "http://${backend_metrics[$host]}/metrics" || true)
 if ! grep -qE '^netgpu_kernels_total\{vgpu="vm1",op="LaunchKernel"\} [1-9]' <<< "$bm"; then

@@ -277,6 +277,11 @@ impl Shared {
     /// device stays READY and other queues go on, since each has a session of its own. A
     /// new enable of the queue opens a new session.
     pub fn worker_stopped(&self, queue: &QueueShared, epoch: u32, reason: StopReason) {
+        if let (StopReason::BackendLost(_) | StopReason::ConnectFailed(_), Some(pool)) =
+            (&reason, &self.cfg.pool)
+        {
+            pool.session_lost();
+        }
         match &reason {
             StopReason::Stopped => {}
             other => {

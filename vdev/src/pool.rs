@@ -103,6 +103,15 @@ impl Follow {
         (t.address, t.token)
     }
 
+    /// A queue's session to the placement was lost (the host went away, the network broke):
+    /// `vgpu_connected` reads 0 until the next session opens ([`Follow::endpoint`]).
+    pub fn session_lost(&self) {
+        netgpu_metrics::DataPath::global()
+            .vgpu_connected
+            .get_or_create(&self.labels())
+            .set(0);
+    }
+
     /// The same series for the vGPU's whole life, wherever it is placed (as the quota's,
     /// set in [`serve_metrics`]): a move does not leave a stale `connected` behind.
     fn labels(&self) -> netgpu_metrics::labels::Vgpu {
