@@ -630,31 +630,7 @@ fn copies_larger_than_a_frame_move_straight_between_guest_pages_and_the_backend(
     )
     .value0;
     let src: Vec<u8> = (0..LEN).map(|i| (i ^ (i >> 9)) as u8).collect();
-    h.mem.write_all_at(&src, 0x10_0000).unwrap();
-    let c = run(
-        &mut h,
-        2,
-        Command::new(op::MEMCPY_HTOD, 3, &[ctx, ptr, 0]).with_sg(&[SgEntry::new(0x10_0000, LEN)]),
-    );
-    assert_eq!(CuResult(c.result), CuResult::SUCCESS);
-    // Back into 4 KiB pages named by an indirect table, as the module pins user memory.
-    let pages = LEN / 4096;
-    let mut table = Vec::new();
-    for i in 0..pages {
-        table.extend_from_slice(
-            &SgEntry::device_write(0x48_0000 + u64::from(i) * 4096, 4096).to_bytes(),
-        );
-    }
-    h.mem.write_all_at(&table, 0x40_000).unwrap();
-    let c = run(
-        &mut h,
-        3,
-        Command::new(op::MEMCPY_DTOH, 4, &[ctx, ptr, 0]).with_indirect_sg(0x40_000, pages),
-    );
-    assert_eq!(CuResult(c.result), CuResult::SUCCESS);
-    assert_eq!(c.value0, u64::from(LEN));
-    let mut back = vec![0u8; LEN as usize];
-    h.mem.read_exact_at(&mut back, 0x48_0000).unwrap();
+    let back = h.copy_there_and_back_in_pages(SQ, CQ, ctx, ptr, &src);
     assert!(back == src, "the copy came back changed");
 }
 

@@ -18,6 +18,7 @@ use netgpu_backend::config::{Config, ExecutorKind};
 use netgpu_backend::executor::cpu::CpuExecutor;
 use netgpu_backend::server::{Server, Shared};
 use netgpu_proto::abi::{self, queue as qreg, reg, Command, Completion};
+use netgpu_proto::cuda::CuResult;
 use netgpu_vdev::{Device, DeviceConfig, OnDisconnect, Source};
 use vfio_user::Client;
 use vmm_sys_util::eventfd::EventFd;
@@ -306,6 +307,58 @@ impl Harness {
             assert!(Instant::now() < deadline, "no completion in slot {slot}");
             std::thread::yield_now();
         }
+    }
+
+    /// Runs `cmd` in `slot` of queue 0 (rings at `sq`/`cq`, first lap) and waits for it.
+    pub fn run_first_lap(&mut self, sq: u64, cq: u64, slot: u32, cmd: &Command) -> Completion {
+        self.put_command(sq, slot, cmd);
+        self.ring(0, slot + 1);
+        self.wait_completion(cq, slot, true)
+    }
+
+    /// Copies `src` to device memory `ptr` of `ctx` from one scatter-gather entry (slot 2),
+    /// then back (slot 3) into 4 KiB guest pages named by an indirect table, as the module
+    /// pins user memory; both must succeed. Returns what came back.
+    pub fn copy_there_and_back_in_pages(
+        &mut self,
+        sq: u64,
+        cq: u64,
+        ctx: u64,
+        ptr: u64,
+        src: &[u8],
+    ) -> Vec<u8> {
+        const SRC: u64 = 0x10_0000;
+        const TABLE: u64 = 0x40_000;
+        const DST: u64 = 0x48_0000;
+        let len = u32::try_from(src.len()).expect("a copy of less than 4 GiB");
+        self.mem.write_all_at(src, SRC).unwrap();
+        let c = self.run_first_lap(
+            sq,
+            cq,
+            2,
+            &Command::new(abi::op::MEMCPY_HTOD, 3, &[ctx, ptr, 0])
+                .with_sg(&[abi::SgEntry::new(SRC, len)]),
+        );
+        assert_eq!(CuResult(c.result), CuResult::SUCCESS);
+        let pages = len / 4096;
+        let mut table = Vec::new();
+        for i in 0..pages {
+            table.extend_from_slice(
+                &abi::SgEntry::device_write(DST + u64::from(i) * 4096, 4096).to_bytes(),
+            );
+        }
+        self.mem.write_all_at(&table, TABLE).unwrap();
+        let c = self.run_first_lap(
+            sq,
+            cq,
+            3,
+            &Command::new(abi::op::MEMCPY_DTOH, 4, &[ctx, ptr, 0]).with_indirect_sg(TABLE, pages),
+        );
+        assert_eq!(CuResult(c.result), CuResult::SUCCESS);
+        assert_eq!(c.value0, u64::from(len));
+        let mut back = vec![0u8; src.len()];
+        self.mem.read_exact_at(&mut back, DST).unwrap();
+        back
     }
 }
 
