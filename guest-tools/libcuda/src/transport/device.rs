@@ -386,6 +386,41 @@ enum Out<'a> {
     Upto(&'a mut [u8]),
 }
 
+/// The smallest page size Linux uses. The module pins a buffer page by page and may need one
+/// scatter entry per page (pages the program never wrote, or memory fragmented over time, are
+/// physically scattered); larger pages only mean fewer entries.
+const MIN_PAGE_SIZE: usize = 4096;
+
+/// Scatter entries a buffer of `len` bytes may need at worst: one per page it touches.
+const fn worst_case_entries(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        len.div_ceil(MIN_PAGE_SIZE) + 1
+    }
+}
+
+/// The largest data section one command carries whatever the memory behind it: the device's
+/// byte limit and its scatter-entry limit, both less room for a `WIRE_REQUEST`'s control
+/// sections (a request's and its reply's) and for the data buffers' unaligned ends (an input
+/// and an output split anywhere touch at most three pages more than their bytes fill). Larger
+/// copies are split by the callers into sections this large.
+const fn max_data_section() -> usize {
+    let bytes = abi::MAX_TRANSFER as usize
+        - netgpu_proto::wire::MAX_CTRL_LEN as usize
+        - codec::REPLY_CTRL_SMALL as usize;
+    let entries = abi::MAX_SG_ENTRIES as usize
+        - worst_case_entries(netgpu_proto::wire::MAX_CTRL_LEN as usize)
+        - worst_case_entries(codec::REPLY_CTRL_SMALL as usize)
+        - 3;
+    let by_entries = entries * MIN_PAGE_SIZE;
+    if by_entries < bytes {
+        by_entries
+    } else {
+        bytes
+    }
+}
+
 fn slot(cmd: &Command) -> Slot {
     let mut s = [0u8; uapi::CMD_SIZE];
     s[..Command::SIZE].copy_from_slice(&cmd.to_bytes());
@@ -502,13 +537,8 @@ impl Transport for DeviceTransport {
         }
     }
 
-    /// The device's limit on all of a command's buffers, less room for a `WIRE_REQUEST`'s
-    /// control sections (a request's and its reply's), so a data section this large always
-    /// fits one command.
     fn max_transfer(&self) -> usize {
-        abi::MAX_TRANSFER as usize
-            - netgpu_proto::wire::MAX_CTRL_LEN as usize
-            - codec::REPLY_CTRL_SMALL as usize
+        max_data_section()
     }
 
     fn describe(&self) -> String {
@@ -731,6 +761,24 @@ mod tests {
             codec::decode_completion(&gc, &c, &[]).err(),
             Some(CuResult::OUT_OF_MEMORY)
         );
+    }
+
+    /// CI found a 32 MiB copy from never-written (calloc) memory refused with E2BIG: its 8192
+    /// pinned pages were 8192 scatter entries, over the device's 4096.
+    #[test]
+    fn a_full_data_section_fits_the_scatter_limit_in_single_pages() {
+        let max = max_data_section();
+        let worst = worst_case_entries(netgpu_proto::wire::MAX_CTRL_LEN as usize)
+            + worst_case_entries(max + codec::REPLY_CTRL_SMALL as usize)
+            + 1;
+        assert!(worst <= abi::MAX_SG_ENTRIES as usize, "{worst} entries");
+        let both = worst_case_entries(netgpu_proto::wire::MAX_CTRL_LEN as usize)
+            + worst_case_entries(max / 2)
+            + worst_case_entries(max - max / 2)
+            + worst_case_entries(codec::REPLY_CTRL_SMALL as usize);
+        assert!(both <= abi::MAX_SG_ENTRIES as usize, "{both} entries");
+        assert!(max >= 15 << 20, "sections stay large: {max}");
+        assert!(max + 64 * 1024 + 64 <= abi::MAX_TRANSFER as usize);
     }
 
     #[test]
