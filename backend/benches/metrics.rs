@@ -15,31 +15,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
-use netgpu_backend::config::{Config, ExecutorKind};
-use netgpu_backend::executor::cpu::CpuExecutor;
-use netgpu_backend::server::{Server, Shared};
+use netgpu_backend::testing::{cpu_config, InProcessBackend};
 use netgpu_client::Client;
 
 const TOKEN: &str = "bench";
 
-async fn start_backend() -> String {
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        executor: ExecutorKind::Cpu,
-        session_memory_quota: ByteSize::gib(1),
-        ..Config::default()
-    };
-    config.cpu.total_memory = ByteSize::gib(2);
-    let exec = Arc::new(CpuExecutor::new(
-        "bench",
-        config.cpu.total_memory.as_u64(),
-        0,
-    ));
-    let shared = Shared::new(config, vec![TOKEN.into()], exec);
-    let server = Server::bind(shared).await.unwrap();
-    let addr = server.local_addr().unwrap().to_string();
-    tokio::spawn(server.run(std::future::pending()));
-    addr
+/// A CPU-executor backend (1 GiB per session, 2 GiB in all, a worker per core) on loopback.
+async fn start_backend() -> InProcessBackend {
+    let mut config = cpu_config(
+        "127.0.0.1:0".parse().unwrap(),
+        ByteSize::gib(1),
+        ByteSize::gib(2),
+    );
+    config.cpu.threads = 0;
+    InProcessBackend::start("bench", config, vec![TOKEN.into()])
+        .await
+        .unwrap()
 }
 
 /// (median sequential round trip, calls per second with 64 in flight), best of `trials`.
@@ -88,7 +79,8 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let addr = start_backend().await;
+        let backend = start_backend().await;
+        let addr = backend.addr.to_string();
         println!("netgpu session metrics cost (TCP loopback, CPU executor, best of {trials})\n");
         let (rt_off, rate_off) = measure(&addr, trials).await;
         netgpu_backend::session::metrics::enable(netgpu_metrics::labels::Gpu::default());

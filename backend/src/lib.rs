@@ -13,5 +13,7 @@ pub mod pool;
 pub mod server;
 pub mod session;
 pub mod tenant;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tls_transport;
 pub mod transport;

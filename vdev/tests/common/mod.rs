@@ -14,9 +14,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
-use netgpu_backend::config::{Config, ExecutorKind};
+use netgpu_backend::config::Config;
 use netgpu_backend::executor::cpu::CpuExecutor;
-use netgpu_backend::server::{Server, Shared};
+use netgpu_backend::server::Shared;
+use netgpu_backend::testing::{cpu_config, InProcessBackend};
 use netgpu_proto::abi::{self, queue as qreg, reg, Command, Completion};
 use netgpu_proto::cuda::CuResult;
 use netgpu_vdev::{Device, DeviceConfig, OnDisconnect, Source};
@@ -30,6 +31,8 @@ pub struct Backend {
     pub addr: String,
     pub executor: Arc<CpuExecutor>,
     pub shared: Arc<Shared>,
+    /// Serves until the harness drops it.
+    _served: InProcessBackend,
 }
 
 pub fn start_backend(rt: &tokio::runtime::Runtime) -> Backend {
@@ -41,25 +44,21 @@ pub fn start_backend_with(
     tweak: impl FnOnce(&mut Config),
 ) -> Backend {
     rt.block_on(async {
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            executor: ExecutorKind::Cpu,
-            session_memory_quota: ByteSize::mib(64),
-            ..Config::default()
-        };
+        let mut config = cpu_config(
+            "127.0.0.1:0".parse().unwrap(),
+            ByteSize::mib(64),
+            ByteSize::mib(256),
+        );
         tweak(&mut config);
         config.cpu.total_memory = ByteSize::mib(256);
-        let executor = Arc::new(CpuExecutor::new("test cpu", 256 << 20, 2));
-        let shared = Shared::new(config, vec![TOKEN.to_string()], executor.clone());
-        let server = Server::bind(shared.clone()).await.unwrap();
-        let addr = server.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let _ = server.run(std::future::pending()).await;
-        });
+        let served = InProcessBackend::start("test cpu", config, vec![TOKEN.to_string()])
+            .await
+            .unwrap();
         Backend {
-            addr,
-            executor,
-            shared,
+            addr: served.addr.to_string(),
+            executor: served.executor.clone(),
+            shared: served.shared.clone(),
+            _served: served,
         }
     })
 }

@@ -4,39 +4,23 @@
 //!
 //! `netfault-backend <listen-addr> <token>`
 
-use std::sync::Arc;
-
 use bytesize::ByteSize;
-use netgpu_backend::config::{Config, ExecutorKind};
-use netgpu_backend::executor::cpu::CpuExecutor;
-use netgpu_backend::server::{Server, Shared};
+use netgpu_backend::testing::{cpu_config, InProcessBackend};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(token)) = (args.next(), args.next()) else {
         return Err("usage: netfault-backend <listen-addr> <token>".into());
     };
-    let mut config = Config {
-        listen: listen.parse()?,
-        executor: ExecutorKind::Cpu,
-        session_memory_quota: ByteSize::mib(256),
-        ..Config::default()
-    };
-    config.cpu.total_memory = ByteSize::mib(512);
-    let executor = Arc::new(CpuExecutor::new(
-        "fault cpu",
-        config.cpu.total_memory.as_u64(),
-        2,
-    ));
-    let shared = Shared::new(config, vec![token], executor);
+    let config = cpu_config(listen.parse()?, ByteSize::mib(256), ByteSize::mib(512));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let server = Server::bind(shared).await?;
-        println!("listening {}", server.local_addr()?);
-        server.run(std::future::pending()).await?;
+        let backend = InProcessBackend::start("fault cpu", config, vec![token]).await?;
+        println!("listening {}", backend.addr);
+        std::future::pending::<()>().await;
         Ok(())
     })
 }

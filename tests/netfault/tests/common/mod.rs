@@ -5,86 +5,41 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
-use netgpu_backend::config::{Config, ExecutorKind};
-use netgpu_backend::executor::cpu::CpuExecutor;
-use netgpu_backend::server::{Server, Shared};
+use netgpu_backend::testing::{cpu_config, InProcessBackend};
 use netgpu_client::{Client, ClientError, CuResult, Handle};
 use netgpu_netfault::FaultProxy;
-use tokio::sync::oneshot;
 
 pub const TOKEN: &str = "fault-test-token-0123456789";
 
-pub struct Backend {
-    pub addr: SocketAddr,
-    pub executor: Arc<CpuExecutor>,
-    pub shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+/// The in-process backend these tests run against (256 MiB per session, 512 MiB in all, a
+/// 2 s shutdown grace).
+pub struct Backend(InProcessBackend);
+
+impl std::ops::Deref for Backend {
+    type Target = InProcessBackend;
+    fn deref(&self) -> &InProcessBackend {
+        &self.0
+    }
 }
 
 impl Backend {
     /// A CPU-executor backend on `listen` (port 0: any).
     pub async fn start(listen: SocketAddr) -> Backend {
-        let mut config = Config {
-            listen,
-            executor: ExecutorKind::Cpu,
-            session_memory_quota: ByteSize::mib(256),
-            shutdown_grace_ms: 2_000,
-            ..Config::default()
-        };
-        config.cpu.total_memory = ByteSize::mib(512);
-        config.cpu.threads = 2;
-        let executor = Arc::new(CpuExecutor::new(
-            "fault cpu",
-            config.cpu.total_memory.as_u64(),
-            2,
-        ));
-        let shared = Shared::new(config, vec![TOKEN.to_string()], executor.clone());
-        let server = Server::bind(shared.clone()).await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .run(async {
-                    let _ = rx.await;
-                })
+        let mut config = cpu_config(listen, ByteSize::mib(256), ByteSize::mib(512));
+        config.shutdown_grace_ms = 2_000;
+        Backend(
+            InProcessBackend::start("fault cpu", config, vec![TOKEN.to_string()])
                 .await
-                .unwrap();
-        });
-        Backend {
-            addr,
-            executor,
-            shared,
-            stop: Some(tx),
-            task: Some(task),
-        }
+                .unwrap(),
+        )
     }
 
     /// Stops it as SIGTERM would.
     pub async fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap();
-        }
-    }
-
-    /// Waits (up to `within`) until no session is open and no device memory is held; returns
-    /// what is left.
-    pub async fn wait_idle(&self, within: Duration) -> (usize, u64) {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = (self.shared.session_count(), self.executor.memory_used());
-            if left == (0, 0) || Instant::now() >= deadline {
-                return left;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.0.stop().await;
     }
 }
 
