@@ -12,11 +12,11 @@
 
 use std::time::{Duration, Instant};
 
-use bytesize::ByteSize;
-use netgpu_backend::testing::{cpu_config, InProcessBackend};
 use netgpu_client::Client;
 
-const TOKEN: &str = "bench";
+mod common;
+use common::{start_backend, TOKEN};
+
 const SPIN: &str = ".version 7.0\n.target sm_50\n.address_size 64\n.visible .entry spin(.param .u64 ns)\n{\n.reg .u64 %t0, %t1, %d, %n;\n.reg .pred %p;\nld.param.u64 %n, [ns];\nmov.u64 %t0, %globaltimer;\nLOOP:\nmov.u64 %t1, %globaltimer;\nsub.u64 %d, %t1, %t0;\nsetp.lt.u64 %p, %d, %n;\n@%p bra LOOP;\nret;\n}\n";
 
 fn main() {
@@ -37,19 +37,6 @@ fn main() {
         println!();
         overlap(&addr).await;
     });
-}
-
-/// A CPU-executor backend (1 GiB per session, 2 GiB in all, a worker per core) on loopback.
-async fn start_backend() -> InProcessBackend {
-    let mut config = cpu_config(
-        "127.0.0.1:0".parse().unwrap(),
-        ByteSize::gib(1),
-        ByteSize::gib(2),
-    );
-    config.cpu.threads = 0;
-    InProcessBackend::start("bench", config, vec![TOKEN.into()])
-        .await
-        .unwrap()
 }
 
 struct Session {

@@ -14,24 +14,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytesize::ByteSize;
-use netgpu_backend::testing::{cpu_config, InProcessBackend};
 use netgpu_client::Client;
 
-const TOKEN: &str = "bench";
-
-/// A CPU-executor backend (1 GiB per session, 2 GiB in all, a worker per core) on loopback.
-async fn start_backend() -> InProcessBackend {
-    let mut config = cpu_config(
-        "127.0.0.1:0".parse().unwrap(),
-        ByteSize::gib(1),
-        ByteSize::gib(2),
-    );
-    config.cpu.threads = 0;
-    InProcessBackend::start("bench", config, vec![TOKEN.into()])
-        .await
-        .unwrap()
-}
+mod common;
+use common::{start_backend, TOKEN};
 
 /// (median sequential round trip, calls per second with 64 in flight), best of `trials`.
 async fn measure(addr: &str, trials: usize) -> (Duration, f64) {
