@@ -163,6 +163,7 @@ fn pki(dir: &std::path::Path) -> (ServerTls, ClientTls) {
         key: dir.join("b.key"),
         client_ca: dir.join("ca.crt"),
         client_auth: ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let c = ClientTls::load(ClientTlsConfig {

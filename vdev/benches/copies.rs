@@ -350,6 +350,7 @@ fn tls_backend(
         key: write("gpu.key", &b.key_pem),
         client_ca: ca_file.clone(),
         client_auth: netgpu_tls::ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let client = netgpu_tls::ClientTls::load(netgpu_tls::ClientTlsConfig {

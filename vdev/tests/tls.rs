@@ -127,6 +127,7 @@ fn tls_device(
         key: pki.backend().1,
         client_ca: pki.ca_file.clone(),
         client_auth: ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let ccfg = client(&pki);
@@ -261,6 +262,7 @@ fn the_jailed_binary_speaks_tls_and_survives_a_certificate_rotation() {
         key: bk,
         client_ca: pki.ca_file.clone(),
         client_auth: ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let (hc, hk) = pki.hypervisor("tenant-j");
@@ -375,6 +377,7 @@ fn tls_backend(rt: &tokio::runtime::Runtime, pki: &Pki, tenant: &str) -> String 
         key: k,
         client_ca: pki.ca_file.clone(),
         client_auth: ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let config = Config {

@@ -57,6 +57,7 @@ impl Pki {
             key: self.p("gpu.key"),
             client_ca: self.p("ca.crt"),
             client_auth: ClientAuth::Required,
+            crls: Vec::new(),
         })
         .unwrap()
     }

@@ -62,6 +62,7 @@ impl Pki {
             key: cert.1,
             client_ca: client_ca.to_path_buf(),
             client_auth: ClientAuth::Required,
+            crls: Vec::new(),
         }
     }
 
