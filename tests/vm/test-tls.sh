@@ -5,13 +5,19 @@
 # is refused by the backend with a reason, and a second vdev that trusts another CA (a second
 # PCI device in the same guest) is refused at the handshake: the guest sees that device FATAL
 # (backend auth), a program on it fails instead of hanging, and vdev's log names the CA file.
+# A third vdev is started before its backend (a second TLS backend, started when the guest
+# asks): the guest sees that device FATAL (unreachable), then up without a reset, and runs a
+# program on it.
 set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "$0")/lib.sh"
 vm_load_env
 work=$(mktemp -d)
 cleanup() {
-  kill -TERM "${wrong_pid:-}" 2>/dev/null || true
+  kill "${watcher:-}" 2>/dev/null || true
+  kill -TERM "${wrong_pid:-}" "${late_pid:-}" 2>/dev/null || true
+  if [ -f "$work/late-backend.pid" ]; then kill -TERM "$(cat "$work/late-backend.pid")" 2>/dev/null || true; fi
+  rm -f "${late_sock:-}"
   vm_stop_netgpu
   rm -f "${wrong_sock:-}"
   rm -rf "$work" "$VM_ROOT/build/tls-$$"
@@ -98,7 +104,32 @@ wrong_sock=$VM_ROOT/run/netgpu/vdev-wrong-$$.sock
 wrong_pid=$!
 for _ in $(seq 100); do [ -S "$wrong_sock" ] && break; sleep 0.05; done
 [ -S "$wrong_sock" ] || { cat "$work/vdev-wrong.log" >&2; vm_die "the second netgpu-vdev did not start"; }
-export VM_EXTRA_DEVICES="{\"driver\":\"vfio-user-pci\",\"socket\":{\"type\":\"unix\",\"path\":\"/run/netgpu/$(basename "$wrong_sock")\"}}"
+
+# The vdev whose backend is not there yet (netgpu2): the same TLS setup, another port.
+late_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+late_sock=$VM_ROOT/run/netgpu/vdev-late-$$.sock
+# shellcheck disable=SC2086  # $tls_args is a list of flags
+"$target/debug/netgpu-vdev" --socket "$late_sock" --backend "127.0.0.1:$late_port" --token-file "$work/token" \
+  $tls_args > "$work/vdev-late.log" 2>&1 &
+late_pid=$!
+for _ in $(seq 100); do [ -S "$late_sock" ] && break; sleep 0.05; done
+[ -S "$late_sock" ] || { cat "$work/vdev-late.log" >&2; vm_die "the third netgpu-vdev did not start"; }
+dev() { printf '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/netgpu/%s"}}' "$(basename "$1")"; }
+export VM_EXTRA_DEVICES="$(dev "$wrong_sock") $(dev "$late_sock")"
+# Starts the late backend when the guest has seen its device FATAL.
+(
+  for _ in $(seq 2400); do
+    if grep -q '^NETGPU-HOST: start-late-backend' "$work/serial.log" 2>/dev/null; then
+      "$target/debug/netgpu-backend" --listen "127.0.0.1:$late_port" --executor cpu --config "$work/backend.toml" \
+        > "$work/backend-late.log" 2>&1 &
+      echo $! > "$work/late-backend.pid"
+      wait
+      exit 0
+    fi
+    sleep 0.1
+  done
+) &
+watcher=$!
 
 cp "$(dirname "$0")/guest/tls.sh" "$payload/run.sh"
 VM_TIMEOUT=240 vm_run_payload "$work" "$payload" || rc=1
@@ -108,5 +139,9 @@ echo "--- the misconfigured vdev's log"; grep -i 'certificate' "$work/vdev-wrong
 host_check wrong-ca-error-names-the-ca grep -q "not issued by a CA in $pki/other-ca/ca.crt" "$work/vdev-wrong.txt"
 host_check backend-sessions-tls-tenant-acme grep -Eq 'session open .*client=netgpu-vdev .*tenant=acme tls=true' "$work/backend.txt"
 host_check backend-logged-plain-refusal grep -q 'plain client refused: this backend speaks TLS only' "$work/backend.txt"
-host_check vdevs-alive kill -0 "$NETGPU_VDEV_PID" "$wrong_pid"
+for l in vdev-late backend-late; do sed 's/\x1b\[[0-9;]*m//g' "$work/$l.log" > "$work/$l.txt" 2>/dev/null || true; done
+grep -E 'cannot open a backend session|backend ready' "$work/vdev-late.txt" | cut -c1-300 || true
+host_check late-vdev-ready-without-reset [ "$(grep -c 'backend ready' "$work/vdev-late.txt")" = 1 ]
+host_check late-backend-served-tls-acme grep -Eq 'session open .*client=netgpu-vdev .*tenant=acme tls=true' "$work/backend-late.txt"
+host_check vdevs-alive kill -0 "$NETGPU_VDEV_PID" "$wrong_pid" "$late_pid"
 exit $rc
