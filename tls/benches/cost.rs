@@ -171,6 +171,7 @@ fn pki(dir: &std::path::Path) -> (ServerTls, ClientTls) {
         cert: Some(dir.join("h.crt")),
         key: Some(dir.join("h.key")),
         server_name: Some("localhost".into()),
+        crls: Vec::new(),
     })
     .unwrap();
     (s, c)

@@ -83,11 +83,17 @@ pub struct ClientTlsConfig {
     /// address (a DNS name or an IP address).
     #[serde(default, alias = "server-name")]
     pub server_name: Option<String>,
+    /// Certificate revocation lists (PEM or DER) of the CAs in `ca`: a backend certificate
+    /// listed in one is refused. With any configured, every backend certificate's issuer
+    /// must have one here (fail closed). Reloaded with the certificates.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
 }
 
 impl ClientTlsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         non_empty("ca", &self.ca)?;
+        self.crls.iter().try_for_each(|c| non_empty("crls", c))?;
         match (&self.cert, &self.key) {
             (Some(c), Some(k)) => {
                 non_empty("cert", c)?;
@@ -110,6 +116,7 @@ impl ClientTlsConfig {
         let mut f = vec![self.ca.clone()];
         f.extend(self.cert.iter().cloned());
         f.extend(self.key.iter().cloned());
+        f.extend(self.crls.iter().cloned());
         f
     }
 }

@@ -63,6 +63,12 @@ pub fn client_failure(e: &io::Error, side: &ClientSide<'_>) -> String {
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => format!(
                 "the backend at {addr} presented a certificate without the serverAuth usage ({c}): it is not a backend certificate; issue one with `netgpu-cert backend`"
             ),
+            CertificateError::Revoked => format!(
+                "the backend at {addr} presented a revoked certificate (a CRL in [tls] crls lists it): do not use this host until it has a new certificate (`netgpu-cert backend`)"
+            ),
+            CertificateError::UnknownRevocationStatus => format!(
+                "the revocation status of the certificate of the backend at {addr} is unknown: no CRL in [tls] crls is from its issuer; add that CA's CRL (`netgpu-cert crl --ca DIR`)"
+            ),
             other => format!("the backend at {addr} presented an unacceptable certificate: {other}"),
         },
         Error::AlertReceived(alert) => match alert {

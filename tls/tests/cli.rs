@@ -199,6 +199,7 @@ fn revoked_certificates_are_refused_by_a_backend_using_the_crl() {
             cert: Some(dir.join(format!("h/{hv}.crt"))),
             key: Some(dir.join(format!("h/{hv}.key"))),
             server_name: None,
+            crls: Vec::new(),
         })
         .unwrap();
         if let Ok(mut s) = connect(TcpStream::connect(&addr).unwrap(), &c, &addr, t) {

@@ -175,3 +175,30 @@ fn a_broken_crl_file_is_refused_at_load_naming_it() {
         "{e}"
     );
 }
+
+#[test]
+fn a_client_with_crls_refuses_a_revoked_backend_certificate() {
+    let pki = Pki::new("ops");
+    let hv = pki.hypervisor("hv1", "acme");
+    let stolen = pki.backend("gpu-stolen", &[]);
+    let crl = pki.path("ops.crl");
+    write_crl(&pki, &crl, &[&stolen.0], 1);
+    // A host whose key was stolen still serves with its (revoked) certificate.
+    let (addr, rx) = serve(
+        Arc::new(ServerTls::load(pki.server_config(stolen, &pki.ca_file)).unwrap()),
+        2,
+    );
+    let mut cfg = pki.client_config(Some(hv), &pki.ca_file);
+    let without = ClientTls::load(cfg.clone()).unwrap();
+    exchange(&without, &addr).unwrap();
+    rx.recv_timeout(T).unwrap().unwrap();
+    cfg.crls = vec![crl];
+    let with = ClientTls::load(cfg).unwrap();
+    let e = exchange(&with, &addr).unwrap_err();
+    eprintln!("client: {e}");
+    assert!(
+        e.contains("presented a revoked certificate") && e.contains("crls"),
+        "{e}"
+    );
+    let _ = rx.recv_timeout(T);
+}

@@ -358,6 +358,7 @@ fn tls_backend(
         cert: Some(write("hv.crt", &h.cert_pem)),
         key: Some(write("hv.key", &h.key_pem)),
         server_name: Some("gpu.bench".into()),
+        crls: Vec::new(),
     })
     .unwrap();
     let mut config = Config {

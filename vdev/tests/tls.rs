@@ -158,6 +158,7 @@ fn copies_of_several_frames_travel_through_tls_unchanged() {
         cert: Some(p.hypervisor("tenant-a").0),
         key: Some(p.hypervisor("tenant-a").1),
         server_name: Some("gpu1.test".into()),
+        crls: Vec::new(),
     });
     let _ = &pki;
     h.wait_status(abi::STATUS_READY);
@@ -214,6 +215,7 @@ fn a_backend_certificate_from_another_ca_is_refused() {
         cert: Some(p.hypervisor("t").0),
         key: Some(p.hypervisor("t").1),
         server_name: Some("gpu1.test".into()),
+        crls: Vec::new(),
     });
     refused(&mut h, &term, "unknown CA");
 }
@@ -229,6 +231,7 @@ fn a_wrong_server_name_or_no_client_certificate_gets_no_session() {
             cert: with_cert.then(|| p.hypervisor("t").0),
             key: with_cert.then(|| p.hypervisor("t").1),
             server_name: Some(name.into()),
+            crls: Vec::new(),
         });
         refused(&mut h, &term, tag);
     }
@@ -427,6 +430,7 @@ fn copies_through_the_backends_own_tls_listener() {
                 cert: Some(hc.clone()),
                 key: Some(hk.clone()),
                 server_name: Some("gpu1.test".into()),
+                crls: Vec::new(),
             }));
         },
     );

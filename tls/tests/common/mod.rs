@@ -72,6 +72,7 @@ impl Pki {
             cert: id.as_ref().map(|i| i.0.clone()),
             key: id.map(|i| i.1),
             server_name: None,
+            crls: Vec::new(),
         }
     }
 }
