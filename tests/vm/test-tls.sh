@@ -7,7 +7,8 @@
 # (backend auth), a program on it fails instead of hanging, and vdev's log names the CA file.
 # A third vdev is started before its backend (a second TLS backend, started when the guest
 # asks): the guest sees that device FATAL (unreachable), then up without a reset, and runs a
-# program on it.
+# program on it. Revocation: the backend reads the CA's CRL; a second hypervisor certificate is
+# served, revoked with `netgpuctl cert revoke`, and refused by the running backend.
 set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -40,7 +41,9 @@ pki=$work/pki
 "$ctl" cert ca --out "$pki/ca" --name "netgpu test CA" > /dev/null
 "$ctl" cert backend --ca "$pki/ca" --name gpu1 --ip 127.0.0.1 --out "$pki/gpu1" > /dev/null
 "$ctl" cert hypervisor --ca "$pki/ca" --name hv1 --tenant acme --out "$pki/hv1" > /dev/null
+"$ctl" cert hypervisor --ca "$pki/ca" --name hv2 --tenant acme --out "$pki/hv2" > /dev/null
 "$ctl" cert ca --out "$pki/other-ca" --name "some other CA" > /dev/null
+"$ctl" cert crl --ca "$pki/ca" > /dev/null   # empty so far: hv2 is revoked later
 "$ctl" --json cert show "$pki/hv1/hv1.crt" > "$work/hv1.json"
 host_check cert-names-tenant grep -q '"tenant": *"acme"' "$work/hv1.json"
 
@@ -51,6 +54,7 @@ cat > "$work/backend.toml" <<TOML
 cert = "$pki/gpu1/gpu1.crt"
 key = "$pki/gpu1/gpu1.key"
 client_ca = "$pki/ca/ca.crt"
+crls = ["$pki/ca/ca.crl"]
 
 [[tenants]]
 name = "acme"
@@ -95,6 +99,17 @@ else
 fi
 host_check tls-probe "$target/debug/netgpu-probe" --backend "$NETGPU_BACKEND_ADDR" --token-file "$work/token" \
   --ca "$pki/ca/ca.crt" --cert "$pki/hv1/hv1.crt" --key "$pki/hv1/hv1.key"
+# Revocation: hv2 is served, revoked with the CLI (the backend reloads the CRL), then refused.
+probe_hv2() {
+  "$target/debug/netgpu-probe" --backend "$NETGPU_BACKEND_ADDR" --token-file "$work/token" \
+    --ca "$pki/ca/ca.crt" --cert "$pki/hv2/hv2.crt" --key "$pki/hv2/hv2.key" > "$work/hv2.out" 2>&1
+}
+host_check hv2-served-before-revocation probe_hv2
+"$ctl" cert revoke --ca "$pki/ca" "$pki/hv2/hv2.crt" > /dev/null
+if probe_hv2; then echo "NETGPU-TEST: FAIL host-revoked-hv2-refused (it was served)"; rc=1; else
+  cat "$work/hv2.out"
+  host_check revoked-hv2-refused grep -q 'has been revoked' "$work/hv2.out"
+fi
 
 # The misconfigured vdev: trusts the other CA. QEMU gives it the second PCI slot (netgpu1).
 wrong_sock=$VM_ROOT/run/netgpu/vdev-wrong-$$.sock
@@ -139,6 +154,7 @@ echo "--- the misconfigured vdev's log"; grep -i 'certificate' "$work/vdev-wrong
 host_check wrong-ca-error-names-the-ca grep -q "not issued by a CA in $pki/other-ca/ca.crt" "$work/vdev-wrong.txt"
 host_check backend-sessions-tls-tenant-acme grep -Eq 'session open .*client=netgpu-vdev .*tenant=acme tls=true' "$work/backend.txt"
 host_check backend-logged-plain-refusal grep -q 'plain client refused: this backend speaks TLS only' "$work/backend.txt"
+host_check backend-logged-revoked grep -q 'presented a revoked certificate' "$work/backend.txt"
 for l in vdev-late backend-late; do sed 's/\x1b\[[0-9;]*m//g' "$work/$l.log" > "$work/$l.txt" 2>/dev/null || true; done
 grep -E 'cannot open a backend session|backend ready' "$work/vdev-late.txt" | cut -c1-300 || true
 host_check late-vdev-ready-without-reset [ "$(grep -c 'backend ready' "$work/vdev-late.txt")" = 1 ]
