@@ -35,5 +35,20 @@ fn cert_commands_need_no_store() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["certificate"]["sans"][0], "DNS:gpu1.dc");
+    // Revocation needs no store either: revoke writes the CA's CRL, crl re-signs it.
+    let crt = d.join("gpu1.crt");
+    let o = run(&[
+        "cert",
+        "revoke",
+        "--ca",
+        pki.to_str().unwrap(),
+        crt.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["--json", "cert", "crl", "--ca", pki.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["revoked"], 1);
+    assert!(pki.join("ca.crl").exists());
     let _ = std::fs::remove_dir_all(d);
 }

@@ -225,7 +225,8 @@ pub const fn intr_queue_bit(q: u32) -> u32 {
 
 /// `STATUS`: the backend session is up; queues may be enabled and GPU info is valid.
 pub const STATUS_READY: u32 = 1 << 0;
-/// `STATUS`: the device stopped on a fatal error (see `FATAL_REASON`); only a reset clears it.
+/// `STATUS`: the device cannot reach or use its backend (see `FATAL_REASON`); it keeps
+/// probing and reads READY once the backend answers (a device event), or a reset starts over.
 pub const STATUS_FATAL: u32 = 1 << 1;
 /// `STATUS`: a reset is in progress.
 pub const STATUS_RESETTING: u32 = 1 << 2;

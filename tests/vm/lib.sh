@@ -94,7 +94,9 @@ vm_payload_bin() {
 
 # Starts a CPU-executor netgpu-backend on 127.0.0.1 and a netgpu-vdev connected to it, with
 # logs and token under $1 ($NETGPU_VDEV_ARGS: extra vdev arguments, e.g. "--memory 1GiB";
-# $NETGPU_VM_BIN_DIR: use the binaries under that target directory instead of building).
+# $NETGPU_VM_BIN_DIR: use the binaries under that target directory instead of building;
+# $NETGPU_BACKEND_ARGS: the backend's security arguments instead of the plain default
+# "--insecure-plain-loopback --token-file $1/token", e.g. "--config FILE" with a [tls] section).
 # Sets NETGPU_DEVICE_JSON (the QEMU -device argument) and
 # NETGPU_PIDS; vm_stop_netgpu stops them.
 vm_start_netgpu() {
@@ -114,8 +116,10 @@ vm_start_netgpu() {
   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   NETGPU_BACKEND_ADDR="127.0.0.1:$port"
-  "$target/debug/netgpu-backend" --listen "$NETGPU_BACKEND_ADDR" --executor cpu --insecure-plain-loopback \
-    --token-file "$work/token" > "$work/backend.log" 2>&1 &
+  local security=(--insecure-plain-loopback --token-file "$work/token")
+  if [ -n "${NETGPU_BACKEND_ARGS:-}" ]; then read -r -a security <<< "$NETGPU_BACKEND_ARGS"; fi
+  "$target/debug/netgpu-backend" --listen "$NETGPU_BACKEND_ADDR" --executor cpu "${security[@]}" \
+    > "$work/backend.log" 2>&1 &
   NETGPU_BACKEND_PID=$!
   # A test may put something between vdev and the backend: vm_hook_backend_started (defined by
   # the test) runs here and may set NETGPU_VDEV_BACKEND_ADDR, where vdev connects instead.
@@ -169,13 +173,15 @@ vm_results() {
 # Boots the guest with payload directory $2 (its run.sh runs in the guest) and the netgpu
 # device attached; serial log in $1/serial.log. Fails unless the guest summary has 0 failed.
 # $VM_TIMEOUT: seconds (180); $VM_APPEND: extra kernel command line (e.g. slub_debug=FZPU);
-# $VM_KEEP_LOG: a file to copy the serial log to.
+# $VM_KEEP_LOG: a file to copy the serial log to; $VM_EXTRA_DEVICES: more QEMU -device JSON
+# arguments, separated by spaces (after the netgpu device, so it stays netgpu0).
 vm_run_payload() {
-  local work=$1 payload=$2
+  local work=$1 payload=$2 d extra=()
+  for d in ${VM_EXTRA_DEVICES:-}; do extra+=(--device "$d"); done
   cp "$(dirname "${BASH_SOURCE[0]}")/guest/lib.sh" "$payload/lib.sh"
   "$(dirname "${BASH_SOURCE[0]}")/mkinitramfs.sh" "$work/initrd.cpio.gz" "$payload"
   if ! "$(dirname "${BASH_SOURCE[0]}")/run-vm.sh" --initrd "$work/initrd.cpio.gz" \
-      --device "$NETGPU_DEVICE_JSON" --timeout "${VM_TIMEOUT:-180}" --log "$work/serial.log" \
+      --device "$NETGPU_DEVICE_JSON" "${extra[@]}" --timeout "${VM_TIMEOUT:-180}" --log "$work/serial.log" \
       --append "${VM_APPEND:-}" > /dev/null; then
     cat "$work/serial.log" >&2
     echo "--- vdev log" >&2; tail -n 40 "$work/vdev.log" >&2

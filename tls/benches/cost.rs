@@ -163,6 +163,7 @@ fn pki(dir: &std::path::Path) -> (ServerTls, ClientTls) {
         key: dir.join("b.key"),
         client_ca: dir.join("ca.crt"),
         client_auth: ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let c = ClientTls::load(ClientTlsConfig {
@@ -170,6 +171,7 @@ fn pki(dir: &std::path::Path) -> (ServerTls, ClientTls) {
         cert: Some(dir.join("h.crt")),
         key: Some(dir.join("h.key")),
         server_name: Some("localhost".into()),
+        crls: Vec::new(),
     })
     .unwrap();
     (s, c)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 
 use crate::identity::{format_time, CertInfo};
-use crate::issue::{new_ca, Ca, Issued, Role};
+use crate::issue::{new_ca, Ca, Issued, Revoked, Role};
 use crate::{chain, pem, TenantName};
 
 #[derive(Subcommand, Debug)]
@@ -52,6 +52,29 @@ pub enum CertCmd {
         /// DNS name of the hypervisor, for logs (repeatable, optional).
         #[arg(long)]
         dns: Vec<String>,
+    },
+    /// Revoke certificates: add them to the CA's revocation list (DIR/revoked.txt) and write
+    /// a new CRL (DIR/ca.crl) for the backends' `[tls] crls`.
+    Revoke {
+        /// Directory holding the CA's ca.crt and ca.key.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The certificates (PEM files) to revoke; each must be issued by this CA.
+        #[arg(required = true)]
+        certs: Vec<PathBuf>,
+        /// Validity of the new CRL in days (issue a fresh one before, with `crl`).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+    /// Write a fresh CRL (DIR/ca.crl) listing what was revoked so far (none yet: an empty
+    /// list, which backends with `[tls] crls` need for every CA in their client_ca).
+    Crl {
+        /// Directory holding the CA's ca.crt and ca.key.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// Validity of the CRL in days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
     },
     /// Show the certificates in a PEM file: subject, names, tenant, usages, validity.
     Show {
@@ -159,6 +182,67 @@ pub fn run(cmd: &CertCmd, json: bool) -> Result<(), String> {
             }
             Ok(())
         }
+        CertCmd::Revoke { ca, certs, days } => {
+            let mut list = read_revoked(ca)?;
+            let ca_info = ca_info(ca)?;
+            let ca_der =
+                pem::load_certs("CA certificate", &ca.join("ca.crt")).map_err(|e| chain(&e))?;
+            let ca_ski = x509_parser::parse_x509_certificate(&ca_der[0])
+                .map(|(_, c)| key_ids(&c).0)
+                .map_err(|e| format!("{}: {e}", ca.join("ca.crt").display()))?;
+            let mut added = Vec::new();
+            for file in certs {
+                let der = pem::load_certs("certificate", file).map_err(|e| chain(&e))?;
+                let leaf = &der[0];
+                let (_, c) = x509_parser::parse_x509_certificate(leaf).map_err(|e| {
+                    format!("{}: not a valid X.509 certificate: {e}", file.display())
+                })?;
+                let issuer = c.issuer().to_string();
+                let aki = key_ids(&c).1;
+                if issuer != ca_info.subject || (aki.is_some() && aki != ca_ski) {
+                    return Err(format!(
+                        "{} was issued by {issuer}, not by this CA ({}): revoke it with its own CA",
+                        file.display(),
+                        ca_info.subject
+                    ));
+                }
+                let serial = c.raw_serial().to_vec();
+                if !list.iter().any(|r| r.serial == serial) {
+                    list.push(Revoked {
+                        serial,
+                        time: pem::now(),
+                    });
+                    added.push((file.clone(), c.subject().to_string()));
+                }
+            }
+            write_revoked(ca, &list)?;
+            let crl = write_crl(ca, &list, *days)?;
+            if json {
+                let v = serde_json::json!({
+                    "crl": crl,
+                    "revoked": list.len(),
+                    "added": added.iter().map(|(f, s)| serde_json::json!({"file": f, "subject": s})).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                for (f, subject) in &added {
+                    println!("revoked {} ({subject})", f.display());
+                }
+                print_crl_next(&crl, list.len(), *days);
+            }
+            Ok(())
+        }
+        CertCmd::Crl { ca, days } => {
+            let list = read_revoked(ca)?;
+            let crl = write_crl(ca, &list, *days)?;
+            if json {
+                let v = serde_json::json!({"crl": crl, "revoked": list.len()});
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                print_crl_next(&crl, list.len(), *days);
+            }
+            Ok(())
+        }
         CertCmd::Show { file } => {
             let certs = pem::load_certs("certificate", file).map_err(|e| chain(&e))?;
             let infos = certs
@@ -209,6 +293,110 @@ fn issue(a: &IssueArgs, role: &Role) -> Result<(PathBuf, PathBuf, CertInfo), Str
     let stem = a.name.replace('/', "_");
     let (c, k) = write_pair(&a.out, &stem, &issued, a.force)?;
     Ok((c, k, info_of(&issued)?))
+}
+
+/// The CA's revocation list: DIR/revoked.txt, one `SERIAL-HEX UNIX-TIME` line per
+/// certificate (missing: none revoked yet).
+fn read_revoked(ca: &Path) -> Result<Vec<Revoked>, String> {
+    let path = ca.join("revoked.txt");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let bad = |n: usize| {
+        format!(
+            "{} line {n}: expected `SERIAL-HEX UNIX-TIME`",
+            path.display()
+        )
+    };
+    let mut list = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let (Some(hex), Some(time)) = (f.next(), f.next()) else {
+            return Err(bad(i + 1));
+        };
+        if hex.len() % 2 != 0 || hex.is_empty() {
+            return Err(bad(i + 1));
+        }
+        let serial = (0..hex.len())
+            .step_by(2)
+            .map(|j| u8::from_str_radix(hex.get(j..j + 2).unwrap_or("?"), 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| bad(i + 1))?;
+        let time = time.parse::<i64>().map_err(|_| bad(i + 1))?;
+        list.push(Revoked { serial, time });
+    }
+    Ok(list)
+}
+
+fn write_revoked(ca: &Path, list: &[Revoked]) -> Result<(), String> {
+    let mut text = String::from(
+        "# certificates revoked by this CA: serial (hex), UNIX time; netgpu-cert revoke\n",
+    );
+    for r in list {
+        let hex: String = r.serial.iter().map(|b| format!("{b:02x}")).collect();
+        text.push_str(&format!("{hex} {}\n", r.time));
+    }
+    write_file(&ca.join("revoked.txt"), text.as_bytes(), 0o644)
+}
+
+/// A certificate's subject key identifier and authority key identifier: two CAs of the same
+/// name are told apart by these.
+fn key_ids(
+    c: &x509_parser::certificate::X509Certificate<'_>,
+) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    use x509_parser::extensions::ParsedExtension;
+    let (mut ski, mut aki) = (None, None);
+    for e in c.extensions() {
+        match e.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k.0.to_vec()),
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                aki = a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => {}
+        }
+    }
+    (ski, aki)
+}
+
+fn ca_info(dir: &Path) -> Result<CertInfo, String> {
+    let path = dir.join("ca.crt");
+    let certs = pem::load_certs("CA certificate", &path).map_err(|e| chain(&e))?;
+    CertInfo::parse(&certs[0]).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Signs the list as DIR/ca.crl; the CRL number is the time in seconds, which grows with
+/// every list (two lists in one second: the later one a second on).
+fn write_crl(dir: &Path, list: &[Revoked], days: u32) -> Result<PathBuf, String> {
+    let ca = Ca::load(&dir.join("ca.crt"), &dir.join("ca.key")).map_err(|e| chain(&e))?;
+    let path = abs(&dir.join("ca.crl"));
+    let previous: u64 = pem::load_crls(&path)
+        .ok()
+        .and_then(|crls| {
+            let (_, crl) = x509_parser::parse_x509_crl(crls.first()?).ok()?;
+            let digits = crl.crl_number()?.to_u64_digits();
+            (digits.len() <= 1).then(|| digits.first().copied().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    let number = u64::try_from(pem::now())
+        .unwrap_or(0)
+        .max(previous.saturating_add(1));
+    let pem = ca.crl(list, number, days).map_err(|e| chain(&e))?;
+    write_file(&path, pem.as_bytes(), 0o644)?;
+    Ok(path)
+}
+
+fn print_crl_next(crl: &Path, n: usize, days: u32) {
+    println!(
+        "CRL written: {} ({n} revoked, valid {days} days: run `netgpu-cert crl` before then)",
+        crl.display()
+    );
+    println!("# install it on every GPU host (rename into place; picked up by new connections):\n[tls]\ncrls = [\"{}\"]", crl.display());
 }
 
 fn info_of(i: &Issued) -> Result<CertInfo, String> {

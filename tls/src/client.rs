@@ -11,7 +11,7 @@ use rustls_pki_types::ServerName;
 use thiserror::Error;
 
 use crate::config::ClientTlsConfig;
-use crate::pem::{load_certified_key, load_roots, LoadError};
+use crate::pem::{load_certified_key, load_crls, load_roots, LoadError};
 use crate::policy::host_part;
 use crate::reload::Reloading;
 use crate::{provider, ALPN, VERSIONS};
@@ -78,13 +78,38 @@ impl ClientTls {
 fn build(cfg: &ClientTlsConfig) -> Result<ClientConfig, LoadError> {
     let provider = provider();
     let roots = load_roots("backend CA", &cfg.ca)?;
+    let mut crls = Vec::new();
+    for path in &cfg.crls {
+        crls.extend(load_crls(path)?);
+    }
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(VERSIONS)
         .map_err(|e| LoadError::Build {
             files: cfg.ca.display().to_string(),
             reason: e.to_string(),
-        })?
-        .with_root_certificates(roots);
+        })?;
+    let builder = if crls.is_empty() {
+        builder.with_root_certificates(roots)
+    } else {
+        // As at the backend: the end-entity certificate is checked, an issuer without a
+        // CRL here is refused (fail closed).
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .build()
+        .map_err(|e| LoadError::Build {
+            files: std::iter::once(&cfg.ca)
+                .chain(&cfg.crls)
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            reason: e.to_string(),
+        })?;
+        builder.with_webpki_verifier(verifier)
+    };
     let mut cc = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => {
             let ck = load_certified_key(cert, key, &provider)?;

@@ -43,18 +43,27 @@ pub struct ServerTlsConfig {
     pub client_ca: PathBuf,
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// Certificate revocation lists (PEM or DER files) of the CAs in `client_ca`: a client
+    /// certificate listed in one is refused. With any CRL configured, every client
+    /// certificate's issuer must have one here (an empty CRL is fine): a certificate whose
+    /// revocation status is unknown is refused too. Reloaded with the certificates.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
 }
 
 impl ServerTlsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         non_empty("cert", &self.cert)?;
         non_empty("key", &self.key)?;
-        non_empty("client_ca", &self.client_ca)
+        non_empty("client_ca", &self.client_ca)?;
+        self.crls.iter().try_for_each(|c| non_empty("crls", c))
     }
 
     /// The files whose change triggers a reload.
     pub fn files(&self) -> Vec<PathBuf> {
-        vec![self.cert.clone(), self.key.clone(), self.client_ca.clone()]
+        let mut f = vec![self.cert.clone(), self.key.clone(), self.client_ca.clone()];
+        f.extend(self.crls.iter().cloned());
+        f
     }
 }
 
@@ -74,11 +83,17 @@ pub struct ClientTlsConfig {
     /// address (a DNS name or an IP address).
     #[serde(default, alias = "server-name")]
     pub server_name: Option<String>,
+    /// Certificate revocation lists (PEM or DER) of the CAs in `ca`: a backend certificate
+    /// listed in one is refused. With any configured, every backend certificate's issuer
+    /// must have one here (fail closed). Reloaded with the certificates.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
 }
 
 impl ClientTlsConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         non_empty("ca", &self.ca)?;
+        self.crls.iter().try_for_each(|c| non_empty("crls", c))?;
         match (&self.cert, &self.key) {
             (Some(c), Some(k)) => {
                 non_empty("cert", c)?;
@@ -101,6 +116,7 @@ impl ClientTlsConfig {
         let mut f = vec![self.ca.clone()];
         f.extend(self.cert.iter().cloned());
         f.extend(self.key.iter().cloned());
+        f.extend(self.crls.iter().cloned());
         f
     }
 }
@@ -126,6 +142,20 @@ mod tests {
         assert_eq!(c.client_auth, ClientAuth::Required);
         assert!(c.validate().is_ok());
         assert_eq!(c.files().len(), 3);
+        assert!(c.crls.is_empty());
+        let c: ServerTlsConfig = toml::from_str(
+            "cert = \"/c\"\nkey = \"/k\"\nclient_ca = \"/ca\"\ncrls = [\"/ca.crl\", \"/old.crl\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.files().len(),
+            5,
+            "CRLs are reloaded with the certificates"
+        );
+        let c: ServerTlsConfig =
+            toml::from_str("cert = \"/c\"\nkey = \"/k\"\nclient_ca = \"/ca\"\ncrls = [\"\"]\n")
+                .unwrap();
+        assert_eq!(c.validate(), Err(ConfigError::EmptyPath { field: "crls" }));
         assert!(toml::from_str::<ServerTlsConfig>("cert = \"/x\"\nkey = \"/k\"\n").is_err());
         assert!(toml::from_str::<ServerTlsConfig>(
             "cert = \"/x\"\nkey = \"/k\"\nclient_ca = \"/c\"\nclientca = 1\n"

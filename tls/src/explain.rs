@@ -63,6 +63,12 @@ pub fn client_failure(e: &io::Error, side: &ClientSide<'_>) -> String {
             CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => format!(
                 "the backend at {addr} presented a certificate without the serverAuth usage ({c}): it is not a backend certificate; issue one with `netgpu-cert backend`"
             ),
+            CertificateError::Revoked => format!(
+                "the backend at {addr} presented a revoked certificate (a CRL in [tls] crls lists it): do not use this host until it has a new certificate (`netgpu-cert backend`)"
+            ),
+            CertificateError::UnknownRevocationStatus => format!(
+                "the revocation status of the certificate of the backend at {addr} is unknown: no CRL in [tls] crls is from its issuer; add that CA's CRL (`netgpu-cert crl --ca DIR`)"
+            ),
             other => format!("the backend at {addr} presented an unacceptable certificate: {other}"),
         },
         Error::AlertReceived(alert) => match alert {
@@ -78,9 +84,11 @@ pub fn client_failure(e: &io::Error, side: &ClientSide<'_>) -> String {
             AlertDescription::CertificateExpired => format!(
                 "the backend at {addr} refused this client's certificate {cert}: expired or not yet valid; renew it (it is reloaded without a restart) or check the clocks"
             ),
+            AlertDescription::CertificateRevoked => format!(
+                "the backend at {addr} refused this client's certificate {cert}: it has been revoked (a CRL in the backend's [tls] crls lists it); ask the operator for a new certificate (`netgpu-cert hypervisor`) and replace the files"
+            ),
             AlertDescription::BadCertificate
             | AlertDescription::CertificateUnknown
-            | AlertDescription::CertificateRevoked
             | AlertDescription::AccessDenied => format!(
                 "the backend at {addr} refused this client's certificate {cert} ({alert:?}); the backend's log says why"
             ),
@@ -137,8 +145,21 @@ pub fn server_failure(e: &io::Error, side: &ServerSide<'_>) -> String {
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => format!(
                 "client {peer} presented an expired certificate ({c}): renew it on that hypervisor"
             ),
+            CertificateError::Revoked => format!(
+                "client {peer} presented a revoked certificate: a CRL in [tls] crls lists it; the hypervisor needs a new certificate (`netgpu-cert hypervisor`)"
+            ),
+            CertificateError::UnknownRevocationStatus => format!(
+                "client {peer} presented a certificate whose revocation status is unknown: no CRL in [tls] crls is from its issuer; add that CA's CRL (`netgpu-cert crl --ca DIR`, an empty one is fine)"
+            ),
+            CertificateError::ExpiredRevocationList
+            | CertificateError::ExpiredRevocationListContext { .. } => format!(
+                "client {peer}'s certificate could not be checked: the CRL of its issuer in [tls] crls is past its next update ({c}); issue a fresh CRL (`netgpu-cert crl --ca DIR`)"
+            ),
             other => format!("client {peer} presented an unacceptable certificate: {other}"),
         },
+        Error::InvalidCertRevocationList(e) => format!(
+            "client {peer}'s certificate could not be checked against [tls] crls ({e:?}): is each CRL signed by the CA in {ca} that it names as issuer?"
+        ),
         Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => format!(
             "client {peer} does not speak TLS ({err}): configure its [tls] section (plain clients are refused by this backend)"
         ),

@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use thiserror::Error;
 use time::{Duration, OffsetDateTime};
@@ -68,6 +69,15 @@ pub enum Role {
     },
 }
 
+/// A certificate listed in a CA's revocation list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revoked {
+    /// The certificate's serial number (DER integer content, big-endian).
+    pub serial: Vec<u8>,
+    /// When it was revoked (UNIX seconds).
+    pub time: i64,
+}
+
 /// A loaded CA that can sign certificates.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
@@ -88,6 +98,17 @@ fn serial() -> SerialNumber {
     // Positive and minimal in DER: top bit clear, first byte non-zero.
     b[0] = (b[0] & 0x7f) | 0x40;
     SerialNumber::from_slice(&b)
+}
+
+/// `n` as the content of a minimal, positive DER INTEGER.
+fn der_uint(n: u64) -> Vec<u8> {
+    let b = n.to_be_bytes();
+    let first = b.iter().position(|&x| x != 0).unwrap_or(b.len() - 1);
+    let mut v = b[first..].to_vec();
+    if v[0] & 0x80 != 0 {
+        v.insert(0, 0);
+    }
+    v
 }
 
 fn dns(name: &str) -> Result<SanType> {
@@ -156,6 +177,33 @@ impl Ca {
             reason: e.to_string(),
         })?;
         Ok(Ca { issuer })
+    }
+
+    /// A certificate revocation list (PEM) listing `revoked`, numbered `number` (must grow
+    /// with every list the CA issues), valid from now for `days`.
+    pub fn crl(&self, revoked: &[Revoked], number: u64, days: u32) -> Result<String> {
+        if !(1..=36_500).contains(&days) {
+            return Err(IssueError::Days(days));
+        }
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&r.serial),
+                revocation_time: OffsetDateTime::from_unix_timestamp(r.time).unwrap_or(now),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(i64::from(days)),
+            crl_number: SerialNumber::from_slice(&der_uint(number)),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        Ok(params.signed_by(&self.issuer)?.pem()?)
     }
 
     /// Issues a certificate named `name` (its common name) for `role`, valid for `days`.
@@ -256,6 +304,35 @@ mod tests {
         assert_eq!(id.tenant, Some(tenant));
         assert_eq!(id.subject, "CN=hv1");
         assert_ne!(bi.serial, hi.serial);
+    }
+
+    #[test]
+    fn crl_numbers_are_minimal_positive_integers() {
+        assert_eq!(der_uint(0), vec![0]);
+        assert_eq!(der_uint(1), vec![1]);
+        assert_eq!(der_uint(0x80), vec![0, 0x80]);
+        assert_eq!(der_uint(0x1234), vec![0x12, 0x34]);
+        assert_eq!(der_uint(u64::MAX), [vec![0], vec![0xff; 8]].concat());
+    }
+
+    #[test]
+    fn a_crl_lists_the_revoked_serials() {
+        let ca_pem = new_ca("crl CA", 30).unwrap();
+        let ca = Ca::from_pem(&ca_pem.cert_pem, &ca_pem.key_pem).unwrap();
+        let r = Revoked {
+            serial: vec![0x41, 0x02, 0x03],
+            time: 1_700_000_000,
+        };
+        let pem = ca.crl(std::slice::from_ref(&r), 7, 30).unwrap();
+        let der =
+            rustls_pki_types::CertificateRevocationListDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (_, crl) = x509_parser::parse_x509_crl(&der).unwrap();
+        assert_eq!(crl.issuer().to_string(), "CN=crl CA");
+        let listed: Vec<_> = crl.iter_revoked_certificates().collect();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].raw_serial(), &r.serial[..]);
+        assert_eq!(listed[0].revocation_date.timestamp(), r.time);
+        assert!(matches!(ca.crl(&[], 8, 0), Err(IssueError::Days(0))));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use thiserror::Error;
 use tracing::warn;
 
@@ -71,6 +71,8 @@ pub enum LoadError {
         subject: String,
         reason: String,
     },
+    #[error("certificate revocation list {path} holds no CRL (expected a -----BEGIN X509 CRL----- block, or DER): {reason}")]
+    NoCrl { path: PathBuf, reason: String },
     #[error("cannot build the TLS configuration from {files}: {reason}")]
     Build { files: String, reason: String },
 }
@@ -137,6 +139,43 @@ pub fn load_roots(what: &'static str, path: &Path) -> Result<RootCertStore> {
         })?;
     }
     Ok(roots)
+}
+
+/// The certificate revocation lists in a file: PEM (`-----BEGIN X509 CRL-----` blocks, as
+/// `netgpu-cert crl` and `openssl ca -gencrl` write) or one DER CRL. Each is parsed here, so a
+/// broken file is refused at load (naming it) rather than at the next handshake; a list past
+/// its `nextUpdate` is loaded with a warning (it still revokes what it lists).
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+    let bytes = read("certificate revocation list", path)?;
+    let no_crl = |reason: String| LoadError::NoCrl {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut crls = Vec::new();
+    for c in CertificateRevocationListDer::pem_slice_iter(&bytes) {
+        crls.push(c.map_err(|e| no_crl(e.to_string()))?);
+    }
+    if crls.is_empty() {
+        if bytes.first() != Some(&0x30) {
+            return Err(no_crl("no PEM block found".into()));
+        }
+        crls.push(CertificateRevocationListDer::from(bytes));
+    }
+    for c in &crls {
+        let (_, crl) = x509_parser::parse_x509_crl(c)
+            .map_err(|e| no_crl(format!("not a valid X.509 CRL: {e}")))?;
+        if let Some(next) = crl.next_update() {
+            if next.timestamp() < now() {
+                warn!(
+                    crl = %path.display(),
+                    issuer = %crl.issuer(),
+                    next_update = %format_time(next.timestamp()),
+                    "certificate revocation list is past its next update: issue a fresh one (`netgpu-cert crl --ca DIR`) and replace the file"
+                );
+            }
+        }
+    }
+    Ok(crls)
 }
 
 /// A certificate chain and its private key, checked: the key matches the leaf, and the leaf is

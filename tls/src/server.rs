@@ -10,7 +10,7 @@ use rustls::ServerConfig;
 
 use crate::config::{ClientAuth, ServerTlsConfig};
 use crate::identity::{peer_identity, IdentityError, PeerIdentity};
-use crate::pem::{load_certified_key, load_roots, LoadError};
+use crate::pem::{load_certified_key, load_crls, load_roots, LoadError};
 use crate::reload::Reloading;
 use crate::{provider, ALPN, VERSIONS};
 
@@ -69,6 +69,10 @@ fn build(cfg: &ServerTlsConfig) -> Result<ServerConfig, LoadError> {
     let provider = provider();
     let key = load_certified_key(&cfg.cert, &cfg.key, &provider)?;
     let roots = load_roots("client CA", &cfg.client_ca)?;
+    let mut crls = Vec::new();
+    for path in &cfg.crls {
+        crls.extend(load_crls(path)?);
+    }
     let files = || {
         format!(
             "{}, {}, {}",
@@ -82,8 +86,18 @@ fn build(cfg: &ServerTlsConfig) -> Result<ServerConfig, LoadError> {
     if cfg.client_auth == ClientAuth::Optional {
         verifier = verifier.allow_unauthenticated();
     }
+    if !crls.is_empty() {
+        // netgpu's CAs sign end-entity certificates only (path length 0): the client's own
+        // certificate is what a CRL can list. An issuer without a CRL here: refused
+        // (UnknownRevocationStatus), the default, so a forgotten CRL fails closed.
+        verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
+    }
     let verifier = verifier.build().map_err(|e| LoadError::Build {
-        files: cfg.client_ca.display().to_string(),
+        files: std::iter::once(&cfg.client_ca)
+            .chain(&cfg.crls)
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         reason: e.to_string(),
     })?;
     let mut sc = ServerConfig::builder_with_provider(provider)

@@ -350,6 +350,7 @@ fn tls_backend(
         key: write("gpu.key", &b.key_pem),
         client_ca: ca_file.clone(),
         client_auth: netgpu_tls::ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let client = netgpu_tls::ClientTls::load(netgpu_tls::ClientTlsConfig {
@@ -357,6 +358,7 @@ fn tls_backend(
         cert: Some(write("hv.crt", &h.cert_pem)),
         key: Some(write("hv.key", &h.key_pem)),
         server_name: Some("gpu.bench".into()),
+        crls: Vec::new(),
     })
     .unwrap();
     let mut config = Config {

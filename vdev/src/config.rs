@@ -132,6 +132,10 @@ pub struct Args {
     /// given, before it is resolved).
     #[arg(long, value_name = "NAME")]
     pub tls_server_name: Option<String>,
+    /// A certificate revocation list (PEM or DER) of the backends' CA: a backend certificate
+    /// it lists is refused (repeatable; the `[tls] crls` list; replaces the file's).
+    #[arg(long, value_name = "FILE")]
+    pub tls_crl: Vec<PathBuf>,
     /// Plain TCP to a loopback backend, for development on one machine (also the default
     /// without TLS; never allowed off loopback).
     #[arg(long)]
@@ -237,6 +241,7 @@ struct TlsArgs {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_server_name: Option<String>,
+    tls_crl: Vec<PathBuf>,
 }
 
 /// The TLS client settings from the file's `[tls]` and the `--tls-*` flags (flags win), with
@@ -250,7 +255,8 @@ fn tls_config(
     let any_flag = args.tls_ca.is_some()
         || args.tls_cert.is_some()
         || args.tls_key.is_some()
-        || args.tls_server_name.is_some();
+        || args.tls_server_name.is_some()
+        || !args.tls_crl.is_empty();
     let mut c = match (file, any_flag) {
         (None, false) => return Ok(None),
         (Some(c), _) => c,
@@ -267,6 +273,9 @@ fn tls_config(
     }
     if args.tls_server_name.is_some() {
         c.server_name = args.tls_server_name.clone();
+    }
+    if !args.tls_crl.is_empty() {
+        c.crls = args.tls_crl.clone();
     }
     if c.ca.as_os_str().is_empty() {
         return Err(Error::TlsWithoutCa);
@@ -344,6 +353,7 @@ impl Config {
             tls_cert: args.tls_cert,
             tls_key: args.tls_key,
             tls_server_name: args.tls_server_name,
+            tls_crl: args.tls_crl,
         };
         let tls = tls_config(&flags, file.tls, &backend)?;
         let plain = args.insecure_plain_loopback || file.insecure_plain_loopback == Some(true);
@@ -600,6 +610,17 @@ mod tests {
                 .server_name
                 .as_deref(),
             Some("gpu1.example")
+        );
+        // --tls-crl: read at start (a file that is not a CRL fails there, naming it).
+        let crl = dir.join("ca.crl");
+        let issuer = netgpu_tls::issue::Ca::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
+        std::fs::write(&crl, issuer.crl(&[], 1, 1).unwrap()).unwrap();
+        let c = Config::resolve(args(&["--tls-crl", crl.to_str().unwrap()])).unwrap();
+        assert_eq!(c.device.transport.tls.unwrap().config().crls, vec![crl]);
+        let e = Config::resolve(args(&["--tls-crl", cfg.to_str().unwrap()])).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("vdev.toml") || matches!(e, Error::Tls(_)),
+            "{e}"
         );
         // TLS and the plain-loopback line together are refused.
         let e = Config::resolve(args(&["--insecure-plain-loopback"])).unwrap_err();

@@ -33,6 +33,12 @@ use crate::worker::{self, QueueEnv};
 /// timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// After a failed probe the device reads FATAL and probes again after this, doubling up to
+/// [`PROBE_RETRY_MAX`]: a backend that comes up (or is fixed) after the VM started is found
+/// within seconds, without a reset.
+const PROBE_RETRY_FIRST: Duration = Duration::from_millis(500);
+const PROBE_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Static configuration of one device.
 #[derive(Clone, Debug)]
 pub struct DeviceConfig {
@@ -93,8 +99,11 @@ enum Session {
     Ready {
         info: GpuInfo,
     },
-    /// The backend could not be reached or refused us; only a reset leaves this.
+    /// The backend could not be reached or refused us. The probe of this generation is
+    /// retried in the background (backoff up to [`PROBE_RETRY_MAX`]); READY follows when the
+    /// backend answers, a reset starts over.
     Failed {
+        generation: u64,
         reason: u32,
     },
 }
@@ -298,36 +307,71 @@ impl Shared {
         }
     }
 
-    /// Starts probing the backend for `generation` (in the background).
+    /// Starts probing the backend for `generation` (in the background): until it answers,
+    /// STATUS reads CONNECTING, then FATAL with the reason of the last failure while the
+    /// probe is retried; READY once it answers. A reset or a disconnect (a new generation)
+    /// ends the retries.
     fn connect(self: &Arc<Self>, generation: u64) {
         *lock(&self.session) = Session::Connecting { generation };
         let me = Arc::clone(self);
         self.rt.spawn(async move {
-            let result = probe(&me.cfg, me.limits()).await;
-            let mut s = lock(&me.session);
-            if !matches!(&*s, Session::Connecting { generation: g } if *g == generation) {
-                return; // reset again meanwhile
+            let mut delay = PROBE_RETRY_FIRST;
+            let mut failures = 0u64;
+            loop {
+                let result = probe(&me.cfg, me.limits()).await;
+                match me.probed(generation, result, &mut failures, delay) {
+                    Probed::Stale | Probed::Ready => return,
+                    Probed::Failed => {}
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(PROBE_RETRY_MAX);
+                if me.generation.load(Ordering::SeqCst) != generation {
+                    return; // reset or disconnected while waiting: no probe for nobody
+                }
             }
-            *s = match result {
-                Ok(info) => {
-                    info!(device = %me.cfg.name, gpu = %info.name, "backend ready");
-                    Session::Ready { info }
-                }
-                Err(e) => {
-                    warn!(device = %me.cfg.name, "cannot open a backend session: {e}");
-                    let reason = match e {
-                        session::Error::Refused(_) | session::Error::Tls { .. } => {
-                            abi::FATAL_BACKEND_AUTH
-                        }
-                        session::Error::Protocol(_) => abi::FATAL_BACKEND_PROTOCOL,
-                        _ => abi::FATAL_BACKEND_UNREACHABLE,
-                    };
-                    Session::Failed { reason }
-                }
-            };
-            drop(s);
-            me.device_event();
         });
+    }
+
+    /// Records the result of a probe of `generation` (under the session lock) and signals
+    /// the device event when STATUS or FATAL_REASON changed.
+    fn probed(
+        &self,
+        generation: u64,
+        result: Result<GpuInfo, session::Error>,
+        failures: &mut u64,
+        retry_in: Duration,
+    ) -> Probed {
+        let mut s = lock(&self.session);
+        let previous = match &*s {
+            Session::Connecting { generation: g } if *g == generation => None,
+            Session::Failed {
+                generation: g,
+                reason,
+            } if *g == generation => Some(*reason),
+            _ => return Probed::Stale, // reset again meanwhile
+        };
+        let (next, outcome) = match result {
+            Ok(info) => {
+                info!(device = %self.cfg.name, gpu = %info.name, failures = *failures, "backend ready");
+                (Session::Ready { info }, Probed::Ready)
+            }
+            Err(e) => {
+                *failures += 1;
+                let reason = fatal_reason(&e);
+                // The first failure, and every change of reason, is a warning; the same
+                // failure again is logged at debug (retries can go on for hours).
+                if previous == Some(reason) {
+                    debug!(device = %self.cfg.name, failures = *failures, ?retry_in, "cannot open a backend session: {e}");
+                    return Probed::Failed;
+                }
+                warn!(device = %self.cfg.name, ?retry_in, "cannot open a backend session: {e}; retrying until it answers (the device reads FATAL meanwhile)");
+                (Session::Failed { generation, reason }, Probed::Failed)
+            }
+        };
+        *s = next;
+        drop(s);
+        self.device_event();
+        outcome
     }
 
     /// Resets the device: stops every queue (each closes its backend session, which frees
@@ -355,6 +399,24 @@ impl Shared {
         *lock(&self.session) = Session::Inactive;
         self.mem.unmap_all();
         lock(&self.irqs).clear_fds();
+    }
+}
+
+/// What became of a probe.
+enum Probed {
+    /// The device was reset (or disconnected) meanwhile: the result is discarded.
+    Stale,
+    Ready,
+    /// STATUS reads FATAL; probe again later.
+    Failed,
+}
+
+/// The `FATAL_REASON` for a failed probe.
+fn fatal_reason(e: &session::Error) -> u32 {
+    match e {
+        session::Error::Refused(_) | session::Error::Tls { .. } => abi::FATAL_BACKEND_AUTH,
+        session::Error::Protocol(_) => abi::FATAL_BACKEND_PROTOCOL,
+        _ => abi::FATAL_BACKEND_UNREACHABLE,
     }
 }
 
@@ -585,6 +647,58 @@ mod tests {
         assert_eq!(r32(&mut d, qoff(0, qreg::ERROR)), abi::QERR_BACKEND_LOST);
         assert_eq!(r32(&mut d, reg::STATUS), abi::STATUS_READY);
         assert_eq!(r32(&mut d, qoff(1, qreg::STATUS)), abi::QSTATUS_ENABLED);
+    }
+
+    #[test]
+    fn failed_probes_read_fatal_until_one_succeeds_and_stale_ones_are_discarded() {
+        let (mut d, _rt) = device();
+        *lock(&d.shared.session) = Session::Connecting { generation: 4 };
+        let mut n = 0;
+        let down = || Err(session::Error::HandshakeTimeout("gpu1:7070".into()));
+        let t = Duration::from_millis(1);
+        assert!(matches!(
+            d.shared.probed(4, down(), &mut n, t),
+            Probed::Failed
+        ));
+        assert_eq!(r32(&mut d, reg::STATUS), abi::STATUS_FATAL);
+        assert_eq!(
+            r32(&mut d, reg::FATAL_REASON),
+            abi::FATAL_BACKEND_UNREACHABLE
+        );
+        let refused = Err(session::Error::Tls {
+            addr: "gpu1:7070".into(),
+            explanation: "unknown CA".into(),
+        });
+        assert!(matches!(
+            d.shared.probed(4, refused, &mut n, t),
+            Probed::Failed
+        ));
+        assert_eq!(r32(&mut d, reg::FATAL_REASON), abi::FATAL_BACKEND_AUTH);
+        assert_eq!(n, 2);
+        // A probe of an older generation (a reset happened) changes nothing.
+        let info = || {
+            Ok(GpuInfo {
+                name: "gpu".into(),
+                ..GpuInfo::default()
+            })
+        };
+        assert!(matches!(
+            d.shared.probed(3, info(), &mut n, t),
+            Probed::Stale
+        ));
+        assert_eq!(r32(&mut d, reg::STATUS), abi::STATUS_FATAL);
+        assert!(matches!(
+            d.shared.probed(4, info(), &mut n, t),
+            Probed::Ready
+        ));
+        assert_eq!(r32(&mut d, reg::STATUS), abi::STATUS_READY);
+        assert_eq!(r32(&mut d, reg::GPU_NAME), u32::from_le_bytes(*b"gpu\0"));
+        // Once READY, a late result of the same generation is stale too.
+        assert!(matches!(
+            d.shared.probed(4, down(), &mut n, t),
+            Probed::Stale
+        ));
+        assert_eq!(r32(&mut d, reg::STATUS), abi::STATUS_READY);
     }
 
     #[test]

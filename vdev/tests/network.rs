@@ -380,3 +380,44 @@ fn a_backend_killed_mid_kernel_and_restarted_serves_the_next_process_without_a_r
     ));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_device_whose_backend_was_down_at_start_becomes_ready_when_it_comes_up() {
+    let addr = free_port();
+    let mut h = Harness::start_with("late", |c| c.backend = addr.to_string());
+    // Nobody listens: the probe fails, the device reads FATAL (unreachable) ...
+    assert_eq!(h.wait_status(abi::STATUS_FATAL), abi::STATUS_FATAL);
+    assert_eq!(
+        h.read32(abi::REGS_BAR, reg::FATAL_REASON),
+        abi::FATAL_BACKEND_UNREACHABLE
+    );
+    // ... and a process that tries now is refused at once.
+    h.map_memory();
+    assert_eq!(
+        h.setup_queue(0, SQ, CQ, 8, abi::NO_VECTOR),
+        abi::QSTATUS_ERROR
+    );
+    std::thread::sleep(Duration::from_millis(1200)); // a few retries fail too
+    assert_eq!(h.read32(abi::REGS_BAR, reg::STATUS), abi::STATUS_FATAL);
+
+    // The backend comes up on that address: READY within the retry interval, no reset.
+    let started = Instant::now();
+    let _backend = common::start_backend_with(&h.rt, |c| c.listen = addr);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.read32(abi::REGS_BAR, reg::STATUS) != abi::STATUS_READY {
+        assert!(Instant::now() < deadline, "the device stayed FATAL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("backend up: device READY after {:?}", started.elapsed());
+    assert_ne!(h.read32(abi::REGS_BAR, reg::GPU_NAME), 0, "GPU_* filled in");
+    h.write64(
+        abi::REGS_BAR,
+        reg::DRIVER_FEATURES,
+        abi::FEATURE_OUT_OF_ORDER | abi::FEATURE_WIRE_REQUEST,
+    );
+    assert_eq!(reopen(&mut h, 0), abi::QSTATUS_ENABLED);
+    assert!(matches!(
+        call(&mut h, 0, &Request::MemGetInfo, &[]),
+        Reply::MemInfo { .. }
+    ));
+}

@@ -127,6 +127,7 @@ fn tls_device(
         key: pki.backend().1,
         client_ca: pki.ca_file.clone(),
         client_auth: ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let ccfg = client(&pki);
@@ -157,6 +158,7 @@ fn copies_of_several_frames_travel_through_tls_unchanged() {
         cert: Some(p.hypervisor("tenant-a").0),
         key: Some(p.hypervisor("tenant-a").1),
         server_name: Some("gpu1.test".into()),
+        crls: Vec::new(),
     });
     let _ = &pki;
     h.wait_status(abi::STATUS_READY);
@@ -213,6 +215,7 @@ fn a_backend_certificate_from_another_ca_is_refused() {
         cert: Some(p.hypervisor("t").0),
         key: Some(p.hypervisor("t").1),
         server_name: Some("gpu1.test".into()),
+        crls: Vec::new(),
     });
     refused(&mut h, &term, "unknown CA");
 }
@@ -228,6 +231,7 @@ fn a_wrong_server_name_or_no_client_certificate_gets_no_session() {
             cert: with_cert.then(|| p.hypervisor("t").0),
             key: with_cert.then(|| p.hypervisor("t").1),
             server_name: Some(name.into()),
+            crls: Vec::new(),
         });
         refused(&mut h, &term, tag);
     }
@@ -261,6 +265,7 @@ fn the_jailed_binary_speaks_tls_and_survives_a_certificate_rotation() {
         key: bk,
         client_ca: pki.ca_file.clone(),
         client_auth: ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let (hc, hk) = pki.hypervisor("tenant-j");
@@ -375,6 +380,7 @@ fn tls_backend(rt: &tokio::runtime::Runtime, pki: &Pki, tenant: &str) -> String 
         key: k,
         client_ca: pki.ca_file.clone(),
         client_auth: ClientAuth::Required,
+        crls: Vec::new(),
     })
     .unwrap();
     let config = Config {
@@ -424,6 +430,7 @@ fn copies_through_the_backends_own_tls_listener() {
                 cert: Some(hc.clone()),
                 key: Some(hk.clone()),
                 server_name: Some("gpu1.test".into()),
+                crls: Vec::new(),
             }));
         },
     );

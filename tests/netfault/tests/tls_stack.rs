@@ -57,6 +57,7 @@ impl Pki {
             key: self.p("gpu.key"),
             client_ca: self.p("ca.crt"),
             client_auth: ClientAuth::Required,
+            crls: Vec::new(),
         })
         .unwrap()
     }
@@ -80,6 +81,7 @@ impl Pki {
             cert: Some(self.p(&format!("{tenant}.crt"))),
             key: Some(self.p(&format!("{tenant}.key"))),
             server_name: None,
+            crls: Vec::new(),
         })
         .unwrap();
         ClientOptions {
@@ -276,6 +278,7 @@ async fn a_certificate_rotated_under_load_serves_new_sessions_and_running_ones_c
         cert: Some(pki.p("acme.crt")),
         key: Some(pki.p("acme.key")),
         server_name: None,
+        crls: Vec::new(),
     })
     .unwrap();
     let n = Client::connect_with(

@@ -62,6 +62,7 @@ impl Pki {
             key: cert.1,
             client_ca: client_ca.to_path_buf(),
             client_auth: ClientAuth::Required,
+            crls: Vec::new(),
         }
     }
 
@@ -71,6 +72,7 @@ impl Pki {
             cert: id.as_ref().map(|i| i.0.clone()),
             key: id.map(|i| i.1),
             server_name: None,
+            crls: Vec::new(),
         }
     }
 }

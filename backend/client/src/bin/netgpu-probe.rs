@@ -41,6 +41,10 @@ struct Args {
     /// The name the backend's certificate must carry (default: the host of --backend).
     #[arg(long)]
     server_name: Option<String>,
+    /// A certificate revocation list (PEM or DER) of the backend's CA: refuse a revoked
+    /// backend certificate (repeatable).
+    #[arg(long, value_name = "FILE", requires = "ca")]
+    crl: Vec<PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -68,6 +72,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             cert: args.cert.clone(),
             key: args.key.clone(),
             server_name: args.server_name.clone(),
+            crls: args.crl.clone(),
         })
         .map_err(|e| netgpu_tls::chain(&e))?;
         opts.tls = Some(Arc::new(tls));
