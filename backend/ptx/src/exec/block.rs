@@ -155,11 +155,16 @@ impl Block {
     pub(super) fn reset(&mut self, ctx: &Ctx, id: u64) {
         let [gx, gy, _] = ctx.cfg.grid.map(u64::from);
         self.id = id;
-        self.ctaid = [
-            (id % gx) as u32,
-            ((id / gx) % gy) as u32,
-            (id / (gx * gy)) as u32,
-        ];
+        self.ctaid = if id < gx {
+            // The first row (all of a one-dimensional grid): no divisions.
+            [id as u32, 0, 0]
+        } else {
+            [
+                (id % gx) as u32,
+                ((id / gx) % gy) as u32,
+                (id / (gx * gy)) as u32,
+            ]
+        };
         self.done = false;
         self.regs.fill(0);
         self.pc.fill(0);

@@ -500,8 +500,12 @@ pub fn launch_with(
         run_workers(workers, worker);
     }
     let mut records = ctx.records.into_inner().unwrap_or_else(|p| p.into_inner());
-    records.sort_by_key(|r| r.key);
-    let console = records.into_iter().flat_map(|r| r.text).collect();
+    let console = if records.is_empty() {
+        Vec::new()
+    } else {
+        records.sort_by_key(|r| r.key);
+        records.into_iter().flat_map(|r| r.text).collect()
+    };
     LaunchOutput {
         result: match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
