@@ -7,4 +7,6 @@
 
 pub mod abi;
 pub mod cuda;
+#[cfg(any(test, feature = "samples"))]
+pub mod samples;
 pub mod wire;

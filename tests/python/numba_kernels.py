@@ -152,4 +152,38 @@ def _():
     assert got == a.sum(), f"{got} != {a.sum()}"
 
 
+@cuda.jit
+def say(out):
+    i = cuda.grid(1)
+    if i < 3:
+        print("numba-print", i, out[i])
+
+
+@check("kernel-print")
+def _():
+    # Device print is vprintf; netgpu's libcuda writes the kernel's console output to the
+    # process's stdout (fd 1) when the launch's stream synchronises.
+    import os
+    import tempfile
+
+    out = cuda.to_device(np.array([1.5, 2.5, 3.5]))
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 1)
+        try:
+            say[1, 32](out)
+            cuda.synchronize()
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        f.seek(0)
+        text = f.read().decode()
+    got = sorted(line for line in text.splitlines() if line.startswith("numba-print"))
+    want = ["numba-print 0 1.500000", "numba-print 1 2.500000", "numba-print 2 3.500000"]
+    assert got == want, f"printed {text!r}"
+    return "3 lines on stdout"
+
+
 sys.exit(0 if results and all(results) else 1)

@@ -6,7 +6,7 @@
 # when a check listed in tests/python/expected-pass fails (the others are reported as known
 # failures), or when the clients cannot be installed.
 #
-#   tests/python/run.sh [cupy|numba]...
+#   tests/python/run.sh [cupy|numba|torch]...   (default: cupy numba; torch is opt-in, ~5.3 GB)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -14,7 +14,8 @@ cd "$repo"
 cache=${NETGPU_CACHE:-$HOME/.cache/netgpu}/python-clients
 mkdir -p "$cache"
 clients=("$@")
-[ ${#clients[@]} -gt 0 ] || clients=(cupy numba)
+# shellcheck disable=SC2206 # a space-separated list of names
+[ ${#clients[@]} -gt 0 ] || clients=(${NETGPU_PYTHON_CLIENTS:-cupy numba})
 venv_for() {
   local req=$here/requirements-$1.txt key dir
   key=$(sha256sum "$req" | cut -c1-16)
@@ -48,7 +49,7 @@ export CUPY_COMPILE_WITH_PTX=1 CUPY_CACHE_DIR="$work/cupy-cache" NUMBA_CACHE_DIR
 expected=$(grep -v '^#' "$here/expected-pass" | awk 'NF {print $1}')
 passed=0; known=0; unexpected=0; newly=()
 for c in "${clients[@]}"; do
-  case $c in cupy) script=cupy_arrays.py ;; numba) script=numba_kernels.py ;; *) echo "unknown client $c"; exit 2 ;; esac
+  case $c in cupy) script=cupy_arrays.py ;; numba) script=numba_kernels.py ;; torch) script=torch_tensors.py ;; *) echo "unknown client $c"; exit 2 ;; esac
   venv=$(venv_for "$c") || { echo "python-clients: cannot install $c (pip install -r $here/requirements-$c.txt)"; exit 1; }
   timeout "${NETGPU_PYTHON_TIMEOUT:-600}" "$venv/bin/python" "$here/$script" > "$work/$c.out" 2>&1
   rc=$?

@@ -10,6 +10,9 @@
 # the backend's free device memory is back to what the first guest saw, and the RSS of vdev
 # and the backend are printed against their baselines (after the first guest) and must
 # not have grown by more than $NETGPU_TORTURE_RSS_SLACK_KIB (default 65536 KiB).
+# $NETGPU_TORTURE_PHASES (default "reset kill openclose reload") picks the guest phases, for a
+# long run of one of them. A failed run keeps the backend's, vdev's and the guest's logs under
+# $NETGPU_VM_FAILURE_DIR (default ~/.cache/netgpu/vm-failures) and says where.
 set -euo pipefail
 # shellcheck source=tests/vm/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -93,6 +96,7 @@ result qemu-killed-sessions-closed "$( [ "$(sessions)" = 0 ] && echo 1 || echo 0
 
 # The guest-side cycles.
 echo "$cycles" > "$work/payload/cycles"
+echo "${NETGPU_TORTURE_PHASES:-reset kill openclose reload}" > "$work/payload/phases"
 cp "$here/guest/torture.sh" "$work/payload/run.sh"
 t0=$SECONDS
 # Several minutes per thousand cycles under TCG: the timeout grows with the cycle count.
@@ -118,4 +122,8 @@ if [ -n "$base_vdev" ]; then
   result backend-rss-bounded "$( [ $((end_backend - base_backend)) -le "$slack" ] && echo 1 || echo 0)"
 fi
 echo "torture: total $((SECONDS - t_all)) s"
+if [ "$failed" != 0 ]; then
+  keep=${NETGPU_VM_FAILURE_DIR:-${NETGPU_CACHE:-$HOME/.cache/netgpu}/vm-failures}/torture-$(date -u +%Y%m%dT%H%M%S)
+  mkdir -p "$keep" && cp "$work"/*.log "$keep"/ 2>/dev/null && echo "torture: logs kept in $keep"
+fi
 [ "$failed" = 0 ]

@@ -28,99 +28,152 @@ fn ident_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'_' | b'$' | b'.')
 }
 
-pub fn lex(src: &str) -> Result<Vec<Token>, LoadError> {
-    let b = src.as_bytes();
-    let mut out = Vec::with_capacity(b.len() / 4);
-    let mut i = 0;
-    let mut line = 1;
-    let err = |line, msg: String| LoadError {
-        line,
-        message: msg,
-        kind: LoadErrorKind::InvalidPtx,
-        module: None,
-    };
-    // Every token's text is ASCII (the lexer only takes ASCII bytes into tokens but for
-    // strings), so slicing `src` at these byte offsets is at character boundaries.
-    let text = |s: usize, e: usize| String::from_utf8_lossy(&b[s..e]).into_owned();
-    while i < b.len() {
-        let c = b[i];
-        if c == b'\n' {
-            line += 1;
-            i += 1;
-        } else if c.is_ascii_whitespace() {
-            i += 1;
-        } else if c == b'/' && b.get(i + 1) == Some(&b'/') {
-            while i < b.len() && b[i] != b'\n' {
-                i += 1;
-            }
-        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            i += 2;
-            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
-                if b[i] == b'\n' {
-                    line += 1;
-                }
-                i += 1;
-            }
-            i += 2;
-        } else if c == b'"' {
-            let start = i + 1;
-            i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\n' {
-                    line += 1;
-                }
-                i += 1;
-            }
-            out.push(Token {
-                tok: Tok::Str(text(start, i.min(b.len()))),
-                line,
-            });
-            i += 1;
-        } else if c.is_ascii_digit() {
-            let start = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
-                i += 1;
-            }
-            let t = text(start, i);
-            out.push(Token {
-                tok: number(&t).ok_or_else(|| err(line, format!("bad number `{t}`")))?,
-                line,
-            });
-        } else if ident_start(c) {
-            let start = i;
-            i += 1;
-            loop {
-                while i < b.len() && ident_char(b[i]) {
-                    i += 1;
-                }
-                // Qualifiers such as `.L1::evict_last` and `.L2::128B` belong to the opcode.
-                if b.get(i) == Some(&b':')
-                    && b.get(i + 1) == Some(&b':')
-                    && b.get(i + 2)
-                        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
-                {
-                    i += 2;
-                } else {
-                    break;
-                }
-            }
-            out.push(Token {
-                tok: Tok::Ident(text(start, i)),
-                line,
-            });
-        } else if b"{}()[];:,+-|!@<>=".contains(&c) {
-            out.push(Token {
-                tok: Tok::Punct(c as char),
-                line,
-            });
-            i += 1;
-        } else {
-            let ch = src
-                .get(i..)
-                .and_then(|s| s.chars().next())
-                .unwrap_or(char::REPLACEMENT_CHARACTER);
-            return Err(err(line, format!("unexpected character `{ch}`")));
+/// Tokens of `src`, one at a time: the parser holds one token of lookahead, so a module is
+/// never held as a token list (a 22 MB CUB module is ~5 M tokens, ~400 MB as a list).
+/// Dotted directive words (`.reg.b32`, `.ptr.global.align`) come as their parts, as if
+/// written apart; opcodes (not starting with `.`) keep their modifiers.
+pub struct Lexer<'a> {
+    src: &'a str,
+    i: usize,
+    line: usize,
+    /// The remaining parts of a split directive word, in order, and their line.
+    parts: std::collections::VecDeque<Token>,
+}
+
+impl<'a> Lexer<'a> {
+    pub fn new(src: &'a str) -> Self {
+        Lexer {
+            src,
+            i: 0,
+            line: 1,
+            parts: std::collections::VecDeque::new(),
         }
+    }
+
+    fn err(&self, msg: String) -> LoadError {
+        LoadError {
+            line: self.line,
+            message: msg,
+            kind: LoadErrorKind::InvalidPtx,
+            module: None,
+        }
+    }
+
+    /// `src[s..e]`. Token boundaries are at ASCII bytes (the lexer takes only ASCII bytes into
+    /// tokens but for strings, which end at a quote), so the slice is at character boundaries.
+    fn text(&self, s: usize, e: usize) -> String {
+        self.src.get(s..e).map(str::to_owned).unwrap_or_default()
+    }
+
+    /// The next token, `None` at the end, or the error that stops lexing.
+    pub fn next_token(&mut self) -> Result<Option<Token>, LoadError> {
+        if let Some(t) = self.parts.pop_front() {
+            return Ok(Some(t));
+        }
+        let b = self.src.as_bytes();
+        while self.i < b.len() {
+            let i = self.i;
+            let c = b[i];
+            if c == b'\n' {
+                self.line += 1;
+                self.i += 1;
+            } else if c.is_ascii_whitespace() {
+                self.i += 1;
+            } else if c == b'/' && b.get(i + 1) == Some(&b'/') {
+                while self.i < b.len() && b[self.i] != b'\n' {
+                    self.i += 1;
+                }
+            } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+                self.i += 2;
+                while self.i < b.len() && !(b[self.i] == b'*' && b.get(self.i + 1) == Some(&b'/')) {
+                    if b[self.i] == b'\n' {
+                        self.line += 1;
+                    }
+                    self.i += 1;
+                }
+                self.i += 2;
+            } else if c == b'"' {
+                let start = i + 1;
+                self.i += 1;
+                while self.i < b.len() && b[self.i] != b'"' {
+                    if b[self.i] == b'\n' {
+                        self.line += 1;
+                    }
+                    self.i += 1;
+                }
+                let tok = Tok::Str(self.text(start, self.i.min(b.len())));
+                self.i += 1;
+                return Ok(Some(Token {
+                    tok,
+                    line: self.line,
+                }));
+            } else if c.is_ascii_digit() {
+                let start = i;
+                while self.i < b.len() && (b[self.i].is_ascii_alphanumeric() || b[self.i] == b'.') {
+                    self.i += 1;
+                }
+                let t = self.src.get(start..self.i).unwrap_or_default();
+                let tok = number(t).ok_or_else(|| self.err(format!("bad number `{t}`")))?;
+                return Ok(Some(Token {
+                    tok,
+                    line: self.line,
+                }));
+            } else if ident_start(c) {
+                let start = i;
+                self.i += 1;
+                loop {
+                    while self.i < b.len() && ident_char(b[self.i]) {
+                        self.i += 1;
+                    }
+                    // Qualifiers such as `.L1::evict_last` and `.L2::128B` belong to the opcode.
+                    if b.get(self.i) == Some(&b':')
+                        && b.get(self.i + 1) == Some(&b':')
+                        && b.get(self.i + 2)
+                            .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                    {
+                        self.i += 2;
+                    } else {
+                        break;
+                    }
+                }
+                let word = self.src.get(start..self.i).unwrap_or_default();
+                if let Some(rest) = word.strip_prefix('.').filter(|r| r.contains('.')) {
+                    let line = self.line;
+                    self.parts.extend(rest.split('.').map(|part| Token {
+                        tok: Tok::Ident(format!(".{part}")),
+                        line,
+                    }));
+                    return Ok(self.parts.pop_front());
+                }
+                return Ok(Some(Token {
+                    tok: Tok::Ident(word.to_owned()),
+                    line: self.line,
+                }));
+            } else if b"{}()[];:,+-|!@<>=".contains(&c) {
+                self.i += 1;
+                return Ok(Some(Token {
+                    tok: Tok::Punct(c as char),
+                    line: self.line,
+                }));
+            } else {
+                let ch = self
+                    .src
+                    .get(i..)
+                    .and_then(|s| s.chars().next())
+                    .unwrap_or(char::REPLACEMENT_CHARACTER);
+                return Err(self.err(format!("unexpected character `{ch}`")));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// All of `src`'s tokens (tests and tools; the parser reads a [`Lexer`] one token at a time).
+pub fn lex(src: &str) -> Result<Vec<Token>, LoadError> {
+    let mut l = Lexer::new(src);
+    let mut out = Vec::new();
+    while let Some(t) = l.next_token()? {
+        out.push(t);
     }
     Ok(out)
 }
@@ -178,6 +231,52 @@ mod tests {
         );
         let t = lex("$L1:\n").unwrap();
         assert_eq!(t[1].tok, Tok::Punct(':'));
+    }
+
+    #[test]
+    fn dotted_directives_come_apart_and_opcodes_do_not() {
+        let t = lex(".reg .b32 %r<4>;\n.param.u64.ptr.global.align 8 p;\nadd.s32 %r1, %r2, 1;")
+            .unwrap();
+        let idents: Vec<(&str, usize)> = t
+            .iter()
+            .filter_map(|t| match &t.tok {
+                Tok::Ident(s) => Some((s.as_str(), t.line)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            idents,
+            [
+                (".reg", 1),
+                (".b32", 1),
+                ("%r", 1),
+                (".param", 2),
+                (".u64", 2),
+                (".ptr", 2),
+                (".global", 2),
+                (".align", 2),
+                ("p", 2),
+                ("add.s32", 3),
+                ("%r1", 3),
+                ("%r2", 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_character_is_an_error_with_its_line_after_good_tokens() {
+        let mut l = Lexer::new("mov.u32 %r1, 2;\n/* two\nlines */ ~");
+        let mut n = 0;
+        let e = loop {
+            match l.next_token() {
+                Ok(Some(_)) => n += 1,
+                Ok(None) => panic!("no error"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(n, 5);
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains('~'), "{}", e.message);
     }
 
     #[test]

@@ -5,11 +5,18 @@ use crate::ast::{
     Directives, Function, Inst, Linkage, Module, Operand, ParamDecl, Space, Stmt, VarDecl,
 };
 use crate::error::LoadError;
-use crate::lexer::{lex, Tok, Token};
+use crate::lexer::{Lexer, Tok, Token};
 
-struct P {
-    t: Vec<Token>,
-    i: usize,
+/// The parser's position: one token of lookahead over the [`Lexer`].
+struct P<'a> {
+    lexer: Lexer<'a>,
+    /// The next token; `None` at the end or after a lexing error (kept in `lex_error`).
+    cur: Option<Token>,
+    /// The line of the token last consumed, and of the last token lexed (for errors at the end).
+    prev_line: usize,
+    last_line: usize,
+    /// A lexing error: the module fails with it, whatever the parser made of the end.
+    lex_error: Option<LoadError>,
 }
 
 type R<T> = Result<T, LoadError>;
@@ -33,29 +40,68 @@ const MAX_COUNT: u64 = 1 << 48;
 /// recurses on them; real PTX nests two or three deep).
 const MAX_NESTING: usize = 32;
 
-impl P {
+impl<'a> P<'a> {
+    fn new(src: &'a str) -> Self {
+        let mut p = P {
+            lexer: Lexer::new(src),
+            cur: None,
+            prev_line: 0,
+            last_line: 0,
+            lex_error: None,
+        };
+        p.advance();
+        p
+    }
+
+    /// Lexes the next token into `cur`.
+    fn advance(&mut self) {
+        if self.lex_error.is_some() {
+            self.cur = None;
+            return;
+        }
+        match self.lexer.next_token() {
+            Ok(t) => {
+                if let Some(t) = &t {
+                    self.last_line = t.line;
+                }
+                self.cur = t;
+            }
+            Err(e) => {
+                self.cur = None;
+                self.lex_error = Some(e);
+            }
+        }
+    }
+
     fn line(&self) -> usize {
-        self.t
-            .get(self.i)
-            .or_else(|| self.t.last())
-            .map(|t| t.line)
-            .unwrap_or(0)
+        self.cur.as_ref().map_or(self.last_line, |t| t.line)
     }
 
     fn peek(&self) -> Option<&Tok> {
-        self.t.get(self.i).map(|t| &t.tok)
+        self.cur.as_ref().map(|t| &t.tok)
+    }
+
+    /// Consumes the current token.
+    fn bump(&mut self) {
+        if let Some(t) = &self.cur {
+            self.prev_line = t.line;
+        }
+        self.advance();
     }
 
     fn next(&mut self) -> R<Tok> {
         let line = self.line();
-        // Tokens are read once: move each out rather than copy it.
-        let t = self
-            .t
-            .get_mut(self.i)
-            .map(|t| std::mem::replace(&mut t.tok, Tok::Punct(' ')))
-            .ok_or_else(|| LoadError::invalid(line, "unexpected end of module"))?;
-        self.i += 1;
-        Ok(t)
+        match self.cur.take() {
+            Some(t) => {
+                self.prev_line = t.line;
+                self.advance();
+                Ok(t.tok)
+            }
+            None => Err(self
+                .lex_error
+                .clone()
+                .unwrap_or_else(|| LoadError::invalid(line, "unexpected end of module"))),
+        }
     }
 
     fn is_punct(&self, c: char) -> bool {
@@ -64,7 +110,7 @@ impl P {
 
     fn eat_punct(&mut self, c: char) -> bool {
         if self.is_punct(c) {
-            self.i += 1;
+            self.bump();
             true
         } else {
             false
@@ -119,13 +165,9 @@ impl P {
 
     /// Skips the rest of the current source line (`.loc`, `.file` ...).
     fn skip_line(&mut self) {
-        let line = self
-            .t
-            .get(self.i.saturating_sub(1))
-            .map(|t| t.line)
-            .unwrap_or(0);
-        while self.t.get(self.i).is_some_and(|t| t.line == line) {
-            self.i += 1;
+        let line = self.prev_line;
+        while self.cur.as_ref().is_some_and(|t| t.line == line) {
+            self.bump();
         }
     }
 
@@ -154,31 +196,17 @@ impl P {
     }
 }
 
-/// Splits dotted directive words (`.reg.b32`, `.ptr.global.align`) into their parts, as if
-/// they had been written apart.
-fn split_directives(toks: Vec<Token>) -> Vec<Token> {
-    let mut out = Vec::with_capacity(toks.len());
-    for t in toks {
-        match &t.tok {
-            Tok::Ident(s) if s.starts_with('.') && s[1..].contains('.') => {
-                for part in s[1..].split('.') {
-                    out.push(Token {
-                        tok: Tok::Ident(format!(".{part}")),
-                        line: t.line,
-                    });
-                }
-            }
-            _ => out.push(t),
-        }
+pub fn parse(src: &str) -> R<Module> {
+    let mut p = P::new(src);
+    let r = module(&mut p);
+    // A lexing error is the module's error, as when the whole text was lexed first.
+    match p.lex_error.take() {
+        Some(e) => Err(e),
+        None => r,
     }
-    out
 }
 
-pub fn parse(src: &str) -> R<Module> {
-    let mut p = P {
-        t: split_directives(lex(src)?),
-        i: 0,
-    };
+fn module(p: &mut P) -> R<Module> {
     let mut m = Module::default();
     let mut linkage = Linkage::Internal;
     while p.peek().is_some() {
@@ -227,7 +255,7 @@ pub fn parse(src: &str) -> R<Module> {
             ".weak" => linkage = Linkage::Weak,
             ".common" => linkage = Linkage::Common,
             ".entry" | ".func" => {
-                let mut f = function(&mut p, word == ".entry", line)?;
+                let mut f = function(p, word == ".entry", line)?;
                 f.linkage = std::mem::take(&mut linkage);
                 m.functions.push(f);
             }
@@ -237,7 +265,7 @@ pub fn parse(src: &str) -> R<Module> {
                     ".const" => Space::Const,
                     _ => Space::Shared,
                 };
-                let mut v = var_decl(&mut p, space, line)?;
+                let mut v = var_decl(p, space, line)?;
                 v.linkage = std::mem::take(&mut linkage);
                 m.vars.push(v);
             }
@@ -831,6 +859,19 @@ mod tests {
                 matches!(&body[0], Stmt::Inst(i) if i.malformed.as_deref().is_some_and(|w| w.contains("nested")))
             );
         }
+    }
+
+    #[test]
+    fn a_lexing_error_is_the_modules_error_wherever_the_parser_stopped() {
+        // The parser reads tokens one at a time; a bad character after an unterminated
+        // function is still reported as what it is, with its line.
+        let e = parse(".version 8.0\n.target sm_80\n.address_size 64\n.entry k() {\n ret;\n #")
+            .unwrap_err();
+        assert_eq!(e.line, 6);
+        assert!(e.message.contains("unexpected character"), "{}", e.message);
+        // `.loc` lines are skipped to their end, and only their line.
+        let m = parse(".version 8.0\n.target sm_80\n.address_size 64\n.file 1 \"a.cu\"\n.entry k()\n{\n.loc 1 2 3\nret;\n}\n").unwrap();
+        assert_eq!(m.functions.len(), 1);
     }
 
     #[test]

@@ -7,12 +7,15 @@
 #   4. module reload with files open: with an idle file and a busy process the module
 #      refuses to unload, the driver is unbound under them (their calls end with ENODEV),
 #      they close, the module unloads and loads again;
-# then checks that nothing leaked: no pinned pages (module count and the kernel's FOLL_PIN
+# (the payload file "phases" may name a subset: reset kill openclose reload), then checks
+# that nothing leaked: no pinned pages (module count and the kernel's FOLL_PIN
 # counters), no queue, no stuck queue, the device's free memory back to its baseline, no
 # stray DMA (netgpu-canary), kernel log clean. Prints per-phase rates. The host side
 # (test-torture.sh) adds the QEMU-killed cycles and the backend/vdev baselines.
 . ./lib.sh
 cycles=$(cat ./cycles 2>/dev/null || echo 20)
+phases=$(cat ./phases 2>/dev/null || echo "reset kill openclose reload")
+want() { case " $phases " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 pci=$(find_netgpu 0x1e4e 0x6e67) || pci=""
 check device-present [ -n "$pci" ]
 if [ -z "$pci" ]; then summary; exit 1; fi
@@ -62,7 +65,7 @@ slowest_start() {
     grep '^HOLDING' "$1" > /tmp/slowest
   fi
 }
-echo "torture: $cycles cycles per phase"
+echo "torture: $cycles cycles per phase ($phases)"
 ./netgpu-canary 4 > /tmp/canary.out 2>&1 &
 canary=$!
 check insmod insmod ./netgpu.ko
@@ -71,6 +74,7 @@ pins0=$(pins)
 free0=$(freemem)
 echo "baseline: device memory free $free0, pinned pages $pins0"
 
+if want reset; then
 # 1. Device resets under a churning process.
 ./netgpu-stress churn 1 > /tmp/churn.out 2>&1 &
 churner=$!
@@ -94,7 +98,9 @@ check reset-cycles-completed [ $ok = 1 ]
 # "CHURN copies C failures F reopens R slowest S s"
 check reset-no-call-waited-over-5s sh -c "awk '/^CHURN/ {found = 1; if (\$9 >= 5) bad = 1} END {exit !(found && !bad)}' /tmp/churn.out"
 check reset-calls-ended-and-reopened sh -c "awk '/^CHURN/ {exit !(\$5 >= 1 && \$7 >= 2)}' /tmp/churn.out"
+fi
 
+if want kill; then
 # 2. Processes killed mid-copy.
 t0=$(ms)
 n=0
@@ -118,13 +124,17 @@ echo "torture: slowest holder start so far: $(cat /tmp/slowest)"
 check kill-cycles-completed [ $ok = 1 ]
 check kill-leaves-no-queue [ "$(cat $sys/queues_in_use)" = 0 ]
 check kill-leaves-no-pins [ "$(cat $sys/pinned_pages)" = 0 ]
+fi
 
+if want openclose; then
 # 3. Queue open/close.
 t0=$(ms)
 check openclose-cycles ./netgpu-stress openclose "$cycles"
 t1=$(ms)
 rate "queue open/close" "$t0" "$t1"
+fi
 
+if want reload; then
 # 4. Module reload with files open.
 t0=$(ms)
 n=0
@@ -149,6 +159,7 @@ t1=$(ms)
 rate "module reload with files open" "$t0" "$t1"
 echo "torture: slowest holder start: $(cat /tmp/slowest)"
 check reload-cycles-completed [ $ok = 1 ]
+fi
 
 # Nothing leaked.
 i=0

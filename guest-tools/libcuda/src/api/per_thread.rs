@@ -148,6 +148,7 @@ per_thread! {
     cuLaunchHostFunc_v2_ptsz => cuLaunchHostFunc_v2(s: Opaque, f: HostFn, data: *mut c_void, mode: c_uint);
     cuStreamAddCallback_ptsz => cuStreamAddCallback(s: Opaque, cb: StreamCallback, data: *mut c_void, flags: c_uint);
     cuEventRecord_ptsz => cuEventRecord(event: Opaque, s: Opaque);
+    cuEventRecordWithFlags_ptsz => cuEventRecordWithFlags(event: Opaque, s: Opaque, flags: c_uint);
     cuStreamSynchronize_ptsz => cuStreamSynchronize(s: Opaque);
     cuStreamQuery_ptsz => cuStreamQuery(s: Opaque);
     cuStreamWaitEvent_ptsz => cuStreamWaitEvent(s: Opaque, event: Opaque, flags: c_uint);

@@ -187,6 +187,8 @@ rows! {
     "cuEventCreate" 2000 => cuEventCreate;
     "cuEventRecord" 2000 => cuEventRecord;
     "cuEventRecord" 7000 pt => cuEventRecord_ptsz;
+    "cuEventRecordWithFlags" 11010 => cuEventRecordWithFlags;
+    "cuEventRecordWithFlags" 11010 pt => cuEventRecordWithFlags_ptsz;
     "cuEventSynchronize" 2000 => cuEventSynchronize;
     "cuEventQuery" 2000 => cuEventQuery;
     "cuEventElapsedTime" 2000 => cuEventElapsedTime;

@@ -467,6 +467,23 @@ pub extern "C" fn cuEventRecord(event: Opaque, s: Opaque) -> CUresult {
     })
 }
 
+/// `CU_EVENT_RECORD_EXTERNAL`: in stream capture, an external event-record node.
+const EVENT_RECORD_EXTERNAL: c_uint = 1;
+
+/// `cuEventRecord` with `CU_EVENT_RECORD_DEFAULT` (what PyTorch's `Event.record` calls);
+/// `CU_EVENT_RECORD_EXTERNAL` (graph capture's external event nodes) is not supported, any
+/// other flag is invalid.
+#[no_mangle]
+pub extern "C" fn cuEventRecordWithFlags(event: Opaque, s: Opaque, flags: c_uint) -> CUresult {
+    match flags {
+        0 => cuEventRecord(event, s),
+        EVENT_RECORD_EXTERNAL => {
+            state::unsupported("cuEventRecordWithFlags(CU_EVENT_RECORD_EXTERNAL)").0
+        }
+        _ => CuResult::INVALID_VALUE.0,
+    }
+}
+
 #[no_mangle]
 pub extern "C" fn cuEventSynchronize(event: Opaque) -> CUresult {
     guard(|| {
@@ -520,4 +537,20 @@ pub extern "C" fn cuEventDestroy_v2(event: Opaque) -> CUresult {
         })
         .map(|_| ())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags are checked before anything else: no driver needed.
+    #[test]
+    fn event_record_flags_other_than_default_are_refused() {
+        let e = std::ptr::null_mut();
+        assert_eq!(
+            cuEventRecordWithFlags(e, e, EVENT_RECORD_EXTERNAL),
+            CuResult::NOT_SUPPORTED.0
+        );
+        assert_eq!(cuEventRecordWithFlags(e, e, 2), CuResult::INVALID_VALUE.0);
+    }
 }
