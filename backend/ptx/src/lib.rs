@@ -50,9 +50,16 @@ pub const MAX_PTX_LEN: usize = 64 << 20;
 /// A loaded, decoded PTX module: immutable, shareable between threads.
 #[derive(Debug)]
 pub struct Module {
-    kernels: HashMap<String, Kernel>,
+    kernels: Vec<Kernel>,
+    /// Kernel name -> index in `kernels`.
+    names: HashMap<String, usize>,
     globals: Vec<GlobalVar>,
 }
+
+/// A kernel of one [`Module`], found once by name ([`Module::kernel_id`]) so that each
+/// launch can take it without a name lookup ([`Module::kernel_by_id`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelId(usize);
 
 impl Module {
     /// Parses and decodes a PTX module (text, optionally NUL-terminated).
@@ -63,10 +70,7 @@ impl Module {
         }
         let ast = parse::parse(ptx)?;
         let (kernels, globals) = decode::decode(&ast)?;
-        Ok(Module {
-            kernels: kernels.into_iter().map(|k| (k.name.clone(), k)).collect(),
-            globals,
-        })
+        Ok(Module::new(kernels, globals))
     }
 
     /// Links several PTX modules into one program (`nvcc -rdc=true` device code, the JIT
@@ -90,18 +94,39 @@ impl Module {
         let n = ptx.len();
         let ast = link::link_ast(ptx).map_err(|e| link::locate(e, n))?;
         let (kernels, globals) = decode::decode(&ast).map_err(|e| link::locate(e, n))?;
-        Ok(Module {
-            kernels: kernels.into_iter().map(|k| (k.name.clone(), k)).collect(),
+        Ok(Module::new(kernels, globals))
+    }
+
+    fn new(kernels: Vec<Kernel>, globals: Vec<GlobalVar>) -> Module {
+        // A later kernel of the same name wins (as the map this replaced kept it).
+        let names = kernels
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.name.clone(), i))
+            .collect();
+        Module {
+            kernels,
+            names,
             globals,
-        })
+        }
     }
 
     pub fn kernel(&self, name: &str) -> Option<&Kernel> {
-        self.kernels.get(name)
+        self.kernel_by_id(self.kernel_id(name)?)
+    }
+
+    /// The id of kernel `name`, for [`Module::kernel_by_id`].
+    pub fn kernel_id(&self, name: &str) -> Option<KernelId> {
+        self.names.get(name).copied().map(KernelId)
+    }
+
+    /// The kernel `id` names (`None` for an id of another module that this one lacks).
+    pub fn kernel_by_id(&self, id: KernelId) -> Option<&Kernel> {
+        self.kernels.get(id.0)
     }
 
     pub fn kernel_names(&self) -> impl Iterator<Item = &str> {
-        self.kernels.keys().map(String::as_str)
+        self.names.keys().map(String::as_str)
     }
 
     /// Module-scope `.global`/`.const` variables, which the executor allocates.

@@ -584,25 +584,27 @@ fn finish(q: &Arc<StreamQ>, seq: u64, n: usize) {
 const BATCH: usize = 64;
 
 /// Puts unrun items back at the front of the queue, in order.
-fn put_back(q: &Arc<StreamQ>, first: Item, rest: VecDeque<Item>) {
+fn put_back(q: &Arc<StreamQ>, first: Item, rest: &mut VecDeque<Item>) {
     let mut g = lock(&q.inner);
-    for i in rest.into_iter().rev() {
+    for i in rest.drain(..).rev() {
         g.queue.push_front(i);
     }
     g.queue.push_front(first);
 }
 
 fn run_strand(q: Arc<StreamQ>) {
+    // The items taken from the queue at once (one buffer for the strand's whole run).
+    let mut batch: VecDeque<Item> = VecDeque::with_capacity(BATCH);
     loop {
-        let mut batch: VecDeque<Item> = {
+        {
             let mut g = lock(&q.inner);
             if g.queue.is_empty() {
                 g.running = false;
                 return;
             }
             let n = g.queue.len().min(BATCH);
-            g.queue.drain(..n).collect()
-        };
+            batch.extend(g.queue.drain(..n));
+        }
         // Items run but not yet marked finished: the last one's sequence number and how many.
         let (mut done_seq, mut done_n) = (0u64, 0usize);
         while let Some(mut item) = batch.pop_front() {
@@ -610,7 +612,7 @@ fn run_strand(q: Arc<StreamQ>) {
                 if done_n > 0 {
                     finish(&q, done_seq, done_n);
                 }
-                put_back(&q, item, batch);
+                put_back(&q, item, &mut batch);
                 let q2 = q.clone();
                 dep.on_done(move || kick(q2));
                 return;
@@ -645,7 +647,7 @@ fn run_strand(q: Arc<StreamQ>) {
                     }
                     if !batch.is_empty() {
                         let mut g = lock(&q.inner);
-                        for i in batch.into_iter().rev() {
+                        for i in batch.drain(..).rev() {
                             g.queue.push_front(i);
                         }
                     }

@@ -60,18 +60,81 @@ pub(super) fn val(r: &[u64], s: Src, globals: &[u64]) -> u64 {
     }
 }
 
+/// The buffers of a block, kept by each thread between launches (a launch of a small kernel
+/// then allocates nothing for its blocks).
+#[derive(Default)]
+struct Buffers {
+    regs: Vec<u64>,
+    pc: Vec<u32>,
+    state: Vec<St>,
+    shared: Vec<u8>,
+    local: Vec<u8>,
+    pseq: Vec<u32>,
+    records: Vec<Record>,
+}
+
+/// Most bytes of block buffers a thread keeps for its next launch.
+const SPARE_LIMIT: usize = 1 << 20;
+
+impl Buffers {
+    fn bytes(&self) -> usize {
+        self.regs.capacity() * 8
+            + self.pc.capacity() * 4
+            + self.state.capacity() * std::mem::size_of::<St>()
+            + self.shared.capacity()
+            + self.local.capacity()
+            + self.pseq.capacity() * 4
+            + self.records.capacity() * std::mem::size_of::<Record>()
+    }
+}
+
+thread_local! {
+    static SPARE: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let mut b = Buffers {
+            regs: std::mem::take(&mut self.regs),
+            pc: std::mem::take(&mut self.pc),
+            state: std::mem::take(&mut self.state),
+            shared: std::mem::take(&mut self.shared),
+            local: std::mem::take(&mut self.local),
+            pseq: std::mem::take(&mut self.pseq),
+            records: std::mem::take(&mut self.records),
+        };
+        if b.bytes() <= SPARE_LIMIT {
+            b.records.clear();
+            // `try_with`: nothing is kept while the thread is exiting.
+            let _ = SPARE.try_with(|s| s.set(Some(b)));
+        }
+    }
+}
+
 impl Block {
     pub(super) fn new(ctx: &Ctx, nthreads: usize, shared: usize, worker: usize, id: u64) -> Block {
         let nregs = ctx.k.nregs as usize;
+        let mut buf = SPARE
+            .try_with(|s| s.take())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        // Sized here, zeroed by `reset`.
+        buf.regs.resize(nregs * nthreads, 0);
+        buf.pc.resize(nthreads, 0);
+        buf.state.resize(nthreads, St::Run);
+        buf.shared.resize(shared, 0);
+        buf.local.resize(ctx.k.local_size as usize * nthreads, 0);
+        buf.pseq.resize(nthreads, 0);
         let mut b = Block {
             done: false,
             nthreads,
             nregs,
-            regs: vec![0; nregs * nthreads],
-            pc: vec![0; nthreads],
-            state: vec![St::Run; nthreads],
-            shared: vec![0; shared],
-            local: vec![0; ctx.k.local_size as usize * nthreads],
+            regs: buf.regs,
+            pc: buf.pc,
+            state: buf.state,
+            shared: buf.shared,
+            local: buf.local,
             ctaid: [0; 3],
             id,
             worker,
@@ -81,8 +144,8 @@ impl Block {
             flushed: 0,
             arrived: [0; 16],
             epoch: 0,
-            pseq: vec![0; nthreads],
-            records: Vec::new(),
+            pseq: buf.pseq,
+            records: buf.records,
             slept: false,
         };
         b.reset(ctx, id);
@@ -92,11 +155,16 @@ impl Block {
     pub(super) fn reset(&mut self, ctx: &Ctx, id: u64) {
         let [gx, gy, _] = ctx.cfg.grid.map(u64::from);
         self.id = id;
-        self.ctaid = [
-            (id % gx) as u32,
-            ((id / gx) % gy) as u32,
-            (id / (gx * gy)) as u32,
-        ];
+        self.ctaid = if id < gx {
+            // The first row (all of a one-dimensional grid): no divisions.
+            [id as u32, 0, 0]
+        } else {
+            [
+                (id % gx) as u32,
+                ((id / gx) % gy) as u32,
+                (id / (gx * gy)) as u32,
+            ]
+        };
         self.done = false;
         self.regs.fill(0);
         self.pc.fill(0);
@@ -114,9 +182,7 @@ impl Block {
     pub(super) fn check(&mut self, ctx: &Ctx) -> Result<(), LaunchError> {
         let delta = self.executed - self.flushed;
         self.flushed = self.executed;
-        ctx.executed
-            .fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
-        ctx.check(0)
+        ctx.check(delta)
     }
 
     /// Hands this block's console records to the launch.

@@ -29,7 +29,7 @@ mod thread;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use crate::decode::Kernel;
@@ -217,9 +217,9 @@ struct Ctx<'a> {
     mem: &'a dyn DeviceMemory,
     cfg: &'a LaunchConfig,
     opts: &'a LaunchOptions<'a>,
-    start: Instant,
-    /// Nanoseconds since the Unix epoch at `start` (`%globaltimer`).
-    epoch_ns: u64,
+    /// The launch's clock, read the first time a kernel asks for the time (`%clock`,
+    /// `%globaltimer`): an instant and the nanoseconds since the Unix epoch then.
+    clock: OnceLock<(Instant, u64)>,
     grid_id: u64,
     sm_count: u32,
     /// Set when any worker failed: the others stop.
@@ -232,24 +232,42 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Stops a launch that was cancelled, ran out of time or instructions, or that another
-    /// worker has failed.
-    fn check(&self, executed_here: u64) -> Result<(), LaunchError> {
+    /// Counts `delta` more thread-instructions of a worker into the launch's total and
+    /// stops a launch that was cancelled, ran out of time or instructions, or that another
+    /// worker has failed. The clock is read (for the deadline) each time the launch's total
+    /// passes a multiple of [`SLICE`], so a short launch reads it never and a long one about
+    /// once per time slice of any of its workers.
+    fn check(&self, delta: u64) -> Result<(), LaunchError> {
+        let before = self.executed.fetch_add(delta, Relaxed);
         if self.stop.load(Relaxed) {
             return Err(LaunchError::Cancelled);
         }
         if self.opts.cancel.is_some_and(|c| c.load(Relaxed)) {
             return Err(LaunchError::Cancelled);
         }
-        if self.opts.deadline.is_some_and(|d| Instant::now() >= d) {
-            return Err(LaunchError::Timeout);
+        let after = before.saturating_add(delta);
+        if let Some(d) = self.opts.deadline {
+            if before / SLICE != after / SLICE && Instant::now() >= d {
+                return Err(LaunchError::Timeout);
+            }
         }
         if let Some(limit) = self.opts.instruction_limit {
-            if self.executed.load(Relaxed).saturating_add(executed_here) > limit {
+            if after > limit {
                 return Err(LaunchError::InstructionLimit);
             }
         }
         Ok(())
+    }
+
+    /// The launch's clock (see `clock`).
+    fn clock(&self) -> (Instant, u64) {
+        *self.clock.get_or_init(|| {
+            let epoch = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            (Instant::now(), epoch)
+        })
     }
 
     /// Takes one printf record if it fits under the console limit.
@@ -357,6 +375,21 @@ fn block_state_bytes(kernel: &Kernel, nthreads: u64, shared: u64) -> u64 {
     (regs + u64::from(kernel.local_size)).saturating_mul(nthreads) + shared
 }
 
+/// Runs `worker(0..workers)` at once: worker 0 on the calling thread, the others on scoped
+/// threads.
+fn run_workers(workers: usize, worker: impl Fn(usize) + Sync) {
+    if workers == 1 {
+        return worker(0);
+    }
+    let worker = &worker;
+    std::thread::scope(|s| {
+        for w in 1..workers {
+            s.spawn(move || worker(w));
+        }
+        worker(0);
+    });
+}
+
 /// Runs `kernel` over the whole grid under `opts`; the output holds the result, the
 /// console output and the instruction count.
 pub fn launch_with(
@@ -403,11 +436,7 @@ pub fn launch_with(
         mem,
         cfg,
         opts,
-        start: Instant::now(),
-        epoch_ns: SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
+        clock: OnceLock::new(),
         grid_id: GRID_IDS.fetch_add(1, Relaxed),
         sm_count,
         stop: AtomicBool::new(false),
@@ -449,15 +478,7 @@ pub fn launch_with(
                 }
             }
         };
-        if workers == 1 {
-            worker(0);
-        } else {
-            std::thread::scope(|s| {
-                for w in 0..workers {
-                    s.spawn(move || worker(w));
-                }
-            });
-        }
+        run_workers(workers, worker);
     } else {
         let next = AtomicU64::new(0);
         let worker = |w: usize| {
@@ -476,19 +497,15 @@ pub fn launch_with(
                 b.finish(&ctx);
             }
         };
-        if workers == 1 {
-            worker(0);
-        } else {
-            std::thread::scope(|s| {
-                for w in 0..workers {
-                    s.spawn(move || worker(w));
-                }
-            });
-        }
+        run_workers(workers, worker);
     }
     let mut records = ctx.records.into_inner().unwrap_or_else(|p| p.into_inner());
-    records.sort_by_key(|r| r.key);
-    let console = records.into_iter().flat_map(|r| r.text).collect();
+    let console = if records.is_empty() {
+        Vec::new()
+    } else {
+        records.sort_by_key(|r| r.key);
+        records.into_iter().flat_map(|r| r.text).collect()
+    };
     LaunchOutput {
         result: match first.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),

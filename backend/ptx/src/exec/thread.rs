@@ -605,7 +605,12 @@ impl Block {
     fn special(&self, ctx: &Ctx, s: Special, t: usize) -> u64 {
         let lane = (t % 32) as u32;
         let nwarps = self.nthreads.div_ceil(32) as u64;
-        let ns = ctx.start.elapsed().as_nanos() as u64;
+        // The clock is read only for the registers that hold time.
+        let ns = || ctx.clock().0.elapsed().as_nanos() as u64;
+        let global_ns = || {
+            let (start, epoch) = ctx.clock();
+            epoch.wrapping_add(start.elapsed().as_nanos() as u64)
+        };
         match s {
             Special::Tid(d) => self.tid(ctx, t)[usize::from(d)].into(),
             Special::Ntid(d) => ctx.cfg.block[usize::from(d)].into(),
@@ -614,11 +619,11 @@ impl Block {
             Special::LaneId => lane.into(),
             Special::WarpId => (t / 32) as u64,
             Special::NWarpId => nwarps,
-            Special::Clock => ns & 0xffff_ffff,
-            Special::Clock64 => ns,
-            Special::GlobalTimer => ctx.epoch_ns.wrapping_add(ns),
-            Special::GlobalTimerLo => ctx.epoch_ns.wrapping_add(ns) & 0xffff_ffff,
-            Special::GlobalTimerHi => ctx.epoch_ns.wrapping_add(ns) >> 32,
+            Special::Clock => ns() & 0xffff_ffff,
+            Special::Clock64 => ns(),
+            Special::GlobalTimer => global_ns(),
+            Special::GlobalTimerLo => global_ns() & 0xffff_ffff,
+            Special::GlobalTimerHi => global_ns() >> 32,
             Special::SmId => (self.worker as u64) % u64::from(ctx.sm_count.max(1)),
             Special::NSmId => ctx.sm_count.into(),
             Special::GridId => ctx.grid_id,

@@ -202,3 +202,93 @@ fn concurrent_launches_of_one_module_share_memory_safely() {
     let all: Vec<u32> = want.iter().map(|w| w * 4).collect();
     assert_eq!(gpu.download::<u32>(shared_hist, 16), all);
 }
+
+/// `dirty` fills its registers, shared and local memory; `peek` stores what it finds in its
+/// own (never written) registers, shared and local memory.
+const LEFTOVERS: &str = r#"
+.version 8.0
+.target sm_75
+.address_size 64
+.visible .entry dirty()
+{
+    .shared .align 4 .b8 sh[1024];
+    .local .align 4 .b8 loc[64];
+    .reg .b64 %rd<4>;
+    .reg .b32 %r<8>;
+    mov.u32 %r1, %tid.x;
+    mov.u32 %r2, 0x5eC1E7;
+    mov.u32 %r3, 0x5eC1E7;
+    mov.u32 %r4, 0x5eC1E7;
+    mul.wide.u32 %rd1, %r1, 4;
+    mov.u64 %rd2, sh;
+    add.u64 %rd2, %rd2, %rd1;
+    st.shared.u32 [%rd2], %r2;
+    mov.u64 %rd3, loc;
+    st.local.u32 [%rd3], %r2;
+    st.local.u32 [%rd3+60], %r2;
+    ret;
+}
+.visible .entry peek(.param .u64 out)
+{
+    .shared .align 4 .b8 sh[1024];
+    .local .align 4 .b8 loc[64];
+    .reg .b64 %rd<8>;
+    .reg .b32 %r<8>;
+    ld.param.u64 %rd1, [out];
+    mov.u32 %r1, %tid.x;
+    mul.wide.u32 %rd2, %r1, 16;
+    add.u64 %rd1, %rd1, %rd2;
+    mul.wide.u32 %rd3, %r1, 4;
+    mov.u64 %rd4, sh;
+    add.u64 %rd4, %rd4, %rd3;
+    ld.shared.u32 %r2, [%rd4];
+    mov.u64 %rd5, loc;
+    ld.local.u32 %r3, [%rd5];
+    ld.local.u32 %r4, [%rd5+60];
+    st.global.u32 [%rd1], %r2;
+    st.global.u32 [%rd1+4], %r3;
+    st.global.u32 [%rd1+8], %r4;
+    st.global.u32 [%rd1+12], %r5;
+    ret;
+}
+"#;
+
+#[test]
+fn a_launch_sees_nothing_an_earlier_launch_left_in_registers_shared_or_local_memory() {
+    // The interpreter keeps block buffers between launches on a thread: they must come back
+    // zeroed, or one session's kernel could read another's data.
+    let m = Module::load(LEFTOVERS).unwrap();
+    let gpu = Gpu::new();
+    for (dirty_block, peek_block, threads) in
+        [(256, 256, 1), (256, 64, 1), (32, 256, 1), (256, 256, 2)]
+    {
+        let mut d = Launch::new(&m, "dirty", 4, dirty_block);
+        d.threads = threads;
+        d.run(&gpu, &[]).unwrap();
+        let out = gpu.zeros(peek_block as usize * 16);
+        let mut p = Launch::new(&m, "peek", 1, peek_block);
+        p.threads = threads;
+        p.run(&gpu, &[&u64b(out)]).unwrap();
+        let seen = gpu.download::<u32>(out, peek_block as usize * 4);
+        assert!(
+            seen.iter().all(|&v| v == 0),
+            "leftovers after dirty<<<4,{dirty_block}>>>, peek<<<1,{peek_block}>>>: {:x?}",
+            seen.iter().find(|&&v| v != 0)
+        );
+    }
+}
+
+#[test]
+fn kernel_ids_name_the_same_kernels_as_their_names() {
+    let m = Module::load(SPIN).unwrap();
+    for name in ["spin", "sleepy"] {
+        let id = m.kernel_id(name).unwrap();
+        assert_eq!(m.kernel_by_id(id).unwrap().name, name);
+        assert!(std::ptr::eq(
+            m.kernel_by_id(id).unwrap(),
+            m.kernel(name).unwrap()
+        ));
+    }
+    assert_ne!(m.kernel_id("spin"), m.kernel_id("sleepy"));
+    assert_eq!(m.kernel_id("nope"), None);
+}

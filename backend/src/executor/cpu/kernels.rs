@@ -295,14 +295,17 @@ impl CpuModule {
     /// with sequence number `seq` (see `memory`); its `printf` output goes to the console.
     pub fn launch(
         &self,
-        kernel: &str,
+        kernel: netgpu_ptx::KernelId,
         dims: LaunchDims,
         params: &[u8],
         mem: LaunchMemory<'_>,
         threads: usize,
         control: &LaunchControl<'_>,
     ) -> ExecResult<()> {
-        let k = self.module.kernel(kernel).ok_or(CuResult::INVALID_HANDLE)?;
+        let k = self
+            .module
+            .kernel_by_id(kernel)
+            .ok_or(CuResult::INVALID_HANDLE)?;
         let cfg = LaunchConfig {
             grid: dims.grid,
             block: dims.block,
@@ -320,7 +323,7 @@ impl CpuModule {
         control.console.push(&out.console);
         control.console.dropped(out.console_dropped);
         out.result.map_err(|e| {
-            debug!(error = %e, kernel, "launch failed");
+            debug!(error = %e, kernel = %k.name, "launch failed");
             match e {
                 // The session is ending: nobody sees it; not a fault of the context.
                 LaunchError::Cancelled => crate::executor::streams::CANCELLED,

@@ -150,6 +150,8 @@ struct Function {
     module: Handle,
     data: Arc<CpuModule>,
     kernel: Arc<str>,
+    /// The kernel in `data`'s module (each launch takes it without a name lookup).
+    kernel_id: netgpu_ptx::KernelId,
     span: u32,
     /// `.maxntid`/`.reqntid` limits of the kernel.
     max_threads: u32,
@@ -398,7 +400,7 @@ impl CpuEngine {
         let seq = self.inner.next_seq();
         let heap = self.inner.heap.clone();
         let module = f.data.clone();
-        let kernel = f.kernel.clone();
+        let kernel = f.kernel_id;
         let ctx_handle = f.ctx;
         let threads = self.inner.threads;
         Work::Memory(Box::new(move |exec: &Arc<Exec>| {
@@ -415,7 +417,7 @@ impl CpuEngine {
                 sm_count: threads as u32,
                 console: &exec.console,
             };
-            match module.launch(&kernel, dims, &params, mem, threads, &control) {
+            match module.launch(kernel, dims, &params, mem, threads, &control) {
                 Ok(()) => {}
                 Err(e) if e == streams::CANCELLED => {}
                 Err(e) => {
@@ -920,6 +922,7 @@ impl Engine for CpuEngine {
         let handle = match st.function_names.get(&key) {
             Some(&h) if st.functions.get(h).is_some() => h,
             _ => {
+                let kernel_id = data.module.kernel_id(name).ok_or(CuResult::NOT_FOUND)?;
                 let shared_static = data.shared_static(name);
                 let (max_threads, reqntid) = data.block_limits(name);
                 let h = st.functions.insert(Function {
@@ -927,6 +930,7 @@ impl Engine for CpuEngine {
                     module,
                     data: data.clone(),
                     kernel: Arc::from(name),
+                    kernel_id,
                     span,
                     max_threads,
                     reqntid,
