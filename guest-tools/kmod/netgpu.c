@@ -1763,7 +1763,7 @@ static DEVICE_ATTR_RO(executor);
 static ssize_t link_state_show(struct device *dev, struct device_attribute *attr, char *buf)
 {
 	static const char *const reasons[] = { "internal", "backend unreachable",
-		"backend refused the token", "backend session lost", "incompatible backend",
+		"backend refused the credentials", "backend session lost", "incompatible backend",
 		"internal" };
 	struct netgpu_dev *nd = to_ndev(dev);
 	u32 st, why = 0;

@@ -235,7 +235,7 @@ pub const STATUS_CONNECTING: u32 = 1 << 3;
 
 /// Fatal reason: the backend could not be reached.
 pub const FATAL_BACKEND_UNREACHABLE: u32 = 1;
-/// Fatal reason: the backend refused the token.
+/// Fatal reason: the backend refused the credentials (the token, or TLS: its certificate or ours).
 pub const FATAL_BACKEND_AUTH: u32 = 2;
 /// Fatal reason: the backend session ended while in use.
 pub const FATAL_BACKEND_LOST: u32 = 3;

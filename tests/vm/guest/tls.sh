@@ -16,7 +16,7 @@ while [ $i -lt 100 ]; do
 done
 echo "netgpu0: $s0; netgpu1: $s1"
 check tls-device-up [ "$s0" = up ]
-check wrong-ca-device-fatal-auth [ "$s1" = "fatal: backend refused the token" ]
+check wrong-ca-device-fatal-auth [ "$s1" = "fatal: backend refused the credentials" ]
 export LD_LIBRARY_PATH=/payload/lib NETGPU_KERNELS=/payload/kernels
 for p in device_memory vector_add; do
   ./$p > /tmp/$p.out 2>&1
