@@ -11,7 +11,7 @@ use rustls_pki_types::ServerName;
 use thiserror::Error;
 
 use crate::config::ClientTlsConfig;
-use crate::pem::{load_certified_key, load_crls, load_roots, LoadError};
+use crate::pem::{load_certified_key, load_crls, load_roots, verifier_error, LoadError};
 use crate::policy::host_part;
 use crate::reload::Reloading;
 use crate::{provider, ALPN, VERSIONS};
@@ -100,14 +100,7 @@ fn build(cfg: &ClientTlsConfig) -> Result<ClientConfig, LoadError> {
         .with_crls(crls)
         .only_check_end_entity_revocation()
         .build()
-        .map_err(|e| LoadError::Build {
-            files: std::iter::once(&cfg.ca)
-                .chain(&cfg.crls)
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| verifier_error(&cfg.ca, &cfg.crls, e))?;
         builder.with_webpki_verifier(verifier)
     };
     let mut cc = match (&cfg.cert, &cfg.key) {

@@ -249,3 +249,16 @@ pub(crate) fn now() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// The error of a certificate verifier that would not build from the CA file `ca` and the
+/// CRL files `crls`: names them all.
+pub fn verifier_error(ca: &Path, crls: &[PathBuf], e: impl std::fmt::Display) -> LoadError {
+    LoadError::Build {
+        files: std::iter::once(ca)
+            .chain(crls.iter().map(PathBuf::as_path))
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        reason: e.to_string(),
+    }
+}

@@ -10,7 +10,7 @@ use rustls::ServerConfig;
 
 use crate::config::{ClientAuth, ServerTlsConfig};
 use crate::identity::{peer_identity, IdentityError, PeerIdentity};
-use crate::pem::{load_certified_key, load_crls, load_roots, LoadError};
+use crate::pem::{load_certified_key, load_crls, load_roots, verifier_error, LoadError};
 use crate::reload::Reloading;
 use crate::{provider, ALPN, VERSIONS};
 
@@ -92,14 +92,9 @@ fn build(cfg: &ServerTlsConfig) -> Result<ServerConfig, LoadError> {
         // (UnknownRevocationStatus), the default, so a forgotten CRL fails closed.
         verifier = verifier.with_crls(crls).only_check_end_entity_revocation();
     }
-    let verifier = verifier.build().map_err(|e| LoadError::Build {
-        files: std::iter::once(&cfg.client_ca)
-            .chain(&cfg.crls)
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        reason: e.to_string(),
-    })?;
+    let verifier = verifier
+        .build()
+        .map_err(|e| verifier_error(&cfg.client_ca, &cfg.crls, e))?;
     let mut sc = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)
         .map_err(|e| LoadError::Build {
