@@ -140,6 +140,32 @@ vm_stop_netgpu() {
   rm -f "${NETGPU_SOCK:-}"
 }
 
+# Builds tests/cuda/NAME.c for each NAME in the chroot (the guest's libc) against cuda.h in
+# $2 and the libcuda.so.1 already in $1/lib, into $1; copies tests/kernels/vector_add.ptx to
+# $1/kernels and the guest's dynamic loader and libraries into $1/.rootfs. Builds in
+# $VM_ROOT/build/cuda-progs-$$ (removed afterwards).
+vm_build_cuda_programs() {
+  local payload=$1 inc=$2 b="/build/cuda-progs-$$" n
+  shift 2
+  mkdir -p "$payload/kernels" "$payload/.rootfs/lib64" "$payload/.rootfs/lib/x86_64-linux-gnu"
+  mkdir -p "$VM_ROOT$b/include" "$VM_ROOT$b/lib"
+  cp -r "$inc/." "$VM_ROOT$b/include/"
+  cp "$REPO_ROOT/tests/cuda/common.h" "$VM_ROOT$b/"
+  cp "$payload/lib/libcuda.so.1" "$VM_ROOT$b/lib/libcuda.so"
+  for n in "$@"; do
+    cp "$REPO_ROOT/tests/cuda/$n.c" "$VM_ROOT$b/"
+    vm_chroot gcc -O1 -Wall -Werror -I"$b/include" -o "$b/$n" "$b/$n.c" -L"$b/lib" -lcuda -lm \
+      || vm_die "cannot build $n.c in the guest environment"
+    cp "$VM_ROOT$b/$n" "$payload/"
+  done
+  rm -rf "${VM_ROOT:?}$b"
+  cp "$REPO_ROOT/tests/kernels/vector_add.ptx" "$payload/kernels/"
+  cp "$VM_ROOT/lib64/ld-linux-x86-64.so.2" "$payload/.rootfs/lib64/"
+  for n in libc.so.6 libm.so.6 libgcc_s.so.1; do
+    cp -L "$VM_ROOT/lib/x86_64-linux-gnu/$n" "$payload/.rootfs/lib/x86_64-linux-gnu/"
+  done
+}
+
 # Builds the guest kernel module and its static test programs in the chroot against the
 # guest kernel's headers; copies netgpu.ko and the programs (every
 # guest-tools/kmod/tests/netgpu-*.c: netgpu-selftest, netgpu-stress, netgpu-mt, ...) into $1.

@@ -16,7 +16,7 @@ cleanup() {
   kill "${watcher:-}" 2>/dev/null || true
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$work" "$VM_ROOT/build/pool-$$" "${sock:-}"
+  rm -rf "$work" "${sock:-}"
 }
 trap cleanup EXIT
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
@@ -27,25 +27,11 @@ inc=$("$REPO_ROOT/scripts/fetch-cuda-headers.sh")
 
 # Guest payload: the kernel module, libcuda.so.1, two C programs built against the guest's libc.
 payload=$work/payload
-mkdir -p "$payload/lib" "$payload/kernels" "$payload/.rootfs/lib64" "$payload/.rootfs/lib/x86_64-linux-gnu"
+mkdir -p "$payload/lib"
 vm_build_kmod "$payload"
 rm -f "$payload/netgpu-selftest"
 cp "$target/debug/libcuda.so" "$payload/lib/libcuda.so.1"
-b="/build/pool-$$"
-mkdir -p "$VM_ROOT$b/include" "$VM_ROOT$b/lib"
-cp -r "$inc/." "$VM_ROOT$b/include/"
-cp "$REPO_ROOT"/tests/cuda/{vector_add.c,backend_lost.c,common.h} "$VM_ROOT$b/"
-cp "$payload/lib/libcuda.so.1" "$VM_ROOT$b/lib/libcuda.so"
-for n in vector_add backend_lost; do
-  vm_chroot gcc -O1 -Wall -Werror -I"$b/include" -o "$b/$n" "$b/$n.c" -L"$b/lib" -lcuda -lm \
-    || vm_die "cannot build $n.c in the guest environment"
-  cp "$VM_ROOT$b/$n" "$payload/"
-done
-cp "$REPO_ROOT/tests/kernels/vector_add.ptx" "$payload/kernels/"
-cp "$VM_ROOT/lib64/ld-linux-x86-64.so.2" "$payload/.rootfs/lib64/"
-for l in libc.so.6 libm.so.6 libgcc_s.so.1; do
-  cp -L "$VM_ROOT/lib/x86_64-linux-gnu/$l" "$payload/.rootfs/lib/x86_64-linux-gnu/"
-done
+vm_build_cuda_programs "$payload" "$inc" vector_add backend_lost
 
 # The store.
 if [ "${NETGPU_POOL_STORE:-etcd}" = file ]; then

@@ -21,7 +21,7 @@ cleanup() {
   rm -f "${late_sock:-}"
   vm_stop_netgpu
   rm -f "${wrong_sock:-}"
-  rm -rf "$work" "$VM_ROOT/build/tls-$$"
+  rm -rf "$work"
 }
 trap cleanup EXIT
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
@@ -65,25 +65,11 @@ TOML
 
 # The guest's programs, built in the chroot against cuda.h and libcuda.so.1.
 payload=$work/payload
-mkdir -p "$payload/lib" "$payload/kernels" "$payload/.rootfs/lib64" "$payload/.rootfs/lib/x86_64-linux-gnu"
+mkdir -p "$payload/lib"
 vm_build_kmod "$payload"
 rm -f "$payload"/netgpu-selftest "$payload"/netgpu-stress "$payload"/netgpu-mt
 cp "$target/debug/libcuda.so" "$payload/lib/libcuda.so.1"
-b="/build/tls-$$"
-mkdir -p "$VM_ROOT$b/include" "$VM_ROOT$b/lib"
-cp -r "$inc/." "$VM_ROOT$b/include/"
-cp "$REPO_ROOT"/tests/cuda/{common.h,device_memory.c,vector_add.c} "$VM_ROOT$b/"
-cp "$payload/lib/libcuda.so.1" "$VM_ROOT$b/lib/libcuda.so"
-for n in device_memory vector_add; do
-  vm_chroot gcc -O1 -Wall -Werror -I"$b/include" -o "$b/$n" "$b/$n.c" -L"$b/lib" -lcuda -lm \
-    || vm_die "cannot build $n.c in the guest environment"
-  cp "$VM_ROOT$b/$n" "$payload/"
-done
-cp "$REPO_ROOT/tests/kernels/vector_add.ptx" "$payload/kernels/"
-cp "$VM_ROOT/lib64/ld-linux-x86-64.so.2" "$payload/.rootfs/lib64/"
-for l in libc.so.6 libm.so.6 libgcc_s.so.1; do
-  cp -L "$VM_ROOT/lib/x86_64-linux-gnu/$l" "$payload/.rootfs/lib/x86_64-linux-gnu/"
-done
+vm_build_cuda_programs "$payload" "$inc" device_memory vector_add
 
 tls_args="--tls-ca $pki/ca/ca.crt --tls-cert $pki/hv1/hv1.crt --tls-key $pki/hv1/hv1.key"
 export NETGPU_BACKEND_ARGS="--config $work/backend.toml" NETGPU_VDEV_ARGS="$tls_args" NETGPU_PREBUILT=1
