@@ -12,7 +12,7 @@ use netgpu_proto::wire::{frame::FrameHeader, ops};
 use netgpu_tls::blocking::accept;
 use netgpu_tls::split::{split_stream, TlsReader, TlsWriter};
 use netgpu_tls::ServerTls;
-use rustls::ServerConnection;
+use rustls::server::UnbufferedServerConnection;
 use tracing::warn;
 
 use crate::transport::{Control, Peer, Transport};
@@ -26,8 +26,8 @@ pub struct TlsTransport {
 }
 
 impl Transport for TlsTransport {
-    type Reader = TlsReader<ServerConnection>;
-    type Writer = TlsWriter<ServerConnection>;
+    type Reader = TlsReader<UnbufferedServerConnection>;
+    type Writer = TlsWriter<UnbufferedServerConnection>;
 
     fn control(&self) -> io::Result<Arc<dyn Control>> {
         Ok(Arc::new(self.tcp.try_clone()?))
@@ -48,11 +48,11 @@ impl Transport for TlsTransport {
             warn!(%peer, "{}", e.explanation);
             io::Error::new(io::ErrorKind::InvalidData, e.explanation)
         })?;
-        let identity = ServerTls::identify(&stream.conn).map_err(|e| {
+        let identity = ServerTls::identify(&stream.conn()).map_err(|e| {
             warn!(%peer, error = %e, "client certificate names no usable identity");
             io::Error::new(io::ErrorKind::InvalidData, e.to_string())
         })?;
-        let _ = stream.sock.set_nodelay(true);
+        let _ = stream.socket().set_nodelay(true);
         let (r, w) = split_stream(stream)?;
         Ok((
             r,

@@ -5,16 +5,21 @@ use std::io;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use rustls::{ClientConnection, ServerConnection, StreamOwned};
+use rustls::client::UnbufferedClientConnection;
+use rustls::server::UnbufferedServerConnection;
 use thiserror::Error;
 
 use crate::client::ClientTls;
 use crate::explain::{client_failure, server_failure, ClientSide, ServerSide};
 use crate::server::ServerTls;
+use crate::split::TlsStream;
+use crate::unbuffered::{handshake, Incoming, Side};
 use crate::ALPN;
 
-pub type ServerStream = StreamOwned<ServerConnection, TcpStream>;
-pub type ClientStream = StreamOwned<ClientConnection, TcpStream>;
+/// The backend's end of a connection (rustls' unbuffered API, see [`crate::split`]).
+pub type ServerStream = TlsStream<UnbufferedServerConnection>;
+/// A client's end of a connection.
+pub type ClientStream = TlsStream<UnbufferedClientConnection>;
 
 /// A failed handshake: what happened and what to do, and the I/O error underneath.
 #[derive(Debug, Error)]
@@ -46,10 +51,10 @@ pub fn accept(
         ),
         source,
     };
-    let conn = ServerConnection::new(tls.server_config()).map_err(|e| fail(io::Error::other(e)))?;
-    let mut s = StreamOwned::new(conn, tcp);
-    drive(&mut s.conn, &mut s.sock, timeout).map_err(fail)?;
-    if s.conn.alpn_protocol() != Some(ALPN) {
+    let conn = UnbufferedServerConnection::new(tls.server_config())
+        .map_err(|e| fail(io::Error::other(e)))?;
+    let s = drive(conn, tcp, timeout).map_err(fail)?;
+    if s.conn().alpn_protocol() != Some(ALPN) {
         return Err(HandshakeError {
             explanation: format!(
                 "client {peer} did not offer the netgpu ALPN protocol: it is not a netgpu client"
@@ -76,16 +81,15 @@ pub fn connect(
         explanation: e.to_string(),
         source: io::ErrorKind::InvalidInput.into(),
     })?;
-    let conn = ClientConnection::new(tls.client_config(), name).map_err(|e| HandshakeError {
-        explanation: format!("cannot start TLS to {addr}: {e}"),
-        source: io::Error::other(e),
-    })?;
-    let mut s = StreamOwned::new(conn, tcp);
-    drive(&mut s.conn, &mut s.sock, timeout).map_err(|source| HandshakeError {
+    let conn =
+        UnbufferedClientConnection::new(tls.client_config(), name).map_err(|e| HandshakeError {
+            explanation: format!("cannot start TLS to {addr}: {e}"),
+            source: io::Error::other(e),
+        })?;
+    drive(conn, tcp, timeout).map_err(|source| HandshakeError {
         explanation: tls.explain(&source, addr),
         source,
-    })?;
-    Ok(s)
+    })
 }
 
 impl ClientTls {
@@ -107,27 +111,17 @@ impl ClientTls {
     }
 }
 
-fn drive<D>(
-    conn: &mut rustls::ConnectionCommon<D>,
-    sock: &mut TcpStream,
-    timeout: Duration,
-) -> io::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while conn.is_handshaking() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        sock.set_read_timeout(Some(left))?;
-        sock.set_write_timeout(Some(left))?;
-        conn.complete_io(sock)?;
-    }
-    // Flush what the handshake left to send (a server's session tickets, a client's
-    // Finished).
-    while conn.wants_write() {
-        conn.write_tls(sock)?;
-    }
+/// The handshake of `conn` over `sock` within `timeout`; the socket is left without
+/// timeouts.
+fn drive<C: Side>(mut conn: C, mut sock: TcpStream, timeout: Duration) -> io::Result<TlsStream<C>> {
+    let mut incoming = Incoming::new(16 * 1024);
+    handshake(
+        &mut conn,
+        &mut sock,
+        &mut incoming,
+        Instant::now() + timeout,
+    )?;
     sock.set_read_timeout(None)?;
     sock.set_write_timeout(None)?;
-    Ok(())
+    TlsStream::new(conn, sock, incoming)
 }

@@ -34,6 +34,7 @@ pub mod server;
 pub mod split;
 #[cfg(feature = "tokio")]
 pub mod tokio;
+pub mod unbuffered;
 
 use std::sync::Arc;
 

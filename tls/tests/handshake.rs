@@ -38,7 +38,7 @@ fn serve(tls: Arc<ServerTls>, n: usize) -> (String, mpsc::Receiver<Served>) {
             let tx = tx.clone();
             thread::spawn(move || match accept(s, &tls, T) {
                 Ok(mut s) => {
-                    let id = ServerTls::identify(&s.conn).unwrap();
+                    let id = ServerTls::identify(&s.conn()).unwrap();
                     tx.send(Served::Ok(id)).unwrap();
                     let mut b = [0u8; 4];
                     if s.read_exact(&mut b).is_ok() {
@@ -110,10 +110,10 @@ fn only_tls13_is_offered_and_spoken() {
         .unwrap();
     let s = connect(TcpStream::connect(&addr).unwrap(), &c, &addr, T).unwrap();
     assert_eq!(
-        s.conn.protocol_version(),
+        s.conn().protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
-    assert_eq!(s.conn.alpn_protocol(), Some(netgpu_tls::ALPN));
+    assert_eq!(s.conn().alpn_protocol(), Some(netgpu_tls::ALPN));
     let cfg = c.client_config();
     assert!(cfg
         .crypto_provider()
@@ -308,7 +308,7 @@ fn rotated_files_serve_new_connections_and_old_ones_keep_working() {
     let c = ClientTls::load(pki.client_config(Some(pki.hypervisor("hv1", "acme")), &pki.ca_file))
         .unwrap();
     let serial = |s: &netgpu_tls::blocking::ClientStream| {
-        CertInfo::parse(&s.conn.peer_certificates().unwrap()[0])
+        CertInfo::parse(&s.conn().peer_certificates().unwrap()[0])
             .unwrap()
             .serial
     };
