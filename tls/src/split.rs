@@ -12,7 +12,7 @@
 //! as the answer to the peer's key update, and queues it for whoever writes next).
 //!
 //! Copies per byte: the sender seals its plaintext in bounded batches (at most 16 KiB per
-//! record, [`BATCH`] per lock and socket write) straight into the socket buffer; the
+//! record, [`BATCH`] per lock, [`WRITE_MAX`] per socket write) into the socket buffer; the
 //! receiver reads the socket into its own buffer, where rustls decrypts each record in
 //! place, and the plaintext is copied out to the caller (rustls 0.23 still moves each
 //! decrypted record through a `Vec` of its own on the way: `ReadTraffic::next_record`). The
@@ -30,12 +30,16 @@ use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use crate::unbuffered::{take_alert, tls_error, Incoming, Outgoing, Side};
 
 /// Bytes asked of the socket per read.
-const READ: usize = 128 * 1024;
+const READ: usize = 256 * 1024;
 /// Room kept before a socket read's bytes for the unfinished record of the previous read
 /// (a TLS 1.3 record is at most 16 KiB + 256 + 5 bytes).
 const HEAD: usize = 17 * 1024;
-/// Plaintext sealed per lock of the connection and per socket write (four full records).
-pub const BATCH: usize = 64 * 1024;
+/// Plaintext sealed per lock of the connection (eight full records), so that the reader
+/// waits for at most one batch's sealing.
+pub const BATCH: usize = 128 * 1024;
+/// Plaintext taken per `write` and sent in one socket write: fewer, larger socket writes
+/// cost less CPU per byte (the ciphertext buffer grows to this only for bulk writers).
+pub const WRITE_MAX: usize = 1024 * 1024;
 
 /// The connection and everything rustls' calls work on, behind one lock.
 struct State<C> {
@@ -363,7 +367,7 @@ impl<C: Side> TlsStream<C> {
             }),
             out: Mutex::new(Out {
                 sock: w,
-                buf: Outgoing::new(BATCH + 1024),
+                buf: Outgoing::new(32 * 1024),
                 broken: false,
             }),
         });
@@ -535,9 +539,16 @@ impl<C: Side> Write for TlsWriter<C> {
         if data.is_empty() {
             return Ok(0);
         }
-        let chunk = &data[..data.len().min(BATCH)];
+        let chunk = &data[..data.len().min(WRITE_MAX)];
         let mut out = self.shared.out()?;
-        let sealed = lock(&self.shared.state).seal(&mut out.buf, Seal::Data(chunk));
+        let mut sealed = Ok(());
+        for batch in chunk.chunks(BATCH) {
+            // The connection is released between batches, for the reader.
+            sealed = lock(&self.shared.state).seal(&mut out.buf, Seal::Data(batch));
+            if sealed.is_err() {
+                break;
+            }
+        }
         let sent = self.shared.send(&mut out);
         sealed?;
         sent?;
