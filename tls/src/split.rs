@@ -30,10 +30,10 @@ use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use crate::unbuffered::{take_alert, tls_error, Incoming, Outgoing, Side};
 
 /// Bytes asked of the socket per read.
-const READ: usize = 256 * 1024;
+pub(crate) const READ: usize = 256 * 1024;
 /// Room kept before a socket read's bytes for the unfinished record of the previous read
 /// (a TLS 1.3 record is at most 16 KiB + 256 + 5 bytes).
-const HEAD: usize = 17 * 1024;
+pub(crate) const HEAD: usize = 17 * 1024;
 /// Plaintext sealed per lock of the connection (eight full records), so that the reader
 /// waits for at most one batch's sealing.
 pub const BATCH: usize = 128 * 1024;
@@ -41,8 +41,9 @@ pub const BATCH: usize = 128 * 1024;
 /// cost less CPU per byte (the ciphertext buffer grows to this only for bulk writers).
 pub const WRITE_MAX: usize = 1024 * 1024;
 
-/// The connection and everything rustls' calls work on, behind one lock.
-struct State<C> {
+/// The connection and everything rustls' calls work on (behind one lock here; owned by the
+/// stream in [`crate::tokio`]).
+pub(crate) struct State<C> {
     conn: C,
     /// Ciphertext received and not yet processed (shared: either half may process it).
     incoming: Incoming,
@@ -93,12 +94,44 @@ enum Step {
 }
 
 /// What the writer asks rustls to seal.
-enum Seal<'a> {
+pub(crate) enum Seal<'a> {
     Data(&'a [u8]),
     CloseNotify,
 }
 
 impl<C: Side> State<C> {
+    /// `conn` after its handshake; `incoming` holds what the peer sent beyond it.
+    pub(crate) fn new(conn: C, incoming: Incoming) -> State<C> {
+        State {
+            conn,
+            incoming,
+            plain: Vec::new(),
+            plain_pos: 0,
+            tx: Outgoing::new(0),
+            peer_closed: false,
+            sent_close: false,
+            failed: None,
+        }
+    }
+
+    pub(crate) fn conn(&self) -> &C {
+        &self.conn
+    }
+
+    pub(crate) fn sent_close(&self) -> bool {
+        self.sent_close
+    }
+
+    /// Records the reader made, to go out next.
+    pub(crate) fn take_tx(&mut self, out: &mut Outgoing) {
+        out.append(&mut self.tx);
+    }
+
+    /// The unprocessed ciphertext (the reader receives into it directly in [`crate::tokio`]).
+    pub(crate) fn incoming(&mut self) -> &mut Incoming {
+        &mut self.incoming
+    }
+
     fn failure(&self) -> Option<io::Error> {
         self.failed.clone().map(tls_error)
     }
@@ -125,7 +158,11 @@ impl<C: Side> State<C> {
     /// Decrypts what `incoming` holds into `out` (the rest of a record that does not fit into
     /// `plain`). `None`: no plaintext and no complete record, read the socket. `*flush`:
     /// records were queued in `tx`.
-    fn read_into(&mut self, out: &mut [u8], flush: &mut bool) -> Option<io::Result<usize>> {
+    pub(crate) fn read_into(
+        &mut self,
+        out: &mut [u8],
+        flush: &mut bool,
+    ) -> Option<io::Result<usize>> {
         let mut n = self.take_plain(out);
         if n == out.len() {
             return Some(Ok(n));
@@ -207,7 +244,7 @@ impl<C: Side> State<C> {
     }
 
     /// Seals `what` into `out` after the records the reader queued.
-    fn seal(&mut self, out: &mut Outgoing, what: Seal<'_>) -> io::Result<()> {
+    pub(crate) fn seal(&mut self, out: &mut Outgoing, what: Seal<'_>) -> io::Result<()> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
@@ -355,16 +392,7 @@ impl<C: Side> TlsStream<C> {
     pub(crate) fn new(conn: C, sock: TcpStream, incoming: Incoming) -> io::Result<TlsStream<C>> {
         let w = sock.try_clone()?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                conn,
-                incoming,
-                plain: Vec::new(),
-                plain_pos: 0,
-                tx: Outgoing::new(0),
-                peer_closed: false,
-                sent_close: false,
-                failed: None,
-            }),
+            state: Mutex::new(State::new(conn, incoming)),
             out: Mutex::new(Out {
                 sock: w,
                 buf: Outgoing::new(32 * 1024),

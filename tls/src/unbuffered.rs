@@ -140,6 +140,10 @@ impl Outgoing {
         self.len == 0
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.buf[..self.len]
     }

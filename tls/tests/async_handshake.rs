@@ -25,7 +25,7 @@ async fn async_mutual_tls_round_trip_and_identity() {
         let mut s = netgpu_tls::tokio::accept(s, &peer.to_string(), &server, T)
             .await
             .unwrap();
-        let id = ServerTls::identify(s.get_ref().1).unwrap().unwrap();
+        let id = ServerTls::identify(s.conn()).unwrap().unwrap();
         let mut b = vec![0u8; 1 << 20];
         s.read_exact(&mut b).await.unwrap();
         s.write_all(&b).await.unwrap();

@@ -96,7 +96,7 @@ fn terminator(rt: &tokio::runtime::Runtime, tls: ServerTls, upstream: String) ->
                 else {
                     return;
                 };
-                let id = ServerTls::identify(s.get_ref().1).ok().flatten();
+                let id = ServerTls::identify(s.conn()).ok().flatten();
                 tenants
                     .lock()
                     .unwrap()
