@@ -5,7 +5,9 @@
 //!   sealing 16 KiB records, what TLS 1.3 sends), the ceiling for any encrypted copy;
 //! - the round trip of a 24-byte ping-pong (the size of a `Null` frame) over plain TCP and over
 //!   TLS 1.3 through the split halves the backend and libcuda use;
-//! - a 64 MiB transfer with a 1-byte answer (a host-to-device copy) over both.
+//! - a 64 MiB transfer with a 1-byte answer (a host-to-device copy) over both;
+//! - with `--all-features` (feature `tokio`), the same transfer through tokio streams,
+//!   plain and with `netgpu_tls::tokio` (what netgpu-client uses).
 //!
 //! Loopback, both ends in this process: each end's CPU cost counts, as on two 2-core hosts.
 //! Copies report wall-clock throughput and the process's CPU time per byte (both ends
@@ -116,8 +118,102 @@ fn main() {
         ceiling,
         ceiling / pc
     );
+    #[cfg(feature = "tokio")]
+    {
+        // The same copy through the tokio streams netgpu-client uses.
+        let mut best = [f64::MAX; 2];
+        let mut cpu = [f64::MAX; 2];
+        for _ in 0..trials {
+            for (i, tls) in [false, true].into_iter().enumerate() {
+                let (w, c) = async_bulk(&server, &client, tls);
+                best[i] = best[i].min(w);
+                cpu[i] = cpu[i].min(c);
+            }
+        }
+        let (p, t) = (BULK as f64 / best[0] / 1e9, BULK as f64 / best[1] / 1e9);
+        println!(
+            "{:<34} {:>7.2} GB/s {:>7.2} GB/s {:>7.2}x",
+            "tokio: 64 MiB one way",
+            p,
+            t,
+            t / p
+        );
+        let (p, t) = (BULK as f64 / cpu[0] / 1e9, BULK as f64 / cpu[1] / 1e9);
+        println!(
+            "{:<34} {:>7.2} GB/s {:>7.2} GB/s {:>7.2}x",
+            "tokio: 64 MiB, bytes per CPU-second",
+            p,
+            t,
+            t / p
+        );
+    }
     println!();
     println!("(best of {trials} interleaved trials; ratio = TLS / plain: time for round trips, throughput for copies)");
+}
+
+/// Wall-clock and CPU seconds to send 64 MiB and get a 1-byte answer through tokio streams
+/// (a 2-worker runtime), plain or with `netgpu_tls::tokio`.
+#[cfg(feature = "tokio")]
+fn async_bulk(server: &ServerTls, client: &ClientTls, tls: bool) -> (f64, f64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        for x in [&s, &c] {
+            netgpu_tls::NetTuning::default().apply(x).unwrap();
+        }
+        if !tls {
+            return async_copy(s, c).await;
+        }
+        let t = Duration::from_secs(5);
+        let (s, c) = tokio::join!(
+            netgpu_tls::tokio::accept(s, "bench", server, t),
+            netgpu_tls::tokio::connect(c, client, "localhost:1", t)
+        );
+        async_copy(s.unwrap(), c.unwrap()).await
+    })
+}
+
+#[cfg(feature = "tokio")]
+async fn async_copy<S, C>(server: S, client: C) -> (f64, f64)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut server = server;
+    let sink = tokio::spawn(async move {
+        let mut b = vec![0u8; 256 << 10];
+        let mut left = BULK;
+        while left > 0 {
+            let n = server.read(&mut b[..left.min(256 << 10)]).await.unwrap();
+            assert!(n > 0);
+            left -= n;
+        }
+        server.write_all(&[1]).await.unwrap();
+        server.flush().await.unwrap();
+        server
+    });
+    let mut client = client;
+    let data = vec![0x5au8; 1 << 20];
+    let c0 = cpu_seconds();
+    let t = Instant::now();
+    for _ in 0..BULK / data.len() {
+        client.write_all(&data).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let mut one = [0u8; 1];
+    client.read_exact(&mut one).await.unwrap();
+    let e = t.elapsed().as_secs_f64();
+    let _s = sink.await.unwrap();
+    (e, cpu_seconds() - c0)
 }
 
 fn aead_gbps(alg: &'static aead::Algorithm, total: usize) -> f64 {

@@ -4,9 +4,9 @@
 //!
 //! One task at a time drives a [`TlsStream`] (`tokio::io::split` shares it between a reader
 //! and a writer task), so it owns the connection state without a lock. The writer seals
-//! into its ciphertext buffer (at most [`crate::split::BATCH`] per `poll_write`) and sends
-//! it as the socket takes it; up to [`crate::split::WRITE_MAX`] of ciphertext is buffered
-//! before `poll_write` waits for the socket, and `poll_flush` sends it all. The reader
+//! up to [`crate::split::WRITE_MAX`] per `poll_write` into its ciphertext buffer and sends
+//! it as the socket takes it; `poll_write` waits for the socket once that much is buffered,
+//! and `poll_flush` sends it all. The reader
 //! receives into the incoming buffer, where rustls decrypts each record in place.
 
 use std::io;
@@ -23,7 +23,7 @@ use crate::blocking::HandshakeError;
 use crate::client::ClientTls;
 use crate::explain::{server_failure, ServerSide};
 use crate::server::ServerTls;
-use crate::split::{Seal, State, BATCH, READ, WRITE_MAX};
+use crate::split::{Seal, State, READ, WRITE_MAX};
 use crate::unbuffered::{take_alert, tls_error, Incoming, Outgoing, Side};
 use crate::ALPN;
 
@@ -143,7 +143,8 @@ impl<C: Side + Unpin, IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStre
         if this.out.len() >= WRITE_MAX {
             ready!(this.poll_send(cx))?;
         }
-        let chunk = &data[..data.len().min(BATCH)];
+        // No lock to share here: the whole write is sealed at once, sent in one socket write.
+        let chunk = &data[..data.len().min(WRITE_MAX)];
         this.st.seal(&mut this.out, Seal::Data(chunk))?;
         if let Poll::Ready(Err(e)) = this.poll_send(cx) {
             return Poll::Ready(Err(e));
