@@ -12,6 +12,9 @@
 //!   seconds ([`net`]).
 //! - Errors that name the file, certificate or name that failed and say what to do
 //!   ([`explain`]).
+//! - Connections on rustls' unbuffered API (records sealed into and decrypted in buffers
+//!   this crate owns, large socket writes): blocking ([`blocking`], [`split`]) and tokio
+//!   streams, sharing [`unbuffered`].
 //! - With the `issue` feature: a CA and host/hypervisor certificates for operators
 //!   ([`issue`], the `netgpu-cert` CLI).
 //!
