@@ -492,12 +492,14 @@ impl<C> TlsReader<C> {
     }
 }
 
-/// Puts the `n` bytes read into `spare[HEAD..]` behind the unprocessed bytes of `incoming`:
-/// by swapping the buffers when those fit into the room before them (the usual case: at
-/// most one unfinished record), else by appending.
+/// Puts the `n` bytes read into `spare[HEAD..]` behind the unprocessed bytes of `incoming`,
+/// copying the fewer bytes: by swapping the buffers when the unprocessed ones fit into the
+/// room before the new ones and are not more (the usual case: a large read and at most one
+/// unfinished record), else by appending the new ones (a peer that trickles a record in
+/// small pieces costs a copy of each piece, not of the whole unfinished record each time).
 fn merge(incoming: &mut Incoming, spare: &mut Vec<u8>, n: usize) -> io::Result<()> {
     let r = incoming.len();
-    if r <= HEAD {
+    if r <= HEAD && r <= n {
         spare[HEAD - r..HEAD].copy_from_slice(&incoming.buf[incoming.start..incoming.end]);
         std::mem::swap(&mut incoming.buf, spare);
         incoming.start = HEAD - r;
@@ -729,7 +731,9 @@ mod tests {
                 // Partial writes too: write() takes at most one batch.
                 let mut c = chunk;
                 while !c.is_empty() {
-                    let n = w.write(&c[..c.len().min(1 + i * 7919 % 90_000)]).unwrap();
+                    let n = w
+                        .write(&c[..c.len().min(1000 + i * 7919 % 90_000)])
+                        .unwrap();
                     c = &c[n..];
                 }
             }
@@ -844,10 +848,16 @@ mod tests {
         inc.commit(10);
         inc.discard(4);
         let mut spare = vec![0u8; HEAD + 8];
-        spare[HEAD..HEAD + 3].copy_from_slice(b"abc");
-        merge(&mut inc, &mut spare, 3).unwrap();
-        assert_eq!(inc.filled(), b"456789abc");
+        spare[HEAD..HEAD + 8].copy_from_slice(b"abcdefgh");
+        merge(&mut inc, &mut spare, 8).unwrap();
+        assert_eq!(inc.filled(), b"456789abcdefgh");
         assert_eq!(spare.len(), 64, "the old buffer is the next spare");
+        // Fewer new bytes than unprocessed ones: the new ones are appended.
+        spare.resize(HEAD + 8, 0);
+        spare[HEAD..HEAD + 2].copy_from_slice(b"ij");
+        merge(&mut inc, &mut spare, 2).unwrap();
+        assert_eq!(inc.filled(), b"456789abcdefghij");
+        assert_eq!(spare.len(), HEAD + 8, "no swap");
         // More unprocessed than the room in front (a long handshake message): appended.
         let mut inc = Incoming::new(16);
         let big: Vec<u8> = (0..HEAD + 5).map(|i| i as u8).collect();
