@@ -248,6 +248,31 @@ async fn many_threads_and_streams_keep_each_streams_order_and_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_launch_the_dispatcher_could_run_itself_waits_for_its_stream() {
+    // `mad` cannot loop and runs one thread: on an idle stream the dispatcher runs it at
+    // once; behind a running kernel it must still wait its turn.
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let k = Kernels::load(&c, ctx).await;
+    let s = c.stream_create(ctx, NON_BLOCKING).await.unwrap();
+    let x = c.mem_alloc(ctx, 4).await.unwrap();
+    c.memset(ctx, x, 0, 4, 1, 0).await.unwrap();
+    launch1(&c, k.mad, s, &[Arg::U64(x), Arg::U32(1)]).await;
+    launch1(
+        &c,
+        k.spin_store,
+        s,
+        &[Arg::U64(100 * MS), Arg::U64(x), Arg::U32(7)],
+    )
+    .await;
+    launch1(&c, k.mad, s, &[Arg::U64(x), Arg::U32(3)]).await;
+    c.stream_synchronize(s).await.unwrap();
+    // 1, then 7 from the spin, then 7 * 10 + 3; a launch that overtook the spin reads 7.
+    assert_eq!(read_u32(&c, ctx, x).await, 73);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replies_come_back_out_of_order_matched_by_request_id() {
     let b = TestBackend::start().await;
     let c = b.client().await;
