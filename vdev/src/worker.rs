@@ -640,6 +640,8 @@ impl Pipe {
                     );
                 }
                 FrameKind::Request => break "backend sent a request frame".into(),
+                // The backend holds the session's requests back; it is alive.
+                FrameKind::Busy => continue,
             }
             let id = head.header.request_id;
             let waiting = lock(&self.inflight).remove(&id);
