@@ -36,6 +36,8 @@ pub struct Peer {
     pub tls: bool,
     /// The client's certificate identity (TLS with a client certificate).
     pub identity: Option<netgpu_tls::PeerIdentity>,
+    /// The certificate chain it came from (the client's certificate first).
+    pub chain: Option<Arc<[rustls::pki_types::CertificateDer<'static>]>>,
 }
 
 /// A session's byte stream.

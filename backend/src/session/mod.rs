@@ -250,6 +250,10 @@ fn serve<T: Transport>(
         shared.config.handshake_timeout_ms,
     )))?;
     let (r, w, peer_id) = transport.split()?;
+    if let Some(chain) = &peer_id.chain {
+        // So that a CRL that revokes it later ends this session (`Shared::end_revoked`).
+        shared.record_chain(session_id, chain.clone());
+    }
     let console = Arc::new(Console::new());
     let writer = Arc::new(Writer::new(w, console.clone(), control.clone()));
     let mut frames = FrameReader {
