@@ -388,6 +388,19 @@ fn block_state_bytes(kernel: &Kernel, nthreads: u64, shared: u64) -> u64 {
     (regs + u64::from(kernel.local_size)).saturating_mul(nthreads) + shared
 }
 
+/// Runs `worker(0..workers)`: worker 0 on the calling thread, the others on free threads of
+/// `pool` (the process's if `None`); see [`WorkerPool::run`]. One worker runs inline, the
+/// pool untouched (the common small launch).
+fn run_workers(pool: Option<&WorkerPool>, workers: usize, worker: impl Fn(usize) + Sync) {
+    if workers == 1 {
+        return worker(0);
+    }
+    match pool {
+        Some(p) => p.run(workers, &worker),
+        None => WorkerPool::global().run(workers, &worker),
+    }
+}
+
 /// Runs `kernel` over the whole grid under `opts`; the output holds the result, the
 /// console output and the instruction count.
 pub fn launch_with(
@@ -452,10 +465,6 @@ pub fn launch_with(
         f.get_or_insert(e);
         ctx.stop.store(true, Relaxed);
     };
-    let pool: &WorkerPool = match opts.pool {
-        Some(p) => p,
-        None => WorkerPool::global(),
-    };
     if opts.cooperative {
         // Every block resident: the blocks are dealt into `workers` shares (share s:
         // blocks s, s + W, ...); each worker claims shares and interleaves their blocks.
@@ -508,7 +517,7 @@ pub fn launch_with(
                 }
             }
         };
-        pool.run(workers, &worker);
+        run_workers(opts.pool, workers, worker);
     } else {
         // Blocks are taken in order from one counter by whichever workers run.
         let next = AtomicU64::new(0);
@@ -532,7 +541,7 @@ pub fn launch_with(
                 b.finish(&ctx);
             }
         };
-        pool.run(workers, &worker);
+        run_workers(opts.pool, workers, worker);
     }
     let mut records = ctx.records.into_inner().unwrap_or_else(|p| p.into_inner());
     let console = if records.is_empty() {
