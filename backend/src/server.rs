@@ -29,6 +29,7 @@ use crate::tenant::{Defaults, TenantConfigError, Tenants};
 use crate::tls_transport::TlsTransport;
 use crate::transport::{Control, Transport};
 use netgpu_tls::{policy, Security, ServerTls};
+use rustls::pki_types::CertificateDer;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -53,8 +54,22 @@ pub struct Shared {
     pub security: Security<ServerTls>,
     pub shutting_down: AtomicBool,
     next_session: AtomicU64,
-    sessions: Mutex<HashMap<u64, Arc<dyn Control>>>,
+    sessions: Mutex<HashMap<u64, Open>>,
 }
+
+/// A client's certificate chain, its own certificate first.
+type Chain = Arc<[CertificateDer<'static>]>;
+
+/// An open session as the listener sees it.
+struct Open {
+    control: Arc<dyn Control>,
+    /// The client's certificate chain (TLS with a client certificate), once the handshake
+    /// is done: checked again whenever the CRLs change ([`Shared::end_revoked`]).
+    chain: Option<Chain>,
+}
+
+/// How often the listener looks for changed CRLs to end the sessions of revoked clients.
+const REVOCATION_CHECK: Duration = Duration::from_secs(1);
 
 impl Shared {
     /// A backend in plain mode on loopback (tests, development): `tokens` belong to the
@@ -130,12 +145,60 @@ impl Shared {
             return None;
         }
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
-        sessions.insert(id, control.clone());
+        sessions.insert(
+            id,
+            Open {
+                control: control.clone(),
+                chain: None,
+            },
+        );
         Some(Slot {
             shared: self.clone(),
             id,
             control,
         })
+    }
+
+    /// Records the certificate chain session `id`'s client authenticated with.
+    pub fn record_chain(&self, id: u64, chain: Chain) {
+        if let Ok(mut s) = self.sessions.lock() {
+            if let Some(o) = s.get_mut(&id) {
+                o.chain = Some(chain);
+            }
+        }
+    }
+
+    /// Ends every session whose client certificate the CRLs configured now revoke (its
+    /// connection is shut down: the session ends as if the client had gone, its work
+    /// cancelled and its memory freed); returns how many. New connections of such a client
+    /// are refused at the handshake already.
+    pub fn end_revoked(&self) -> usize {
+        let Security::Tls(tls) = &self.security else {
+            return 0;
+        };
+        let open: Vec<(u64, Arc<dyn Control>, Chain)> = self
+            .sessions
+            .lock()
+            .map(|s| {
+                s.iter()
+                    .filter_map(|(id, o)| Some((*id, o.control.clone(), o.chain.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut ended = 0;
+        for (id, control, chain) in open {
+            if tls.revoked(&chain) {
+                let who = chain
+                    .first()
+                    .and_then(|c| netgpu_tls::identity::CertInfo::parse(c).ok())
+                    .map(|i| format!("{} (serial {})", i.subject, i.serial))
+                    .unwrap_or_default();
+                warn!(session = id, client = %who, "client certificate revoked: ending its session");
+                control.shutdown(Shutdown::Both);
+                ended += 1;
+            }
+        }
+        ended
     }
 
     /// Runs one session on the calling thread, holding `slot` until it is done.
@@ -211,9 +274,28 @@ impl Server {
         let shared = self.shared.clone();
         let mut threads = Vec::new();
         tokio::pin!(shutdown);
+        let mut revocation = tokio::time::interval(REVOCATION_CHECK);
+        revocation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut generation = match &shared.security {
+            Security::Tls(tls) => tls.generation(),
+            Security::PlainLoopback => 0,
+        };
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = revocation.tick() => {
+                    // A changed CRL (or certificate) file is loaded here at the latest: the
+                    // sessions of clients it revokes end.
+                    if let Security::Tls(tls) = &shared.security {
+                        let _ = tls.server_config();
+                        let g = tls.generation();
+                        if g != generation {
+                            generation = g;
+                            let s = shared.clone();
+                            let _ = tokio::task::spawn_blocking(move || s.end_revoked()).await;
+                        }
+                    }
+                }
                 accepted = self.listener.accept() => {
                     let (stream, peer) = match accepted {
                         Ok(s) => s,
@@ -316,7 +398,7 @@ async fn shutdown_sessions(shared: &Arc<Shared>, threads: Vec<std::thread::JoinH
         let sessions = shared
             .sessions
             .lock()
-            .map(|s| s.values().cloned().collect::<Vec<_>>())
+            .map(|s| s.values().map(|o| o.control.clone()).collect::<Vec<_>>())
             .unwrap_or_default();
         for s in &sessions {
             s.shutdown(Shutdown::Read);

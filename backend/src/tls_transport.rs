@@ -52,6 +52,11 @@ impl Transport for TlsTransport {
             warn!(%peer, error = %e, "client certificate names no usable identity");
             io::Error::new(io::ErrorKind::InvalidData, e.to_string())
         })?;
+        let chain = stream
+            .conn
+            .peer_certificates()
+            .filter(|c| !c.is_empty())
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
         let _ = stream.sock.set_nodelay(true);
         let (r, w) = split_stream(stream)?;
         Ok((
@@ -60,6 +65,7 @@ impl Transport for TlsTransport {
             Peer {
                 tls: true,
                 identity,
+                chain,
             },
         ))
     }

@@ -24,6 +24,9 @@ pub trait Control: Send + Sync {
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// The peer's address, for logs.
     fn peer(&self) -> String;
+    /// Whether the peer has closed or reset the connection, without reading from it (a
+    /// dispatcher that is not reading requests still notices its client leave).
+    fn peer_gone(&self) -> bool;
 }
 
 /// Who is at the other end, as far as the transport knows.
@@ -33,6 +36,8 @@ pub struct Peer {
     pub tls: bool,
     /// The client's certificate identity (TLS with a client certificate).
     pub identity: Option<netgpu_tls::PeerIdentity>,
+    /// The certificate chain it came from (the client's certificate first).
+    pub chain: Option<Arc<[rustls::pki_types::CertificateDer<'static>]>>,
 }
 
 /// A session's byte stream.
@@ -62,6 +67,18 @@ impl Control for TcpStream {
         self.peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".into())
+    }
+
+    fn peer_gone(&self) -> bool {
+        let mut p = libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(self),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a socket this stream owns (open for the call), and a
+        // timeout of 0: poll only reads the socket's state.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }
 }
 

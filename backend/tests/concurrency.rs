@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::kernels::{launch1, read_u32, Arg, Kernels, MS};
 use common::{TestBackend, TOKEN};
 use netgpu_client::CuResult;
-use netgpu_proto::wire::frame::{FrameHeader, FrameKind};
+use netgpu_proto::wire::frame::{FrameHeader, FrameKind, FLAG_NO_REPLY};
 use netgpu_proto::wire::ops::{self, Reply, Request};
 use netgpu_proto::wire::{HEADER_LEN, PROTOCOL_VERSION};
 
@@ -372,6 +372,31 @@ async fn many_threads_and_streams_keep_each_streams_order_and_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_launch_the_dispatcher_could_run_itself_waits_for_its_stream() {
+    // `mad` cannot loop and runs one thread: on an idle stream the dispatcher runs it at
+    // once; behind a running kernel it must still wait its turn.
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let k = Kernels::load(&c, ctx).await;
+    let s = c.stream_create(ctx, NON_BLOCKING).await.unwrap();
+    let x = c.mem_alloc(ctx, 4).await.unwrap();
+    c.memset(ctx, x, 0, 4, 1, 0).await.unwrap();
+    launch1(&c, k.mad, s, &[Arg::U64(x), Arg::U32(1)]).await;
+    launch1(
+        &c,
+        k.spin_store,
+        s,
+        &[Arg::U64(100 * MS), Arg::U64(x), Arg::U32(7)],
+    )
+    .await;
+    launch1(&c, k.mad, s, &[Arg::U64(x), Arg::U32(3)]).await;
+    c.stream_synchronize(s).await.unwrap();
+    // 1, then 7 from the spin, then 7 * 10 + 3; a launch that overtook the spin reads 7.
+    assert_eq!(read_u32(&c, ctx, x).await, 73);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replies_come_back_out_of_order_matched_by_request_id() {
     let b = TestBackend::start().await;
     let c = b.client().await;
@@ -555,14 +580,94 @@ async fn memory_freed_behind_running_work_stays_until_the_work_is_done() {
     let _ = k.module;
 }
 
+/// A raw session of `version` whose dispatcher is held back by a full backlog behind a
+/// `ns`-long kernel; returns the kinds of the frames that came before the synchronize's reply.
+fn frames_while_held_back(b: &TestBackend, version: u16, ns: u64) -> Vec<FrameKind> {
+    let mut raw = raw_session_v(b, version);
+    let Some(Reply::Handle(ctx)) = raw_reply(&mut raw, 2, &Request::CtxCreate { flags: 0 }) else {
+        panic!("ctx")
+    };
+    let module = raw_load(&mut raw, ctx);
+    let func = |raw: &mut std::net::TcpStream, id, name: &str| match raw_reply(
+        raw,
+        id,
+        &Request::ModuleGetFunction {
+            module,
+            name: name.into(),
+        },
+    ) {
+        Some(Reply::Function(f)) => f.handle,
+        other => panic!("{other:?}"),
+    };
+    let (spin, inc) = (func(&mut raw, 4, "spin"), func(&mut raw, 5, "inc"));
+    let Some(Reply::DevPtr(x)) = raw_reply(&mut raw, 6, &Request::MemAlloc { ctx, size: 4 }) else {
+        panic!("alloc")
+    };
+    let launch = |func| Request::LaunchKernel {
+        func,
+        grid: [1, 1, 1],
+        block: [1, 1, 1],
+        shared_mem_bytes: 0,
+        stream: 0,
+        flags: 0,
+    };
+    send(&mut raw, 7, FLAG_NO_REPLY, &launch(spin), &ns.to_le_bytes());
+    let n = netgpu_backend::executor::streams::BACKLOG_LIMIT + 100;
+    for i in 0..n as u64 {
+        send(
+            &mut raw,
+            8 + i,
+            FLAG_NO_REPLY,
+            &launch(inc),
+            &x.to_le_bytes(),
+        );
+    }
+    let sync = 8 + n as u64;
+    send(&mut raw, sync, 0, &Request::CtxSynchronize { ctx }, &[]);
+    let mut before = Vec::new();
+    loop {
+        let (h, _) = read_any(&mut raw);
+        if h.kind == FrameKind::Reply && h.request_id == sync {
+            assert_eq!(h.status, CuResult::SUCCESS);
+            return before;
+        }
+        before.push(h.kind);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn busy_frames_go_only_to_clients_of_protocol_3() {
+    let b = TestBackend::start().await;
+    let b2 = &b;
+    let (v3, v2) = tokio::task::block_in_place(|| {
+        (
+            frames_while_held_back(b2, 3, 1_500 * MS),
+            frames_while_held_back(b2, 2, 1_500 * MS),
+        )
+    });
+    assert!(
+        v3.len() >= 2 && v3.iter().all(|k| *k == FrameKind::Busy),
+        "a version-3 client hears from a backend that holds it back: {v3:?}"
+    );
+    assert!(
+        v2.is_empty(),
+        "a version-2 client gets only replies: {v2:?}"
+    );
+}
+
 // ---- raw protocol helpers (a connection of its own, blocking I/O) ----
 
 fn raw_session(b: &TestBackend) -> std::net::TcpStream {
+    raw_session_v(b, PROTOCOL_VERSION)
+}
+
+/// A raw session speaking protocol `version`.
+fn raw_session_v(b: &TestBackend, version: u16) -> std::net::TcpStream {
     let mut s = std::net::TcpStream::connect(b.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let hello = Request::Hello {
-        version_min: PROTOCOL_VERSION,
-        version_max: PROTOCOL_VERSION,
+        version_min: version,
+        version_max: version,
         token: TOKEN.into(),
         client: "raw".into(),
         limits: Default::default(),
@@ -603,10 +708,16 @@ fn raw_reply(s: &mut std::net::TcpStream, id: u64, req: &Request) -> Option<Repl
 }
 
 fn read_frame(s: &mut std::net::TcpStream) -> (FrameHeader, Option<Reply>) {
+    let (h, r) = read_any(s);
+    assert_eq!(h.kind, FrameKind::Reply);
+    (h, r)
+}
+
+/// The next frame of any kind.
+fn read_any(s: &mut std::net::TcpStream) -> (FrameHeader, Option<Reply>) {
     let mut hdr = [0u8; HEADER_LEN];
     s.read_exact(&mut hdr).unwrap();
     let h = FrameHeader::decode(&hdr, 1 << 16, 1 << 30).unwrap();
-    assert_eq!(h.kind, FrameKind::Reply);
     let mut ctrl = vec![0u8; h.ctrl_len as usize];
     s.read_exact(&mut ctrl).unwrap();
     let mut data = vec![0u8; h.data_len as usize];

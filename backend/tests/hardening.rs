@@ -160,6 +160,138 @@ async fn a_client_gone_mid_kernel_cancels_its_work_and_frees_everything() {
     );
 }
 
+/// Launches `inc` on `stream` until `n` are sent, counting them in `sent`.
+fn flood(
+    c: &Client,
+    k: &Kernels,
+    stream: u64,
+    ptr: u64,
+    n: usize,
+    sent: &Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    let (c, inc, sent) = (c.clone(), k.inc, sent.clone());
+    tokio::spawn(async move {
+        for _ in 0..n {
+            launch1(&c, inc, stream, &[Arg::U64(ptr)]).await;
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        c.flush().await.unwrap();
+    })
+}
+
+/// Waits until `sent` has not moved for `still` (or reached `n`, or `within` passed).
+async fn until_stalled(
+    sent: &std::sync::atomic::AtomicUsize,
+    n: usize,
+    still: Duration,
+    within: Duration,
+) -> usize {
+    let deadline = Instant::now() + within;
+    let mut last = (usize::MAX, Instant::now());
+    loop {
+        let now = sent.load(std::sync::atomic::Ordering::Relaxed);
+        if now >= n || Instant::now() > deadline {
+            return now;
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= still {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_queues_without_end_is_held_back_and_can_still_leave() {
+    let b = TestBackend::start().await;
+    let baseline = b.executor.busy_threads();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = 400_000;
+    {
+        let c = b.client().await;
+        let ctx = c.ctx_create(0).await.unwrap();
+        let k = Kernels::load(&c, ctx).await;
+        let s = c.stream_create(ctx, 1).await.unwrap();
+        let x = c.mem_alloc(ctx, 4).await.unwrap();
+        // A kernel of a minute, and launches queued behind it without end: the backend
+        // holds a bounded backlog and reads no more, so the client's sends stall (they
+        // all went through, and were held in the backend, before).
+        launch1(&c, k.spin, s, &[Arg::U64(60_000 * MS)]).await;
+        let task = flood(&c, &k, s, x, n, &sent);
+        let got = until_stalled(&sent, n, Duration::from_secs(1), Duration::from_secs(60)).await;
+        assert!(
+            got < n,
+            "all {n} launches were taken in behind a running kernel"
+        );
+        // The client leaves while the dispatcher is held back: the session still ends at
+        // once, its work cancelled.
+        task.abort();
+        let _ = task.await;
+    }
+    assert_eq!(
+        b.wait_sessions(0, Duration::from_secs(5)).await,
+        0,
+        "session gone although its dispatcher was not reading"
+    );
+    assert_eq!(b.wait_memory_freed().await, 0, "memory freed");
+    assert_eq!(
+        b.wait_idle(Duration::from_secs(5)).await,
+        baseline,
+        "no kernel of the gone client runs on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_held_back_loses_nothing_once_it_drains() {
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let k = Kernels::load(&c, ctx).await;
+    let s = c.stream_create(ctx, 1).await.unwrap();
+    let x = c.mem_alloc(ctx, 4).await.unwrap();
+    c.memset(ctx, x, 0, 4, 1, 0).await.unwrap();
+    // Several times the backlog's bound behind a short kernel: every launch runs, in order.
+    let n = 3 * netgpu_backend::executor::streams::BACKLOG_LIMIT + 17;
+    launch1(&c, k.spin, s, &[Arg::U64(300 * MS)]).await;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::time::timeout(Duration::from_secs(60), flood(&c, &k, s, x, n, &sent))
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    c.stream_synchronize(s).await.unwrap();
+    let v = c.memcpy_dtoh(ctx, x, 4, 0).await.unwrap();
+    assert_eq!(u32::from_le_bytes(v.try_into().unwrap()) as usize, n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_held_back_for_longer_than_its_liveness_timeout_stays_connected() {
+    // The client's watchdog (on by default) gives a backend up after 3 s without a byte
+    // while a request waits. Held back behind a 6 s kernel, the dispatcher reads neither
+    // the synchronize nor the watchdog's probe; its Busy frames keep the session alive.
+    let b = TestBackend::start().await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let k = Kernels::load(&c, ctx).await;
+    let s = c.stream_create(ctx, 1).await.unwrap();
+    let x = c.mem_alloc(ctx, 4).await.unwrap();
+    c.memset(ctx, x, 0, 4, 1, 0).await.unwrap();
+    launch1(&c, k.spin, s, &[Arg::U64(6_000 * MS)]).await;
+    let n = 2 * netgpu_backend::executor::streams::BACKLOG_LIMIT;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    flood(&c, &k, s, x, n, &sent).await.unwrap();
+    let t = Instant::now();
+    c.stream_synchronize(s)
+        .await
+        .expect("the session survives being held back");
+    assert!(
+        t.elapsed() > Duration::from_secs(3),
+        "held back for longer than the watchdog's timeout"
+    );
+    let v = c.memcpy_dtoh(ctx, x, 4, 0).await.unwrap();
+    assert_eq!(u32::from_le_bytes(v.try_into().unwrap()) as usize, n);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kernel_past_the_time_limit_fails_with_launch_timeout_for_its_session_alone() {
     let b = TestBackend::start_with(|c| c.kernel_time_limit_ms = Some(300)).await;

@@ -454,6 +454,8 @@ mod fuzz_seeds {
             out.push(encode(reply).unwrap());
             out.push(frame);
         }
+        // The backend's frames that answer no request.
+        out.push(FrameHeader::busy().encode().to_vec());
         out
     }
 

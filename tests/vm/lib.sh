@@ -140,8 +140,9 @@ vm_stop_netgpu() {
   rm -f "${NETGPU_SOCK:-}"
 }
 
-# Builds tests/cuda/NAME.c for each NAME in the chroot (the guest's libc) against cuda.h in
-# $2 and the libcuda.so.1 already in $1/lib, into $1; copies tests/kernels/vector_add.ptx to
+# Builds tests/cuda/NAME.c for each NAME (or the file, for an argument that is a path to a
+# .c file) in the chroot (the guest's libc) against cuda.h in $2 and the libcuda.so.1
+# already in $1/lib, into $1; copies tests/kernels/vector_add.ptx to
 # $1/kernels and the guest's dynamic loader and libraries into $1/.rootfs. Builds in
 # $VM_ROOT/build/cuda-progs-$$ (removed afterwards).
 vm_build_cuda_programs() {
@@ -153,7 +154,10 @@ vm_build_cuda_programs() {
   cp "$REPO_ROOT/tests/cuda/common.h" "$VM_ROOT$b/"
   cp "$payload/lib/libcuda.so.1" "$VM_ROOT$b/lib/libcuda.so"
   for n in "$@"; do
-    cp "$REPO_ROOT/tests/cuda/$n.c" "$VM_ROOT$b/"
+    case $n in
+      */*.c) cp "$n" "$VM_ROOT$b/"; n=$(basename "$n" .c) ;;
+      *) cp "$REPO_ROOT/tests/cuda/$n.c" "$VM_ROOT$b/" ;;
+    esac
     vm_chroot gcc -O1 -Wall -Werror -I"$b/include" -o "$b/$n" "$b/$n.c" -L"$b/lib" -lcuda -lm \
       || vm_die "cannot build $n.c in the guest environment"
     cp "$VM_ROOT$b/$n" "$payload/"

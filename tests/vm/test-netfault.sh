@@ -10,7 +10,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 vm_load_env
 work=$(mktemp -d)
-trap 'kill "${watcher:-}" "${NETFAULT_PROXY_PID:-}" 2>/dev/null || true; vm_stop_netgpu; rm -rf "$work" "$VM_ROOT/build/netfault-$$"' EXIT
+trap 'kill "${watcher:-}" "${NETFAULT_PROXY_PID:-}" 2>/dev/null || true; vm_stop_netgpu; rm -rf "$work"' EXIT
 inc=$("$REPO_ROOT/scripts/fetch-cuda-headers.sh")
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
 if [ -z "${NETGPU_VM_BIN_DIR:-}" ]; then
@@ -19,25 +19,14 @@ if [ -z "${NETGPU_VM_BIN_DIR:-}" ]; then
 fi
 bins=${NETGPU_VM_BIN_DIR:-$target}
 payload=$work/payload
-mkdir -p "$payload/lib" "$payload/kernels" "$payload/.rootfs/lib64" "$payload/.rootfs/lib/x86_64-linux-gnu"
+mkdir -p "$payload/lib" "$payload/kernels"
 vm_build_kmod "$payload"
 rm -f "$payload"/netgpu-[a-z]*
 cp "$bins/debug/libcuda.so" "$payload/lib/libcuda.so.1"
 cp "$REPO_ROOT/tests/kernels/sgemm.ptx" "$payload/kernels/"
 
 # The guest program, built in the chroot (the guest's glibc) against cuda.h and libcuda.so.1.
-b="/build/netfault-$$"
-mkdir -p "$VM_ROOT$b/include" "$VM_ROOT$b/lib"
-cp -r "$inc/." "$VM_ROOT$b/include/"
-cp "$REPO_ROOT/tests/cuda/common.h" "$(dirname "$0")/guest/netfault.c" "$VM_ROOT$b/"
-cp "$payload/lib/libcuda.so.1" "$VM_ROOT$b/lib/libcuda.so"
-vm_chroot gcc -O1 -Wall -Werror -I"$b/include" -o "$b/netfault" "$b/netfault.c" -L"$b/lib" -lcuda -lm \
-  || vm_die "cannot build netfault.c in the guest environment"
-cp "$VM_ROOT$b/netfault" "$payload/"
-cp "$VM_ROOT/lib64/ld-linux-x86-64.so.2" "$payload/.rootfs/lib64/"
-for l in libc.so.6 libm.so.6 libgcc_s.so.1; do
-  cp -L "$VM_ROOT/lib/x86_64-linux-gnu/$l" "$payload/.rootfs/lib/x86_64-linux-gnu/"
-done
+vm_build_cuda_programs "$payload" "$inc" "$(dirname "$0")/guest/netfault.c"
 
 # vm_start_netgpu calls this once the backend runs: vdev connects through the proxy, which
 # takes its commands from a FIFO this script holds open (fd 7).

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::SingleCertAndKey;
 use rustls::ServerConfig;
@@ -17,7 +19,14 @@ use crate::{provider, ALPN, VERSIONS};
 /// The backend's TLS state: its configuration and the current rustls server config.
 pub struct ServerTls {
     config: ServerTlsConfig,
-    current: Reloading<ServerConfig>,
+    current: Reloading<Built>,
+}
+
+/// One load of the files: the server config and the client verifier inside it (kept to
+/// check established sessions' certificates against CRLs loaded since).
+struct Built {
+    config: Arc<ServerConfig>,
+    verifier: Arc<dyn ClientCertVerifier>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -43,7 +52,26 @@ impl ServerTls {
 
     /// The rustls configuration for a new connection (reloaded if the files changed).
     pub fn server_config(&self) -> Arc<ServerConfig> {
-        self.current.get()
+        self.current.get().config.clone()
+    }
+
+    /// Whether the CRLs configured now (reloaded if the files changed) revoke the
+    /// certificate of a client that was accepted earlier (`chain`: its certificate first,
+    /// then any intermediates it sent). Only a revocation counts: a certificate that has
+    /// expired since, or whose issuer has no CRL any more, does not end what it opened.
+    pub fn revoked(&self, chain: &[CertificateDer<'static>]) -> bool {
+        let Some((leaf, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        let built = self.current.get();
+        matches!(
+            built
+                .verifier
+                .verify_client_cert(leaf, intermediates, UnixTime::now()),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked
+            ))
+        )
     }
 
     pub fn config(&self) -> &ServerTlsConfig {
@@ -65,7 +93,7 @@ impl ServerTls {
     }
 }
 
-fn build(cfg: &ServerTlsConfig) -> Result<ServerConfig, LoadError> {
+fn build(cfg: &ServerTlsConfig) -> Result<Built, LoadError> {
     let provider = provider();
     let key = load_certified_key(&cfg.cert, &cfg.key, &provider)?;
     let roots = load_roots("client CA", &cfg.client_ca)?;
@@ -101,8 +129,11 @@ fn build(cfg: &ServerTlsConfig) -> Result<ServerConfig, LoadError> {
             files: files(),
             reason: e.to_string(),
         })?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(verifier.clone())
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
     sc.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(sc)
+    Ok(Built {
+        config: Arc::new(sc),
+        verifier,
+    })
 }

@@ -60,10 +60,14 @@ impl DeviceConfig {
     /// Backend address and token for a session opened now: with `--vgpu`, the vGPU's
     /// current placement (so the probe after a reset and every new queue follow a move or
     /// failover), else the configured backend.
-    pub fn endpoint(&self) -> (String, String) {
+    /// With `--vgpu`, also the attempt to report back once the session opened or failed.
+    pub fn endpoint(&self) -> (String, String, Option<crate::pool::Attempt>) {
         match &self.pool {
-            Some(f) => f.endpoint(),
-            None => (self.backend.clone(), self.token.clone()),
+            Some(f) => {
+                let (addr, token, attempt) = f.endpoint();
+                (addr, token, Some(attempt))
+            }
+            None => (self.backend.clone(), self.token.clone(), None),
         }
     }
 }
@@ -245,7 +249,7 @@ impl Shared {
         let (ctl, epoch) = queue.start();
         debug!(device = %self.cfg.name, queue = q, size = regs.size, "queue enabled");
         let features = self.driver_features.load(Ordering::Acquire);
-        let (addr, token) = self.cfg.endpoint();
+        let (addr, token, attempt) = self.cfg.endpoint();
         let env = QueueEnv {
             device: self.cfg.name.clone(),
             queue: Arc::clone(&queue),
@@ -264,6 +268,7 @@ impl Shared {
                 timeout: CONNECT_TIMEOUT,
                 transport: self.cfg.transport.clone(),
             },
+            attempt,
             mem_used: Arc::clone(&self.mem_used),
             memory_limit: self.cfg.memory_quota,
             poll: self.cfg.poll,
@@ -286,9 +291,8 @@ impl Shared {
     /// device stays READY and other queues go on, since each has a session of its own. A
     /// new enable of the queue opens a new session.
     pub fn worker_stopped(&self, queue: &QueueShared, epoch: u32, reason: StopReason) {
-        if let (StopReason::BackendLost(_) | StopReason::ConnectFailed(_), Some(pool)) =
-            (&reason, &self.cfg.pool)
-        {
+        // (A session that could not open was reported by the worker's `Attempt`.)
+        if let (StopReason::BackendLost(_), Some(pool)) = (&reason, &self.cfg.pool) {
             pool.session_lost();
         }
         match &reason {
@@ -423,7 +427,7 @@ fn fatal_reason(e: &session::Error) -> u32 {
 /// Asks the backend about its GPU in a session of its own, closed again at once (every
 /// queue opens its own), over the same transport as the queues.
 async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, session::Error> {
-    let (addr, token) = cfg.endpoint();
+    let (addr, token, attempt) = cfg.endpoint();
     let opts = session::Options {
         addr,
         token,
@@ -432,7 +436,13 @@ async fn probe(cfg: &DeviceConfig, limits: SessionLimits) -> Result<GpuInfo, ses
         timeout: CONNECT_TIMEOUT,
         transport: cfg.transport.clone(),
     };
-    let d = session::query_device(&opts).await?;
+    let d = session::query_device(&opts).await;
+    match (&d, attempt) {
+        (Ok(_), Some(a)) => a.opened(),
+        (Err(_), Some(a)) => a.failed(),
+        (_, None) => {}
+    }
+    let d = d?;
     Ok(GpuInfo {
         total_mem: d.total_mem,
         cc: (d.cc_major, d.cc_minor),
@@ -718,5 +728,98 @@ mod tests {
         assert_eq!(r32(&mut d, reg::EVENT_VECTOR), 0);
         assert_eq!(r32(&mut d, qoff(5, qreg::SIZE)), 0);
         assert_eq!(r32(&mut d, reg::STATUS), abi::STATUS_CONNECTING);
+    }
+
+    /// The vGPU's `connected` gauge with `--vgpu`.
+    fn connected_gauge(vgpu: &str) -> i64 {
+        netgpu_metrics::DataPath::global()
+            .vgpu_connected
+            .get_or_create(&netgpu_metrics::labels::Vgpu {
+                vgpu: vgpu.into(),
+                Hostname: String::new(),
+            })
+            .get()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_vgpu_reads_connected_only_while_its_last_session_opened() {
+        use netgpu_pool::api::Control;
+        use netgpu_pool::model::{Gpu, Host, Pool, Vgpu};
+        // A pool in a file store with one host whose backend is not running yet.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let ctl = Control::open(&url).await.unwrap();
+        ctl.create_pool(Pool {
+            name: "p".into(),
+            ..Pool::default()
+        })
+        .await
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let host = Host {
+            name: "gpu-a".into(),
+            address: listen.to_string(),
+            executor: "cpu".into(),
+            gpus: vec![Gpu {
+                index: 0,
+                model: "netgpu CPU executor".into(),
+                uuid: "GPU-a-0".into(),
+                memory: 1 << 30,
+            }],
+            ..Host::default()
+        };
+        let lease = ctl
+            .store()
+            .grant_lease(Duration::from_secs(60))
+            .await
+            .unwrap();
+        ctl.register_host(&host, lease).await.unwrap();
+        let vgpu = "probe-metric";
+        let v = ctl
+            .create_vgpu(Vgpu {
+                name: vgpu.into(),
+                pool: "p".into(),
+                memory: 64 << 20,
+                tenant: "t1".into(),
+                ..Vgpu::default()
+            })
+            .await
+            .unwrap();
+        let cfg = DeviceConfig {
+            name: vgpu.into(),
+            pool: Some(crate::pool::Follow::start(&url, vgpu).await.unwrap()),
+            ..DeviceConfig::default()
+        };
+        let limits = SessionLimits::default();
+
+        // Nothing listens: the probe fails and the vGPU is not connected (it read 1 here,
+        // set when the endpoint was handed out).
+        assert!(probe(&cfg, limits).await.is_err());
+        assert_eq!(connected_gauge(vgpu), 0);
+
+        // The backend comes up: the next probe opens a session.
+        let mut backend = netgpu_backend::testing::InProcessBackend::start(
+            "test cpu",
+            netgpu_backend::testing::cpu_config(
+                listen,
+                bytesize::ByteSize::mib(64),
+                bytesize::ByteSize::mib(128),
+            ),
+            vec![v.token.clone()],
+        )
+        .await
+        .unwrap();
+        probe(&cfg, limits).await.unwrap();
+        assert_eq!(connected_gauge(vgpu), 1);
+
+        // It goes away again: a failed probe reads 0 once more.
+        backend.stop().await;
+        assert!(probe(&cfg, limits).await.is_err());
+        assert_eq!(connected_gauge(vgpu), 0);
     }
 }

@@ -89,6 +89,7 @@ pub fn ring(
             timeout: Duration::ZERO,
             transport: Default::default(),
         },
+        attempt: None,
         mem_used: Arc::new(AtomicU64::new(0)),
         memory_limit: r.memory_limit,
         poll: Duration::ZERO,

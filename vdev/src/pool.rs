@@ -1,8 +1,10 @@
 //! netgpu-vdev from the pool (`--vgpu NAME --store URL`): the vGPU's record gives the backend
 //! address, token and memory quota. Every new backend session (a new guest process's queue, a
 //! reconnect after a lost backend, a device reset) asks [`Follow::endpoint`] for the vGPU's
-//! current placement, so after a failover or a move the next session goes to the new host
-//! while sessions already open stay where they are. The placement is followed by a background
+//! current placement and reports whether that session opened ([`Attempt`]: the
+//! `vgpu_connected` gauge and the attachment published to the pool follow sessions that did),
+//! so after a failover or a move the next session goes to the new host while sessions already
+//! open stay where they are. The placement is followed by a background
 //! task (store watches); when the store is unreachable the last placement is used. Also the
 //! `--metrics-listen` endpoint.
 
@@ -84,27 +86,21 @@ impl Follow {
         self.inner.current()
     }
 
-    /// Address and token for a session opened now; records it as the vGPU's attachment.
-    pub fn endpoint(&self) -> (String, String) {
+    /// Address and token for a session opened now, and the attempt to report once it has
+    /// opened ([`Attempt::opened`]) or could not ([`Follow::session_lost`]).
+    pub fn endpoint(&self) -> (String, String, Attempt) {
         let t = self.inner.current();
-        let before = self.last_generation.swap(t.generation, Ordering::AcqRel);
-        if before != 0 && before != t.generation {
-            info!(device = %self.vgpu, host = %t.host, generation = t.generation, "new sessions go to the vGPU's new placement");
-            netgpu_metrics::DataPath::global()
-                .vgpu_reconnects
-                .get_or_create(&self.labels())
-                .inc();
-        }
-        self.inner.connected(Some(&t.host), t.generation);
-        netgpu_metrics::DataPath::global()
-            .vgpu_connected
-            .get_or_create(&self.labels())
-            .set(1);
-        (t.address, t.token)
+        let attempt = Attempt {
+            follow: self.clone(),
+            host: t.host,
+            generation: t.generation,
+        };
+        (t.address, t.token, attempt)
     }
 
-    /// A queue's session to the placement was lost (the host went away, the network broke):
-    /// `vgpu_connected` reads 0 until the next session opens ([`Follow::endpoint`]).
+    /// A session to the placement was lost or could not open (the host went away, the
+    /// network broke, the backend refused it): `vgpu_connected` reads 0 until the next
+    /// session opens ([`Attempt::opened`]).
     pub fn session_lost(&self) {
         netgpu_metrics::DataPath::global()
             .vgpu_connected
@@ -119,6 +115,41 @@ impl Follow {
             vgpu: self.vgpu.clone(),
             Hostname: String::new(),
         }
+    }
+}
+
+/// A session being opened to the placement a [`Follow::endpoint`] handed out.
+#[derive(Debug)]
+pub struct Attempt {
+    follow: Follow,
+    host: String,
+    generation: u64,
+}
+
+impl Attempt {
+    /// The session opened: the vGPU is attached to this placement (`vgpu_connected` 1, the
+    /// attachment published to the pool), and a session that followed a move counts as a
+    /// reconnect.
+    pub fn opened(self) {
+        let f = &self.follow;
+        let before = f.last_generation.swap(self.generation, Ordering::AcqRel);
+        if before != 0 && before != self.generation {
+            info!(device = %f.vgpu, host = %self.host, generation = self.generation, "new sessions go to the vGPU's new placement");
+            netgpu_metrics::DataPath::global()
+                .vgpu_reconnects
+                .get_or_create(&f.labels())
+                .inc();
+        }
+        f.inner.connected(Some(&self.host), self.generation);
+        netgpu_metrics::DataPath::global()
+            .vgpu_connected
+            .get_or_create(&f.labels())
+            .set(1);
+    }
+
+    /// The session could not open.
+    pub fn failed(self) {
+        self.follow.session_lost();
     }
 }
 

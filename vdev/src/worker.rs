@@ -49,6 +49,8 @@ pub struct QueueEnv {
     /// `FEATURE_OUT_OF_ORDER` negotiated.
     pub out_of_order: bool,
     pub session: session::Options,
+    /// With `--vgpu`: reported once the session opened or could not.
+    pub attempt: Option<crate::pool::Attempt>,
     /// Device memory held by all queues, against `memory_limit` (0: none).
     pub mem_used: Arc<AtomicU64>,
     pub memory_limit: u64,
@@ -142,7 +144,7 @@ struct Outgoing {
 
 /// Runs queue `env.queue` until it is stopped; returns why. When it returns, the worker
 /// touches no guest memory any more and the queue's backend session is closed.
-pub async fn run(env: QueueEnv) -> StopReason {
+pub async fn run(mut env: QueueEnv) -> StopReason {
     let name = env.device.clone();
     let q = env.queue.index();
     // Each queue (one guest process) gets a backend session of its own: a process can reach
@@ -156,9 +158,15 @@ pub async fn run(env: QueueEnv) -> StopReason {
         Ok(s) => s,
         Err(e) => {
             warn!(device = %name, queue = q, "cannot open the queue's backend session: {e}");
+            if let Some(a) = env.attempt {
+                a.failed();
+            }
             return StopReason::ConnectFailed(e.to_string());
         }
     };
+    if let Some(a) = env.attempt.take() {
+        a.opened();
+    }
     debug!(device = %name, queue = q, session = welcome.session_id, "queue session open");
     let quota = Quota::new(Arc::clone(&env.mem_used), env.memory_limit);
     let cq = CompletionRing::new(env.regs.cq_base, env.regs.size, env.out_of_order);
@@ -632,6 +640,8 @@ impl Pipe {
                     );
                 }
                 FrameKind::Request => break "backend sent a request frame".into(),
+                // The backend holds the session's requests back; it is alive.
+                FrameKind::Busy => continue,
             }
             let id = head.header.request_id;
             let waiting = lock(&self.inflight).remove(&id);
@@ -906,6 +916,7 @@ mod tests {
                 timeout: Duration::ZERO,
                 transport: Default::default(),
             },
+            attempt: None,
             mem_used: Arc::new(AtomicU64::new(0)),
             memory_limit: limit,
             poll: Duration::ZERO,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use netgpu_proto::abi::{self, codec, op, queue as qreg, reg, Command, SgEntry};
-use netgpu_proto::wire::ops::{self, Copy3D, MemLoc, Reply, Request};
+use netgpu_proto::wire::ops::{self, Reply, Request};
 
 const TARGETS: &[&str] = &[
     "vfio_messages",
@@ -22,67 +22,6 @@ const TARGETS: &[&str] = &[
 
 fn seeds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds")
-}
-
-fn requests() -> Vec<Request> {
-    vec![
-        Request::MemGetInfo,
-        Request::CtxCreate { flags: 0 },
-        Request::MemAlloc { ctx: 1, size: 4096 },
-        Request::MemcpyHtoD {
-            ctx: 1,
-            dst: 0x1000,
-            stream: 0,
-        },
-        Request::MemcpyDtoH {
-            ctx: 1,
-            src: 0x1000,
-            len: 64,
-            stream: 0,
-        },
-        Request::ModuleLoad {
-            ctx: 1,
-            parts: vec![8, 8],
-        },
-        Request::ModuleGetFunction {
-            module: 2,
-            name: "vector_add".into(),
-        },
-        Request::LaunchKernel {
-            func: 3,
-            grid: [1, 1, 1],
-            block: [32, 1, 1],
-            shared_mem_bytes: 0,
-            stream: 0,
-            flags: 1,
-        },
-        Request::StreamCreate {
-            ctx: 1,
-            flags: 1,
-            priority: -1,
-        },
-        Request::StreamWaitEvent {
-            stream: 4,
-            event: 5,
-        },
-        Request::Memcpy3D {
-            ctx: 1,
-            copy: Copy3D {
-                src: MemLoc::Host,
-                dst: MemLoc::Device {
-                    ptr: 0x1000,
-                    pitch: 64,
-                    height: 2,
-                },
-                width: 8,
-                height: 2,
-                depth: 1,
-            },
-            stream: 0,
-        },
-        Request::ConsoleRead { max: 256 },
-        Request::DeviceQuery,
-    ]
 }
 
 /// `scatter_lists`: [opcode selector][command][guest memory at 0x10000].
@@ -232,16 +171,19 @@ fn ring_seeds() -> Vec<Vec<u8>> {
 /// length, status), the prefix, then a reply control section.
 fn codec_seeds() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for req in requests() {
+    // Every request a guest can send (`netgpu_proto::samples`, the one list), with a data
+    // section of its sample's length (at most 16 bytes) and its output size.
+    for (req, data, out_len, _, _) in netgpu_proto::samples::samples() {
         let opts = codec::EncodeOptions {
             wire: true,
             post: false,
         };
-        let dl = if req.accepts_data() { 16 } else { 0 };
-        let ol = match &req {
-            Request::MemcpyDtoH { len, .. } => *len,
-            _ => 0,
+        let dl = if req.accepts_data() {
+            (data.len() as u64).min(16)
+        } else {
+            0
         };
+        let ol = out_len;
         let Ok(gc) = codec::encode_request(&req, dl, ol, opts) else {
             continue;
         };

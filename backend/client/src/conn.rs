@@ -974,6 +974,8 @@ async fn reader_task(
                     break format!("backend closed the session ({}): {reason}", h.status);
                 }
                 FrameKind::Request => break "backend sent a request frame".into(),
+                // The backend holds our requests back (its bytes were the point).
+                FrameKind::Busy => continue,
             },
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 break "backend closed the connection".into()

@@ -621,3 +621,30 @@ fn truncated_and_mutated_fixtures_never_panic_the_loader() {
         }
     }
 }
+
+#[test]
+fn straight_line_kernels_have_a_step_bound_and_kernels_that_may_loop_do_not() {
+    let head = ".version 8.8\n.target sm_80\n.address_size 64\n";
+    // A bounds check (a forward branch): every instruction runs at most once per thread.
+    let straight = format!("{head}.visible .entry k(.param .u64 p)\n{{\n.reg .pred %p<2>;\n.reg .b32 %r<3>;\n.reg .b64 %rd<3>;\nmov.u32 %r1, %tid.x;\nsetp.ge.u32 %p1, %r1, 16;\n@%p1 bra $done;\nld.param.u64 %rd1, [p];\nmul.wide.u32 %rd2, %r1, 4;\nadd.s64 %rd1, %rd1, %rd2;\nst.global.u32 [%rd1], %r1;\n$done:\nret;\n}}\n");
+    let m = Module::load(&straight).unwrap();
+    let k = m.kernel("k").unwrap();
+    let n = k.max_steps.expect("a straight-line kernel has a bound");
+    assert!(
+        n as usize >= k.code.len() && n < 16,
+        "{n} steps for {} instructions",
+        k.code.len()
+    );
+    // A loop (a backward branch).
+    let looping = format!("{head}.visible .entry k()\n{{\n.reg .pred %p<2>;\n.reg .b32 %r<3>;\nmov.u32 %r1, 0;\n$top:\nadd.s32 %r1, %r1, 1;\nsetp.lt.u32 %p1, %r1, 100;\n@%p1 bra $top;\nret;\n}}\n");
+    let m = Module::load(&looping).unwrap();
+    assert_eq!(m.kernel("k").unwrap().max_steps, None);
+    // A loop in a called function (calls are inlined into the kernel's code).
+    let called = format!("{head}.func spin()\n{{\n.reg .pred %p<2>;\n.reg .b32 %r<3>;\nmov.u32 %r1, 0;\n$top:\nadd.s32 %r1, %r1, 1;\nsetp.lt.u32 %p1, %r1, 100;\n@%p1 bra $top;\nret;\n}}\n.visible .entry k()\n{{\ncall spin, ();\nret;\n}}\n");
+    let m = Module::load(&called).unwrap();
+    assert_eq!(m.kernel("k").unwrap().max_steps, None);
+    // `nanosleep` waits however long it likes.
+    let sleeps = format!("{head}.visible .entry k()\n{{\nnanosleep.u32 100;\nret;\n}}\n");
+    let m = Module::load(&sleeps).unwrap();
+    assert_eq!(m.kernel("k").unwrap().max_steps, None);
+}

@@ -186,6 +186,11 @@ pub trait Engine: Send {
     /// The session is ending: cancels queued and running work, waits up to `grace` for work
     /// that is still running to stop, and returns; dropping the engine frees the rest.
     fn shutdown(&mut self, grace: Duration);
+    /// Work items queued or running (see [`streams::BACKLOG_LIMIT`]).
+    fn backlog(&self) -> usize;
+    /// Waits up to `timeout` until fewer than `below` items are queued or running; true if
+    /// so. The caller has flushed, so that the queued work runs.
+    fn wait_backlog(&self, below: usize, timeout: Duration) -> bool;
 }
 
 /// Validates a `cuMemsetD8/16/32` request: the element size is 1, 2 or 4 bytes and `dst` is

@@ -122,6 +122,8 @@ pub struct Exec {
     /// Items queued or running.
     active: AtomicUsize,
     idle_waiters: AtomicUsize,
+    /// Waiters want a wake-up once `active` is below this (the largest any asked for).
+    wake_below: AtomicUsize,
     idle_m: Mutex<()>,
     idle: Condvar,
 }
@@ -143,6 +145,7 @@ impl Exec {
             cancelled: Arc::new(AtomicBool::new(false)),
             active: AtomicUsize::new(0),
             idle_waiters: AtomicUsize::new(0),
+            wake_below: AtomicUsize::new(1),
             idle_m: Mutex::new(()),
             idle: Condvar::new(),
         })
@@ -163,11 +166,23 @@ impl Exec {
 
     /// Waits until no item is queued or running, at most `timeout`; true if idle.
     pub fn wait_idle(&self, timeout: Duration) -> bool {
+        self.wait_backlog(1, timeout)
+    }
+
+    /// Items queued or running (not counting work that ran at once on the dispatcher).
+    pub fn backlog(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Waits until fewer than `below` items are queued or running, at most `timeout`; true
+    /// if so.
+    pub fn wait_backlog(&self, below: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let mut m = lock(&self.idle_m);
+        self.wake_below.fetch_max(below, Ordering::SeqCst);
         self.idle_waiters.fetch_add(1, Ordering::SeqCst);
         let idle = loop {
-            if self.active.load(Ordering::SeqCst) == 0 {
+            if self.active.load(Ordering::SeqCst) < below {
                 break true;
             }
             let now = Instant::now();
@@ -189,9 +204,12 @@ impl Exec {
     }
 
     fn items_done(&self, n: usize) {
-        if n > 0
-            && self.active.fetch_sub(n, Ordering::SeqCst) == n
-            && self.idle_waiters.load(Ordering::SeqCst) > 0
+        if n == 0 {
+            return;
+        }
+        let left = self.active.fetch_sub(n, Ordering::SeqCst).saturating_sub(n);
+        if self.idle_waiters.load(Ordering::SeqCst) > 0
+            && left < self.wake_below.load(Ordering::SeqCst)
         {
             let _m = lock(&self.idle_m);
             self.idle.notify_all();
@@ -507,6 +525,14 @@ impl StreamSet {
 /// Host bytes of staged copies a session may have queued before the dispatcher waits for some
 /// to finish: a bound on what a client can make the backend buffer.
 pub const STAGING_LIMIT: u64 = 256 << 20;
+
+/// Items (launches, copies, memsets, event records, waits) a session may have queued or
+/// running before its dispatcher stops reading requests until half of them have finished:
+/// a bound on what a client can make the backend hold (each queued launch keeps its
+/// parameters, at most `MAX_PARAM_BYTES`: 128 MiB at worst, ~1 MiB for typical kernels),
+/// as a GPU's bounded command buffer makes `cuLaunchKernel` block. Deep enough that a
+/// launch pipeline never runs dry while the dispatcher waits.
+pub const BACKLOG_LIMIT: usize = 4096;
 
 /// The staging budget of one session (see [`STAGING_LIMIT`]).
 #[derive(Default)]

@@ -1,10 +1,12 @@
 //! The dispatcher: parses each request frame, checks the frame-level rules, reads its data
 //! section where it goes (device memory, a staging buffer, a parameter buffer) and hands the
-//! request to the engine. It never waits for work: results come back through completions.
+//! request to the engine. It never waits for work: results come back through completions;
+//! only a session whose queued work is at its bound is held back (`wait_for_backlog`).
 
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use netgpu_proto::cuda::{attr, CuResult};
 use netgpu_proto::wire::frame::FrameHeader;
@@ -12,10 +14,13 @@ use netgpu_proto::wire::ops::{self, Copy3DKind, Reply, Request};
 use tracing::debug;
 
 use super::metrics::Direction;
+use super::writer::Out;
 use super::{completion, FrameReader, Limits, Replies, SessionError};
 use crate::executor::limits::MAX_PARAM_BYTES;
+use crate::executor::streams::BACKLOG_LIMIT;
 use crate::executor::{Console, Engine, HostBuf, HtodTarget, LaunchDims, Mode};
 use crate::server::Shared;
+use crate::transport::Control;
 
 pub(super) struct Dispatcher<'a, R: Read, W: Write + Send + 'static> {
     pub frames: &'a mut FrameReader<R>,
@@ -24,7 +29,16 @@ pub(super) struct Dispatcher<'a, R: Read, W: Write + Send + 'static> {
     pub console: Arc<Console>,
     pub shared: &'a Shared,
     pub limits: Limits,
+    pub control: Arc<dyn Control>,
+    /// The client accepts `FrameKind::Busy` frames (protocol version 3).
+    pub busy_frames: bool,
 }
+
+/// How often a dispatcher held back by its session's backlog looks for its client leaving.
+const BACKLOG_POLL: Duration = Duration::from_millis(50);
+/// How often it tells the client so (`FrameKind::Busy`): well inside a client's 1 s before
+/// it probes a silent backend.
+const BUSY_EVERY: Duration = Duration::from_millis(500);
 
 type Answer = Result<(Reply, Option<HostBuf>), CuResult>;
 
@@ -42,6 +56,9 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
                     let (free, total) = self.engine.mem_info();
                     m.memory_used(total.saturating_sub(free));
                 }
+            }
+            if self.engine.backlog() >= BACKLOG_LIMIT {
+                self.wait_for_backlog()?;
             }
             let Some(h) = self.frames.next()? else {
                 return if self.shared.shutting_down.load(Ordering::Acquire) {
@@ -75,6 +92,38 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
                 Mode::Reply
             };
             self.dispatch(&h, mode, req)?;
+        }
+    }
+
+    /// The session has [`BACKLOG_LIMIT`] items queued or running: reads no more requests
+    /// until half of them have finished (the client's sends wait in the socket, as a
+    /// `cuLaunchKernel` waits on a GPU's full command buffer), while still noticing the
+    /// client leave and the backend shut down, which end the session as end of stream does.
+    /// Meanwhile a `Busy` frame every [`BUSY_EVERY`] tells the client's liveness watchdog
+    /// that the backend is alive (it cannot answer the watchdog's probe, which it does not
+    /// read).
+    fn wait_for_backlog(&mut self) -> Result<(), SessionError> {
+        self.engine.flush();
+        let backlog = self.engine.backlog();
+        debug!(
+            backlog,
+            "session backlog full; reading no requests until half has run"
+        );
+        let mut last_busy = std::time::Instant::now();
+        loop {
+            if self.engine.wait_backlog(BACKLOG_LIMIT / 2, BACKLOG_POLL) {
+                return Ok(());
+            }
+            if self.busy_frames && last_busy.elapsed() >= BUSY_EVERY {
+                self.replies.writer.send(Out::Busy);
+                last_busy = std::time::Instant::now();
+            }
+            if self.shared.shutting_down.load(Ordering::Acquire) {
+                return Err(SessionError::Shutdown);
+            }
+            if self.control.peer_gone() {
+                return Err(SessionError::Closed);
+            }
         }
     }
 

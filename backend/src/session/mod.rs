@@ -26,7 +26,9 @@ use std::time::Duration;
 use netgpu_proto::cuda::CuResult;
 use netgpu_proto::wire::frame::{FrameError, FrameHeader, FrameKind};
 use netgpu_proto::wire::ops::{self, Reply, Request, SessionLimits};
-use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use netgpu_proto::wire::{
+    BUSY_VERSION, HEADER_LEN, MAX_CTRL_LEN, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -248,6 +250,10 @@ fn serve<T: Transport>(
         shared.config.handshake_timeout_ms,
     )))?;
     let (r, w, peer_id) = transport.split()?;
+    if let Some(chain) = &peer_id.chain {
+        // So that a CRL that revokes it later ends this session (`Shared::end_revoked`).
+        shared.record_chain(session_id, chain.clone());
+    }
     let console = Arc::new(Console::new());
     let writer = Arc::new(Writer::new(w, console.clone(), control.clone()));
     let mut frames = FrameReader {
@@ -260,7 +266,7 @@ fn serve<T: Transport>(
         deferred: Mutex::new(None),
         metrics: OnceLock::new(),
     });
-    let (mut engine, limits, _tenant) = match handshake(
+    let (mut engine, limits, _tenant, version) = match handshake(
         &mut frames,
         &writer,
         &replies,
@@ -294,6 +300,8 @@ fn serve<T: Transport>(
         console: console.clone(),
         shared,
         limits,
+        control: control.clone(),
+        busy_frames: version >= BUSY_VERSION,
     };
     let result = d.run();
     let goodbye = match &result {
@@ -364,7 +372,7 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
     session_id: u64,
     peer: &str,
     peer_id: &Peer,
-) -> Result<(Box<dyn Engine>, Limits, TenantSession), SessionError> {
+) -> Result<(Box<dyn Engine>, Limits, TenantSession, u16), SessionError> {
     let h = frames.next()?.ok_or(SessionError::Closed)?;
     if h.data_len != 0 || h.no_reply() {
         return Err(SessionError::Protocol("malformed hello frame".into()));
@@ -446,7 +454,7 @@ fn handshake<R: Read, W: io::Write + Send + 'static>(
         data: None,
     });
     info!(session = session_id, %peer, %client, tenant = %tenant.tenant().name, tls = peer_id.tls, version, quota = limits.quota, time_limit_ms = limits.kernel_time_limit.map(|d| d.as_millis() as u64), "session open");
-    Ok((engine, limits, tenant))
+    Ok((engine, limits, tenant, version))
 }
 
 /// A completion for request `id` answered through `replies`.

@@ -41,6 +41,8 @@ pub enum Out {
     },
     /// The last frame of a connection; nothing is written after it.
     Goodbye { status: CuResult, why: String },
+    /// The dispatcher holds the session's requests back (see `FrameKind::Busy`).
+    Busy,
 }
 
 struct Io<W: Write> {
@@ -201,6 +203,11 @@ impl<W: Write> Writer<W> {
                 drop(data);
                 Ok(())
             }
+            Out::Busy => {
+                io.w.write_all(&FrameHeader::busy().encode())?;
+                io.w.flush()?;
+                Ok(())
+            }
             Out::Goodbye { status, why } => {
                 let body = ops::encode(&Reply::Error(why)).unwrap_or_default();
                 let h = FrameHeader::goodbye(status, body.len() as u32);
@@ -243,6 +250,9 @@ mod tests {
         }
         fn peer(&self) -> String {
             "test".into()
+        }
+        fn peer_gone(&self) -> bool {
+            false
         }
     }
 

@@ -9,6 +9,7 @@
 //! - `wait_flag(flag, out, timeout_ns)`: waits until `*flag != 0`, then `*out = 1`; or, after
 //!   `timeout_ns`, `*out = 2`. Another kernel that runs *at the same time* can release it.
 //! - `set_flag(flag)`: `*flag = 1`.
+//! - `inc(ptr)`: `*ptr += 1`.
 #![allow(dead_code)]
 
 pub const PTX: &str = r#"
@@ -102,6 +103,17 @@ SEEN:
     st.volatile.global.u32 [%f], 1;
     ret;
 }
+
+.visible .entry inc(.param .u64 ptr)
+{
+    .reg .u64 %a;
+    .reg .u32 %x;
+    ld.param.u64 %a, [ptr];
+    ld.global.u32 %x, [%a];
+    add.u32 %x, %x, 1;
+    st.global.u32 [%a], %x;
+    ret;
+}
 "#;
 
 /// A launch's packed parameters from 8- and 4-byte values in order (each at its natural
@@ -144,6 +156,7 @@ pub struct Kernels {
     pub copy: u64,
     pub wait_flag: u64,
     pub set_flag: u64,
+    pub inc: u64,
 }
 
 impl Kernels {
@@ -166,6 +179,7 @@ impl Kernels {
             copy: f("copy").await,
             wait_flag: f("wait_flag").await,
             set_flag: f("set_flag").await,
+            inc: f("inc").await,
         }
     }
 }

@@ -34,6 +34,11 @@ pub enum FrameKind {
     /// Sent by the backend before it closes a connection on its own (shutdown, protocol
     /// violation); `status` says why.
     Goodbye = 3,
+    /// Protocol version 3: sent by the backend, no sections, request id 0, while it reads
+    /// none of the session's requests because the session's queued work is at its bound
+    /// (about every 500 ms), so that a client watching for a silent backend sees it alive.
+    /// Clients skip it.
+    Busy = 4,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +59,8 @@ pub enum FrameError {
     BadKind(u8),
     #[error("unknown frame flags {0:#04x}")]
     BadFlags(u8),
+    #[error("a busy frame with sections or flags")]
+    BusyWithSections,
     #[error("control section of {len} bytes exceeds the limit of {max}")]
     CtrlTooLarge { len: u32, max: u32 },
     #[error("data section of {len} bytes exceeds the limit of {max}")]
@@ -94,6 +101,18 @@ impl FrameHeader {
         }
     }
 
+    /// A [`FrameKind::Busy`] frame.
+    pub fn busy() -> Self {
+        FrameHeader {
+            kind: FrameKind::Busy,
+            flags: 0,
+            ctrl_len: 0,
+            data_len: 0,
+            status: CuResult::SUCCESS,
+            request_id: 0,
+        }
+    }
+
     pub fn no_reply(&self) -> bool {
         self.flags & FLAG_NO_REPLY != 0
     }
@@ -127,6 +146,7 @@ impl FrameHeader {
             1 => FrameKind::Request,
             2 => FrameKind::Reply,
             3 => FrameKind::Goodbye,
+            4 => FrameKind::Busy,
             k => return Err(FrameError::BadKind(k)),
         };
         let flags = b[3];
@@ -146,6 +166,9 @@ impl FrameHeader {
                 len: data_len,
                 max: max_data,
             });
+        }
+        if kind == FrameKind::Busy && (ctrl_len != 0 || data_len != 0 || flags != 0) {
+            return Err(FrameError::BusyWithSections);
         }
         let mut id = [0u8; 8];
         id.copy_from_slice(&b[16..24]);
@@ -186,6 +209,15 @@ mod tests {
         let mut b = FrameHeader::request(1, 0, 1, 1).encode();
         b[2] = 9;
         assert_eq!(FrameHeader::decode(&b, 10, 10), Err(FrameError::BadKind(9)));
+        // A busy frame carries nothing.
+        let busy = FrameHeader::busy().encode();
+        assert_eq!(FrameHeader::decode(&busy, 10, 10), Ok(FrameHeader::busy()));
+        let mut b = busy;
+        b[8] = 1;
+        assert_eq!(
+            FrameHeader::decode(&b, 10, 10),
+            Err(FrameError::BusyWithSections)
+        );
         let mut b = FrameHeader::request(1, 0, 1, 1).encode();
         b[3] = 0x80;
         assert_eq!(

@@ -23,7 +23,13 @@ pub use ops::{DeviceInfo, FunctionInfo, Handle, Reply, Request};
 /// Version 2 (netgpu 0.2): session limits in `Hello`, module images of any kind and linked
 /// parts, function attributes, launch flags, stream priorities, `StreamWaitEvent`,
 /// `Memcpy3D`, `MemFreeAsync`, kernel console output (`ConsoleRead`, `FLAG_CONSOLE_PENDING`).
-pub const PROTOCOL_VERSION: u16 = 2;
+///
+/// Version 3: the backend may send [`FrameKind::Busy`] frames while it holds a session's
+/// requests back ([`BUSY_VERSION`]); nothing else changed, so a version-2 peer is still
+/// served (and sent none).
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The first version whose clients accept [`FrameKind::Busy`] frames.
+pub const BUSY_VERSION: u16 = 3;
 /// Oldest protocol version this crate still accepts. Version 1's `Hello` and `ModuleLoad`
 /// have another layout, so a version-1 peer is refused at the handshake with a clear error.
 pub const MIN_PROTOCOL_VERSION: u16 = 2;

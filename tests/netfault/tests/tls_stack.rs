@@ -111,6 +111,10 @@ struct TlsBackend {
 }
 
 async fn start(pki: &Pki, listen: &str, tenants: Vec<TenantConfig>) -> TlsBackend {
+    start_with(pki.server(), listen, tenants).await
+}
+
+async fn start_with(server: ServerTls, listen: &str, tenants: Vec<TenantConfig>) -> TlsBackend {
     let mut config = Config {
         listen: listen.parse().unwrap(),
         executor: ExecutorKind::Cpu,
@@ -128,7 +132,7 @@ async fn start(pki: &Pki, listen: &str, tenants: Vec<TenantConfig>) -> TlsBacken
         config,
         vec![],
         executor.clone(),
-        Security::Tls(Arc::new(pki.server())),
+        Security::Tls(Arc::new(server)),
     )
     .unwrap();
     let server = Server::bind(shared.clone()).await.unwrap();
@@ -307,6 +311,80 @@ async fn a_certificate_rotated_under_load_serves_new_sessions_and_running_ones_c
     stop.store(true, std::sync::atomic::Ordering::Release);
     load.await.unwrap();
     drop(n);
+    assert_eq!(idle(&b, Duration::from_secs(5)).await, (0, 0));
+}
+
+/// The serial number of the certificate in `path` (DER integer content).
+fn serial_of(path: &std::path::Path) -> Vec<u8> {
+    let der = netgpu_tls::pem::load_certs("test", path).unwrap().remove(0);
+    let hex = netgpu_tls::identity::CertInfo::parse(&der).unwrap().serial;
+    hex.split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_loses_its_open_sessions_and_others_keep_theirs() {
+    let pki = Pki::new();
+    // The backend checks a CRL of its client CA (empty at first).
+    std::fs::write(pki.p("ca.crl"), pki.ca.crl(&[], 1, 1).unwrap()).unwrap();
+    let server = ServerTls::load(ServerTlsConfig {
+        cert: pki.p("gpu.crt"),
+        key: pki.p("gpu.key"),
+        client_ca: pki.p("ca.crt"),
+        client_auth: ClientAuth::Required,
+        crls: vec![pki.p("ca.crl")],
+    })
+    .unwrap();
+    let b = start_with(
+        server,
+        "127.0.0.1:0",
+        vec![tenant("acme", 64, 4), tenant("evil", 64, 4)],
+    )
+    .await;
+    let addr = format!("localhost:{}", b.addr.port());
+    let (acme, evil) = (pki.client("acme"), pki.client("evil"));
+    let a = Client::connect_with(&addr, "", acme.clone()).await.unwrap();
+    let e = Client::connect_with(&addr, "", evil.clone()).await.unwrap();
+    let (ca, ce) = (
+        a.ctx_create(0).await.unwrap(),
+        e.ctx_create(0).await.unwrap(),
+    );
+    e.mem_alloc(ce, 8 << 20).await.unwrap();
+    a.mem_alloc(ca, 1 << 20).await.unwrap();
+    // The operator revokes evil's certificate: a new CRL replaces the old file.
+    let revoked = netgpu_tls::issue::Revoked {
+        serial: serial_of(&pki.p("evil.crt")),
+        time: 1,
+    };
+    std::fs::write(pki.p("ca.crl.new"), pki.ca.crl(&[revoked], 2, 1).unwrap()).unwrap();
+    std::fs::rename(pki.p("ca.crl.new"), pki.p("ca.crl")).unwrap();
+    // Within seconds its open session ends (its memory freed) and it cannot come back,
+    // while acme's session goes on.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while e.ctx_synchronize(ce).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the revoked client's session still serves"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        Client::connect_with(&addr, "", evil).await.is_err(),
+        "a revoked client is refused"
+    );
+    a.mem_alloc(ca, 1 << 20).await.unwrap();
+    a.ctx_synchronize(ca).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.executor.memory_used() != 2 << 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the revoked session's memory was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.shared.session_count(), 1);
+    drop((a, e));
     assert_eq!(idle(&b, Duration::from_secs(5)).await, (0, 0));
 }
 

@@ -112,6 +112,22 @@ pub struct Kernel {
     pub shared_static: u32,
     pub local_size: u32,
     pub attrs: KernelAttrs,
+    /// Most instructions one thread can execute: `Some` when every branch goes forward and
+    /// nothing sleeps (each instruction runs at most once per thread; calls are inlined), so
+    /// a launch costs at most this many instructions per thread; `None` when it may loop.
+    pub max_steps: Option<u32>,
+}
+
+/// [`Kernel::max_steps`] of decoded code.
+fn straight_line_steps(code: &[Inst]) -> Option<u32> {
+    for (i, inst) in code.iter().enumerate() {
+        match inst.op {
+            Op::Bra { target } if target as usize <= i => return None,
+            Op::Nanosleep => return None,
+            _ => {}
+        }
+    }
+    u32::try_from(code.len()).ok()
 }
 
 impl Kernel {
@@ -602,10 +618,12 @@ fn kernel<'a>(ctx: &'a ModuleCtx<'a>, f: &'a Function) -> Result<Kernel, LoadErr
         .flatten()
         .map(|t| t.iter().map(|&x| u64::from(x)).product::<u64>())
         .fold(1024u64, u64::min) as u32;
+    let max_steps = straight_line_steps(&d.code);
     Ok(Kernel {
         name: f.name.clone(),
         params,
         param_size: off as u32,
+        max_steps,
         code: d.code,
         nregs: d.nregs.max(1),
         shared_static: dyn_base as u32,

@@ -159,6 +159,27 @@ struct Function {
     shared_static: u32,
     max_dynamic_shared: u32,
     carveout: i32,
+    /// The kernel's most instructions per thread when it cannot loop (see [`INLINE_STEPS`]).
+    max_steps: Option<u32>,
+}
+
+/// Most thread-instructions (the kernel's bound on instructions per thread times the
+/// launch's threads) of a launch the dispatcher runs itself when its stream is idle, instead
+/// of handing it to the stream's pool thread: a launch that cannot loop and is this small
+/// (an empty kernel, a bounds-checked one-element-per-thread kernel of a few blocks) costs
+/// less than the hand-off, and keeps the dispatcher busy for microseconds at most.
+pub const INLINE_STEPS: u64 = 8192;
+
+/// Whether a launch of a kernel with `max_steps` and `dims` is small enough for the
+/// dispatcher to run (see [`INLINE_STEPS`]); cooperative launches never are.
+fn small_launch(max_steps: Option<u32>, dims: &LaunchDims, cooperative: bool) -> bool {
+    !cooperative
+        && max_steps.is_some_and(|s| {
+            u64::from(s)
+                .saturating_mul(dims.threads_per_block())
+                .saturating_mul(dims.blocks())
+                <= INLINE_STEPS
+        })
 }
 
 struct Recorded {
@@ -396,13 +417,16 @@ impl CpuEngine {
         dims: LaunchDims,
         params: Vec<u8>,
         cooperative: bool,
+        small: bool,
     ) -> Work {
         let seq = self.inner.next_seq();
         let heap = self.inner.heap.clone();
         let module = f.data.clone();
         let kernel = f.kernel_id;
         let ctx_handle = f.ctx;
-        let threads = self.inner.threads;
+        // A small launch runs on one thread: starting workers would cost more than its work.
+        let threads = if small { 1 } else { self.inner.threads };
+        let sm_count = self.inner.threads as u32;
         Work::Memory(Box::new(move |exec: &Arc<Exec>| {
             let mem = LaunchMemory {
                 heap: &heap,
@@ -414,7 +438,7 @@ impl CpuEngine {
                 cancel: &exec.cancelled,
                 // The time limit counts from when the kernel starts.
                 deadline: exec.kernel_time_limit.map(|l| Instant::now() + l),
-                sm_count: threads as u32,
+                sm_count,
                 console: &exec.console,
             };
             match module.launch(kernel, dims, &params, mem, threads, &control) {
@@ -937,6 +961,10 @@ impl Engine for CpuEngine {
                     shared_static,
                     max_dynamic_shared: default_dynamic_shared(shared_static),
                     carveout: -1,
+                    max_steps: data
+                        .module
+                        .kernel_by_id(kernel_id)
+                        .and_then(|k| k.max_steps),
                 });
                 st.function_names.insert(key, h);
                 h
@@ -1026,9 +1054,10 @@ impl Engine for CpuEngine {
         }
         let ctx_state = st.ctx(ctx)?.state.clone();
         let f = st.functions.get(func).ok_or(CuResult::INVALID_HANDLE)?;
-        let work = self.launch_op(f, ctx_state, dims, params, cooperative);
+        let small = small_launch(f.max_steps, &dims, cooperative);
+        let work = self.launch_op(f, ctx_state, dims, params, cooperative, small);
         self.inner
-            .submit(&mut st, ctx, &q, None, work, None, false)
+            .submit(&mut st, ctx, &q, None, work, None, small)
             .finish();
         Ok(())
     }
@@ -1236,6 +1265,14 @@ impl Engine for CpuEngine {
         }
     }
 
+    fn backlog(&self) -> usize {
+        self.inner.exec.backlog()
+    }
+
+    fn wait_backlog(&self, below: usize, timeout: Duration) -> bool {
+        self.inner.exec.wait_backlog(below, timeout)
+    }
+
     fn shutdown(&mut self, grace: Duration) {
         self.inner.exec.cancelled.store(true, Ordering::Release);
         self.flush();
@@ -1257,5 +1294,32 @@ impl Drop for CpuEngine {
         // Break the reference cycles (streams hold the session's shared state) and let the
         // memory go; work still running holds what it uses until it stops.
         *st = State::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(grid: u32, block: u32) -> LaunchDims {
+        LaunchDims {
+            grid: [grid, 1, 1],
+            block: [block, 1, 1],
+            shared_mem_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn only_small_launches_of_kernels_that_cannot_loop_run_on_the_dispatcher() {
+        // An empty kernel, one block of a warp; a bounds-checked kernel of 16 steps on
+        // 512 threads: both at most INLINE_STEPS thread-instructions.
+        assert!(small_launch(Some(2), &dims(1, 32), false));
+        assert!(small_launch(Some(16), &dims(2, 256), false));
+        // One thread-instruction more, a kernel that may loop, a cooperative launch.
+        assert!(!small_launch(Some(16), &dims(2, 257), false));
+        assert!(!small_launch(None, &dims(1, 1), false));
+        assert!(!small_launch(Some(2), &dims(1, 32), true));
+        // Products that overflow are not small.
+        assert!(!small_launch(Some(u32::MAX), &dims(u32::MAX, 1024), false));
     }
 }

@@ -1525,6 +1525,14 @@ impl Engine for CudaEngine {
         }
     }
 
+    fn backlog(&self) -> usize {
+        self.inner.exec.backlog()
+    }
+
+    fn wait_backlog(&self, below: usize, timeout: Duration) -> bool {
+        self.inner.exec.wait_backlog(below, timeout)
+    }
+
     fn shutdown(&mut self, grace: Duration) {
         self.inner.exec.cancelled.store(true, Ordering::Release);
         self.flush();

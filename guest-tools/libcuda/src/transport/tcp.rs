@@ -357,6 +357,11 @@ fn reader_loop(mut r: BufReader<Rd>, shared: &Shared) {
                 break "the backend closed the connection or sent a malformed frame".to_string()
             }
         };
+        if h.kind == FrameKind::Busy {
+            // The backend holds this session's requests back (its queued work is at its
+            // bound); no sections follow.
+            continue;
+        }
         if h.kind == FrameKind::Goodbye {
             break match reply {
                 Some(Reply::Error(why)) => format!("backend closed the session: {why}"),
