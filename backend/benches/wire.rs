@@ -6,7 +6,8 @@
 //! - raw TCP transfers (request, bulk bytes, 1-byte answer) vs host-to-device and
 //!   device-to-host copies of 4 KiB, 1 MiB and 64 MiB;
 //! - stream-ordered launches per second of an empty kernel, one block of one thread and
-//!   `<<<8,32>>>` (which runs on the interpreter's worker pool) (`-- --launches`: only those).
+//!   `<<<64,256>>>` (above the dispatcher's inline bound: a stream's pool thread runs it with
+//!   the interpreter's worker pool) (`-- --launches`: only those).
 //!
 //! `-- --rtt`: only the round trips (for profiling the request path).
 
@@ -47,8 +48,8 @@ fn main() {
             if let Some(rate) = on_rt(&rt, launches(addr.clone(), 1_000_000, 1, 1)) {
                 println!("async empty-kernel launches {rate:.0}/s");
             }
-            if let Some(rate) = on_rt(&rt, launches(addr.clone(), 50_000, 8, 32)) {
-                println!("async empty-kernel launches <<<8,32>>> {rate:.0}/s");
+            if let Some(rate) = on_rt(&rt, launches(addr.clone(), 5_000, 64, 256)) {
+                println!("async empty-kernel launches <<<64,256>>> {rate:.0}/s");
             }
         }
         return;
@@ -126,11 +127,11 @@ fn main() {
             "async empty-kernel launches", "n/a (no PTX executor)"
         ),
     }
-    let n = if quick { 2_000 } else { 20_000 };
-    if let Some(rate) = on_rt(&rt, launches(addr.clone(), n, 8, 32)) {
+    let n = if quick { 500 } else { 5_000 };
+    if let Some(rate) = on_rt(&rt, launches(addr.clone(), n, 64, 256)) {
         println!(
             "{:<34} {:>12.0}/s  (multi-block: the worker pool)",
-            "  <<<8,32>>>", rate
+            "  <<<64,256>>>", rate
         );
     }
 }

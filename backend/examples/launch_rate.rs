@@ -1,5 +1,6 @@
-//! Launch rate of the CPU engine without the wire, of one-block and of multi-block (`<<<8,32>>>`,
-//! run on the interpreter's worker pool) empty kernels:
+//! Launch rate of the CPU engine without the wire, of one-block and of multi-block empty kernels
+//! (`<<<8,32>>>`: inline on the dispatcher when the stream is idle; `<<<64,256>>>`: above that
+//! bound, on a stream's pool thread with the interpreter's worker pool):
 //! `cargo run --release -p netgpu-backend --example launch_rate`.
 #![allow(clippy::unwrap_used)]
 use std::time::Instant;
@@ -17,7 +18,7 @@ fn main() {
     let ctx = e.ctx_create(0).unwrap();
     let m = e.module_load(ctx, EMPTY.as_bytes()).unwrap();
     let f = e.module_get_function(m, "empty").unwrap().handle;
-    for (grid, block, n) in [(1u32, 1u32, 100_000u32), (8, 32, 20_000)] {
+    for (grid, block, n) in [(1u32, 1u32, 100_000u32), (8, 32, 20_000), (64, 256, 5_000)] {
         let dims = LaunchDims {
             grid: [grid, 1, 1],
             block: [block, 1, 1],
