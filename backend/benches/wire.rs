@@ -5,7 +5,9 @@
 //! - the round trip of a raw 24-byte ping-pong vs the protocol's `Null` request;
 //! - raw TCP transfers (request, bulk bytes, 1-byte answer) vs host-to-device and
 //!   device-to-host copies of 4 KiB, 1 MiB and 64 MiB;
-//! - stream-ordered launches per second of an empty kernel (`-- --launches`: only those).
+//! - stream-ordered launches per second of an empty kernel, one block of one thread and
+//!   `<<<64,256>>>` (above the dispatcher's inline bound: a stream's pool thread runs it with
+//!   the interpreter's worker pool) (`-- --launches`: only those).
 //!
 //! `-- --rtt`: only the round trips (for profiling the request path).
 
@@ -43,8 +45,11 @@ fn main() {
 
     if launches_only {
         for _ in 0..3 {
-            if let Some(rate) = on_rt(&rt, launches(addr.clone(), 1_000_000)) {
+            if let Some(rate) = on_rt(&rt, launches(addr.clone(), 1_000_000, 1, 1)) {
                 println!("async empty-kernel launches {rate:.0}/s");
+            }
+            if let Some(rate) = on_rt(&rt, launches(addr.clone(), 5_000, 64, 256)) {
+                println!("async empty-kernel launches <<<64,256>>> {rate:.0}/s");
             }
         }
         return;
@@ -111,7 +116,7 @@ fn main() {
     println!();
     match on_rt(
         &rt,
-        launches(addr.clone(), if quick { 20_000 } else { 200_000 }),
+        launches(addr.clone(), if quick { 20_000 } else { 200_000 }, 1, 1),
     ) {
         Some(rate) => println!(
             "{:<34} {:>12.0}/s  (issue 11: no worse than 2.1 M/s)",
@@ -121,6 +126,13 @@ fn main() {
             "{:<34} {:>12}",
             "async empty-kernel launches", "n/a (no PTX executor)"
         ),
+    }
+    let n = if quick { 500 } else { 5_000 };
+    if let Some(rate) = on_rt(&rt, launches(addr.clone(), n, 64, 256)) {
+        println!(
+            "{:<34} {:>12.0}/s  (multi-block: the worker pool)",
+            "  <<<64,256>>>", rate
+        );
     }
 }
 
@@ -279,14 +291,15 @@ async fn copies(addr: String, size: usize, iters: usize) -> (f64, f64) {
 const EMPTY_KERNEL: &str =
     ".version 7.0\n.target sm_50\n.address_size 64\n.visible .entry empty()\n{\n\tret;\n}\n";
 
-async fn launches(addr: String, n: usize) -> Option<f64> {
+/// Launches per second of `n` empty `<<<grid, block>>>` launches on the null stream.
+async fn launches(addr: String, n: usize, grid: u32, block: u32) -> Option<f64> {
     let c = netgpu_client::Client::connect(&addr, TOKEN).await.unwrap();
     let ctx = c.ctx_create(0).await.unwrap();
     let m = c.module_load(ctx, EMPTY_KERNEL.as_bytes()).await.ok()?;
     let f = c.module_get_function(m, "empty").await.ok()?;
     let t = Instant::now();
     for _ in 0..n {
-        c.launch_kernel(f.handle, [1, 1, 1], [1, 1, 1], 0, 0, &[])
+        c.launch_kernel(f.handle, [grid, 1, 1], [block, 1, 1], 0, 0, &[])
             .await
             .unwrap();
     }

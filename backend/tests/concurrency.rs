@@ -86,6 +86,130 @@ async fn kernels_on_two_streams_run_at_the_same_time() {
     );
 }
 
+/// `wait_all`: every thread waits (up to `timeout` ns) for the word at `flag`, then stores
+/// `flag * 1000 + global thread id` (or 0 when it timed out) at `out`; `fill` stores
+/// `3 * global thread id`; `set` stores `v` at `flag`.
+const MULTI_BLOCK: &str = r#"
+.version 8.0
+.target sm_75
+.address_size 64
+.visible .entry wait_all(.param .u64 flag, .param .u64 out, .param .u64 timeout)
+{
+    .reg .u64 %f, %o, %t0, %t1, %d, %n, %a;
+    .reg .u32 %x, %g, %v;
+    .reg .pred %p, %q;
+    ld.param.u64 %f, [flag];
+    ld.param.u64 %o, [out];
+    ld.param.u64 %n, [timeout];
+    mov.u32 %g, %ctaid.x;
+    mov.u32 %x, %ntid.x;
+    mov.u32 %v, %tid.x;
+    mad.lo.u32 %g, %g, %x, %v;
+    mul.wide.u32 %a, %g, 4;
+    add.u64 %o, %o, %a;
+    mov.u64 %t0, %globaltimer;
+LOOP:
+    ld.volatile.global.u32 %x, [%f];
+    setp.ne.u32 %p, %x, 0;
+    @%p bra SEEN;
+    mov.u64 %t1, %globaltimer;
+    sub.u64 %d, %t1, %t0;
+    setp.lt.u64 %q, %d, %n;
+    @%q bra LOOP;
+    st.global.u32 [%o], 0;
+    ret;
+SEEN:
+    mad.lo.u32 %v, %x, 1000, %g;
+    st.global.u32 [%o], %v;
+    ret;
+}
+.visible .entry fill(.param .u64 out)
+{
+    .reg .u64 %o, %a;
+    .reg .u32 %x, %g, %v;
+    ld.param.u64 %o, [out];
+    mov.u32 %g, %ctaid.x;
+    mov.u32 %x, %ntid.x;
+    mov.u32 %v, %tid.x;
+    mad.lo.u32 %g, %g, %x, %v;
+    mul.wide.u32 %a, %g, 4;
+    add.u64 %o, %o, %a;
+    mul.lo.u32 %v, %g, 3;
+    st.global.u32 [%o], %v;
+    ret;
+}
+.visible .entry set(.param .u64 flag, .param .u32 v)
+{
+    .reg .u64 %f;
+    .reg .u32 %v;
+    ld.param.u64 %f, [flag];
+    ld.param.u32 %v, [v];
+    st.volatile.global.u32 [%f], %v;
+    ret;
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_block_kernels_on_two_streams_run_at_the_same_time_with_all_workers_busy() {
+    // Two workers per launch: stream 1's kernel holds its calling thread and the worker pool's
+    // thread until stream 2 has run a multi-block kernel (alone on its calling thread, the
+    // pool being busy) and set the flag.
+    let b = TestBackend::start_with(|c| c.cpu.threads = 2).await;
+    let c = b.client().await;
+    let ctx = c.ctx_create(0).await.unwrap();
+    let m = c.module_load(ctx, MULTI_BLOCK.as_bytes()).await.unwrap();
+    let f = |n: &'static str| {
+        let c = &c;
+        async move { c.module_get_function(m, n).await.unwrap().handle }
+    };
+    let (wait_all, fill, set) = (f("wait_all").await, f("fill").await, f("set").await);
+    let s1 = c.stream_create(ctx, NON_BLOCKING).await.unwrap();
+    let s2 = c.stream_create(ctx, NON_BLOCKING).await.unwrap();
+    let flag = c.mem_alloc(ctx, 4).await.unwrap();
+    let (n1, n2) = (4 * 32, 16 * 64);
+    let out1 = c.mem_alloc(ctx, n1 * 4).await.unwrap();
+    let out2 = c.mem_alloc(ctx, n2 * 4).await.unwrap();
+    let p = common::kernels::params;
+    c.launch_kernel(
+        wait_all,
+        [4, 1, 1],
+        [32, 1, 1],
+        0,
+        s1,
+        &p(&[Arg::U64(flag), Arg::U64(out1), Arg::U64(20_000 * MS)]),
+    )
+    .await
+    .unwrap();
+    c.launch_kernel(fill, [16, 1, 1], [64, 1, 1], 0, s2, &p(&[Arg::U64(out2)]))
+        .await
+        .unwrap();
+    c.launch_kernel(
+        set,
+        [1, 1, 1],
+        [1, 1, 1],
+        0,
+        s2,
+        &p(&[Arg::U64(flag), Arg::U32(7)]),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), c.ctx_synchronize(ctx))
+        .await
+        .expect("no deadlock")
+        .unwrap();
+    let words = |b: Vec<u8>| -> Vec<u32> {
+        b.chunks(4)
+            .map(|w| u32::from_le_bytes(w.try_into().unwrap()))
+            .collect()
+    };
+    let got1 = words(c.memcpy_dtoh(ctx, out1, n1 * 4, 0).await.unwrap());
+    let got2 = words(c.memcpy_dtoh(ctx, out2, n2 * 4, 0).await.unwrap());
+    let want1: Vec<u32> = (0..n1 as u32).map(|g| 7000 + g).collect();
+    let want2: Vec<u32> = (0..n2 as u32).map(|g| 3 * g).collect();
+    assert_eq!(got1, want1, "stream 1's blocks saw stream 2's flag");
+    assert_eq!(got2, want2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_null_stream_waits_for_blocking_streams_but_not_for_non_blocking_ones() {
     let b = TestBackend::start().await;

@@ -41,7 +41,7 @@ pub use decode::{GlobalSpace, GlobalVar, Kernel, KernelAttrs, ParamInfo, Reloc};
 pub use error::{LaunchError, LoadError, LoadErrorKind, CUDA_ERROR_COOPERATIVE_LAUNCH_TOO_LARGE};
 pub use exec::{
     blocks_per_sm, launch, launch_counted, launch_with, max_cooperative_blocks, DeviceMemory,
-    LaunchConfig, LaunchOptions, LaunchOutput, DEFAULT_CONSOLE_LIMIT,
+    LaunchConfig, LaunchOptions, LaunchOutput, WorkerPool, DEFAULT_CONSOLE_LIMIT, MAX_POOL_THREADS,
 };
 
 /// Largest PTX image accepted.

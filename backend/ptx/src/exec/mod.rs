@@ -1,10 +1,13 @@
 //! Runs a decoded kernel.
 //!
-//! Blocks are independent and run in parallel on worker threads (one block at a time per
-//! worker, blocks taken in order, so a block that waits for an earlier one, as CUB's
-//! decoupled look-back does, always waits for one that is running or done). A cooperative
-//! launch keeps every block resident: each worker owns a fixed share of the blocks and
-//! interleaves them, so grid-wide barriers work with any number of workers.
+//! Blocks are independent and run in parallel on worker threads: the calling thread and
+//! the free threads of a persistent pool ([`pool`]; no thread is started per launch). One
+//! block at a time per worker, blocks taken in order, so a block that waits for an earlier
+//! one, as CUB's decoupled look-back does, always waits for one that is running or done. A
+//! cooperative launch keeps every block resident: the blocks are dealt into fixed shares,
+//! each worker interleaves the blocks of the shares it claimed and the calling thread
+//! claims every share no pool thread took, so grid-wide barriers work with any number of
+//! pool threads free.
 //!
 //! Within a block ([`block`]), each thread runs on its own ([`thread`]) until it reaches a
 //! collective instruction (a barrier or a warp collective), exits, or has used its time
@@ -25,7 +28,10 @@
 
 mod block;
 mod memory;
+mod pool;
 mod thread;
+
+pub use pool::{WorkerPool, MAX_POOL_THREADS};
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -62,6 +68,9 @@ pub const MAX_BLOCK_STATE: u64 = 256 << 20;
 pub const MAX_RESIDENT_STATE: u64 = 4 * MAX_BLOCK_STATE;
 /// Thread-instructions a thread runs before it yields at a backward branch.
 const SLICE: u64 = 1 << 13;
+/// How long worker 0 of a cooperative launch leaves shares of blocks to pool threads
+/// before it claims the rest itself.
+const STEAL_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
 /// CUDA's default printf FIFO size (`cudaLimitPrintfFifoSize`).
 pub const DEFAULT_CONSOLE_LIMIT: usize = 1 << 20;
 
@@ -103,6 +112,9 @@ pub struct LaunchOptions<'a> {
     pub instruction_limit: Option<u64>,
     /// Multiprocessors the device reports; 0: one per worker thread.
     pub sm_count: u32,
+    /// The threads helping the calling thread with a multi-block launch; `None`: the
+    /// process's ([`WorkerPool::global`]).
+    pub pool: Option<&'a WorkerPool>,
 }
 
 impl Default for LaunchOptions<'_> {
@@ -114,6 +126,7 @@ impl Default for LaunchOptions<'_> {
             console_limit: DEFAULT_CONSOLE_LIMIT,
             instruction_limit: None,
             sm_count: 0,
+            pool: None,
         }
     }
 }
@@ -375,19 +388,17 @@ fn block_state_bytes(kernel: &Kernel, nthreads: u64, shared: u64) -> u64 {
     (regs + u64::from(kernel.local_size)).saturating_mul(nthreads) + shared
 }
 
-/// Runs `worker(0..workers)` at once: worker 0 on the calling thread, the others on scoped
-/// threads.
-fn run_workers(workers: usize, worker: impl Fn(usize) + Sync) {
+/// Runs `worker(0..workers)`: worker 0 on the calling thread, the others on free threads of
+/// `pool` (the process's if `None`); see [`WorkerPool::run`]. One worker runs inline, the
+/// pool untouched (the common small launch).
+fn run_workers(pool: Option<&WorkerPool>, workers: usize, worker: impl Fn(usize) + Sync) {
     if workers == 1 {
         return worker(0);
     }
-    let worker = &worker;
-    std::thread::scope(|s| {
-        for w in 1..workers {
-            s.spawn(move || worker(w));
-        }
-        worker(0);
-    });
+    match pool {
+        Some(p) => p.run(workers, &worker),
+        None => WorkerPool::global().run(workers, &worker),
+    }
 }
 
 /// Runs `kernel` over the whole grid under `opts`; the output holds the result, the
@@ -455,12 +466,33 @@ pub fn launch_with(
         ctx.stop.store(true, Relaxed);
     };
     if opts.cooperative {
-        // Every block resident: worker w owns blocks w, w + W, ... and interleaves them.
+        // Every block resident: the blocks are dealt into `workers` shares (share s:
+        // blocks s, s + W, ...); each worker claims shares and interleaves their blocks.
+        // Worker 0 (the calling thread) also claims the shares no pool thread took in
+        // time, so grid-wide barriers complete with any number of pool threads free.
+        let shares = workers as u64;
+        let next_share = AtomicU64::new(0);
+        let started = Instant::now();
+        let claim = |blocks: &mut Vec<Block>| -> bool {
+            if ctx.stop.load(Relaxed) {
+                return false;
+            }
+            let s = next_share.fetch_add(1, Relaxed);
+            if s >= shares {
+                return false;
+            }
+            blocks.extend(
+                (s..nblocks)
+                    .step_by(workers)
+                    .map(|id| Block::new(&ctx, nthreads, shared_len, s as usize, id)),
+            );
+            true
+        };
         let worker = |w: usize| {
-            let mut blocks: Vec<Block> = (w as u64..nblocks)
-                .step_by(workers)
-                .map(|id| Block::new(&ctx, nthreads, shared_len, w, id))
-                .collect();
+            let mut blocks: Vec<Block> = Vec::new();
+            if !claim(&mut blocks) {
+                return;
+            }
             loop {
                 let mut live = false;
                 for b in blocks.iter_mut().filter(|b| !b.done) {
@@ -473,15 +505,27 @@ pub fn launch_with(
                         b.finish(&ctx);
                     }
                 }
+                if w == 0
+                    && next_share.load(Relaxed) < shares
+                    && (!live || started.elapsed() >= STEAL_AFTER)
+                {
+                    while claim(&mut blocks) {}
+                    continue;
+                }
                 if !live {
                     break;
                 }
             }
         };
-        run_workers(workers, worker);
+        run_workers(opts.pool, workers, worker);
     } else {
+        // Blocks are taken in order from one counter by whichever workers run.
         let next = AtomicU64::new(0);
         let worker = |w: usize| {
+            if next.load(Relaxed) >= nblocks || ctx.stop.load(Relaxed) {
+                // A pool thread that came late: nothing left.
+                return;
+            }
             let mut b = Block::new(&ctx, nthreads, shared_len, w, 0);
             loop {
                 let id = next.fetch_add(1, Relaxed);
@@ -497,7 +541,7 @@ pub fn launch_with(
                 b.finish(&ctx);
             }
         };
-        run_workers(workers, worker);
+        run_workers(opts.pool, workers, worker);
     }
     let mut records = ctx.records.into_inner().unwrap_or_else(|p| p.into_inner());
     let console = if records.is_empty() {

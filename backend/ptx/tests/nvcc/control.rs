@@ -205,7 +205,7 @@ fn concurrent_launches_of_one_module_share_memory_safely() {
 
 /// `dirty` fills its registers, shared and local memory; `peek` stores what it finds in its
 /// own (never written) registers, shared and local memory.
-const LEFTOVERS: &str = r#"
+pub(crate) const LEFTOVERS: &str = r#"
 .version 8.0
 .target sm_75
 .address_size 64

@@ -14,6 +14,7 @@ mod cub;
 mod half;
 mod limits;
 mod link;
+mod pool;
 mod printf;
 mod programs;
 mod sm80;
