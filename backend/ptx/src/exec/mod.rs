@@ -526,13 +526,20 @@ pub fn launch_with(
                 // A pool thread that came late: nothing left.
                 return;
             }
-            let mut b = Block::new(&ctx, nthreads, shared_len, w, 0);
+            // Made for the worker's first block (`Block::new` resets it), reset for the next.
+            let mut block: Option<Block> = None;
             loop {
                 let id = next.fetch_add(1, Relaxed);
                 if id >= nblocks || ctx.stop.load(Relaxed) {
                     break;
                 }
-                b.reset(&ctx, id);
+                let b = match &mut block {
+                    Some(b) => {
+                        b.reset(&ctx, id);
+                        b
+                    }
+                    None => block.insert(Block::new(&ctx, nthreads, shared_len, w, id)),
+                };
                 if let Err(e) = b.run(&ctx) {
                     b.finish(&ctx);
                     record(e);
