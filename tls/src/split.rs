@@ -114,20 +114,24 @@ impl<C: Side> State<C> {
         }
     }
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn conn(&self) -> &C {
         &self.conn
     }
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn sent_close(&self) -> bool {
         self.sent_close
     }
 
     /// Records the reader made, to go out next.
+    #[cfg(feature = "tokio")]
     pub(crate) fn take_tx(&mut self, out: &mut Outgoing) {
         out.append(&mut self.tx);
     }
 
     /// The unprocessed ciphertext (the reader receives into it directly in [`crate::tokio`]).
+    #[cfg(feature = "tokio")]
     pub(crate) fn incoming(&mut self) -> &mut Incoming {
         &mut self.incoming
     }

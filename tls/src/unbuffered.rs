@@ -140,6 +140,7 @@ impl Outgoing {
         self.len == 0
     }
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
