@@ -22,9 +22,8 @@ use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use netgpu_tls::issue::{new_ca, Ca, Role};
 use netgpu_tls::split::split_stream;
-use netgpu_tls::{ClientAuth, ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TenantName};
+use netgpu_tls::{ClientTls, ServerTls};
 use ring::aead;
 
 const BULK: usize = 64 << 20;
@@ -239,50 +238,7 @@ fn aead_gbps(alg: &'static aead::Algorithm, total: usize) -> f64 {
 }
 
 fn pki(dir: &std::path::Path) -> (ServerTls, ClientTls) {
-    let ca = new_ca("bench CA", 1).unwrap();
-    std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
-    let ca = Ca::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
-    let b = ca
-        .issue(
-            "b",
-            &Role::Backend {
-                dns: vec!["localhost".into()],
-                ips: vec![],
-            },
-            1,
-        )
-        .unwrap();
-    let h = ca
-        .issue(
-            "h",
-            &Role::Hypervisor {
-                tenant: TenantName::new("bench").unwrap(),
-                dns: vec![],
-            },
-            1,
-        )
-        .unwrap();
-    for (n, i) in [("b", &b), ("h", &h)] {
-        std::fs::write(dir.join(format!("{n}.crt")), &i.cert_pem).unwrap();
-        std::fs::write(dir.join(format!("{n}.key")), &i.key_pem).unwrap();
-    }
-    let s = ServerTls::load(ServerTlsConfig {
-        cert: dir.join("b.crt"),
-        key: dir.join("b.key"),
-        client_ca: dir.join("ca.crt"),
-        client_auth: ClientAuth::Required,
-        crls: Vec::new(),
-    })
-    .unwrap();
-    let c = ClientTls::load(ClientTlsConfig {
-        ca: dir.join("ca.crt"),
-        cert: Some(dir.join("h.crt")),
-        key: Some(dir.join("h.key")),
-        server_name: Some("localhost".into()),
-        crls: Vec::new(),
-    })
-    .unwrap();
-    (s, c)
+    netgpu_tls::issue::loopback_pki(dir, "bench").unwrap()
 }
 
 type Io = (Box<dyn Read + Send>, Box<dyn Write + Send>);

@@ -250,6 +250,47 @@ impl Ca {
     }
 }
 
+/// A CA, a backend certificate for `localhost` and a hypervisor certificate of `tenant`,
+/// written into `dir` (`ca.crt`, `b.crt`/`b.key`, `h.crt`/`h.key`), and the two ends loaded
+/// from them (mutual authentication, the client expecting `localhost`): the TLS setup of
+/// this crate's tests and benchmarks over loopback.
+pub fn loopback_pki(
+    dir: &Path,
+    tenant: &str,
+) -> std::result::Result<(crate::ServerTls, crate::ClientTls), Box<dyn std::error::Error>> {
+    let ca = new_ca("loopback test CA", 1)?;
+    std::fs::write(dir.join("ca.crt"), &ca.cert_pem)?;
+    let ca = Ca::from_pem(&ca.cert_pem, &ca.key_pem)?;
+    let backend = Role::Backend {
+        dns: vec!["localhost".into()],
+        ips: vec![],
+    };
+    let hypervisor = Role::Hypervisor {
+        tenant: TenantName::new(tenant)?,
+        dns: vec![],
+    };
+    for (n, role) in [("b", &backend), ("h", &hypervisor)] {
+        let i = ca.issue(n, role, 1)?;
+        std::fs::write(dir.join(format!("{n}.crt")), &i.cert_pem)?;
+        std::fs::write(dir.join(format!("{n}.key")), &i.key_pem)?;
+    }
+    let server = crate::ServerTls::load(crate::ServerTlsConfig {
+        cert: dir.join("b.crt"),
+        key: dir.join("b.key"),
+        client_ca: dir.join("ca.crt"),
+        client_auth: crate::ClientAuth::Required,
+        crls: Vec::new(),
+    })?;
+    let client = crate::ClientTls::load(crate::ClientTlsConfig {
+        ca: dir.join("ca.crt"),
+        cert: Some(dir.join("h.crt")),
+        key: Some(dir.join("h.key")),
+        server_name: Some("localhost".into()),
+        crls: Vec::new(),
+    })?;
+    Ok((server, client))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

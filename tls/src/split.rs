@@ -621,8 +621,7 @@ mod tests {
 
     use super::{merge, Incoming, HEAD};
     use crate::blocking::{accept, connect, ClientStream, ServerStream};
-    use crate::issue::{new_ca, Ca, Role};
-    use crate::{ClientAuth, ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TenantName};
+    use crate::{ClientTls, ServerTls};
 
     const T: Duration = Duration::from_secs(10);
 
@@ -634,39 +633,7 @@ mod tests {
 
     fn pki() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let ca = new_ca("split test CA", 1).unwrap();
-        std::fs::write(d.join("ca.crt"), &ca.cert_pem).unwrap();
-        let ca = Ca::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
-        let backend = Role::Backend {
-            dns: vec!["localhost".into()],
-            ips: vec![],
-        };
-        let hv = Role::Hypervisor {
-            tenant: TenantName::new("acme").unwrap(),
-            dns: vec![],
-        };
-        for (n, role) in [("b", &backend), ("h", &hv)] {
-            let i = ca.issue(n, role, 1).unwrap();
-            std::fs::write(d.join(format!("{n}.crt")), &i.cert_pem).unwrap();
-            std::fs::write(d.join(format!("{n}.key")), &i.key_pem).unwrap();
-        }
-        let server = ServerTls::load(ServerTlsConfig {
-            cert: d.join("b.crt"),
-            key: d.join("b.key"),
-            client_ca: d.join("ca.crt"),
-            client_auth: ClientAuth::Required,
-            crls: Vec::new(),
-        })
-        .unwrap();
-        let client = ClientTls::load(ClientTlsConfig {
-            ca: d.join("ca.crt"),
-            cert: Some(d.join("h.crt")),
-            key: Some(d.join("h.key")),
-            server_name: Some("localhost".into()),
-            crls: Vec::new(),
-        })
-        .unwrap();
+        let (server, client) = crate::issue::loopback_pki(dir.path(), "acme").unwrap();
         Pki {
             _dir: dir,
             server,

@@ -341,44 +341,12 @@ mod tests {
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
 
-    use crate::issue::{new_ca, Ca, Role};
-    use crate::{ClientAuth, ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TenantName};
+    use crate::{ClientTls, ServerTls};
 
     const T: Duration = Duration::from_secs(10);
 
     fn pki(dir: &std::path::Path) -> (Arc<ServerTls>, Arc<ClientTls>) {
-        let ca = new_ca("async test CA", 1).unwrap();
-        std::fs::write(dir.join("ca.crt"), &ca.cert_pem).unwrap();
-        let ca = Ca::from_pem(&ca.cert_pem, &ca.key_pem).unwrap();
-        let backend = Role::Backend {
-            dns: vec!["localhost".into()],
-            ips: vec![],
-        };
-        let hv = Role::Hypervisor {
-            tenant: TenantName::new("acme").unwrap(),
-            dns: vec![],
-        };
-        for (n, role) in [("b", &backend), ("h", &hv)] {
-            let i = ca.issue(n, role, 1).unwrap();
-            std::fs::write(dir.join(format!("{n}.crt")), &i.cert_pem).unwrap();
-            std::fs::write(dir.join(format!("{n}.key")), &i.key_pem).unwrap();
-        }
-        let s = ServerTls::load(ServerTlsConfig {
-            cert: dir.join("b.crt"),
-            key: dir.join("b.key"),
-            client_ca: dir.join("ca.crt"),
-            client_auth: ClientAuth::Required,
-            crls: Vec::new(),
-        })
-        .unwrap();
-        let c = ClientTls::load(ClientTlsConfig {
-            ca: dir.join("ca.crt"),
-            cert: Some(dir.join("h.crt")),
-            key: Some(dir.join("h.key")),
-            server_name: Some("localhost".into()),
-            crls: Vec::new(),
-        })
-        .unwrap();
+        let (s, c) = crate::issue::loopback_pki(dir, "acme").unwrap();
         (Arc::new(s), Arc::new(c))
     }
 
