@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use rustls::client::UnbufferedClientConnection;
 use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, UnbufferedStatus};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::blocking::HandshakeError;
@@ -24,7 +23,7 @@ use crate::client::ClientTls;
 use crate::explain::{server_failure, ServerSide};
 use crate::server::ServerTls;
 use crate::split::{Seal, State, READ, WRITE_MAX};
-use crate::unbuffered::{take_alert, tls_error, Incoming, Outgoing, Side};
+use crate::unbuffered::{handshake_step, take_alert, Incoming, Next, Outgoing, Side};
 use crate::ALPN;
 
 /// The backend's end of an async connection.
@@ -174,44 +173,10 @@ async fn handshake<C: Side, IO: AsyncRead + AsyncWrite + Unpin>(
     mut conn: C,
     mut io: IO,
 ) -> io::Result<TlsStream<C, IO>> {
-    enum Next {
-        Again,
-        Send,
-        Input,
-        Done,
-        Data,
-        Fail(io::Error),
-    }
     let mut incoming = Incoming::new(16 * 1024);
     let mut out = Outgoing::new(4096);
     loop {
-        let UnbufferedStatus { discard, state } = conn.process(incoming.filled());
-        let next = match state {
-            Err(e) => Next::Fail(tls_error(e)),
-            Ok(ConnectionState::EncodeTlsData(mut e)) => match out.encode(&mut e) {
-                Ok(()) => Next::Again,
-                Err(e) => Next::Fail(e),
-            },
-            Ok(ConnectionState::TransmitTlsData(t)) => {
-                // Sent below, before anything else is encoded.
-                t.done();
-                Next::Send
-            }
-            Ok(ConnectionState::BlockedHandshake) => Next::Input,
-            Ok(ConnectionState::WriteTraffic(_)) => Next::Done,
-            Ok(ConnectionState::ReadTraffic(_)) => Next::Data,
-            Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => {
-                Next::Fail(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the peer closed the TLS connection during the handshake",
-                ))
-            }
-            Ok(other) => Next::Fail(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected TLS state during the handshake: {other:?}"),
-            )),
-        };
-        incoming.discard(discard);
+        let next = handshake_step(&mut conn, &mut incoming, &mut out);
         match next {
             Next::Again => {}
             Next::Send => {

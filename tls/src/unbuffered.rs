@@ -245,13 +245,57 @@ fn send(sock: &mut TcpStream, out: &mut Outgoing, deadline: Instant) -> io::Resu
     Ok(())
 }
 
-/// What the handshake loop does after one `process_tls_records`.
-enum Next {
+/// What a handshake loop does after one `process_tls_records` ([`handshake_step`]).
+pub(crate) enum Next {
     Again,
+    /// Send what `out` holds (rustls has been told it is taken), then go on.
+    Send,
     Input,
     Done,
     Data,
     Fail(io::Error),
+}
+
+/// One step of a handshake, shared by the blocking and the tokio drivers: lets rustls
+/// process what `incoming` holds, encodes what it has to send into `out`, and says what the
+/// driver does next.
+pub(crate) fn handshake_step<C: Side>(
+    conn: &mut C,
+    incoming: &mut Incoming,
+    out: &mut Outgoing,
+) -> Next {
+    let UnbufferedStatus { discard, state } = conn.process(incoming.filled());
+    let next = match state {
+        Err(e) => Next::Fail(tls_error(e)),
+        Ok(ConnectionState::EncodeTlsData(mut e)) => match out.encode(&mut e) {
+            Ok(()) => Next::Again,
+            Err(e) => Next::Fail(e),
+        },
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            // The driver sends it before anything else is encoded.
+            t.done();
+            Next::Send
+        }
+        Ok(ConnectionState::BlockedHandshake) => Next::Input,
+        // A server may send before the client's Finished: done only when both ways are
+        // open (the client's certificate checked).
+        Ok(ConnectionState::WriteTraffic(_)) => Next::Done,
+        // Application data already (kept in the connection for the reader; refused by the
+        // driver if the handshake is not over).
+        Ok(ConnectionState::ReadTraffic(_)) => Next::Data,
+        Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => {
+            Next::Fail(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the peer closed the TLS connection during the handshake",
+            ))
+        }
+        Ok(other) => Next::Fail(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected TLS state during the handshake: {other:?}"),
+        )),
+    };
+    incoming.discard(discard);
+    next
 }
 
 /// Runs the handshake of `conn` on `sock` until both directions may carry application data,
@@ -265,41 +309,10 @@ pub(crate) fn handshake<C: Side>(
 ) -> io::Result<()> {
     let mut out = Outgoing::new(4096);
     loop {
-        let UnbufferedStatus { discard, state } = conn.process(incoming.filled());
-        let next = match state {
-            Err(e) => Next::Fail(tls_error(e)),
-            Ok(ConnectionState::EncodeTlsData(mut e)) => match out.encode(&mut e) {
-                Ok(()) => Next::Again,
-                Err(e) => Next::Fail(e),
-            },
-            Ok(ConnectionState::TransmitTlsData(t)) => match send(sock, &mut out, deadline) {
-                Ok(()) => {
-                    t.done();
-                    Next::Again
-                }
-                Err(e) => return Err(e),
-            },
-            Ok(ConnectionState::BlockedHandshake) => Next::Input,
-            // A server may send before the client's Finished: done only when both ways are
-            // open (the client's certificate checked).
-            Ok(ConnectionState::WriteTraffic(_)) => Next::Done,
-            // Application data already (kept in the connection for the reader; refused
-            // below if the handshake is not over).
-            Ok(ConnectionState::ReadTraffic(_)) => Next::Data,
-            Ok(ConnectionState::PeerClosed) | Ok(ConnectionState::Closed) => {
-                Next::Fail(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the peer closed the TLS connection during the handshake",
-                ))
-            }
-            Ok(other) => Next::Fail(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("unexpected TLS state during the handshake: {other:?}"),
-            )),
-        };
-        incoming.discard(discard);
+        let next = handshake_step(conn, incoming, &mut out);
         match next {
             Next::Again => {}
+            Next::Send => send(sock, &mut out, deadline)?,
             Next::Done | Next::Data if !conn.is_handshaking() => {
                 return send(sock, &mut out, deadline)
             }
