@@ -12,6 +12,8 @@ use crate::error::LaunchError;
 use crate::ir::*;
 use crate::num;
 
+use std::cell::RefCell;
+
 use super::{Ctx, Record};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -60,23 +62,99 @@ pub(super) fn val(r: &[u64], s: Src, globals: &[u64]) -> u64 {
     }
 }
 
-/// The buffers of a block, kept by each thread between launches (a launch of a small kernel
-/// then allocates nothing for its blocks).
-#[derive(Default)]
-struct Buffers {
-    regs: Vec<u64>,
-    pc: Vec<u32>,
-    state: Vec<St>,
-    shared: Vec<u8>,
-    local: Vec<u8>,
-    pseq: Vec<u32>,
-    records: Vec<Record>,
-}
-
 /// Most bytes of block buffers a thread keeps for its next launch.
 const SPARE_LIMIT: usize = 1 << 20;
 
-impl Buffers {
+thread_local! {
+    /// The block each thread keeps between launches, buffers and all: a launch of a small
+    /// kernel then allocates, moves and frees nothing for its blocks (its worker runs its
+    /// blocks in this one, see [`with_block`]).
+    static RESIDENT: RefCell<Option<Block>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with a block shaped for `nthreads` threads, `shared` bytes of shared memory and
+/// reset to block `id`: this thread's resident block, or a new one when that is in use (or
+/// the thread is exiting). A resident block that grew beyond [`SPARE_LIMIT`] is freed after.
+pub(super) fn with_block<R>(
+    ctx: &Ctx,
+    nthreads: usize,
+    shared: usize,
+    worker: usize,
+    id: u64,
+    mut f: impl FnMut(&mut Block) -> R,
+) -> R {
+    let resident = RESIDENT.try_with(|slot| {
+        let mut slot = slot.try_borrow_mut().ok()?;
+        let b = slot.get_or_insert_with(Block::empty);
+        b.shape(ctx, nthreads, shared, worker, id);
+        let r = f(b);
+        if b.bytes() > SPARE_LIMIT {
+            // Its drop finds the slot borrowed and frees the buffers.
+            *slot = None;
+        }
+        Some(r)
+    });
+    match resident {
+        Ok(Some(r)) => r,
+        _ => f(&mut Block::new(ctx, nthreads, shared, worker, id)),
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if self.bytes() > SPARE_LIMIT {
+            return;
+        }
+        // Keep the buffers as the thread's resident block if it has none (a cooperative
+        // launch's blocks, or a block made while the resident one was in use); `try_with`:
+        // nothing is kept while the thread is exiting.
+        let _ = RESIDENT.try_with(|slot| {
+            if let Ok(mut slot) = slot.try_borrow_mut() {
+                if slot.is_none() {
+                    let mut b = Block::empty();
+                    std::mem::swap(&mut b.regs, &mut self.regs);
+                    std::mem::swap(&mut b.pc, &mut self.pc);
+                    std::mem::swap(&mut b.state, &mut self.state);
+                    std::mem::swap(&mut b.shared, &mut self.shared);
+                    std::mem::swap(&mut b.local, &mut self.local);
+                    std::mem::swap(&mut b.pseq, &mut self.pseq);
+                    std::mem::swap(&mut b.records, &mut self.records);
+                    b.records.clear();
+                    *slot = Some(b);
+                }
+            }
+        });
+    }
+}
+
+impl Block {
+    /// A block with no buffers (shaped for a launch by [`Block::shape`]).
+    const fn empty() -> Block {
+        Block {
+            done: false,
+            nthreads: 0,
+            nregs: 0,
+            regs: Vec::new(),
+            pc: Vec::new(),
+            state: Vec::new(),
+            shared: Vec::new(),
+            local: Vec::new(),
+            ctaid: [0; 3],
+            id: 0,
+            worker: 0,
+            cache: [(0, 0, std::ptr::null_mut()); 4],
+            cache_next: 0,
+            executed: 0,
+            flushed: 0,
+            arrived: [0; 16],
+            epoch: 0,
+            pseq: Vec::new(),
+            records: Vec::new(),
+            slept: false,
+        }
+    }
+
+    /// Bytes of buffers the block holds.
     fn bytes(&self) -> usize {
         self.regs.capacity() * 8
             + self.pc.capacity() * 4
@@ -86,70 +164,38 @@ impl Buffers {
             + self.pseq.capacity() * 4
             + self.records.capacity() * std::mem::size_of::<Record>()
     }
-}
 
-thread_local! {
-    static SPARE: std::cell::Cell<Option<Buffers>> = const { std::cell::Cell::new(None) };
-}
-
-impl Drop for Block {
-    fn drop(&mut self) {
-        let mut b = Buffers {
-            regs: std::mem::take(&mut self.regs),
-            pc: std::mem::take(&mut self.pc),
-            state: std::mem::take(&mut self.state),
-            shared: std::mem::take(&mut self.shared),
-            local: std::mem::take(&mut self.local),
-            pseq: std::mem::take(&mut self.pseq),
-            records: std::mem::take(&mut self.records),
-        };
-        if b.bytes() <= SPARE_LIMIT {
-            b.records.clear();
-            // `try_with`: nothing is kept while the thread is exiting.
-            let _ = SPARE.try_with(|s| s.set(Some(b)));
-        }
-    }
-}
-
-impl Block {
+    /// A block for a launch of `ctx`, reset to block `id` (with this thread's resident
+    /// block's buffers when it is free).
     pub(super) fn new(ctx: &Ctx, nthreads: usize, shared: usize, worker: usize, id: u64) -> Block {
-        let nregs = ctx.k.nregs as usize;
-        let mut buf = SPARE
-            .try_with(|s| s.take())
+        let mut b = RESIDENT
+            .try_with(|slot| slot.try_borrow_mut().ok().and_then(|mut s| s.take()))
             .ok()
             .flatten()
-            .unwrap_or_default();
-        // Sized here, zeroed by `reset`.
-        buf.regs.resize(nregs * nthreads, 0);
-        buf.pc.resize(nthreads, 0);
-        buf.state.resize(nthreads, St::Run);
-        buf.shared.resize(shared, 0);
-        buf.local.resize(ctx.k.local_size as usize * nthreads, 0);
-        buf.pseq.resize(nthreads, 0);
-        let mut b = Block {
-            done: false,
-            nthreads,
-            nregs,
-            regs: buf.regs,
-            pc: buf.pc,
-            state: buf.state,
-            shared: buf.shared,
-            local: buf.local,
-            ctaid: [0; 3],
-            id,
-            worker,
-            cache: [(0, 0, std::ptr::null_mut()); 4],
-            cache_next: 0,
-            executed: 0,
-            flushed: 0,
-            arrived: [0; 16],
-            epoch: 0,
-            pseq: buf.pseq,
-            records: buf.records,
-            slept: false,
-        };
-        b.reset(ctx, id);
+            .unwrap_or_else(Block::empty);
+        b.shape(ctx, nthreads, shared, worker, id);
         b
+    }
+
+    /// Sizes the buffers for a launch of `ctx` (zeroed by `reset`), forgets everything of
+    /// the previous launch and resets the block to block `id`.
+    fn shape(&mut self, ctx: &Ctx, nthreads: usize, shared: usize, worker: usize, id: u64) {
+        let nregs = ctx.k.nregs as usize;
+        self.nthreads = nthreads;
+        self.nregs = nregs;
+        self.regs.resize(nregs * nthreads, 0);
+        self.pc.resize(nthreads, 0);
+        self.state.resize(nthreads, St::Run);
+        self.shared.resize(shared, 0);
+        self.local.resize(ctx.k.local_size as usize * nthreads, 0);
+        self.pseq.resize(nthreads, 0);
+        self.worker = worker;
+        self.cache = [(0, 0, std::ptr::null_mut()); 4];
+        self.cache_next = 0;
+        self.executed = 0;
+        self.flushed = 0;
+        self.slept = false;
+        self.reset(ctx, id);
     }
 
     pub(super) fn reset(&mut self, ctx: &Ctx, id: u64) {

@@ -526,27 +526,24 @@ pub fn launch_with(
                 // A pool thread that came late: nothing left.
                 return;
             }
-            // Made for the worker's first block (`Block::new` resets it), reset for the next.
-            let mut block: Option<Block> = None;
-            loop {
-                let id = next.fetch_add(1, Relaxed);
-                if id >= nblocks || ctx.stop.load(Relaxed) {
-                    break;
-                }
-                let b = match &mut block {
-                    Some(b) => {
-                        b.reset(&ctx, id);
-                        b
-                    }
-                    None => block.insert(Block::new(&ctx, nthreads, shared_len, w, id)),
-                };
+            let first = next.fetch_add(1, Relaxed);
+            if first >= nblocks || ctx.stop.load(Relaxed) {
+                return;
+            }
+            // The worker's block (the thread's resident one) is reset for each next block.
+            block::with_block(&ctx, nthreads, shared_len, w, first, |b| loop {
                 if let Err(e) = b.run(&ctx) {
                     b.finish(&ctx);
                     record(e);
                     break;
                 }
                 b.finish(&ctx);
-            }
+                let id = next.fetch_add(1, Relaxed);
+                if id >= nblocks || ctx.stop.load(Relaxed) {
+                    break;
+                }
+                b.reset(&ctx, id);
+            });
         };
         run_workers(opts.pool, workers, worker);
     }

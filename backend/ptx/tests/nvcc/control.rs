@@ -292,3 +292,45 @@ fn kernel_ids_name_the_same_kernels_as_their_names() {
     assert_ne!(m.kernel_id("spin"), m.kernel_id("sleepy"));
     assert_eq!(m.kernel_id("nope"), None);
 }
+
+/// `put` stores `v` at `out[%ctaid.x * blockDim + %tid.x]`.
+const PUT: &str = r#"
+.version 8.0
+.target sm_75
+.address_size 64
+.visible .entry put(.param .u64 out, .param .u32 v)
+{
+    .reg .b64 %rd<4>;
+    .reg .b32 %r<6>;
+    ld.param.u64 %rd1, [out];
+    ld.param.u32 %r1, [v];
+    mov.u32 %r2, %tid.x;
+    mov.u32 %r3, %ctaid.x;
+    mov.u32 %r4, %ntid.x;
+    mad.lo.u32 %r5, %r3, %r4, %r2;
+    mul.wide.u32 %rd2, %r5, 4;
+    add.u64 %rd3, %rd1, %rd2;
+    st.global.u32 [%rd3], %r1;
+    ret;
+}
+"#;
+
+#[test]
+fn a_launch_never_reaches_memory_through_an_earlier_launchs_resolved_addresses() {
+    // A thread keeps its block between launches, with the allocations its accesses last
+    // resolved; a later launch over other memory (another session's) at the same device
+    // addresses must resolve them afresh, not write through the earlier host pointers.
+    let m = Module::load(PUT).unwrap();
+    for (grid, block, threads) in [(1, 1, 1), (4, 32, 1), (8, 32, 2)] {
+        let n = (grid * block) as usize;
+        let (a, b) = (Gpu::new(), Gpu::new());
+        let (pa, pb) = (a.zeros(n * 4), b.zeros(n * 4));
+        assert_eq!(pa, pb, "both memories hand out the same first address");
+        let mut l = Launch::new(&m, "put", grid, block);
+        l.threads = threads;
+        l.run(&a, &[&u64b(pa), &1u32.to_le_bytes()]).unwrap();
+        l.run(&b, &[&u64b(pb), &2u32.to_le_bytes()]).unwrap();
+        assert_eq!(a.download::<u32>(pa, n), vec![1; n], "<<<{grid},{block}>>>");
+        assert_eq!(b.download::<u32>(pb, n), vec![2; n], "<<<{grid},{block}>>>");
+    }
+}
