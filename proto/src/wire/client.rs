@@ -93,7 +93,7 @@ pub fn encode_request(
     out.resize(HEADER_LEN, 0);
     let mut ctrl = std::mem::take(out);
     let start = ctrl.len();
-    ops::encode_into(req, &mut ctrl)?;
+    ops::encode_request_into(req, &mut ctrl)?;
     let ctrl_len = (ctrl.len() - start) as u32;
     let h = FrameHeader::request(id, flags, ctrl_len, data_len);
     ctrl[..HEADER_LEN].copy_from_slice(&h.encode());

@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod frame;
+mod launch;
 pub mod ops;
 
 pub use frame::{FrameHeader, FrameKind, FLAG_CONSOLE_PENDING, FLAG_NO_REPLY, HEADER_LEN};

@@ -457,6 +457,24 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> 
     Ok(v)
 }
 
+/// Decodes a request's control section, as [`decode`] does (the same requests, the same
+/// errors); a `LaunchKernel` without serde's machinery (see `launch.rs`).
+pub fn decode_request(bytes: &[u8]) -> Result<Request, CodecError> {
+    match super::launch::decode(bytes) {
+        Some(r) => Ok(r),
+        None => decode(bytes),
+    }
+}
+
+/// Appends a request's control section to `out`, as [`encode_into`] does (the same bytes);
+/// a `LaunchKernel` without serde's machinery (see `launch.rs`).
+pub fn encode_request_into(req: &Request, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    if super::launch::encode(req, out) {
+        return Ok(());
+    }
+    encode_into(req, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
