@@ -232,7 +232,12 @@ impl Client {
         if self.is_closed() {
             return Err(self.dead_error());
         }
-        let mut w = self.inner.writer.lock().await;
+        // Uncontended (one thread sending, as a launch loop does) the lock is taken without
+        // building and polling its future.
+        let mut w = match self.inner.writer.try_lock() {
+            Ok(w) => w,
+            Err(_) => self.inner.writer.lock().await,
+        };
         let id = w.next_id;
         w.next_id += 1;
         let rx = if want_reply {
@@ -897,6 +902,9 @@ async fn write_frame_id(
     let r = w.io.write_all(&head).await;
     w.ctrl = head;
     r.map_err(io_err)?;
+    if data.is_empty() {
+        return Ok(());
+    }
     // Large data bypasses the buffer (tokio's BufWriter writes it straight from `data`).
     w.io.write_all(data).await.map_err(io_err)
 }
