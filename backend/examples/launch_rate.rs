@@ -26,7 +26,7 @@ fn main() {
         };
         let t = Instant::now();
         for _ in 0..n {
-            e.engine.launch(f, dims, Vec::new(), 0, 0).unwrap();
+            e.engine.launch(f, dims, &[], 0, 0).unwrap();
         }
         e.engine.flush();
         let queued = t.elapsed();

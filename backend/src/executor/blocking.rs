@@ -250,9 +250,7 @@ impl Blocking {
         stream: Handle,
         flags: u32,
     ) -> ExecResult<()> {
-        let r = self
-            .engine
-            .launch(func, dims, params.to_vec(), stream, flags);
+        let r = self.engine.launch(func, dims, params, stream, flags);
         self.engine.flush();
         r
     }

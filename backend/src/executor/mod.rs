@@ -154,12 +154,13 @@ pub trait Engine: Send {
     fn module_get_function(&mut self, module: Handle, name: &str) -> ExecResult<FunctionInfo>;
     fn module_get_global(&mut self, module: Handle, name: &str) -> ExecResult<(DevPtr, u64)>;
     fn func_set_attribute(&mut self, func: Handle, attr: u32, value: i32) -> ExecResult<()>;
-    /// Validates and queues a launch (`flags`: `LAUNCH_*`).
+    /// Validates and queues a launch (`flags`: `LAUNCH_*`). `params` is borrowed (the
+    /// dispatcher's read buffer): an engine copies it only for a launch it queues.
     fn launch(
         &mut self,
         func: Handle,
         dims: LaunchDims,
-        params: Vec<u8>,
+        params: &[u8],
         stream: Handle,
         flags: u32,
     ) -> ExecResult<()>;

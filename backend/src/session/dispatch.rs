@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use netgpu_proto::cuda::{attr, CuResult};
 use netgpu_proto::wire::frame::FrameHeader;
-use netgpu_proto::wire::ops::{self, Copy3DKind, Reply, Request};
+use netgpu_proto::wire::ops::{Copy3DKind, Reply, Request};
 use tracing::debug;
 
 use super::metrics::Direction;
@@ -40,12 +40,6 @@ const BACKLOG_POLL: Duration = Duration::from_millis(50);
 /// it probes a silent backend.
 const BUSY_EVERY: Duration = Duration::from_millis(500);
 
-type Answer = Result<(Reply, Option<HostBuf>), CuResult>;
-
-fn done(r: Result<(), CuResult>) -> Answer {
-    r.map(|_| (Reply::Done, None))
-}
-
 impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
     pub fn run(&mut self) -> Result<(), SessionError> {
         loop {
@@ -60,14 +54,14 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
             if self.engine.backlog() >= BACKLOG_LIMIT {
                 self.wait_for_backlog()?;
             }
-            let Some(h) = self.frames.next()? else {
+            let Some((h, req)) = self.frames.next_request()? else {
                 return if self.shared.shutting_down.load(Ordering::Acquire) {
                     Err(SessionError::Shutdown)
                 } else {
                     Err(SessionError::Closed)
                 };
             };
-            let req: Request = match ops::decode(&self.frames.ctrl) {
+            let req: Request = match req {
                 Ok(r) => r,
                 Err(e) => {
                     debug!(error = %e, "undecodable request");
@@ -165,7 +159,7 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
                 self.replies
                     .answer(h.request_id, mode, Err(CuResult::INVALID_VALUE))
             }
-            Request::Null => self.replies.answer(h.request_id, mode, done(Ok(()))),
+            Request::Null => self.replies.answer_done(h.request_id, mode, Ok(())),
             Request::DeviceQuery => {
                 let info = self.device_info();
                 self.replies
@@ -189,7 +183,7 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
             Request::MemFree { ptr } => e.mem_free(ptr, c()),
             Request::MemFreeAsync { ptr, stream } => {
                 let r = e.mem_free_async(ptr, stream);
-                self.replies.answer(h.request_id, mode, done(r))
+                self.replies.answer_done(h.request_id, mode, r)
             }
             Request::MemcpyHtoD { ctx, dst, stream } => {
                 match e.htod_target(ctx, dst, u64::from(h.data_len), stream) {
@@ -201,7 +195,7 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
                         // Straight into device memory; the copy is done once the buffer goes.
                         self.frames.read_into(buf.as_mut_slice())?;
                         drop(buf);
-                        self.replies.answer(h.request_id, mode, done(Ok(())));
+                        self.replies.answer_done(h.request_id, mode, Ok(()));
                     }
                     Ok(HtodTarget::Staged(mut buf)) => {
                         self.frames.read_into(buf.as_mut_slice())?;
@@ -302,21 +296,22 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
                         .answer(h.request_id, mode, Err(CuResult::INVALID_VALUE));
                     return Ok(());
                 }
-                let params = self.frames.read_vec(h.data_len)?;
                 let dims = LaunchDims {
                     grid,
                     block,
                     shared_mem_bytes,
                 };
-                let r = e.launch(func, dims, params, stream, flags);
+                let r = self.frames.with_data(h.data_len, |params| {
+                    e.launch(func, dims, params, stream, flags)
+                })?;
                 if let (Some(m), Ok(())) = (&metrics, &r) {
                     m.launched();
                 }
-                self.replies.answer(h.request_id, mode, done(r))
+                self.replies.answer_done(h.request_id, mode, r)
             }
             Request::FuncSetAttribute { func, attr, value } => {
                 let r = e.func_set_attribute(func, attr, value);
-                self.replies.answer(h.request_id, mode, done(r))
+                self.replies.answer_done(h.request_id, mode, r)
             }
             Request::StreamCreate {
                 ctx,
@@ -330,16 +325,16 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
             }
             Request::StreamDestroy { stream } => {
                 let r = e.stream_destroy(stream);
-                self.replies.answer(h.request_id, mode, done(r))
+                self.replies.answer_done(h.request_id, mode, r)
             }
             Request::StreamSynchronize { stream } => e.stream_synchronize(stream, c()),
             Request::StreamQuery { stream } => {
                 let r = e.stream_query(stream).and_then(ready);
-                self.replies.answer(h.request_id, mode, done(r))
+                self.replies.answer_done(h.request_id, mode, r)
             }
             Request::StreamWaitEvent { stream, event } => {
                 let r = e.stream_wait_event(stream, event);
-                self.replies.answer(h.request_id, mode, done(r))
+                self.replies.answer_done(h.request_id, mode, r)
             }
             Request::EventCreate { ctx, flags } => {
                 let r = e.event_create(ctx, flags).map(|x| (Reply::Handle(x), None));
@@ -347,12 +342,12 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
             }
             Request::EventRecord { event, stream } => {
                 let r = e.event_record(event, stream);
-                self.replies.answer(h.request_id, mode, done(r))
+                self.replies.answer_done(h.request_id, mode, r)
             }
             Request::EventSynchronize { event } => e.event_synchronize(event, c()),
             Request::EventQuery { event } => {
                 let r = e.event_query(event).and_then(ready);
-                self.replies.answer(h.request_id, mode, done(r))
+                self.replies.answer_done(h.request_id, mode, r)
             }
             Request::EventElapsedTime { start, end } => {
                 let r = e
@@ -362,7 +357,7 @@ impl<R: Read, W: Write + Send + 'static> Dispatcher<'_, R, W> {
             }
             Request::EventDestroy { event } => {
                 let r = e.event_destroy(event);
-                self.replies.answer(h.request_id, mode, done(r))
+                self.replies.answer_done(h.request_id, mode, r)
             }
             Request::ConsoleRead { max } => {
                 let n = max.min(self.shared.max_data) as usize;

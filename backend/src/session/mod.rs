@@ -18,7 +18,7 @@ mod dispatch;
 pub mod metrics;
 pub mod writer;
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -114,6 +114,20 @@ impl<W: io::Write + Send> Replies<W> {
     }
 }
 
+impl<W: io::Write + Send> Replies<W> {
+    /// Answers request `id` with a result without a body (`Reply::Done`): stream-ordered
+    /// work sent with `NO_REPLY` that succeeded costs nothing here (unless metrics count it).
+    fn answer_done(&self, id: u64, mode: Mode, r: ExecResult<()>) {
+        if mode == Mode::NoReply && self.metrics.get().is_none() {
+            if let Err(e) = r {
+                self.keep_deferred(e);
+            }
+            return;
+        }
+        self.answer(id, mode, r.map(|()| (Reply::Done, None)));
+    }
+}
+
 impl<W: io::Write + Send> Sink for Replies<W> {
     fn complete(&self, id: u64, mode: Mode, result: ExecResult<Output>) {
         self.answer(
@@ -146,15 +160,49 @@ impl<W: io::Write + Send> Replies<W> {
     }
 }
 
+/// A request frame's header and its decoded control section (or why that failed).
+type Frame = (FrameHeader, Result<Request, ops::CodecError>);
+
 /// Reads frames (header and control section; the data section is left to the caller).
 struct FrameReader<R: Read> {
     r: BufReader<R>,
     max_data: u32,
     ctrl: Vec<u8>,
+    /// Data sections `with_data` could not borrow from the read buffer.
+    scratch: Vec<u8>,
 }
 
+/// Most bytes of `FrameReader::scratch` kept between frames.
+const SCRATCH_KEPT: usize = 64 << 10;
+
 impl<R: Read> FrameReader<R> {
-    /// The next request frame; `Ok(None)` on a clean end of stream.
+    /// The next request frame and its control section decoded (the data section is left
+    /// unread); `Ok(None)` on a clean end of stream. A frame whose header and control
+    /// section are already buffered (every frame of a burst but the one that straddles a
+    /// read) is decoded in place: no reads, no copy of its control section.
+    fn next_request(&mut self) -> Result<Option<Frame>, SessionError> {
+        let buf = self.r.buffer();
+        if let Some(hdr) = buf.first_chunk::<HEADER_LEN>() {
+            let h = FrameHeader::decode(hdr, MAX_CTRL_LEN, self.max_data)?;
+            if h.kind != FrameKind::Request {
+                return Err(not_a_request(h.kind));
+            }
+            // `ctrl_len` is at most MAX_CTRL_LEN (checked by `decode`).
+            let end = HEADER_LEN + h.ctrl_len as usize;
+            if let Some(ctrl) = buf.get(HEADER_LEN..end) {
+                let req = ops::decode_request(ctrl);
+                self.r.consume(end);
+                return Ok(Some((h, req)));
+            }
+        }
+        let Some(h) = self.next()? else {
+            return Ok(None);
+        };
+        Ok(Some((h, ops::decode_request(&self.ctrl))))
+    }
+
+    /// The next request frame, its control section in `ctrl`; `Ok(None)` on a clean end of
+    /// stream.
     fn next(&mut self) -> Result<Option<FrameHeader>, SessionError> {
         let mut hdr = [0u8; HEADER_LEN];
         match self.r.read_exact(&mut hdr[..1]) {
@@ -165,10 +213,7 @@ impl<R: Read> FrameReader<R> {
         self.r.read_exact(&mut hdr[1..])?;
         let h = FrameHeader::decode(&hdr, MAX_CTRL_LEN, self.max_data)?;
         if h.kind != FrameKind::Request {
-            return Err(SessionError::Protocol(format!(
-                "client sent a {:?} frame",
-                h.kind
-            )));
+            return Err(not_a_request(h.kind));
         }
         self.ctrl.resize(h.ctrl_len as usize, 0);
         self.r.read_exact(&mut self.ctrl)?;
@@ -177,6 +222,25 @@ impl<R: Read> FrameReader<R> {
 
     fn read_into(&mut self, buf: &mut [u8]) -> io::Result<()> {
         self.r.read_exact(buf)
+    }
+
+    /// Passes the next `len` bytes (a small data section, such as a launch's parameters) to
+    /// `f` without allocating: borrowed from the read buffer when it holds them all, else
+    /// read into the reader's `scratch` buffer first.
+    fn with_data<T>(&mut self, len: u32, f: impl FnOnce(&[u8]) -> T) -> io::Result<T> {
+        let n = len as usize;
+        if let Some(data) = self.r.buffer().get(..n) {
+            let t = f(data);
+            self.r.consume(n);
+            return Ok(t);
+        }
+        self.scratch.resize(n, 0);
+        self.r.read_exact(&mut self.scratch)?;
+        let t = f(&self.scratch);
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            self.scratch = Vec::new();
+        }
+        Ok(t)
     }
 
     fn read_vec(&mut self, len: u32) -> io::Result<Vec<u8>> {
@@ -196,6 +260,10 @@ impl<R: Read> FrameReader<R> {
     fn has_buffered_input(&self) -> bool {
         !self.r.buffer().is_empty()
     }
+}
+
+fn not_a_request(kind: FrameKind) -> SessionError {
+    SessionError::Protocol(format!("client sent a {kind:?} frame"))
 }
 
 /// Serves one connection until it ends. Never panics on client input. The connection is
@@ -260,6 +328,7 @@ fn serve<T: Transport>(
         r: BufReader::with_capacity(IO_BUFFER, r),
         max_data: shared.max_data,
         ctrl: Vec::new(),
+        scratch: Vec::new(),
     };
     let replies = Arc::new(Replies {
         writer: writer.clone(),
@@ -465,4 +534,158 @@ fn completion<W: io::Write + Send + 'static>(
 ) -> Completion {
     let sink: Arc<dyn Sink> = replies.clone();
     Completion::new(sink, id, mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use netgpu_proto::wire::client::encode_request;
+    use netgpu_proto::wire::frame::FLAG_NO_REPLY;
+
+    /// Hands out its bytes `chunk` at a time (a socket's short reads).
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        chunk: usize,
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.chunk).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn frames_of(reqs: &[(Request, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        for (i, (r, data)) in reqs.iter().enumerate() {
+            encode_request(i as u64 + 1, FLAG_NO_REPLY, r, data.len(), &mut buf).unwrap();
+            out.extend_from_slice(&buf);
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    fn reader(bytes: Vec<u8>, chunk: usize, capacity: usize) -> FrameReader<Trickle> {
+        FrameReader {
+            r: BufReader::with_capacity(
+                capacity,
+                Trickle {
+                    bytes,
+                    at: 0,
+                    chunk,
+                },
+            ),
+            max_data: 1 << 20,
+            ctrl: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Every way the bytes can arrive and be buffered: frames wholly in the buffer (decoded
+    /// in place), straddling reads, and never fully buffered (read piece by piece).
+    const SHAPES: [(usize, usize); 5] = [
+        (1 << 16, 1 << 16),
+        (1, 1 << 16),
+        (7, 64),
+        (1 << 16, 16),
+        (5, 33),
+    ];
+
+    #[test]
+    fn frames_decode_the_same_however_their_bytes_arrive() {
+        let reqs = vec![
+            (
+                Request::LaunchKernel {
+                    func: 0x1234_5678_9abc,
+                    grid: [3, 2, 1],
+                    block: [256, 1, 1],
+                    shared_mem_bytes: 1024,
+                    stream: 7,
+                    flags: 0,
+                },
+                vec![1, 2, 3, 4, 5, 6, 7, 8],
+            ),
+            (Request::Null, vec![]),
+            (
+                Request::LaunchKernel {
+                    func: 1,
+                    grid: [1, 1, 1],
+                    block: [1, 1, 1],
+                    shared_mem_bytes: 0,
+                    stream: 0,
+                    flags: 0,
+                },
+                (0..200u8).collect(),
+            ),
+            (
+                Request::MemcpyHtoD {
+                    ctx: 9,
+                    dst: 0x1000,
+                    stream: 0,
+                },
+                (0..100u8).collect(),
+            ),
+            (
+                Request::ModuleGetFunction {
+                    module: 5,
+                    name: "a_kernel_with_a_long_name".into(),
+                },
+                vec![],
+            ),
+        ];
+        let bytes = frames_of(&reqs);
+        for (chunk, capacity) in SHAPES {
+            let mut f = reader(bytes.clone(), chunk, capacity);
+            for (i, (want, data)) in reqs.iter().enumerate() {
+                let (h, got) = f.next_request().unwrap().unwrap();
+                assert_eq!(
+                    h.request_id,
+                    i as u64 + 1,
+                    "chunk {chunk}, buffer {capacity}"
+                );
+                assert!(h.no_reply());
+                assert_eq!(h.data_len as usize, data.len());
+                assert_eq!(&got.unwrap(), want, "chunk {chunk}, buffer {capacity}");
+                if i % 2 == 0 {
+                    // Borrowed from the read buffer or read into the scratch buffer.
+                    let seen = f.with_data(h.data_len, |d| d.to_vec()).unwrap();
+                    assert_eq!(&seen, data, "chunk {chunk}, buffer {capacity}");
+                } else {
+                    assert_eq!(&f.read_vec(h.data_len).unwrap(), data);
+                }
+            }
+            assert!(f.next_request().unwrap().is_none(), "a clean end of stream");
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_refused_however_their_bytes_arrive() {
+        let good = frames_of(&[(Request::Null, vec![])]);
+        // An undecodable control section is the request's error, not the session's.
+        let mut garbage = good.clone();
+        let last = garbage.len() - 1;
+        garbage[last] = 0xff;
+        // A reply frame from the client, a bad magic, a truncated frame.
+        let mut reply = good.clone();
+        reply[2] = FrameKind::Reply as u8;
+        let mut magic = good.clone();
+        magic[0] ^= 0xff;
+        let truncated = good[..good.len() - 1].to_vec();
+        for (chunk, capacity) in SHAPES {
+            let mut f = reader(garbage.clone(), chunk, capacity);
+            let (_, req) = f.next_request().unwrap().unwrap();
+            assert!(req.is_err(), "chunk {chunk}, buffer {capacity}");
+            let e = reader(reply.clone(), chunk, capacity).next_request();
+            assert!(matches!(e, Err(SessionError::Protocol(_))), "{e:?}");
+            let e = reader(magic.clone(), chunk, capacity).next_request();
+            assert!(matches!(e, Err(SessionError::Frame(_))), "{e:?}");
+            let e = reader(truncated.clone(), chunk, capacity).next_request();
+            assert!(matches!(e, Err(SessionError::Io(_))), "{e:?}");
+        }
+    }
 }

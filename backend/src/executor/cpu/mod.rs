@@ -217,12 +217,16 @@ impl State {
 
     /// The stream `stream` of `ctx` (0: its null stream).
     fn stream(&self, ctx: Handle, stream: Handle) -> ExecResult<Arc<StreamQ>> {
-        let c = self.ctx(ctx)?;
+        self.stream_of(self.ctx(ctx)?, stream).cloned()
+    }
+
+    /// The stream `stream` of context `c` (0: its null stream), borrowed.
+    fn stream_of<'a>(&'a self, c: &'a Ctx, stream: Handle) -> ExecResult<&'a Arc<StreamQ>> {
         if stream == 0 {
-            return Ok(c.set.null.clone());
+            return Ok(&c.set.null);
         }
         match self.streams.get(stream) {
-            Some(q) if Arc::ptr_eq(&q.ctx, &c.state) => Ok(q.clone()),
+            Some(q) if Arc::ptr_eq(&q.ctx, &c.state) => Ok(q),
             _ => Err(CuResult::INVALID_HANDLE),
         }
     }
@@ -409,7 +413,98 @@ unsafe fn fill(p: *mut u8, len: usize, value: u32, elem: u8) {
     }
 }
 
+/// One launch as the interpreter runs it (on the dispatcher for a small launch on an idle
+/// stream, else as the stream's work); see [`KernelRun::run`].
+struct KernelRun<'a> {
+    module: &'a CpuModule,
+    kernel: netgpu_ptx::KernelId,
+    ctx: Handle,
+    ctx_state: &'a CtxState,
+    heap: &'a Heap,
+    /// The launch's dispatch sequence number (see `memory`).
+    seq: u64,
+    dims: LaunchDims,
+    params: &'a [u8],
+    cooperative: bool,
+    threads: usize,
+    sm_count: u32,
+}
+
+impl KernelRun<'_> {
+    /// Runs the launch; a failure poisons its context and is kept for the session's next
+    /// synchronising request (as a GPU reports a kernel's fault).
+    fn run(&self, exec: &Exec) {
+        let mem = LaunchMemory {
+            heap: self.heap,
+            ctx: self.ctx,
+            seq: self.seq,
+        };
+        let control = LaunchControl {
+            cooperative: self.cooperative,
+            cancel: &exec.cancelled,
+            // The time limit counts from when the kernel starts.
+            deadline: exec.kernel_time_limit.map(|l| Instant::now() + l),
+            sm_count: self.sm_count,
+            console: &exec.console,
+        };
+        match self.module.launch(
+            self.kernel,
+            self.dims,
+            self.params,
+            mem,
+            self.threads,
+            &control,
+        ) {
+            Ok(()) => {}
+            Err(e) if e == streams::CANCELLED => {}
+            Err(e) => {
+                self.ctx_state.poison(e);
+                exec.sink.deferred(e);
+            }
+        }
+    }
+}
+
 impl CpuEngine {
+    /// Runs a small launch (see [`INLINE_STEPS`]) at once on the calling thread (the session's
+    /// dispatcher, holding the engine's lock) if nothing comes before it: its stream idle,
+    /// no stream it waits for busy, no zero-copy transfer holding device memory, the session
+    /// not ending, its context not failed. False if it has to be queued instead. Borrows
+    /// everything it needs: no work item, box or reference count for the launch.
+    fn launch_now(
+        &self,
+        c: &Ctx,
+        q: &Arc<StreamQ>,
+        f: &Function,
+        dims: LaunchDims,
+        params: &[u8],
+    ) -> bool {
+        let exec = &self.inner.exec;
+        if exec.is_cancelled() || q.ctx.poisoned().is_some() || !c.set.ready_now(q) {
+            return false;
+        }
+        let Some(gate) = exec.gate.try_shared() else {
+            return false;
+        };
+        KernelRun {
+            module: &f.data,
+            kernel: f.kernel_id,
+            ctx: f.ctx,
+            ctx_state: &c.state,
+            heap: &self.inner.heap,
+            seq: self.inner.next_seq(),
+            dims,
+            params,
+            cooperative: false,
+            // One thread: starting workers would cost more than the launch's work.
+            threads: 1,
+            sm_count: self.inner.threads as u32,
+        }
+        .run(exec);
+        drop(gate);
+        true
+    }
+
     fn launch_op(
         &self,
         f: &Function,
@@ -428,27 +523,20 @@ impl CpuEngine {
         let threads = if small { 1 } else { self.inner.threads };
         let sm_count = self.inner.threads as u32;
         Work::Memory(Box::new(move |exec: &Arc<Exec>| {
-            let mem = LaunchMemory {
-                heap: &heap,
+            KernelRun {
+                module: &module,
+                kernel,
                 ctx: ctx_handle,
+                ctx_state: &ctx,
+                heap: &heap,
                 seq,
-            };
-            let control = LaunchControl {
+                dims,
+                params: &params,
                 cooperative,
-                cancel: &exec.cancelled,
-                // The time limit counts from when the kernel starts.
-                deadline: exec.kernel_time_limit.map(|l| Instant::now() + l),
+                threads,
                 sm_count,
-                console: &exec.console,
-            };
-            match module.launch(kernel, dims, &params, mem, threads, &control) {
-                Ok(()) => {}
-                Err(e) if e == streams::CANCELLED => {}
-                Err(e) => {
-                    ctx.poison(e);
-                    exec.sink.deferred(e);
-                }
             }
+            .run(exec);
             Ok(Output::Done)
         }))
     }
@@ -1019,45 +1107,53 @@ impl Engine for CpuEngine {
         &mut self,
         func: Handle,
         dims: LaunchDims,
-        params: Vec<u8>,
+        params: &[u8],
         stream: Handle,
         flags: u32,
     ) -> ExecResult<()> {
         let mut st = self.inner.lock();
-        let f = st.functions.get(func).ok_or(CuResult::INVALID_HANDLE)?;
-        let ctx = f.ctx;
+        let (ctx, cooperative, small) = {
+            let st = &*st;
+            let f = st.functions.get(func).ok_or(CuResult::INVALID_HANDLE)?;
+            let c = st.ctx(f.ctx)?;
+            let q = st.stream_of(c, stream)?;
+            if flags & !LAUNCH_COOPERATIVE != 0 {
+                return Err(CuResult::INVALID_VALUE);
+            }
+            limits::check_launch(
+                &dims,
+                MAX_THREADS_PER_BLOCK,
+                &FunctionLimits {
+                    max_threads: f.max_threads,
+                    max_dynamic_shared: f.max_dynamic_shared,
+                },
+            )?;
+            if f.reqntid.is_some_and(|r| r != dims.block) {
+                // `.reqntid`: the kernel runs with exactly that block shape.
+                return Err(CuResult::INVALID_VALUE);
+            }
+            limits::check_params(params.len(), f.span)?;
+            let cooperative = flags & LAUNCH_COOPERATIVE != 0;
+            if cooperative
+                && dims.blocks()
+                    > f.data
+                        .max_cooperative_blocks(&f.kernel, &dims, self.inner.threads as u32)
+            {
+                return Err(CuResult::COOPERATIVE_LAUNCH_TOO_LARGE);
+            }
+            let small = small_launch(f.max_steps, &dims, cooperative);
+            if small && self.launch_now(c, q, f, dims, params) {
+                return Ok(());
+            }
+            (f.ctx, cooperative, small)
+        };
+        // Queued behind the stream's work (or its dependencies).
         let q = st.stream(ctx, stream)?;
-        if flags & !LAUNCH_COOPERATIVE != 0 {
-            return Err(CuResult::INVALID_VALUE);
-        }
-        let (max_threads, reqntid) = (f.max_threads, f.reqntid);
-        limits::check_launch(
-            &dims,
-            MAX_THREADS_PER_BLOCK,
-            &FunctionLimits {
-                max_threads,
-                max_dynamic_shared: f.max_dynamic_shared,
-            },
-        )?;
-        if reqntid.is_some_and(|r| r != dims.block) {
-            // `.reqntid`: the kernel runs with exactly that block shape.
-            return Err(CuResult::INVALID_VALUE);
-        }
-        limits::check_params(params.len(), f.span)?;
-        let cooperative = flags & LAUNCH_COOPERATIVE != 0;
-        if cooperative
-            && dims.blocks()
-                > f.data
-                    .max_cooperative_blocks(&f.kernel, &dims, self.inner.threads as u32)
-        {
-            return Err(CuResult::COOPERATIVE_LAUNCH_TOO_LARGE);
-        }
         let ctx_state = st.ctx(ctx)?.state.clone();
         let f = st.functions.get(func).ok_or(CuResult::INVALID_HANDLE)?;
-        let small = small_launch(f.max_steps, &dims, cooperative);
-        let work = self.launch_op(f, ctx_state, dims, params, cooperative, small);
+        let work = self.launch_op(f, ctx_state, dims, params.to_vec(), cooperative, small);
         self.inner
-            .submit(&mut st, ctx, &q, None, work, None, small)
+            .submit(&mut st, ctx, &q, None, work, None, false)
             .finish();
         Ok(())
     }

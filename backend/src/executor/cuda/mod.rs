@@ -1144,7 +1144,7 @@ impl Engine for CudaEngine {
         &mut self,
         func: Handle,
         dims: LaunchDims,
-        params: Vec<u8>,
+        params: &[u8],
         stream: Handle,
         flags: u32,
     ) -> ExecResult<()> {
@@ -1195,6 +1195,8 @@ impl Engine for CudaEngine {
             }
         }
         let exec = self.inner.exec.clone();
+        // The launch runs later on the stream: it keeps its own copy of the parameters.
+        let params = params.to_vec();
         let work = on_stream(rs, move |s| {
             // Capture the handle whole (a bare raw pointer is not Send).
             let raw = raw;
