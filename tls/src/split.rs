@@ -114,7 +114,6 @@ impl<C: Side> State<C> {
         }
     }
 
-    #[cfg(feature = "tokio")]
     pub(crate) fn conn(&self) -> &C {
         &self.conn
     }
@@ -125,13 +124,12 @@ impl<C: Side> State<C> {
     }
 
     /// Records the reader made, to go out next.
-    #[cfg(feature = "tokio")]
     pub(crate) fn take_tx(&mut self, out: &mut Outgoing) {
         out.append(&mut self.tx);
     }
 
-    /// The unprocessed ciphertext (the reader receives into it directly in [`crate::tokio`]).
-    #[cfg(feature = "tokio")]
+    /// The unprocessed ciphertext (the reader receives into it directly in [`crate::tokio`]
+    /// and [`crate::shared`]).
     pub(crate) fn incoming(&mut self) -> &mut Incoming {
         &mut self.incoming
     }

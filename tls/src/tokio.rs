@@ -22,6 +22,7 @@ use crate::blocking::HandshakeError;
 use crate::client::ClientTls;
 use crate::explain::{server_failure, ServerSide};
 use crate::server::ServerTls;
+use crate::shared::{Ciphertext, SharedConnection};
 use crate::split::{Seal, State, READ, WRITE_MAX};
 use crate::unbuffered::{handshake_step, take_alert, Incoming, Next, Outgoing, Side};
 use crate::ALPN;
@@ -57,6 +58,18 @@ impl<C: Side, IO> TlsStream<C, IO> {
     /// The underlying stream.
     pub fn get_ref(&self) -> &IO {
         &self.io
+    }
+
+    /// The connection for two halves that do their own socket I/O ([`SharedConnection`]),
+    /// the stream, and the ciphertext not written yet (written before anything else; empty
+    /// right after [`connect`] or [`accept`], which flush the handshake).
+    pub fn into_shared(self) -> (SharedConnection<C>, IO, Ciphertext) {
+        let TlsStream {
+            io, st, out, sent, ..
+        } = self;
+        let mut rest = Ciphertext::with_capacity(0);
+        rest.push(&out.bytes()[sent.min(out.len())..]);
+        (SharedConnection::from_state(st), io, rest)
     }
 }
 
