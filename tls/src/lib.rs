@@ -37,6 +37,8 @@ pub mod reload;
 pub mod server;
 pub mod shared;
 pub mod split;
+#[cfg(all(test, feature = "issue"))]
+mod test_support;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 pub mod unbuffered;

@@ -166,27 +166,14 @@ impl<C: Side> SharedConnection<C> {
 mod tests {
     use std::io::{Read, Write};
     use std::sync::Arc;
-    use std::time::Duration;
 
     use rustls::{ServerConnection, StreamOwned};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
+    use crate::test_support::{pattern, pki, T};
     use crate::{ClientTls, ServerTls};
-
-    const T: Duration = Duration::from_secs(10);
-
-    fn pki(dir: &std::path::Path) -> (Arc<ServerTls>, Arc<ClientTls>) {
-        let (s, c) = crate::issue::loopback_pki(dir, "acme").unwrap();
-        (Arc::new(s), Arc::new(c))
-    }
-
-    fn pattern(len: usize, seed: u32) -> Vec<u8> {
-        (0..len as u32)
-            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 11) as u8)
-            .collect()
-    }
 
     fn next(rng: &mut u64) -> u64 {
         *rng ^= *rng << 13;

@@ -619,9 +619,8 @@ mod tests {
 
     use super::{merge, Incoming, HEAD};
     use crate::blocking::{accept, connect, ClientStream, ServerStream};
+    use crate::test_support::{pattern, T};
     use crate::{ClientTls, ServerTls};
-
-    const T: Duration = Duration::from_secs(10);
 
     struct Pki {
         _dir: tempfile::TempDir,
@@ -673,12 +672,6 @@ mod tests {
             }
             (h.join().unwrap(), c)
         })
-    }
-
-    fn pattern(len: usize, seed: u32) -> Vec<u8> {
-        (0..len as u32)
-            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 11) as u8)
-            .collect()
     }
 
     fn fnv(data: &[u8]) -> u64 {

@@ -313,20 +313,13 @@ mod tests {
     use std::pin::Pin;
     use std::sync::Arc;
     use std::task::{Context, Poll};
-    use std::time::Duration;
 
     use rustls::{ClientConnection, StreamOwned};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
 
+    use crate::test_support::{pattern, pki, T};
     use crate::{ClientTls, ServerTls};
-
-    const T: Duration = Duration::from_secs(10);
-
-    fn pki(dir: &std::path::Path) -> (Arc<ServerTls>, Arc<ClientTls>) {
-        let (s, c) = crate::issue::loopback_pki(dir, "acme").unwrap();
-        (Arc::new(s), Arc::new(c))
-    }
 
     /// Reads of random sizes from 1 byte to `max` (the ciphertext arrives in pieces).
     struct Chunky<IO> {
@@ -371,12 +364,6 @@ mod tests {
         ) -> Poll<std::io::Result<()>> {
             Pin::new(&mut self.io).poll_shutdown(cx)
         }
-    }
-
-    fn pattern(len: usize, seed: u32) -> Vec<u8> {
-        (0..len as u32)
-            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 11) as u8)
-            .collect()
     }
 
     async fn tcp() -> (TcpStream, TcpStream) {
