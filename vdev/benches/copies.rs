@@ -130,14 +130,16 @@ fn main() {
         .unwrap();
     let tls = std::env::var("TLS").is_ok_and(|v| v == "1");
     let pki = tempfile::tempdir().unwrap();
-    let (backend_addr, client_tls) = if tls {
-        tls_backend(&brt, pki.path(), len)
+    // The in-process plain backend serves while `_plain` lives.
+    let (backend_addr, client_tls, _plain) = if tls {
+        let (addr, client) = tls_backend(&brt, pki.path(), len);
+        (addr, client, None)
     } else {
         let b = start_backend_with(&brt, |c| {
             c.session_memory_quota = bytesize::ByteSize::b(2 * len);
             c.cpu.total_memory = bytesize::ByteSize::b(4 * len);
         });
-        (b.addr.clone(), None)
+        (b.addr.clone(), None, Some(b))
     };
     let vrt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

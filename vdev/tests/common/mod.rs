@@ -50,7 +50,6 @@ pub fn start_backend_with(
             ByteSize::mib(256),
         );
         tweak(&mut config);
-        config.cpu.total_memory = ByteSize::mib(256);
         let served = InProcessBackend::start("test cpu", config, vec![TOKEN.to_string()])
             .await
             .unwrap();
