@@ -154,17 +154,17 @@ fn main() {
         .build()
         .unwrap();
     let tls = std::env::var("TLS").is_ok_and(|v| v == "1");
-    let pki = tempfile::tempdir().unwrap();
-    // The in-process plain backend serves while `_plain` lives.
-    let (backend_addr, client_tls, _plain) = if tls {
-        let (addr, client) = tls_backend(&brt, pki.path(), len);
-        (addr, client, None)
+    let pki = common::tls::Pki::new("bench");
+    let sized = |c: &mut netgpu_backend::config::Config| {
+        c.session_memory_quota = bytesize::ByteSize::b(2 * len);
+        c.cpu.total_memory = bytesize::ByteSize::b(4 * len);
+    };
+    // The in-process backend serves while `backend` lives.
+    let (backend, client_tls) = if tls {
+        let b = common::tls::start_backend(&brt, &pki, "bench", sized);
+        (b, Some(pki.client("bench")))
     } else {
-        let b = start_backend_with(&brt, |c| {
-            c.session_memory_quota = bytesize::ByteSize::b(2 * len);
-            c.cpu.total_memory = bytesize::ByteSize::b(4 * len);
-        });
-        (b.addr.clone(), None, Some(b))
+        (start_backend_with(&brt, sized), None)
     };
     let vrt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -174,7 +174,7 @@ fn main() {
         .unwrap();
     let mut cfg = DeviceConfig {
         name: "bench".into(),
-        backend: backend_addr,
+        backend: backend.addr.clone(),
         token: TOKEN.into(),
         ..DeviceConfig::default()
     };
@@ -354,94 +354,4 @@ fn main() {
     let _ = stop.write(1);
     let _ = server.join();
     let _ = std::fs::remove_file(&socket);
-}
-
-/// A CPU backend behind its own mutual-TLS listener, and vdev's matching `[tls]`.
-fn tls_backend(
-    rt: &tokio::runtime::Runtime,
-    dir: &std::path::Path,
-    len: u64,
-) -> (String, Option<Arc<netgpu_tls::ClientTls>>) {
-    use netgpu_backend::config::{Config, ExecutorKind};
-    use netgpu_backend::executor::cpu::CpuExecutor;
-    use netgpu_backend::server::{Server, Shared};
-    use netgpu_backend::tenant::TenantConfig;
-    use netgpu_tls::issue::{new_ca, Ca, Role};
-    let ca_pem = new_ca("bench", 2).unwrap();
-    let ca = Ca::from_pem(&ca_pem.cert_pem, &ca_pem.key_pem).unwrap();
-    let write = |name: &str, text: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let ca_file = write("ca.crt", &ca_pem.cert_pem);
-    let b = ca
-        .issue(
-            "gpu",
-            &Role::Backend {
-                dns: vec!["gpu.bench".into()],
-                ips: vec![],
-            },
-            2,
-        )
-        .unwrap();
-    let h = ca
-        .issue(
-            "hv",
-            &Role::Hypervisor {
-                tenant: netgpu_tls::TenantName::new("bench").unwrap(),
-                dns: vec![],
-            },
-            2,
-        )
-        .unwrap();
-    let server = netgpu_tls::ServerTls::load(netgpu_tls::ServerTlsConfig {
-        cert: write("gpu.crt", &b.cert_pem),
-        key: write("gpu.key", &b.key_pem),
-        client_ca: ca_file.clone(),
-        client_auth: netgpu_tls::ClientAuth::Required,
-        crls: Vec::new(),
-    })
-    .unwrap();
-    let client = netgpu_tls::ClientTls::load(netgpu_tls::ClientTlsConfig {
-        ca: ca_file,
-        cert: Some(write("hv.crt", &h.cert_pem)),
-        key: Some(write("hv.key", &h.key_pem)),
-        server_name: Some("gpu.bench".into()),
-        crls: Vec::new(),
-    })
-    .unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        executor: ExecutorKind::Cpu,
-        session_memory_quota: bytesize::ByteSize::b(2 * len),
-        tenants: vec![TenantConfig {
-            name: netgpu_tls::TenantName::new("bench").unwrap(),
-            memory_quota: None,
-            max_sessions: None,
-            session_memory_quota: None,
-            kernel_time_limit_ms: None,
-            tokens: vec![TOKEN.into()],
-            token_files: vec![],
-        }],
-        ..Config::default()
-    };
-    config.cpu.total_memory = bytesize::ByteSize::b(4 * len);
-    let addr = rt.block_on(async {
-        let executor = Arc::new(CpuExecutor::new("bench cpu", 4 * len, 2));
-        let shared = Shared::build(
-            config,
-            vec![],
-            executor,
-            netgpu_tls::Security::Tls(Arc::new(server)),
-        )
-        .unwrap();
-        let server = Server::bind(shared).await.unwrap();
-        let addr = server.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let _ = server.run(std::future::pending()).await;
-        });
-        addr
-    });
-    (addr, Some(Arc::new(client)))
 }
