@@ -522,9 +522,14 @@ impl Sender {
         self.flush().await?;
         if let Some(tls) = self.tls.clone() {
             while len > 0 {
-                let n = len.min(ZEROS.len() as u64) as usize;
-                tls.conn.seal(&mut self.cipher, &ZEROS[..n]).map_err(lost)?;
-                len -= n as u64;
+                // Up to one piece's worth of records per socket write, as for guest data.
+                let mut piece = len.min(TLS_CHUNK as u64);
+                len -= piece;
+                while piece > 0 {
+                    let n = piece.min(ZEROS.len() as u64) as usize;
+                    tls.conn.seal(&mut self.cipher, &ZEROS[..n]).map_err(lost)?;
+                    piece -= n as u64;
+                }
                 self.write_cipher(true).await?;
             }
             return Ok(());
