@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytesize::ByteSize;
+use netgpu_tls::{Security, ServerTls};
 use tokio::sync::oneshot;
 
 use crate::config::{Config, ExecutorKind};
@@ -52,6 +53,39 @@ impl InProcessBackend {
             config.cpu.threads as usize,
         ));
         let shared = Shared::new(config, tokens, executor.clone());
+        Self::serve(shared, executor).await
+    }
+
+    /// [`InProcessBackend::start`] behind the backend's own mutual-TLS listener: the
+    /// tenants are `config.tenants` (their tokens and quotas), clients must present a
+    /// certificate from `tls`'s client CA.
+    ///
+    /// # Panics
+    /// On a tenant configuration the backend refuses (a test's own mistake).
+    pub async fn start_tls(
+        name: &str,
+        config: Config,
+        tls: ServerTls,
+    ) -> Result<InProcessBackend, ServerError> {
+        let executor = Arc::new(CpuExecutor::new(
+            name,
+            config.cpu.total_memory.as_u64(),
+            config.cpu.threads as usize,
+        ));
+        let shared = Shared::build(
+            config,
+            Vec::new(),
+            executor.clone(),
+            Security::Tls(Arc::new(tls)),
+        )
+        .expect("the test's tenant configuration");
+        Self::serve(shared, executor).await
+    }
+
+    async fn serve(
+        shared: Arc<Shared>,
+        executor: Arc<CpuExecutor>,
+    ) -> Result<InProcessBackend, ServerError> {
         let server = Server::bind(shared.clone()).await?;
         let addr = server.local_addr().map_err(|source| ServerError::Bind {
             addr: shared.config.listen,

@@ -14,7 +14,8 @@
 //!   ([`explain`]).
 //! - Connections on rustls' unbuffered API (records sealed into and decrypted in buffers
 //!   this crate owns, large socket writes): blocking ([`blocking`], [`split`]) and tokio
-//!   streams, sharing [`unbuffered`].
+//!   streams, and a connection two async halves share while doing their own socket I/O
+//!   ([`shared`], vdev's sessions), all on [`unbuffered`].
 //! - With the `issue` feature: a CA and host/hypervisor certificates for operators
 //!   ([`issue`], the `netgpu-cert` CLI).
 //!
@@ -34,7 +35,10 @@ pub mod pem;
 pub mod policy;
 pub mod reload;
 pub mod server;
+pub mod shared;
 pub mod split;
+#[cfg(all(test, feature = "issue"))]
+mod test_support;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 pub mod unbuffered;

@@ -114,7 +114,6 @@ impl<C: Side> State<C> {
         }
     }
 
-    #[cfg(feature = "tokio")]
     pub(crate) fn conn(&self) -> &C {
         &self.conn
     }
@@ -125,13 +124,12 @@ impl<C: Side> State<C> {
     }
 
     /// Records the reader made, to go out next.
-    #[cfg(feature = "tokio")]
     pub(crate) fn take_tx(&mut self, out: &mut Outgoing) {
         out.append(&mut self.tx);
     }
 
-    /// The unprocessed ciphertext (the reader receives into it directly in [`crate::tokio`]).
-    #[cfg(feature = "tokio")]
+    /// The unprocessed ciphertext (the reader receives into it directly in [`crate::tokio`]
+    /// and [`crate::shared`]).
     pub(crate) fn incoming(&mut self) -> &mut Incoming {
         &mut self.incoming
     }
@@ -621,9 +619,8 @@ mod tests {
 
     use super::{merge, Incoming, HEAD};
     use crate::blocking::{accept, connect, ClientStream, ServerStream};
+    use crate::test_support::{pattern, T};
     use crate::{ClientTls, ServerTls};
-
-    const T: Duration = Duration::from_secs(10);
 
     struct Pki {
         _dir: tempfile::TempDir,
@@ -675,12 +672,6 @@ mod tests {
             }
             (h.join().unwrap(), c)
         })
-    }
-
-    fn pattern(len: usize, seed: u32) -> Vec<u8> {
-        (0..len as u32)
-            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 11) as u8)
-            .collect()
     }
 
     fn fnv(data: &[u8]) -> u64 {

@@ -22,6 +22,7 @@ use crate::blocking::HandshakeError;
 use crate::client::ClientTls;
 use crate::explain::{server_failure, ServerSide};
 use crate::server::ServerTls;
+use crate::shared::{Ciphertext, SharedConnection};
 use crate::split::{Seal, State, READ, WRITE_MAX};
 use crate::unbuffered::{handshake_step, take_alert, Incoming, Next, Outgoing, Side};
 use crate::ALPN;
@@ -57,6 +58,18 @@ impl<C: Side, IO> TlsStream<C, IO> {
     /// The underlying stream.
     pub fn get_ref(&self) -> &IO {
         &self.io
+    }
+
+    /// The connection for two halves that do their own socket I/O ([`SharedConnection`]),
+    /// the stream, and the ciphertext not written yet (written before anything else; empty
+    /// right after [`connect`] or [`accept`], which flush the handshake).
+    pub fn into_shared(self) -> (SharedConnection<C>, IO, Ciphertext) {
+        let TlsStream {
+            io, st, out, sent, ..
+        } = self;
+        let mut rest = Ciphertext::with_capacity(0);
+        rest.push(&out.bytes()[sent.min(out.len())..]);
+        (SharedConnection::from_state(st), io, rest)
     }
 }
 
@@ -300,20 +313,13 @@ mod tests {
     use std::pin::Pin;
     use std::sync::Arc;
     use std::task::{Context, Poll};
-    use std::time::Duration;
 
     use rustls::{ClientConnection, StreamOwned};
     use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
     use tokio::net::{TcpListener, TcpStream};
 
+    use crate::test_support::{pattern, pki, T};
     use crate::{ClientTls, ServerTls};
-
-    const T: Duration = Duration::from_secs(10);
-
-    fn pki(dir: &std::path::Path) -> (Arc<ServerTls>, Arc<ClientTls>) {
-        let (s, c) = crate::issue::loopback_pki(dir, "acme").unwrap();
-        (Arc::new(s), Arc::new(c))
-    }
 
     /// Reads of random sizes from 1 byte to `max` (the ciphertext arrives in pieces).
     struct Chunky<IO> {
@@ -358,12 +364,6 @@ mod tests {
         ) -> Poll<std::io::Result<()>> {
             Pin::new(&mut self.io).poll_shutdown(cx)
         }
-    }
-
-    fn pattern(len: usize, seed: u32) -> Vec<u8> {
-        (0..len as u32)
-            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 11) as u8)
-            .collect()
     }
 
     async fn tcp() -> (TcpStream, TcpStream) {

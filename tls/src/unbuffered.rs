@@ -164,6 +164,14 @@ impl Outgoing {
         other.clear();
     }
 
+    /// Appends records sealed earlier (not yet written).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.room(bytes.len());
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
     fn room(&mut self, n: usize) {
         if self.buf.len() - self.len < n {
             self.buf.resize(self.len + n, 0);

@@ -7,7 +7,8 @@
 //! throwaway CA, against the same raw TCP baseline). The guest side is simulated as in the test harness: the data lives in a memfd
 //! passed with `DMA_MAP`, named by an indirect scatter list of 16 KiB entries (4096 of them
 //! for 64 MiB), the doorbell is a trapped `REGION_WRITE` and the completion is observed by
-//! polling the ring. The raw baseline writes the same number of bytes from one buffer into
+//! polling the ring. Besides the wall clock it prints the CPU time each copy cost vdev and
+//! the backend (the process's, less the polling thread's) against the raw copy's. The raw baseline writes the same number of bytes from one buffer into
 //! another over a loopback TCP connection, as the backend would receive them.
 
 #![allow(clippy::unwrap_used)]
@@ -78,6 +79,30 @@ const TABLE: u64 = 0x40_000;
 const ENTRY: u32 = 16 << 10;
 const DATA: u64 = 1 << 20;
 
+/// CPU time of the whole process and of the calling thread.
+fn cpu() -> (Duration, Duration) {
+    let clock = |id| {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `t` is a valid timespec for the call to fill.
+        unsafe { libc::clock_gettime(id, &mut t) };
+        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+    };
+    (
+        clock(libc::CLOCK_PROCESS_CPUTIME_ID),
+        clock(libc::CLOCK_THREAD_CPUTIME_ID),
+    )
+}
+
+/// CPU the process spent since `since` (from [`cpu`]), without the calling thread's (the
+/// polling "guest").
+fn others_since(since: (Duration, Duration)) -> Duration {
+    let now = cpu();
+    (now.0 - since.0).saturating_sub(now.1 - since.1)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -129,15 +154,17 @@ fn main() {
         .build()
         .unwrap();
     let tls = std::env::var("TLS").is_ok_and(|v| v == "1");
-    let pki = tempfile::tempdir().unwrap();
-    let (backend_addr, client_tls) = if tls {
-        tls_backend(&brt, pki.path(), len)
+    let pki = common::tls::Pki::new("bench");
+    let sized = |c: &mut netgpu_backend::config::Config| {
+        c.session_memory_quota = bytesize::ByteSize::b(2 * len);
+        c.cpu.total_memory = bytesize::ByteSize::b(4 * len);
+    };
+    // The in-process backend serves while `backend` lives.
+    let (backend, client_tls) = if tls {
+        let b = common::tls::start_backend(&brt, &pki, "bench", sized);
+        (b, Some(pki.client("bench")))
     } else {
-        let b = start_backend_with(&brt, |c| {
-            c.session_memory_quota = bytesize::ByteSize::b(2 * len);
-            c.cpu.total_memory = bytesize::ByteSize::b(4 * len);
-        });
-        (b.addr.clone(), None)
+        (start_backend_with(&brt, sized), None)
     };
     let vrt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -147,7 +174,7 @@ fn main() {
         .unwrap();
     let mut cfg = DeviceConfig {
         name: "bench".into(),
-        backend: backend_addr,
+        backend: backend.addr.clone(),
         token: TOKEN.into(),
         ..DeviceConfig::default()
     };
@@ -251,11 +278,16 @@ fn main() {
     LARGE.store(0, Ordering::Relaxed);
     let mut up = Vec::new();
     let mut down = Vec::new();
+    let (mut up_cpu, mut down_cpu) = (Vec::new(), Vec::new());
     for _ in 0..iters {
+        let c0 = cpu();
         let (c, d) = run(&mut client, htod);
+        up_cpu.push(others_since(c0));
         assert_eq!(c.result, 0);
         up.push(d);
+        let c0 = cpu();
         let (c, d) = run(&mut client, dtoh);
+        down_cpu.push(others_since(c0));
         assert_eq!(c.result, 0);
         down.push(d);
     }
@@ -266,8 +298,17 @@ fn main() {
     assert!(back == src, "the copy came back changed");
     // The same bytes over raw loopback TCP.
     let mut into = vec![0u8; len as usize];
-    let raw: Vec<Duration> = (0..iters).map(|_| raw_tcp(&src, &mut into)).collect();
+    let mut raw_cpu = Vec::new();
+    let raw: Vec<Duration> = (0..iters)
+        .map(|_| {
+            let c0 = cpu().0;
+            let t = raw_tcp(&src, &mut into);
+            raw_cpu.push(cpu().0 - c0);
+            t
+        })
+        .collect();
     let (u, d, r) = (median(up), median(down), median(raw));
+    let (uc, dc, rc) = (median(up_cpu), median(down_cpu), median(raw_cpu));
     let gbs = |t: Duration| len as f64 / t.as_secs_f64() / 1e9;
     println!(
         "{mib} MiB copies, {entries} scatter-gather entries of {} KiB, median of {iters}{}:",
@@ -295,6 +336,15 @@ fn main() {
         gbs(d),
         r.as_secs_f64() / d.as_secs_f64()
     );
+    // CPU time does not depend on how the scheduler shares a loaded machine, wall time does.
+    println!(
+        "CPU per copy (vdev and the backend; raw TCP: both ends): raw {:.1} ms, host-to-device {:.1} ms ({:.2}x raw), device-to-host {:.1} ms ({:.2}x raw)",
+        rc.as_secs_f64() * 1e3,
+        uc.as_secs_f64() * 1e3,
+        rc.as_secs_f64() / uc.as_secs_f64(),
+        dc.as_secs_f64() * 1e3,
+        rc.as_secs_f64() / dc.as_secs_f64()
+    );
     println!(
         "peak heap held by vdev's threads during the copies: {:.1} KiB ({:.4} of the copy size); blocks of 1 MiB or more: {large} bytes",
         peak as f64 / 1024.0,
@@ -304,94 +354,4 @@ fn main() {
     let _ = stop.write(1);
     let _ = server.join();
     let _ = std::fs::remove_file(&socket);
-}
-
-/// A CPU backend behind its own mutual-TLS listener, and vdev's matching `[tls]`.
-fn tls_backend(
-    rt: &tokio::runtime::Runtime,
-    dir: &std::path::Path,
-    len: u64,
-) -> (String, Option<Arc<netgpu_tls::ClientTls>>) {
-    use netgpu_backend::config::{Config, ExecutorKind};
-    use netgpu_backend::executor::cpu::CpuExecutor;
-    use netgpu_backend::server::{Server, Shared};
-    use netgpu_backend::tenant::TenantConfig;
-    use netgpu_tls::issue::{new_ca, Ca, Role};
-    let ca_pem = new_ca("bench", 2).unwrap();
-    let ca = Ca::from_pem(&ca_pem.cert_pem, &ca_pem.key_pem).unwrap();
-    let write = |name: &str, text: &str| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let ca_file = write("ca.crt", &ca_pem.cert_pem);
-    let b = ca
-        .issue(
-            "gpu",
-            &Role::Backend {
-                dns: vec!["gpu.bench".into()],
-                ips: vec![],
-            },
-            2,
-        )
-        .unwrap();
-    let h = ca
-        .issue(
-            "hv",
-            &Role::Hypervisor {
-                tenant: netgpu_tls::TenantName::new("bench").unwrap(),
-                dns: vec![],
-            },
-            2,
-        )
-        .unwrap();
-    let server = netgpu_tls::ServerTls::load(netgpu_tls::ServerTlsConfig {
-        cert: write("gpu.crt", &b.cert_pem),
-        key: write("gpu.key", &b.key_pem),
-        client_ca: ca_file.clone(),
-        client_auth: netgpu_tls::ClientAuth::Required,
-        crls: Vec::new(),
-    })
-    .unwrap();
-    let client = netgpu_tls::ClientTls::load(netgpu_tls::ClientTlsConfig {
-        ca: ca_file,
-        cert: Some(write("hv.crt", &h.cert_pem)),
-        key: Some(write("hv.key", &h.key_pem)),
-        server_name: Some("gpu.bench".into()),
-        crls: Vec::new(),
-    })
-    .unwrap();
-    let mut config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        executor: ExecutorKind::Cpu,
-        session_memory_quota: bytesize::ByteSize::b(2 * len),
-        tenants: vec![TenantConfig {
-            name: netgpu_tls::TenantName::new("bench").unwrap(),
-            memory_quota: None,
-            max_sessions: None,
-            session_memory_quota: None,
-            kernel_time_limit_ms: None,
-            tokens: vec![TOKEN.into()],
-            token_files: vec![],
-        }],
-        ..Config::default()
-    };
-    config.cpu.total_memory = bytesize::ByteSize::b(4 * len);
-    let addr = rt.block_on(async {
-        let executor = Arc::new(CpuExecutor::new("bench cpu", 4 * len, 2));
-        let shared = Shared::build(
-            config,
-            vec![],
-            executor,
-            netgpu_tls::Security::Tls(Arc::new(server)),
-        )
-        .unwrap();
-        let server = Server::bind(shared).await.unwrap();
-        let addr = server.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let _ = server.run(std::future::pending()).await;
-        });
-        addr
-    });
-    (addr, Some(Arc::new(client)))
 }

@@ -10,28 +10,30 @@
 //! with `netgpu-client` and libcuda) and limits are the wire protocol's own; only the I/O
 //! loop is vdev's.
 //!
-//! With TLS (`[tls]`, `netgpu-tls`) the same loop runs through a rustls client connection
-//! shared by the two halves (held only to move bytes in or out of rustls, never across an
-//! await): guest data is copied into rustls in chunks of at most [`TLS_CHUNK`] bytes under the
-//! guest memory's access lock, and the ciphertext is written to the socket outside it; reply
-//! data is decrypted into the receive buffer and copied into the guest pages. Only the
-//! sending half drains rustls's output, so TLS records reach the socket in the order rustls
-//! made them. Plain TCP is for loopback addresses only.
+//! With TLS (`[tls]`, `netgpu-tls`) the same loop runs through one rustls unbuffered client
+//! connection shared by the two halves (`netgpu_tls::shared`: locked only to seal, to decrypt
+//! or for one non-blocking socket read, never across an await): guest data is gathered in
+//! chunks of at most [`TLS_CHUNK`] bytes under the guest memory's access lock, sealed into
+//! the sender's ciphertext buffer and written to the socket outside both locks; reply
+//! records are decrypted in place in the connection's incoming buffer, copied into the
+//! receive buffer and from there into the guest pages. Only the sending half writes to the
+//! socket (records the receiving half has to make, such as a key update's answer, go out
+//! with the sender's next write), so TLS records reach the socket in the order rustls made
+//! them. Plain TCP is for loopback addresses only.
 
 use std::io;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netgpu_proto::wire::client;
 use netgpu_proto::wire::frame::FrameHeader;
 use netgpu_proto::wire::ops::{self, Reply, Request, SessionLimits};
 use netgpu_proto::wire::{HEADER_LEN, MAX_CTRL_LEN};
+use netgpu_tls::shared::{Ciphertext, Received, SharedClient};
 use netgpu_tls::{ClientTls, NetTuning};
-use rustls::ClientConnection;
 use thiserror::Error;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -47,9 +49,11 @@ const MAX_IOV: usize = 256;
 const OUT_BUFFER: usize = 64 * 1024;
 /// The receive buffer: a header and the largest control section fit.
 const RECV_BUFFER: usize = 2 * MAX_CTRL_LEN as usize;
-/// With TLS: largest piece of guest memory copied into rustls at once (and the ciphertext
-/// buffers' scale).
-pub const TLS_CHUNK: usize = 64 * 1024;
+/// With TLS: largest piece of guest memory gathered and sealed at once (and so the size of
+/// the ciphertext written per socket call). Larger pieces cost less CPU per byte (fewer,
+/// larger socket writes; measured in docs/performance.md) but hold the connection's lock,
+/// and a `DMA_UNMAP` waiting for the guest memory's, for longer.
+pub const TLS_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -125,13 +129,9 @@ pub fn plain_allowed(addr: &str) -> bool {
         .is_ok_and(netgpu_tls::policy::plain_peer_allowed)
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A session's TLS state, shared by its halves.
 struct Tls {
-    conn: Mutex<ClientConnection>,
+    conn: SharedClient,
     client: Arc<ClientTls>,
     addr: String,
 }
@@ -139,21 +139,12 @@ struct Tls {
 impl Tls {
     /// A TLS error in the operator's words (the backend refusing this client's certificate
     /// shows up at the first read, after the handshake).
-    fn failed(&self, e: rustls::Error) -> Error {
-        let io = io::Error::new(io::ErrorKind::InvalidData, e);
+    fn failed(&self, e: io::Error) -> Error {
         Error::Tls {
             addr: self.addr.clone(),
-            explanation: self.client.explain(&io, &self.addr),
+            explanation: self.client.explain(&e, &self.addr),
         }
     }
-}
-
-/// Moves what rustls has to send into `out`.
-fn drain(c: &mut ClientConnection, out: &mut Vec<u8>) -> Result<()> {
-    while c.wants_write() {
-        c.write_tls(out).map_err(lost)?;
-    }
-    Ok(())
 }
 
 /// The session watchdog's settings (as `netgpu-client`'s): while commands wait for replies
@@ -225,28 +216,24 @@ pub async fn open(opts: &Options) -> Result<(Sender, Receiver, Welcome)> {
             }
             None => (stream, None),
             Some(client) => {
-                let tls_err = |explanation: String| Error::Tls {
-                    addr: opts.addr.clone(),
-                    explanation,
-                };
-                let name = client
-                    .server_name(&opts.addr)
-                    .map_err(|e| tls_err(e.to_string()))?;
-                let connector = tokio_rustls::TlsConnector::from(client.client_config());
-                let s = connector
-                    .connect(name, stream)
+                let s = netgpu_tls::tokio::connect(stream, client, &opts.addr, opts.timeout)
                     .await
-                    .map_err(|e| tls_err(client.explain(&e, &opts.addr)))?;
-                let (stream, mut conn) = s.into_inner();
-                // Bounded by what vdev hands it at once (a frame batch or one chunk).
-                conn.set_buffer_limit(None);
+                    .map_err(|e| Error::Tls {
+                        addr: opts.addr.clone(),
+                        explanation: e.explanation,
+                    })?;
+                let (conn, stream, unsent) = s.into_shared();
                 let t = Tls {
-                    conn: Mutex::new(conn),
+                    conn,
                     client: Arc::clone(client),
                     addr: opts.addr.clone(),
                 };
-                (stream, Some(Arc::new(t)))
+                (stream, Some((Arc::new(t), unsent)))
             }
+        };
+        let (tls, cipher) = match tls {
+            Some((t, unsent)) => (Some(t), unsent),
+            None => (None, Ciphertext::with_capacity(0)),
         };
         let stream = Arc::new(stream);
         let progress = Progress::new();
@@ -257,7 +244,7 @@ pub async fn open(opts: &Options) -> Result<(Sender, Receiver, Welcome)> {
             sent: 0,
             progress: Arc::clone(&progress),
             tls: tls.clone(),
-            cipher: Vec::new(),
+            cipher,
             cipher_sent: 0,
             bounce: Vec::new(),
         };
@@ -265,9 +252,6 @@ pub async fn open(opts: &Options) -> Result<(Sender, Receiver, Welcome)> {
             stream,
             progress,
             tls,
-            cipher: Vec::new().into_boxed_slice(),
-            cstart: 0,
-            cend: 0,
             buf: vec![0u8; RECV_BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -338,7 +322,7 @@ pub struct Sender {
     progress: Arc<Progress>,
     tls: Option<Arc<Tls>>,
     /// With TLS: ciphertext not written yet; `cipher_sent` bytes of it already are.
-    cipher: Vec<u8>,
+    cipher: Ciphertext,
     cipher_sent: usize,
     /// With TLS: guest data on its way into rustls.
     bounce: Vec<u8>,
@@ -394,15 +378,10 @@ impl Sender {
 
     async fn flush_stamped(&mut self, stamp: bool) -> Result<()> {
         if let Some(tls) = self.tls.clone() {
-            {
-                let mut c = lock(&tls.conn);
-                if self.sent < self.out.len() {
-                    c.writer().write_all(&self.out[self.sent..]).map_err(lost)?;
-                }
-                self.out.clear();
-                self.sent = 0;
-                drain(&mut c, &mut self.cipher)?;
-            }
+            let pending = &self.out[self.sent.min(self.out.len())..];
+            tls.conn.seal(&mut self.cipher, pending).map_err(lost)?;
+            self.out.clear();
+            self.sent = 0;
             return self.write_cipher(stamp).await;
         }
         while !self.out.is_empty() {
@@ -426,7 +405,10 @@ impl Sender {
     async fn write_cipher(&mut self, stamp: bool) -> Result<()> {
         while self.cipher_sent < self.cipher.len() {
             self.stream.writable().await.map_err(lost)?;
-            match self.stream.try_write(&self.cipher[self.cipher_sent..]) {
+            match self
+                .stream
+                .try_write(&self.cipher.bytes()[self.cipher_sent..])
+            {
                 Ok(0) => return Err(lost("backend closed the connection")),
                 Ok(n) => {
                     if stamp {
@@ -468,11 +450,7 @@ impl Sender {
             {
                 return Ok(len - done);
             }
-            {
-                let mut c = lock(&tls.conn);
-                c.writer().write_all(chunk).map_err(lost)?;
-                drain(&mut c, &mut self.cipher)?;
-            }
+            tls.conn.seal(&mut self.cipher, chunk).map_err(lost)?;
             done += n as u64;
             self.write_cipher(true).await?;
         }
@@ -544,13 +522,14 @@ impl Sender {
         self.flush().await?;
         if let Some(tls) = self.tls.clone() {
             while len > 0 {
-                let n = len.min(ZEROS.len() as u64) as usize;
-                {
-                    let mut c = lock(&tls.conn);
-                    c.writer().write_all(&ZEROS[..n]).map_err(lost)?;
-                    drain(&mut c, &mut self.cipher)?;
+                // Up to one piece's worth of records per socket write, as for guest data.
+                let mut piece = len.min(TLS_CHUNK as u64);
+                len -= piece;
+                while piece > 0 {
+                    let n = piece.min(ZEROS.len() as u64) as usize;
+                    tls.conn.seal(&mut self.cipher, &ZEROS[..n]).map_err(lost)?;
+                    piece -= n as u64;
                 }
-                len -= n as u64;
                 self.write_cipher(true).await?;
             }
             return Ok(());
@@ -592,10 +571,6 @@ pub struct Receiver {
     stream: Arc<TcpStream>,
     progress: Arc<Progress>,
     tls: Option<Arc<Tls>>,
-    /// With TLS: ciphertext read from the socket, `cstart..cend` not yet given to rustls.
-    cipher: Box<[u8]>,
-    cstart: usize,
-    cend: usize,
     buf: Box<[u8]>,
     start: usize,
     end: usize,
@@ -623,17 +598,15 @@ impl Receiver {
         }
         if let Some(tls) = self.tls.clone() {
             loop {
-                let r = lock(&tls.conn).reader().read(&mut self.buf[self.end..]);
-                match r {
-                    Ok(0) => return Err(lost("backend closed the TLS session")),
-                    Ok(n) => {
+                match tls.conn.read(&mut self.buf[self.end..]) {
+                    Ok(Received::Data(n)) => {
                         self.end += n;
                         return Ok(());
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(lost(e)),
+                    Ok(Received::Closed) => return Err(lost("backend closed the TLS session")),
+                    Ok(Received::NeedInput) => self.receive(&tls).await?,
+                    Err(e) => return Err(tls.failed(e)),
                 }
-                self.feed(&tls).await?;
             }
         }
         loop {
@@ -651,38 +624,32 @@ impl Receiver {
         }
     }
 
-    /// With TLS: gives rustls more ciphertext (what is left of the last socket read, else a
-    /// new one) and lets it decrypt.
-    async fn feed(&mut self, tls: &Tls) -> Result<()> {
-        if self.cstart == self.cend {
-            if self.cipher.is_empty() {
-                self.cipher = vec![0u8; TLS_CHUNK].into_boxed_slice();
-            }
-            self.cstart = 0;
-            self.cend = 0;
-            loop {
-                self.stream.readable().await.map_err(lost)?;
-                match self.stream.try_read(&mut self.cipher) {
-                    Ok(0) => return Err(lost("backend closed the connection")),
-                    Ok(n) => {
-                        self.progress.stamp();
-                        self.cend = n;
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(lost(e)),
+    /// With TLS: reads the ciphertext the socket has (at least one byte) into the
+    /// connection's incoming buffer.
+    async fn receive(&mut self, tls: &Tls) -> Result<()> {
+        loop {
+            self.stream.readable().await.map_err(lost)?;
+            let stream = &self.stream;
+            match tls.conn.receive(|room| stream.try_read(room)) {
+                Ok(0) if tls.conn.pending_input() => {
+                    return Err(lost(
+                        "backend closed the connection in the middle of a TLS record",
+                    ))
                 }
+                Ok(0) => {
+                    return Err(lost(
+                        "backend closed the connection without a TLS close_notify",
+                    ))
+                }
+                Ok(_) => {
+                    self.progress.stamp();
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(tls.failed(e)),
+                Err(e) => return Err(lost(e)),
             }
         }
-        let mut c = lock(&tls.conn);
-        let mut rd = &self.cipher[self.cstart..self.cend];
-        let n = c.read_tls(&mut rd).map_err(lost)?;
-        if n == 0 {
-            return Err(lost("backend closed the TLS session"));
-        }
-        self.cstart += n;
-        c.process_new_packets().map_err(|e| tls.failed(e))?;
-        Ok(())
     }
 
     /// The next `n` bytes (`n` at most the buffer size).

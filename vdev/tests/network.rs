@@ -421,3 +421,83 @@ fn a_device_whose_backend_was_down_at_start_becomes_ready_when_it_comes_up() {
         Reply::MemInfo { .. }
     ));
 }
+
+/// Issue 9 over TLS: a partition (a stall without FIN or RST) while a copy's records are in
+/// flight fails the waiting call within 5 s (the watchdog; the kernel module then fails the
+/// process's call), nothing is written into the guest's completion ring for it, and once the
+/// network heals the next process's session (a new TLS handshake) copies data unchanged.
+#[test]
+fn over_tls_a_stall_mid_copy_fails_the_call_and_the_healed_network_serves_the_next_process() {
+    use common::tls::Pki;
+    use netgpu_proto::abi::SgEntry;
+    const LEN: u32 = 0x38_0000;
+    let mut proxy = None;
+    let (mut h, _pki): (Harness, Pki) = Harness::start_tls(
+        "stall-tls",
+        "tenant-s",
+        |b| b.max_frame_data = bytesize::ByteSize::mib(1),
+        |c| {
+            let upstream: SocketAddr = c.backend.parse().unwrap();
+            let p = FaultProxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
+            c.backend = p.addr().to_string();
+            c.transport.liveness = Some(FAST);
+            proxy = Some(p);
+        },
+    );
+    let proxy = proxy.unwrap();
+    assert_eq!(h.wait_status(abi::STATUS_READY), abi::STATUS_READY);
+    h.map_memory();
+    let src: Vec<u8> = (0..LEN).map(|i| (i ^ (i >> 7) ^ (i >> 19)) as u8).collect();
+    h.mem.write_all_at(&src, 0x10_0000).unwrap();
+    let open = |h: &mut Harness| -> (u64, u64) {
+        let ctx = h.run_first_lap(SQ, CQ, 0, &Command::new(op::CTX_CREATE, 1, &[0]));
+        assert_eq!(CuResult(ctx.result), CuResult::SUCCESS);
+        let alloc = Command::new(op::MEM_ALLOC, 2, &[ctx.value0, u64::from(LEN)]);
+        let ptr = h.run_first_lap(SQ, CQ, 1, &alloc);
+        assert_eq!(CuResult(ptr.result), CuResult::SUCCESS);
+        (ctx.value0, ptr.value0)
+    };
+    let htod = |ctx, ptr| {
+        Command::new(op::MEMCPY_HTOD, 3, &[ctx, ptr, 0]).with_sg(&[SgEntry::new(0x10_0000, LEN)])
+    };
+    assert_eq!(
+        h.setup_queue(0, SQ, CQ, 8, abi::NO_VECTOR),
+        abi::QSTATUS_ENABLED
+    );
+    let (ctx, ptr) = open(&mut h);
+    let c = h.run_first_lap(SQ, CQ, 2, &htod(ctx, ptr));
+    assert_eq!(CuResult(c.result), CuResult::SUCCESS);
+
+    // Partition, then a copy: its records fill the socket buffers and stop.
+    proxy.set(Fault::Stall);
+    h.put_command(SQ, 3, &htod(ctx, ptr));
+    h.ring(0, 4);
+    let took = wait_queue_status(&mut h, 0, abi::QSTATUS_ERROR, Duration::from_secs(10));
+    eprintln!("stalled TLS copy: queue in ERROR after {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(
+        h.read32(abi::REGS_BAR, Harness::qreg(0, qreg::ERROR)),
+        abi::QERR_BACKEND_LOST
+    );
+    assert!(
+        !h.completion(CQ, 3).phase(),
+        "the stalled copy never completed"
+    );
+
+    // The network heals: the next process gets a new TLS session and copies both ways.
+    proxy.set(Fault::Pass);
+    assert_eq!(reopen(&mut h, 0), abi::QSTATUS_ENABLED);
+    let (ctx, ptr) = open(&mut h);
+    let c = h.run_first_lap(SQ, CQ, 2, &htod(ctx, ptr));
+    assert_eq!(CuResult(c.result), CuResult::SUCCESS);
+    let dtoh = Command::new(op::MEMCPY_DTOH, 4, &[ctx, ptr, 0])
+        .with_sg(&[SgEntry::device_write(0x48_0000, LEN)]);
+    let c = h.run_first_lap(SQ, CQ, 3, &dtoh);
+    assert_eq!(
+        (CuResult(c.result), c.value0),
+        (CuResult::SUCCESS, u64::from(LEN))
+    );
+    let mut back = vec![0u8; LEN as usize];
+    h.mem.read_exact_at(&mut back, 0x48_0000).unwrap();
+    assert!(back == src, "the copy came back changed");
+}

@@ -11,65 +11,19 @@
 mod common;
 
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::tls::Pki;
 use common::Harness;
 use netgpu_proto::abi::{self, op, Command, SgEntry};
 use netgpu_proto::cuda::CuResult;
-use netgpu_tls::issue::{new_ca, Ca, Role};
+use netgpu_tls::issue::Role;
 use netgpu_tls::{ClientAuth, ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig, TenantName};
 use tokio::net::{TcpListener, TcpStream};
 
 const SQ: u64 = 0x10_000;
 const CQ: u64 = 0x20_000;
-
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: Ca,
-    ca_file: PathBuf,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let pem = new_ca(name, 30).unwrap();
-        let ca_file = dir.path().join(format!("{name}-ca.crt"));
-        std::fs::write(&ca_file, &pem.cert_pem).unwrap();
-        let ca = Ca::from_pem(&pem.cert_pem, &pem.key_pem).unwrap();
-        Pki { dir, ca, ca_file }
-    }
-
-    fn issue(&self, stem: &str, role: &Role) -> (PathBuf, PathBuf) {
-        let i = self.ca.issue(stem, role, 10).unwrap();
-        let c = self.dir.path().join(format!("{stem}.crt"));
-        let k = self.dir.path().join(format!("{stem}.key"));
-        std::fs::write(&c, &i.cert_pem).unwrap();
-        std::fs::write(&k, &i.key_pem).unwrap();
-        (c, k)
-    }
-
-    fn backend(&self) -> (PathBuf, PathBuf) {
-        self.issue(
-            "gpu1",
-            &Role::Backend {
-                dns: vec!["gpu1.test".into()],
-                ips: vec!["127.0.0.1".parse().unwrap()],
-            },
-        )
-    }
-
-    fn hypervisor(&self, tenant: &str) -> (PathBuf, PathBuf) {
-        self.issue(
-            "hv1",
-            &Role::Hypervisor {
-                tenant: TenantName::new(tenant).unwrap(),
-                dns: vec![],
-            },
-        )
-    }
-}
 
 /// A TLS endpoint on loopback in front of `upstream` (the CPU backend): every connection is
 /// accepted with mutual TLS and its plaintext relayed. Records the tenant of each client.
@@ -369,70 +323,13 @@ fn the_jailed_binary_speaks_tls_and_survives_a_certificate_rotation() {
 
 /// The CPU backend's own TLS listener (mutual TLS, the hypervisor's tenant from its
 /// certificate), no terminator in between.
-fn tls_backend(rt: &tokio::runtime::Runtime, pki: &Pki, tenant: &str) -> String {
-    use netgpu_backend::config::{Config, ExecutorKind};
-    use netgpu_backend::executor::cpu::CpuExecutor;
-    use netgpu_backend::server::{Server, Shared};
-    use netgpu_backend::tenant::TenantConfig;
-    let (c, k) = pki.backend();
-    let tls = ServerTls::load(ServerTlsConfig {
-        cert: c,
-        key: k,
-        client_ca: pki.ca_file.clone(),
-        client_auth: ClientAuth::Required,
-        crls: Vec::new(),
-    })
-    .unwrap();
-    let config = Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        executor: ExecutorKind::Cpu,
-        max_frame_data: bytesize::ByteSize::mib(1),
-        tenants: vec![TenantConfig {
-            name: TenantName::new(tenant).unwrap(),
-            memory_quota: None,
-            max_sessions: None,
-            session_memory_quota: None,
-            kernel_time_limit_ms: None,
-            tokens: vec![common::TOKEN.into()],
-            token_files: vec![],
-        }],
-        ..Config::default()
-    };
-    rt.block_on(async {
-        let executor = Arc::new(CpuExecutor::new("tls cpu", 256 << 20, 2));
-        let shared = Shared::build(
-            config,
-            vec![],
-            executor,
-            netgpu_tls::Security::Tls(Arc::new(tls)),
-        )
-        .unwrap();
-        let server = Server::bind(shared).await.unwrap();
-        let addr = server.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let _ = server.run(std::future::pending()).await;
-        });
-        addr
-    })
-}
-
 #[test]
 fn copies_through_the_backends_own_tls_listener() {
-    let pki = Pki::new("tlsreal");
-    let (hc, hk) = pki.hypervisor("tenant-r");
-    let mut h = Harness::start_rt(
+    let (mut h, _pki) = Harness::start_tls(
         "tlsreal",
+        "tenant-r",
+        |b| b.max_frame_data = bytesize::ByteSize::mib(1),
         |_| {},
-        |rt, c| {
-            c.backend = tls_backend(rt, &pki, "tenant-r");
-            c.transport.tls = Some(client_tls(ClientTlsConfig {
-                ca: pki.ca_file.clone(),
-                cert: Some(hc.clone()),
-                key: Some(hk.clone()),
-                server_name: Some("gpu1.test".into()),
-                crls: Vec::new(),
-            }));
-        },
     );
     assert_eq!(h.wait_status(abi::STATUS_READY), abi::STATUS_READY);
     h.map_memory();

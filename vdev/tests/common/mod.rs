@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fake;
+pub mod tls;
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -50,17 +51,22 @@ pub fn start_backend_with(
             ByteSize::mib(256),
         );
         tweak(&mut config);
-        config.cpu.total_memory = ByteSize::mib(256);
         let served = InProcessBackend::start("test cpu", config, vec![TOKEN.to_string()])
             .await
             .unwrap();
+        Backend::from(served)
+    })
+}
+
+impl From<InProcessBackend> for Backend {
+    fn from(served: InProcessBackend) -> Backend {
         Backend {
             addr: served.addr.to_string(),
             executor: served.executor.clone(),
             shared: served.shared.clone(),
             _served: served,
         }
-    })
+    }
 }
 
 pub struct Harness {
@@ -162,12 +168,43 @@ impl Harness {
         backend_tweak: impl FnOnce(&mut Config),
         tweak: impl FnOnce(&tokio::runtime::Runtime, &mut DeviceConfig),
     ) -> Harness {
+        Self::start_on(tag, |rt| start_backend_with(rt, backend_tweak), tweak)
+    }
+
+    /// A device whose backend is a CPU backend behind its own mutual-TLS listener serving
+    /// `tenant` (configured by `backend_tweak`), and vdev's `[tls]` a hypervisor of that
+    /// tenant; the PKI's files stay while it lives.
+    pub fn start_tls(
+        tag: &str,
+        tenant: &str,
+        backend_tweak: impl FnOnce(&mut Config),
+        tweak: impl FnOnce(&mut DeviceConfig),
+    ) -> (Harness, tls::Pki) {
+        let pki = tls::Pki::new(tag);
+        let client = pki.client(tenant);
+        let h = Self::start_on(
+            tag,
+            |rt| tls::start_backend(rt, &pki, tenant, backend_tweak),
+            |_, cfg| {
+                cfg.transport.tls = Some(client);
+                tweak(cfg);
+            },
+        );
+        (h, pki)
+    }
+
+    /// A device whose backend `backend` starts on the harness's runtime.
+    pub fn start_on(
+        tag: &str,
+        backend: impl FnOnce(&tokio::runtime::Runtime) -> Backend,
+        tweak: impl FnOnce(&tokio::runtime::Runtime, &mut DeviceConfig),
+    ) -> Harness {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let backend = start_backend_with(&rt, backend_tweak);
+        let backend = backend(&rt);
         let mut cfg = DeviceConfig {
             name: format!("test-{tag}"),
             backend: backend.addr.clone(),
