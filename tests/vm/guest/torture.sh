@@ -107,11 +107,15 @@ n=0
 ok=1
 while [ $n -lt "$cycles" ]; do
   if [ $((n % 2)) = 0 ]; then mode=""; else mode=queued; fi
+  # Emptied here, before the fork: the child's own `>` truncation may come after waitfor's
+  # first grep, which would then read the last cycle's HOLDING (and the final grep an
+  # empty file): a cycle that "failed" at once, seen as 6 in 2 000 before this.
+  : > /tmp/hold.out
   # shellcheck disable=SC2086  # $mode is empty or one word
   ./netgpu-stress hold 4 $mode > /tmp/hold.out 2>&1 &
   h=$!
   # A holder that needs more than 30 s to start is hung; the slowest start is reported.
-  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "kill cycle $n: no HOLDING in 30 s: $(cat /tmp/hold.out)"; stuck_report $h; }
+  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "kill cycle $n: no HOLDING after $i waits of 0.1 s: $(cat /tmp/hold.out)"; stuck_report $h; }
   slowest_start /tmp/hold.out
   case $((n % 4)) in 0) ;; 1) sleep 0.05 ;; 2) sleep 0.15 ;; 3) sleep 0.3 ;; esac
   kill -9 $h 2>/dev/null
@@ -141,9 +145,10 @@ n=0
 ok=1
 while [ $n -lt "$cycles" ]; do
   exec 3<>/dev/netgpu0
+  : > /tmp/hold.out   # before the fork, as in the kill phase
   ./netgpu-stress hold 1 > /tmp/hold.out 2>&1 &
   h=$!
-  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "reload cycle $n: no HOLDING in 30 s: $(cat /tmp/hold.out)"; stuck_report $h; }
+  waitfor /tmp/hold.out HOLDING 300 || { ok=0; echo "reload cycle $n: no HOLDING after $i waits of 0.1 s: $(cat /tmp/hold.out)"; stuck_report $h; }
   slowest_start /tmp/hold.out
   if rmmod netgpu 2>/dev/null; then ok=0; echo "cycle $n: rmmod succeeded with files open"; fi
   echo "$bdf" > /sys/bus/pci/drivers/netgpu/unbind || ok=0
