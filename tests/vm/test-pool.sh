@@ -13,10 +13,19 @@ vm_load_env
 work=$(mktemp -d)
 pids=()
 cleanup() {
+  local st=$?
   kill "${watcher:-}" 2>/dev/null || true
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  # Every process the test started names its store: none may outlive the test (a controller
+  # started through a shell function once did: `$!` was the subshell's pid, not netgpuctl's).
+  if [ -n "${store:-}" ] && left=$(pgrep -a -f -- "--store $store( |$)"); then
+    printf 'test-pool: left running after the test:\n%s\n' "$left" >&2
+    pkill -9 -f -- "--store $store( |$)" || true
+    st=1
+  fi
   rm -rf "$work" "${sock:-}"
+  exit "$st"
 }
 trap cleanup EXIT
 target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
@@ -80,7 +89,8 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 ctl host list
-ctl controller --interval 200ms > "$work/controller.log" 2>&1 &
+# The binary itself, not through `ctl`: `$!` must be netgpuctl's pid for cleanup to stop it.
+"$target/debug/netgpuctl" --store "$store" controller --interval 200ms > "$work/controller.log" 2>&1 &
 pids+=($!)
 ctl pool create p --failover-grace 1s > /dev/null
 ctl vgpu create vm1 --pool p --memory 1GiB --tenant test --socket-dir /run/netgpu
