@@ -129,6 +129,23 @@ async fn a_session_that_panics_releases_its_slot_and_closes_its_connection() {
     assert_eq!(shared.session_count(), 0);
 }
 
+/// Asserts that a client which went away left nothing behind within the bounds issue 12 sets:
+/// its session ended, its memory freed, and no kernel of it still running (`idle` worker
+/// threads busy, the count before it came).
+async fn assert_left_nothing(b: &TestBackend, idle: usize, why: &str) {
+    assert_eq!(
+        b.wait_sessions(0, Duration::from_secs(5)).await,
+        0,
+        "{why}: session gone"
+    );
+    assert_eq!(b.wait_memory_freed().await, 0, "{why}: memory freed");
+    assert_eq!(
+        b.wait_idle(Duration::from_secs(5)).await,
+        idle,
+        "{why}: no kernel of the gone client runs on"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_mid_kernel_cancels_its_work_and_frees_everything() {
     let b = TestBackend::start().await;
@@ -147,17 +164,7 @@ async fn a_client_gone_mid_kernel_cancels_its_work_and_frees_everything() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(b.executor.busy_threads() > baseline, "the kernels run");
     } // the client vanishes: its socket closes
-    assert_eq!(
-        b.wait_sessions(0, Duration::from_secs(5)).await,
-        0,
-        "session gone"
-    );
-    assert_eq!(b.wait_memory_freed().await, 0, "memory freed");
-    assert_eq!(
-        b.wait_idle(Duration::from_secs(5)).await,
-        0,
-        "no kernel of the gone client runs on"
-    );
+    assert_left_nothing(&b, 0, "client gone mid-kernel").await;
 }
 
 /// Launches `inc` on `stream` until `n` are sent, counting them in `sent`.
@@ -229,17 +236,12 @@ async fn a_client_that_queues_without_end_is_held_back_and_can_still_leave() {
         task.abort();
         let _ = task.await;
     }
-    assert_eq!(
-        b.wait_sessions(0, Duration::from_secs(5)).await,
-        0,
-        "session gone although its dispatcher was not reading"
-    );
-    assert_eq!(b.wait_memory_freed().await, 0, "memory freed");
-    assert_eq!(
-        b.wait_idle(Duration::from_secs(5)).await,
+    assert_left_nothing(
+        &b,
         baseline,
-        "no kernel of the gone client runs on"
-    );
+        "client gone while its dispatcher was not reading",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -380,17 +382,7 @@ async fn a_client_process_killed_mid_kernel_leaves_nothing_behind() {
     assert!(b.executor.memory_used() > 0);
     child.kill().unwrap(); // SIGKILL: no goodbye, the kernel closes the socket
     child.wait().unwrap();
-    assert_eq!(
-        b.wait_sessions(0, Duration::from_secs(5)).await,
-        0,
-        "session gone"
-    );
-    assert_eq!(
-        b.wait_idle(Duration::from_secs(5)).await,
-        0,
-        "kernels stopped"
-    );
-    assert_eq!(b.wait_memory_freed().await, 0, "memory freed");
+    assert_left_nothing(&b, 0, "client process killed mid-kernel").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
