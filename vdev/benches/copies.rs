@@ -11,7 +11,9 @@
 //! then reads the completion from the ring. Besides the wall clock it prints the CPU time each
 //! copy cost vdev and the backend (the process's, less the guest thread's) against the raw
 //! copy's. The raw baseline writes the same number of bytes from one buffer into another over
-//! a loopback TCP connection, as the backend would receive them.
+//! a loopback TCP connection kept for the run (as vdev keeps its session), as the backend
+//! would receive them; each round times raw TCP, the copy to the device and the copy back in
+//! turn, and the per-round ratios are printed besides the ratio of the medians.
 
 #![allow(clippy::unwrap_used)]
 
@@ -110,32 +112,56 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// One raw loopback transfer of `buf.len()` bytes, receiver reading into its own buffer.
-fn raw_tcp(buf: &[u8], into: &mut [u8]) -> Duration {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let n = into.len();
-    std::thread::scope(|s| {
-        let rx = s.spawn(move || {
+/// Raw loopback TCP: one connection kept for the whole run (as vdev keeps its session), the
+/// receiver reading each transfer into its own buffer and answering one byte.
+struct RawTcp {
+    tx: std::net::TcpStream,
+    rx: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RawTcp {
+    fn new(n: usize) -> Self {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let rx = std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
-            let mut got = 0;
-            let t = Instant::now();
-            while got < n {
-                got += c.read(&mut into[got..]).unwrap();
+            c.set_nodelay(true).unwrap();
+            let mut into = vec![0u8; n];
+            loop {
+                let mut got = 0;
+                while got < n {
+                    match c.read(&mut into[got..]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got += k,
+                    }
+                }
+                if c.write_all(&[1]).is_err() {
+                    return;
+                }
             }
-            c.write_all(&[1]).unwrap(); // the reply
-            t
         });
-        let mut c = std::net::TcpStream::connect(addr).unwrap();
-        c.set_nodelay(true).unwrap();
+        let tx = std::net::TcpStream::connect(addr).unwrap();
+        tx.set_nodelay(true).unwrap();
+        Self { tx, rx: Some(rx) }
+    }
+
+    /// One transfer of `buf` (the receiver's length), until its answer.
+    fn transfer(&mut self, buf: &[u8]) -> Duration {
         let t = Instant::now();
-        c.write_all(buf).unwrap();
+        self.tx.write_all(buf).unwrap();
         let mut ack = [0u8; 1];
-        c.read_exact(&mut ack).unwrap();
-        let d = t.elapsed();
-        let _ = rx.join();
-        d
-    })
+        self.tx.read_exact(&mut ack).unwrap();
+        t.elapsed()
+    }
+}
+
+impl Drop for RawTcp {
+    fn drop(&mut self) {
+        let _ = self.tx.shutdown(std::net::Shutdown::Both);
+        if let Some(rx) = self.rx.take() {
+            let _ = rx.join();
+        }
+    }
 }
 
 fn main() {
@@ -285,37 +311,42 @@ fn main() {
     LIVE.store(0, Ordering::Relaxed);
     PEAK.store(0, Ordering::Relaxed);
     LARGE.store(0, Ordering::Relaxed);
-    let mut up = Vec::new();
-    let mut down = Vec::new();
-    let (mut up_cpu, mut down_cpu) = (Vec::new(), Vec::new());
+    // Each round times raw TCP, then the copy to the device, then the copy back, so that the
+    // ratios compare figures of the same moment (a shared machine's load drifts).
+    let mut raw_tcp = RawTcp::new(len as usize);
+    raw_tcp.transfer(&src);
+    let (mut up, mut down, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut up_cpu, mut down_cpu, mut raw_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut up_ratio, mut down_ratio) = (Vec::new(), Vec::new());
     for _ in 0..iters {
+        let c0 = cpu().0;
+        let r = raw_tcp.transfer(&src);
+        raw_cpu.push(cpu().0 - c0);
+        raw.push(r);
         let c0 = cpu();
         let (c, d) = run(&mut client, htod);
         up_cpu.push(others_since(c0));
         assert_eq!(c.result, 0);
         up.push(d);
+        up_ratio.push(r.as_secs_f64() / d.as_secs_f64());
         let c0 = cpu();
         let (c, d) = run(&mut client, dtoh);
         down_cpu.push(others_since(c0));
         assert_eq!(c.result, 0);
         down.push(d);
+        down_ratio.push(r.as_secs_f64() / d.as_secs_f64());
     }
+    drop(raw_tcp);
     let peak = PEAK.load(Ordering::Relaxed);
     let large = LARGE.load(Ordering::Relaxed);
     let mut back = vec![0u8; len as usize];
     mem.read_exact_at(&mut back, DATA + len).unwrap();
     assert!(back == src, "the copy came back changed");
-    // The same bytes over raw loopback TCP.
-    let mut into = vec![0u8; len as usize];
-    let mut raw_cpu = Vec::new();
-    let raw: Vec<Duration> = (0..iters)
-        .map(|_| {
-            let c0 = cpu().0;
-            let t = raw_tcp(&src, &mut into);
-            raw_cpu.push(cpu().0 - c0);
-            t
-        })
-        .collect();
+    let ratios = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    let (ur, dr) = (ratios(up_ratio), ratios(down_ratio));
     let (u, d, r) = (median(up), median(down), median(raw));
     let (uc, dc, rc) = (median(up_cpu), median(down_cpu), median(raw_cpu));
     let gbs = |t: Duration| len as f64 / t.as_secs_f64() / 1e9;
@@ -334,16 +365,22 @@ fn main() {
         gbs(r)
     );
     println!(
-        "host-to-device via vdev: {:>7.2} ms  {:>6.2} GB/s  ({:.2}x raw TCP)",
+        "host-to-device via vdev: {:>7.2} ms  {:>6.2} GB/s  ({:.2}x raw TCP; per round median {:.2}x, {:.2}-{:.2}x)",
         u.as_secs_f64() * 1e3,
         gbs(u),
-        r.as_secs_f64() / u.as_secs_f64()
+        r.as_secs_f64() / u.as_secs_f64(),
+        ur.0,
+        ur.1,
+        ur.2
     );
     println!(
-        "device-to-host via vdev: {:>7.2} ms  {:>6.2} GB/s  ({:.2}x raw TCP)",
+        "device-to-host via vdev: {:>7.2} ms  {:>6.2} GB/s  ({:.2}x raw TCP; per round median {:.2}x, {:.2}-{:.2}x)",
         d.as_secs_f64() * 1e3,
         gbs(d),
-        r.as_secs_f64() / d.as_secs_f64()
+        r.as_secs_f64() / d.as_secs_f64(),
+        dr.0,
+        dr.1,
+        dr.2
     );
     // CPU time does not depend on how the scheduler shares a loaded machine, wall time does.
     println!(
