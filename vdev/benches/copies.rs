@@ -4,15 +4,16 @@
 //!
 //! `cargo bench -p netgpu-vdev --bench copies` (`ITERS`, `MIB` to change the defaults of 8
 //! and 64; `TLS=1`: the backend's mutual-TLS listener and vdev's `[tls]`, certificates from a
-//! throwaway CA, against the same raw TCP baseline). The guest side is simulated as in the test harness: the data lives in a memfd
-//! passed with `DMA_MAP`, named by an indirect scatter list of 16 KiB entries (4096 of them
-//! for 64 MiB), the doorbell is a trapped `REGION_WRITE`, and the "guest" sleeps until the
-//! queue's MSI-X interrupt (an eventfd given with `SET_IRQS`, as QEMU gives KVM's irqfd) and
-//! then reads the completion from the ring. Besides the wall clock it prints the CPU time each
-//! copy cost vdev and the backend (the process's, less the guest thread's) against the raw
-//! copy's. The raw baseline writes the same number of bytes from one buffer into another over
-//! a fresh loopback TCP connection, as the backend would receive them; each round times raw TCP, the copy to the device and the copy back in
-//! turn, and the per-round ratios are printed besides the ratio of the medians.
+//! throwaway CA, against the same raw TCP baseline). The guest side is simulated as in the
+//! test harness: the data lives in a memfd passed with `DMA_MAP`, named by an indirect
+//! scatter list of 16 KiB entries (4096 of them for 64 MiB), the doorbell is a trapped
+//! `REGION_WRITE`, and the "guest" sleeps until the queue's MSI-X interrupt (an eventfd given
+//! with `SET_IRQS`, as QEMU gives KVM's irqfd) and then reads the completion from the ring.
+//! Besides the wall clock it prints the CPU time each copy cost vdev and the backend (the
+//! process's, less the guest thread's) against the raw copy's. The raw baseline writes the
+//! same number of bytes from one buffer into another over a fresh loopback TCP connection, as
+//! the backend would receive them; each round times raw TCP, the copy to the device and the
+//! copy back in turn, and the per-round ratios are printed besides the ratio of the medians.
 
 #![allow(clippy::unwrap_used)]
 
@@ -339,24 +340,14 @@ fn main() {
         r.as_secs_f64() * 1e3,
         gbs(r)
     );
-    println!(
-        "host-to-device via vdev: {:>7.2} ms  {:>6.2} GB/s  ({:.2}x raw TCP; per round median {:.2}x, {:.2}-{:.2}x)",
-        u.as_secs_f64() * 1e3,
-        gbs(u),
-        r.as_secs_f64() / u.as_secs_f64(),
-        ur.0,
-        ur.1,
-        ur.2
-    );
-    println!(
-        "device-to-host via vdev: {:>7.2} ms  {:>6.2} GB/s  ({:.2}x raw TCP; per round median {:.2}x, {:.2}-{:.2}x)",
-        d.as_secs_f64() * 1e3,
-        gbs(d),
-        r.as_secs_f64() / d.as_secs_f64(),
-        dr.0,
-        dr.1,
-        dr.2
-    );
+    for (what, t, (mid, lo, hi)) in [("host-to-device", u, ur), ("device-to-host", d, dr)] {
+        println!(
+            "{what} via vdev: {:>7.2} ms  {:>6.2} GB/s  ({:.2}x raw TCP; per round median {mid:.2}x, {lo:.2}-{hi:.2}x)",
+            t.as_secs_f64() * 1e3,
+            gbs(t),
+            r.as_secs_f64() / t.as_secs_f64(),
+        );
+    }
     // CPU time does not depend on how the scheduler shares a loaded machine, wall time does.
     println!(
         "CPU per copy (vdev and the backend; raw TCP: both ends): raw {:.1} ms, host-to-device {:.1} ms ({:.2}x raw), device-to-host {:.1} ms ({:.2}x raw)",
