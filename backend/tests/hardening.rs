@@ -130,9 +130,9 @@ async fn a_session_that_panics_releases_its_slot_and_closes_its_connection() {
 }
 
 /// Asserts that a client which went away left nothing behind within the bounds issue 12 sets:
-/// its session ended, its memory freed, and no kernel of it still running (`idle` worker
-/// threads busy, the count before it came).
-async fn assert_left_nothing(b: &TestBackend, idle: usize, why: &str) {
+/// its session ended, its memory freed, and no kernel of it still running (the executor's
+/// busy worker threads back to `busy_before`, their count before the client came).
+async fn assert_left_nothing(b: &TestBackend, busy_before: usize, why: &str) {
     assert_eq!(
         b.wait_sessions(0, Duration::from_secs(5)).await,
         0,
@@ -141,7 +141,7 @@ async fn assert_left_nothing(b: &TestBackend, idle: usize, why: &str) {
     assert_eq!(b.wait_memory_freed().await, 0, "{why}: memory freed");
     assert_eq!(
         b.wait_idle(Duration::from_secs(5)).await,
-        idle,
+        busy_before,
         "{why}: no kernel of the gone client runs on"
     );
 }
